@@ -1,0 +1,36 @@
+# Two commands: `make test` (unit tests) and `make ship` (build both models, run every
+# criterion, write the report, gate). Both create .venv on first use and reuse it after.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+SHIPTWO := $(VENV)/bin/shiptwo
+PROFILE ?= default
+STAMP := $(VENV)/.installed
+
+.PHONY: test ship venv bench clean-artifacts
+
+venv: $(STAMP)
+
+# constraints.txt pins what CI installs (torch==2.13.0 is the CPU wheel); pyproject keeps ranges.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,interop]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest tests -n 2 -q -p no:cacheprovider
+
+ship: $(STAMP)
+	$(SHIPTWO) build model2 --profile $(PROFILE)
+	$(SHIPTWO) build model1 --profile $(PROFILE)
+	-$(PY) -m pytest acceptance -q -p no:cacheprovider --profile $(PROFILE) --shiptwo-fresh
+	$(SHIPTWO) report -o reports/ship-two.md
+	$(SHIPTWO) gate
+
+bench: $(STAMP)
+	$(PY) -m pytest benchmarks -q -p no:cacheprovider --benchmark-only
+
+clean-artifacts:
+	rm -rf .shiptwo reports/*.json reports/*.md

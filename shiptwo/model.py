@@ -1,0 +1,314 @@
+"""A LLaMA-architecture decoder: RMSNorm, rotary embeddings, grouped-query attention, SwiGLU.
+
+Module and parameter names follow Hugging Face's `LlamaForCausalLM`, so a state dict of this
+model *is* a Hugging Face state dict; the GGUF names are mapped in `tensor_names.py`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from shiptwo.errors import ShiptwoError
+
+
+@dataclass
+class ModelConfig:
+    """The architecture, with Hugging Face field names so config.json is a straight dump."""
+
+    vocab_size: int = 512
+    hidden_size: int = 64
+    intermediate_size: int = 172
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 2
+    max_position_embeddings: int = 256
+    rope_theta: float = 10000.0
+    rms_norm_eps: float = 1e-5
+    tie_word_embeddings: bool = True
+    bos_token_id: int = 0
+    eos_token_id: int = 0
+
+    def __post_init__(self):
+        if self.hidden_size % self.num_attention_heads:
+            raise ShiptwoError(
+                f"config: hidden_size {self.hidden_size} is not divisible by "
+                f"num_attention_heads {self.num_attention_heads}"
+            )
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ShiptwoError(
+                f"config: num_attention_heads {self.num_attention_heads} is not divisible by "
+                f"num_key_value_heads {self.num_key_value_heads}"
+            )
+        if self.head_dim % 2:
+            raise ShiptwoError(f"config: head_dim {self.head_dim} must be even for rotary embeddings")
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "config") -> "ModelConfig":
+        """Build from a mapping; unknown or missing fields are an error naming the field."""
+        names = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - set(names))
+        if unknown:
+            raise ShiptwoError(f"{source}: unknown model config field(s) {', '.join(unknown)}")
+        missing = sorted(n for n, f in names.items() if n not in d and f.default is dataclasses.MISSING)
+        if missing:
+            raise ShiptwoError(f"{source}: missing model config field(s) {', '.join(missing)}")
+        kwargs = {}
+        for name, value in d.items():
+            ftype = type(names[name].default)
+            try:
+                kwargs[name] = ftype(value) if ftype is not bool else _as_bool(value)
+            except (TypeError, ValueError):
+                raise ShiptwoError(f"{source}: field {name} has invalid value {value!r}") from None
+        return cls(**kwargs)
+
+    def num_parameters(self) -> int:
+        """Exact trainable parameter count implied by the config (tied weights counted once)."""
+        h, i, v, hd = self.hidden_size, self.intermediate_size, self.vocab_size, self.head_dim
+        kv = self.num_key_value_heads * hd
+        per_layer = h * h + 2 * h * kv + h * h + 3 * h * i + 2 * h  # q, k+v, o, mlp, 2 norms
+        total = v * h + self.num_hidden_layers * per_layer + h
+        if not self.tie_word_embeddings:
+            total += v * h
+        return total
+
+    def tensor_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Every tensor the config implies, Hugging Face names, torch shapes (the tensor contract)."""
+        h, i, v = self.hidden_size, self.intermediate_size, self.vocab_size
+        kv = self.num_key_value_heads * self.head_dim
+        shapes = {"model.embed_tokens.weight": (v, h), "model.norm.weight": (h,)}
+        for n in range(self.num_hidden_layers):
+            p = f"model.layers.{n}."
+            shapes.update({
+                p + "input_layernorm.weight": (h,),
+                p + "self_attn.q_proj.weight": (h, h),
+                p + "self_attn.k_proj.weight": (kv, h),
+                p + "self_attn.v_proj.weight": (kv, h),
+                p + "self_attn.o_proj.weight": (h, h),
+                p + "post_attention_layernorm.weight": (h,),
+                p + "mlp.gate_proj.weight": (i, h),
+                p + "mlp.up_proj.weight": (i, h),
+                p + "mlp.down_proj.weight": (h, i),
+            })
+        if not self.tie_word_embeddings:
+            shapes["lm_head.weight"] = (v, h)
+        return shapes
+
+
+def _as_bool(value) -> bool:
+    if isinstance(value, bool):
+        return value
+    if value in ("true", "True", 1, "1"):
+        return True
+    if value in ("false", "False", 0, "0"):
+        return False
+    raise ValueError(value)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Normalize in float32 as Hugging Face does, then cast back before the weight.
+        dtype = x.dtype
+        x = x.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x.to(dtype)
+
+
+def rope_cache(config: ModelConfig, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin tables in Hugging Face's rotate-half layout: (T, head_dim)."""
+    hd = config.head_dim
+    inv_freq = 1.0 / (config.rope_theta ** (torch.arange(0, hd, 2, dtype=torch.int64).float() / hd))
+    freqs = positions.float()[:, None] * inv_freq[None, :]
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return emb.cos(), emb.sin()
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    return x * cos.to(x.dtype) + _rotate_half(x) * sin.to(x.dtype)
+
+
+class KVCache:
+    """Preallocated per-layer key/value buffers for incremental decoding."""
+
+    def __init__(self, config: ModelConfig, batch_size: int, max_len: int, device, dtype):
+        if max_len > config.max_position_embeddings:
+            raise ShiptwoError(
+                f"KV cache length {max_len} exceeds max_position_embeddings "
+                f"{config.max_position_embeddings}"
+            )
+        shape = (batch_size, config.num_key_value_heads, max_len, config.head_dim)
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.num_hidden_layers)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.num_hidden_layers)]
+        self.max_len = max_len
+        self.length = 0  # tokens already stored
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        start, end = self.length, self.length + k.shape[2]
+        if end > self.max_len:
+            raise ShiptwoError(f"KV cache overflow: {end} tokens > capacity {self.max_len}")
+        self.k[layer][:, :, start:end] = k
+        self.v[layer][:, :, start:end] = v
+        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
+
+
+class Attention(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        h, hd = config.hidden_size, config.head_dim
+        self.n_head, self.n_kv, self.head_dim = config.num_attention_heads, config.num_key_value_heads, hd
+        self.q_proj = nn.Linear(h, self.n_head * hd, bias=False)
+        self.k_proj = nn.Linear(h, self.n_kv * hd, bias=False)
+        self.v_proj = nn.Linear(h, self.n_kv * hd, bias=False)
+        self.o_proj = nn.Linear(self.n_head * hd, h, bias=False)
+
+    def forward(self, x, cos, sin, layer: int, cache: KVCache | None):
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        past = 0
+        if cache is not None:
+            past = cache.length
+            k, v = cache.update(layer, k, v)
+        if past == 0:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.n_kv != self.n_head)
+        else:
+            # New queries sit at positions past..past+T-1 and may see keys 0..their own position.
+            S = k.shape[2]
+            mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(diagonal=past)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=self.n_kv != self.n_head)
+        return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
+
+    def forward(self, x):
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.self_attn = Attention(config)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.mlp = MLP(config)
+
+    def forward(self, x, cos, sin, layer, cache):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, layer, cache)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class Backbone(nn.Module):
+    """Holds the `model.*` parameters, as Hugging Face's LlamaModel does."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(DecoderLayer(config) for _ in range(config.num_hidden_layers))
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+
+
+class LlamaModel(nn.Module):
+    """The decoder with its LM head; `forward(idx)` returns logits (B, T, vocab)."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.model = Backbone(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        if config.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+
+    def init_weights(self, seed: int) -> None:
+        """Deterministic init: N(0, 0.02), output projections scaled by depth (GPT-2 style)."""
+        gen = torch.Generator().manual_seed(seed)
+        std = 0.02
+        for name, p in self.named_parameters():
+            if p.dim() == 1:
+                nn.init.ones_(p)
+                continue
+            s = std / math.sqrt(2 * self.config.num_hidden_layers) if name.endswith(("o_proj.weight", "down_proj.weight")) else std
+            with torch.no_grad():
+                p.copy_(torch.randn(p.shape, generator=gen) * s)
+
+    def num_parameters(self) -> int:
+        """Counted from the live module; shared (tied) parameters once."""
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        B, T = idx.shape
+        start = cache.length if cache is not None else 0
+        if start + T > self.config.max_position_embeddings:
+            raise ShiptwoError(
+                f"sequence of {start + T} tokens exceeds max_position_embeddings "
+                f"{self.config.max_position_embeddings}"
+            )
+        positions = torch.arange(start, start + T, device=idx.device)
+        cos, sin = rope_cache(self.config, positions)
+        cos, sin = cos.to(idx.device), sin.to(idx.device)
+        x = self.model.embed_tokens(idx)
+        for n, layer in enumerate(self.model.layers):
+            x = layer(x, cos, sin, n, cache)
+        if cache is not None:
+            cache.length += T
+        return self.lm_head(self.model.norm(x))
+
+    def state_dict_for_save(self) -> dict[str, torch.Tensor]:
+        """The Hugging Face-named tensors to save: `lm_head.weight` omitted when tied."""
+        sd = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
+        if self.config.tie_word_embeddings:
+            sd.pop("lm_head.weight", None)
+        return sd
+
+    def load_tensors(self, tensors: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
+        """Load Hugging Face-named tensors, strictly: a missing, extra or misshapen tensor is an error."""
+        expected = self.config.tensor_shapes()
+        missing = sorted(set(expected) - set(tensors))
+        extra = sorted(set(tensors) - set(expected))
+        if missing:
+            raise ShiptwoError(f"{source}: missing tensor(s) {', '.join(missing[:5])}")
+        if extra:
+            raise ShiptwoError(f"{source}: unexpected tensor(s) {', '.join(extra[:5])}")
+        for name, shape in expected.items():
+            if tuple(tensors[name].shape) != shape:
+                raise ShiptwoError(
+                    f"{source}: tensor {name} has shape {tuple(tensors[name].shape)}, "
+                    f"config implies {shape}"
+                )
+        sd = dict(tensors)
+        if self.config.tie_word_embeddings:
+            sd["lm_head.weight"] = sd["model.embed_tokens.weight"]
+        self.load_state_dict(sd, strict=True)

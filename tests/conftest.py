@@ -1,0 +1,60 @@
+"""Shared fixtures: tiny but real artifacts (a trained BPE tokenizer, a saved checkpoint)."""
+
+from __future__ import annotations
+
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+TINY_SOURCES = ("textwrap.py", "string.py", "bisect.py", "heapq.py", "colorsys.py", "keyword.py", "shlex.py", "fnmatch.py")
+TINY_PROVENANCE = {
+    "license": "Apache-2.0",
+    "data_source": "python-stdlib test subset",
+    "data_license": "PSF-2.0",
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_texts() -> list[str]:
+    """A handful of real Python sources from the running interpreter's standard library."""
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    return [(stdlib / name).read_text(encoding="utf-8") for name in TINY_SOURCES]
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tiny_texts):
+    from shiptwo.tokenizer import train_tokenizer
+
+    return train_tokenizer(tiny_texts, vocab_size=384)
+
+
+@pytest.fixture(scope="session")
+def tiny_config(tiny_tokenizer):
+    from shiptwo.model import ModelConfig
+
+    return ModelConfig(
+        vocab_size=tiny_tokenizer.vocab_size,
+        hidden_size=64,
+        intermediate_size=160,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        bos_token_id=tiny_tokenizer.eot_id,
+        eos_token_id=tiny_tokenizer.eot_id,
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, tiny_config, tiny_tokenizer) -> Path:
+    """A randomly initialised (untrained) tiny checkpoint on disk: for format and contract tests."""
+    from shiptwo.checkpoint import checkpoint_from_model, save_checkpoint
+    from shiptwo.model import LlamaModel
+
+    model = LlamaModel(tiny_config)
+    model.init_weights(seed=0)
+    ckpt = checkpoint_from_model(model, tiny_tokenizer.to_json(), TINY_PROVENANCE, training={"steps": 0})
+    return save_checkpoint(ckpt, tmp_path_factory.mktemp("tiny") / "model.safetensors")

@@ -1,0 +1,98 @@
+"""The native checkpoint reloads bit-exact and refuses defective files with one clear error."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from shiptwo import constants as C
+from shiptwo.checkpoint import load_checkpoint, save_checkpoint
+from shiptwo.errors import ShiptwoError
+
+
+def test_reload_is_bit_exact(tiny_checkpoint, tmp_path):
+    a = load_checkpoint(tiny_checkpoint)
+    out = save_checkpoint(a, tmp_path / "again.safetensors")
+    b = load_checkpoint(out)
+    assert a.tensors.keys() == b.tensors.keys()
+    for name in a.tensors:
+        assert torch.equal(a.tensors[name], b.tensors[name]), name
+    assert a.config == b.config and a.provenance == b.provenance
+
+
+def test_truncated_file_is_refused(tiny_checkpoint, tmp_path):
+    bad = tmp_path / "cut.safetensors"
+    bad.write_bytes(tiny_checkpoint.read_bytes()[:-100])
+    with pytest.raises(ShiptwoError, match="cut.safetensors"):
+        load_checkpoint(bad)
+
+
+def test_wrong_magic_is_refused(tmp_path):
+    bad = tmp_path / "junk.safetensors"
+    bad.write_bytes(b"GGUF" + b"\0" * 64)
+    with pytest.raises(ShiptwoError, match="junk.safetensors"):
+        load_checkpoint(bad)
+
+
+def _rewrite(src, dst, edit_meta=None, edit_tensors=None):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(src), "pt") as f:
+        meta = dict(f.metadata())
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    if edit_meta:
+        edit_meta(meta)
+    if edit_tensors:
+        edit_tensors(tensors)
+    save_file(tensors, str(dst), metadata=meta)
+    return dst
+
+
+def test_missing_embedded_tokenizer_is_refused(tiny_checkpoint, tmp_path):
+    bad = _rewrite(tiny_checkpoint, tmp_path / "b.safetensors", edit_meta=lambda m: m.pop(C.META_TOKENIZER))
+    with pytest.raises(ShiptwoError, match="tokenizer_json"):
+        load_checkpoint(bad)
+
+
+def test_class_name_as_architecture_is_refused(tiny_checkpoint, tmp_path):
+    def edit(m):
+        m[C.META_ARCHITECTURE] = C.HF_ARCHITECTURE_CLASS
+
+    bad = _rewrite(tiny_checkpoint, tmp_path / "b.safetensors", edit_meta=edit)
+    with pytest.raises(ShiptwoError, match="unsupported architecture"):
+        load_checkpoint(bad)
+
+
+def test_shape_contradicting_config_is_refused(tiny_checkpoint, tmp_path):
+    def edit(m):
+        cfg = json.loads(m[C.META_CONFIG])
+        cfg["intermediate_size"] += 8
+        m[C.META_CONFIG] = json.dumps(cfg)
+
+    bad = _rewrite(tiny_checkpoint, tmp_path / "b.safetensors", edit_meta=edit)
+    with pytest.raises(ShiptwoError, match="shape"):
+        load_checkpoint(bad)
+
+
+def test_nan_tensor_is_refused(tiny_checkpoint, tmp_path):
+    def edit(t):
+        t["model.norm.weight"][0] = float("nan")
+
+    bad = _rewrite(tiny_checkpoint, tmp_path / "b.safetensors", edit_tensors=edit)
+    with pytest.raises(ShiptwoError, match="NaN"):
+        load_checkpoint(bad)
+
+
+def test_failed_save_keeps_previous_file(tiny_checkpoint, tmp_path):
+    ckpt = load_checkpoint(tiny_checkpoint)
+    target = tmp_path / "keep.safetensors"
+    save_checkpoint(ckpt, target)
+    good = target.read_bytes()
+    ckpt.provenance = {}
+    with pytest.raises(ShiptwoError, match="provenance"):
+        save_checkpoint(ckpt, target)
+    assert target.read_bytes() == good
+    assert [p.name for p in tmp_path.iterdir()] == ["keep.safetensors"]
