@@ -34,5 +34,270 @@ def main(argv: list[str] | None = None) -> int:
 _COMMANDS: list = []  # each section below appends its `_add_<name>` after defining it
 
 
+# --- spine: spec check, report, gate (shiptwo.spec / shiptwo.report / shiptwo.gate) ------
+
+
+def _add_spec(sub) -> None:
+    from shiptwo import constants as C
+
+    spec = sub.add_parser("spec", help="work with the acceptance spec")
+    spec_sub = spec.add_subparsers(dest="spec_command", required=True)
+    check = spec_sub.add_parser("check", help="validate the spec; one line per defect, exit 2 on any")
+    check.add_argument("path", nargs="?", default=C.SPEC_PATH)
+    check.add_argument("--strict", action="store_true", help=f"also require a bound test in {C.ACCEPTANCE_DIR}/ for every criterion")
+    check.add_argument("--acceptance", default=C.ACCEPTANCE_DIR, help="directory of acceptance tests (for --strict)")
+    check.set_defaults(func=_cmd_spec_check)
+
+
+def _cmd_spec_check(args) -> int:
+    from shiptwo.spec import check_spec
+
+    outcome = check_spec(args.path, strict=args.strict, acceptance_dir=args.acceptance)
+    for defect in outcome.defects:
+        print(defect, file=sys.stderr)
+    if outcome.defects:
+        return 2
+    print(outcome.summary)
+    return 0
+
+
+def _add_report(sub) -> None:
+    from shiptwo import constants as C
+
+    p = sub.add_parser("report", help="render the ship report from results.json")
+    p.add_argument("--results", default=C.RESULTS_PATH)
+    p.add_argument("--spec", default=C.SPEC_PATH)
+    p.add_argument("--baseline", default=None, help="an older results.json to diff against")
+    p.add_argument("-o", "--output", default=C.REPORT_PATH, help="output file ('-' for stdout)")
+    p.add_argument("--template", default=None, help="a Jinja template to use instead of the packaged one")
+    p.add_argument("--format", choices=C.REPORT_FORMATS, default="md")
+    p.add_argument("--acceptance", default=C.ACCEPTANCE_DIR, help="directory scanned for bound tests (NO TEST)")
+    p.set_defaults(func=_cmd_report)
+
+
+def _cmd_report(args) -> int:
+    from pathlib import Path
+
+    from shiptwo.report import bound_ids, build_report, render, write_report
+    from shiptwo.results import load_results
+    from shiptwo.spec import load_spec
+
+    spec = load_spec(args.spec)
+    results = load_results(args.results)
+    baseline = load_results(args.baseline) if args.baseline else None
+    out_dir = None if args.output == "-" else Path(args.output).parent
+    data = build_report(spec, results, bound_ids(args.acceptance), baseline, out_dir)
+    text = render(data, args.format, args.template)
+    if args.output == "-":
+        sys.stdout.write(text)
+    else:
+        write_report(text, args.output)
+        print(f"shiptwo: report written to {args.output}")
+    return 0
+
+
+def _add_gate(sub) -> None:
+    from shiptwo import constants as C
+
+    p = sub.add_parser("gate", help="exit 0 when each selected model meets its release rule, else 1")
+    p.add_argument("--model", action="append", default=None, help="model key (repeatable; default: all)")
+    p.add_argument("--results", default=C.RESULTS_PATH)
+    p.add_argument("--spec", default=C.SPEC_PATH)
+    p.add_argument("--allow-stale", action="store_true", help="accept results from another commit or profile")
+    p.set_defaults(func=_cmd_gate)
+
+
+def _cmd_gate(args) -> int:
+    from shiptwo.gate import decide, format_decisions
+    from shiptwo.results import load_results
+    from shiptwo.spec import load_spec
+
+    spec = load_spec(args.spec)
+    decisions = decide(spec, load_results(args.results), args.model, args.allow_stale)
+    print(format_decisions(decisions, spec))
+    return 0 if all(d.released for d in decisions) else 1
+
+
+_COMMANDS += [_add_spec, _add_report, _add_gate]
+
+
+# --- trainer and artifact store: build, train (shiptwo.store / shiptwo.pretrain) ----------
+
+
+def _log_to_stderr() -> None:
+    import logging
+
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="shiptwo: %(message)s")
+
+
+def _add_build(sub) -> None:
+    from shiptwo import constants as C
+
+    p = sub.add_parser("build", help="build (or reuse from the artifact store) a model's artifacts")
+    p.add_argument("model", help="model key, e.g. model2")
+    p.add_argument("--profile", default=C.DEFAULT_PROFILE, choices=C.PROFILES)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None, help="override the recipe's device")
+    p.add_argument("--force-under-provisioned", action="store_true", help="train even when D/N < 10 (recorded)")
+    p.add_argument("--rebuild", action="store_true", help="replace a stored artifact that fails verification")
+    p.set_defaults(func=_cmd_build)
+
+
+def _cmd_build(args) -> int:
+    from shiptwo.store import build
+
+    _log_to_stderr()
+    a = build(args.model, args.profile, rebuild=args.rebuild, device=args.device,
+              force_under_provisioned=args.force_under_provisioned)
+    s = a.summary
+    print(f"shiptwo: {a.model}/{a.profile} {'reused' if a.reused else 'built'} at {a.root}")
+    if "best_val_loss" in s:
+        print(f"shiptwo: steps {s['steps']}, best val CE {s['best_val_loss']:.4f}, D/N {s['tokens_per_param']:.2f}, "
+              f"{s['wall_seconds']:.0f} s, {s['tokens_per_second']:.0f} tok/s, stop {s['stop_reason']}")
+    return 0
+
+
+def _add_train(sub) -> None:
+    from shiptwo import constants as C
+
+    p = sub.add_parser("train", help="train a recipe on a prepared data dir (works under torchrun)")
+    p.add_argument("--model", default="model2")
+    p.add_argument("--profile", default=C.DEFAULT_PROFILE, choices=C.PROFILES)
+    p.add_argument("--recipe", default=None, help="recipe YAML (default spec/recipes/<model>.yaml)")
+    p.add_argument("--data", required=True, help=f"dir with {C.TOKENIZER_FILE}, {C.TOKENS_FILE}, {C.CORPUS_MANIFEST}; "
+                   "prepared if absent")
+    p.add_argument("--out", required=True, help="output dir for checkpoints and logs")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
+    p.add_argument("--force-under-provisioned", action="store_true")
+    p.add_argument("--max-steps", type=int, default=None, help="override the recipe's step count")
+    p.add_argument("--resume", action="store_true", help=f"continue from OUT/{C.TRAIN_STATE}")
+    p.set_defaults(func=_cmd_train)
+
+
+def _cmd_train(args) -> int:
+    import dataclasses
+    import os
+    from pathlib import Path
+
+    from shiptwo import constants as C
+    from shiptwo.pretrain import prepare_data, train_recipe
+    from shiptwo.recipes import load_recipe
+
+    _log_to_stderr()
+    recipe = load_recipe(args.model, args.profile, args.recipe)
+    changes = {k: v for k, v in (("device", args.device), ("max_steps", args.max_steps)) if v is not None}
+    if args.max_steps is not None:
+        changes["token_budget"] = None
+    if args.force_under_provisioned:
+        changes["force_under_provisioned"] = True
+    recipe.train = dataclasses.replace(recipe.train, **changes)
+    if not (Path(args.data) / C.TOKENS_FILE).exists():
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            from shiptwo.errors import ShiptwoError
+
+            raise ShiptwoError(f"{args.data}: prepare the data once before torchrun (shiptwo train without torchrun)")
+        prepare_data(recipe, args.data)
+    result = train_recipe(recipe, args.data, args.out, resume=args.resume)
+    if result.summary and int(os.environ.get("RANK", "0")) == 0:
+        s = result.summary
+        print(f"shiptwo: trained {s['steps']} steps, best val CE {s['best_val_loss']:.4f}, stop {s['stop_reason']}, "
+              f"checkpoint {result.best_checkpoint}")
+    return 0
+
+
+_COMMANDS += [_add_build, _add_train]
+
+
+# --- release formats: export, import, publish, verify (hf_io / gguf_export / release) -----
+
+
+def _add_export(sub) -> None:
+    from shiptwo import constants as C
+
+    p = sub.add_parser("export", help="export a native checkpoint as a Hugging Face directory or a GGUF file")
+    p.add_argument("checkpoint")
+    p.add_argument("--format", choices=C.EXPORT_FORMATS, required=True)
+    p.add_argument("--dtype", choices=C.GGUF_DTYPES, default="f32", help="GGUF tensor type (2-D tensors; 1-D stay F32)")
+    p.add_argument("-o", "--output", required=True, help="output directory (hf) or .gguf file")
+    p.set_defaults(func=_cmd_export)
+
+
+def _cmd_export(args) -> int:
+    from shiptwo.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(args.checkpoint)
+    if args.format == "hf":
+        from shiptwo.hf_io import export_hf
+
+        if args.dtype != "f32":
+            raise ShiptwoError(f"export: --dtype {args.dtype} applies to gguf only (hf exports are float32)")
+        out = export_hf(ckpt, args.output)
+    else:
+        from shiptwo.gguf_export import export_gguf
+
+        out = export_gguf(ckpt, args.output, args.dtype)
+    print(f"shiptwo: exported {args.checkpoint} as {args.format} to {out}")
+    return 0
+
+
+def _add_import(sub) -> None:
+    p = sub.add_parser("import", help="import a LLaMA Hugging Face directory as a native checkpoint")
+    p.add_argument("directory")
+    p.add_argument("-o", "--output", required=True, help="native checkpoint (.safetensors) to write")
+    p.add_argument("--license", default=None, help="model license (overrides config.json)")
+    p.add_argument("--data-source", default=None, help="training data source (overrides config.json)")
+    p.add_argument("--data-license", default=None, help="training data license (overrides config.json)")
+    p.set_defaults(func=_cmd_import)
+
+
+def _cmd_import(args) -> int:
+    from shiptwo import constants as C
+    from shiptwo.hf_io import import_hf
+
+    flags = {C.META_LICENSE: args.license, C.META_DATA_SOURCE: args.data_source, C.META_DATA_LICENSE: args.data_license}
+    out = import_hf(args.directory, args.output, flags)
+    print(f"shiptwo: imported {args.directory} to {out}")
+    return 0
+
+
+def _add_publish(sub) -> None:
+    from shiptwo import constants as C
+
+    p = sub.add_parser("publish", help="copy release artifacts into a directory with a SHA-256 manifest")
+    p.add_argument("artifacts", nargs="+", help="checkpoint, GGUF files, HF export directories, ...")
+    p.add_argument("-o", "--output", required=True, help="release directory")
+    p.add_argument("--spec", default=C.SPEC_PATH)
+    p.set_defaults(func=_cmd_publish)
+
+
+def _cmd_publish(args) -> int:
+    from shiptwo.release import publish
+
+    manifest = publish(args.artifacts, args.output, args.spec)
+    print(f"shiptwo: published {len(args.artifacts)} artifact(s); manifest {manifest}")
+    return 0
+
+
+def _add_verify(sub) -> None:
+    p = sub.add_parser("verify", help="re-hash a published release; exit 1 naming each missing, extra or tampered file")
+    p.add_argument("release_dir")
+    p.set_defaults(func=_cmd_verify)
+
+
+def _cmd_verify(args) -> int:
+    from shiptwo.release import verify
+
+    problems = verify(args.release_dir)
+    for problem in problems:
+        print(f"shiptwo: verify: {problem}", file=sys.stderr)
+    if problems:
+        return 1
+    print(f"shiptwo: {args.release_dir}: every file verifies")
+    return 0
+
+
+_COMMANDS += [_add_export, _add_import, _add_publish, _add_verify]
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

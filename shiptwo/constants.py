@@ -52,6 +52,20 @@ REPORT_FORMATS = ("md", "json")
 ARTIFACT_ROOT = ".shiptwo/artifacts"
 ARTIFACT_ROOT_ENV = "SHIPTWO_ARTIFACTS"
 
+# --- trainer, recipes and artifact store (issue 3) -----------------------------------------
+
+RECIPE_DIR = "spec/recipes"
+ARTIFACT_MANIFEST = "manifest.json"  # SHA-256 of every artifact file; written last
+ARTIFACT_LOCK = ".lock"
+CORPUS_MANIFEST = "corpus_manifest.json"
+TOKENIZER_FILE = "tokenizer.json"
+TOKENS_FILE = "tokens.safetensors"  # the tokenized splits, one int32 tensor per split
+BEST_CHECKPOINT = "best.safetensors"
+FINAL_CHECKPOINT = "final.safetensors"
+TRAIN_LOG = "train_log.jsonl"
+LOSS_CURVE = "loss_curve.png"
+TRAIN_STATE = "state.safetensors"
+
 # --- native checkpoint metadata (safetensors __metadata__, all values are strings) ---------
 
 FORMAT_NAME = "shiptwo-checkpoint"
@@ -101,3 +115,52 @@ CANARY_STRINGS = (
     "",
     "<|endoftext|> is special",
 )
+
+# --- release formats and interop: HF, GGUF, llama.cpp, publish/verify (issue 4) -----------
+
+EXPORT_FORMATS = ("hf", "gguf")
+HF_CONFIG_FILE = "config.json"
+HF_WEIGHTS_FILE = "model.safetensors"
+HF_SHARD_INDEX_FILE = "model.safetensors.index.json"
+HF_PICKLE_WEIGHTS_FILE = "pytorch_model.bin"
+HF_TOKENIZER_FILE = "tokenizer.json"
+HF_TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
+HF_CHAT_TEMPLATE_FILE = "chat_template.jinja"  # where transformers 5 saves the template
+HF_GENERATION_CONFIG_FILE = "generation_config.json"
+HF_MODEL_CARD_FILE = "README.md"
+HF_TOKENIZER_CLASS = "PreTrainedTokenizerFast"
+HF_HIDDEN_ACT = "silu"
+HF_ROPE_TYPE = "default"
+HF_DTYPE = "float32"
+
+GGUF_DTYPES = ("f32", "f16", "q8_0")
+GGUF_TOKENIZER_MODEL = "gpt2"  # byte-level BPE
+GGUF_TOKENIZER_PRE = "gpt-2"  # GPT-2 split regex; an unknown name is llama.cpp's commonest refusal
+GGUF_QUANT_BLOCK = 32  # Q8_0 block length: row length must be a multiple
+# gguf.Keys has general.license and general.dataset.{id}.name but no dataset licence key;
+# this one follows its general.dataset.{id}.* pattern.
+GGUF_DATASET_LICENSE = "general.dataset.{id}.license"
+GGUF_DATASET_ID = 0
+
+LLAMACPP_GREEDY_STEPS = 32  # AC-SHIP2-009: greedy tokens that must agree with our runtime
+
+RELEASE_MANIFEST = "manifest.json"
+RELEASE_MANIFEST_SCHEMA = 1
+
+# --- runtime, qa, bench and evals (issue 5) --------------------------------------------------
+
+QA_THROUGHPUT_CRITERION = "AC-SHIP2-010"  # whose per-profile threshold is qa's throughput floor
+QA_THROUGHPUT_CRITERION_MODEL1 = "AC-SHIP1-007"
+QA_DEGENERATION_TOKENS = 64  # greedy tokens inspected when no golden outputs are recorded
+QA_REPORT_FILE = "qa-report.json"
+BENCH_PROMPT = "def fibonacci(n):\n"
+BENCH_REPORT_FILE = "bench.json"
+BENCH_PEERS = ("transformers", "llama.cpp")
+HUMANEVAL_STOP = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#")
+HUMANEVAL_MAX_NEW_TOKENS = 256
+HUMANEVAL_RESULTS_FILE = "humaneval-results.json"
+HUMANEVAL_SAMPLES_FILE = "humaneval-samples.jsonl"
+HUMANEVAL_REFERENCE_FILE = "humaneval-reference.json"  # MODEL-1's recorded pass@1, next to its artifacts
+VALIDITY_PROMPTS = 100
+VALIDITY_MAX_NEW_TOKENS = 128
+VALIDITY_RESULTS_FILE = "python-validity.json"

@@ -130,6 +130,8 @@ class RMSNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Normalize in float32 as Hugging Face does, then cast back before the weight.
         dtype = x.dtype
+        if dtype == torch.float32:  # same arithmetic without two no-op casts (decode is dispatch-bound)
+            return self.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps))
         x = x.float()
         x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * x.to(dtype)
@@ -150,7 +152,9 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    return x * cos.to(x.dtype) + _rotate_half(x) * sin.to(x.dtype)
+    if cos.dtype != x.dtype:
+        cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    return x * cos + _rotate_half(x) * sin
 
 
 class KVCache:
@@ -187,7 +191,7 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(h, self.n_kv * hd, bias=False)
         self.o_proj = nn.Linear(self.n_head * hd, h, bias=False)
 
-    def forward(self, x, cos, sin, layer: int, cache: KVCache | None):
+    def forward(self, x, cos, sin, layer: int, cache: KVCache | None, key_mask: torch.Tensor | None = None):
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
@@ -197,13 +201,21 @@ class Attention(nn.Module):
         if cache is not None:
             past = cache.length
             k, v = cache.update(layer, k, v)
-        if past == 0:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.n_kv != self.n_head)
+        gqa = self.n_kv != self.n_head
+        if key_mask is None and past == 0:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+        elif key_mask is None and T == 1:
+            y = F.scaled_dot_product_attention(q, k, v, enable_gqa=gqa)  # one new query sees every key
         else:
             # New queries sit at positions past..past+T-1 and may see keys 0..their own position.
             S = k.shape[2]
             mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(diagonal=past)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=self.n_kv != self.n_head)
+            if key_mask is not None:
+                # Padding keys are hidden; each query keeps its own key so padded rows stay finite.
+                own = torch.zeros(T, S, dtype=torch.bool, device=x.device)
+                own[torch.arange(T), past + torch.arange(T)] = True
+                mask = (mask & key_mask[:, None, None, :S]) | own
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))
 
 
@@ -226,8 +238,8 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.mlp = MLP(config)
 
-    def forward(self, x, cos, sin, layer, cache):
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, layer, cache)
+    def forward(self, x, cos, sin, layer, cache, key_mask=None):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, layer, cache, key_mask)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -268,7 +280,19 @@ class LlamaModel(nn.Module):
         """Counted from the live module; shared (tied) parameters once."""
         return sum(p.numel() for p in self.parameters())
 
-    def forward(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    def _rope_tables(self, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos/sin for every position, computed once per device (not a parameter, never saved)."""
+        tables = self.__dict__.setdefault("_rope", {})
+        key = str(device)
+        if key not in tables:
+            positions = torch.arange(self.config.max_position_embeddings)
+            cos, sin = rope_cache(self.config, positions)
+            tables[key] = (cos.to(device), sin.to(device))
+        return tables[key]
+
+    def forward(self, idx: torch.Tensor, cache: KVCache | None = None, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits for `idx`; `attention_mask` (B, past+T, 1 = real token) supports left padding:
+        padded keys are hidden and each row's positions count only its real tokens."""
         B, T = idx.shape
         start = cache.length if cache is not None else 0
         if start + T > self.config.max_position_embeddings:
@@ -276,12 +300,19 @@ class LlamaModel(nn.Module):
                 f"sequence of {start + T} tokens exceeds max_position_embeddings "
                 f"{self.config.max_position_embeddings}"
             )
-        positions = torch.arange(start, start + T, device=idx.device)
-        cos, sin = rope_cache(self.config, positions)
-        cos, sin = cos.to(idx.device), sin.to(idx.device)
+        cos_all, sin_all = self._rope_tables(idx.device)
+        key_mask = None
+        if attention_mask is None:
+            cos, sin = cos_all[start : start + T], sin_all[start : start + T]
+        else:
+            if tuple(attention_mask.shape) != (B, start + T):
+                raise ShiptwoError(f"attention_mask has shape {tuple(attention_mask.shape)}, expected {(B, start + T)}")
+            key_mask = attention_mask.bool()
+            positions = (key_mask.long().cumsum(-1) - 1).clamp(min=0)[:, start:]
+            cos, sin = cos_all[positions][:, None], sin_all[positions][:, None]
         x = self.model.embed_tokens(idx)
         for n, layer in enumerate(self.model.layers):
-            x = layer(x, cos, sin, n, cache)
+            x = layer(x, cos, sin, n, cache, key_mask)
         if cache is not None:
             cache.length += T
         return self.lm_head(self.model.norm(x))

@@ -69,6 +69,8 @@ def describe_evidence(evidence: dict | None) -> dict:
         if isinstance(value, (str, os.PathLike)) and str(value) and Path(value).exists():
             path = Path(value)
             described[key] = _hash_directory(path) if path.is_dir() else {"path": str(path.absolute()), "sha256": sha256_file(path)}
+        elif isinstance(value, os.PathLike):  # a Path that names nothing: say so, never drop it
+            described[key] = {"path": str(Path(value).absolute()), "sha256": None, "missing": True}
         else:
             try:
                 json.dumps(value, allow_nan=True)

@@ -7,7 +7,7 @@ PASS is BLOCKED (its own outcome is still kept). ship-% of a model = 100 * (weig
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Iterable
 
 from shiptwo import constants as C
@@ -67,7 +67,7 @@ def ship_percentage(items: Iterable[tuple[float, str]]) -> float:
     total = sum(w for w, _ in items)
     if total <= 0:
         return 0.0
-    return 100.0 * sum(w for w, s in items if s == C.PASS) / total
+    return 100.0 * (sum(w for w, s in items if s == C.PASS) / total)  # ratio first: all-PASS is exactly 100
 
 
 def stale_reason(entry: dict, run: dict | None) -> str:
@@ -170,8 +170,3 @@ def opportunities(card: Scorecard) -> list[Opportunity]:
         ranked.append(Opportunity(cid, model, after - before, unblocks, st.blocked_by))
     return sorted(ranked, key=lambda o: (-o.gain_pct, o.cid))
 
-
-def with_weights(spec: Spec, factor: float) -> Spec:
-    """A copy of `spec` with every weight multiplied by `factor` (ship-% must not change)."""
-    criteria = {k: replace(c, weight=c.weight * factor) for k, c in spec.criteria.items()}
-    return replace(spec, criteria=criteria)

@@ -42,6 +42,14 @@ class BPETokenizer:
     def token_to_id(self, token: str) -> int | None:
         return self.tok.token_to_id(token)
 
+    def with_special_tokens(self, tokens: tuple[str, ...]) -> "BPETokenizer":
+        """A copy with `tokens` added as special (single-id, never split) tokens; existing ids unchanged."""
+        from tokenizers import AddedToken
+
+        tok = Tokenizer.from_str(self.tok.to_str())
+        tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in tokens])
+        return BPETokenizer(tok)
+
     def to_json(self) -> str:
         return self.tok.to_str()
 

@@ -58,3 +58,32 @@ def tiny_checkpoint(tmp_path_factory, tiny_config, tiny_tokenizer) -> Path:
     model.init_weights(seed=0)
     ckpt = checkpoint_from_model(model, tiny_tokenizer.to_json(), TINY_PROVENANCE, training={"steps": 0})
     return save_checkpoint(ckpt, tmp_path_factory.mktemp("tiny") / "model.safetensors")
+
+
+# --- exports (issue 4): a checkpoint whose logits expose layout errors, and its GGUF ---------
+
+SHARP_QK_SCALE = 10.0  # peaked attention: a wrong Q/K layout moves the logits far beyond 1e-3
+SHARP_EMBED_SCALE = 25.0  # logits of order 1 instead of 1e-2
+
+
+@pytest.fixture(scope="session")
+def sharp_checkpoint(tmp_path_factory, tiny_checkpoint) -> Path:
+    """The tiny checkpoint with Q/K and embeddings scaled up: random-init attention is nearly
+    uniform, so a layout defect would barely move its logits; this one's would not."""
+    from shiptwo.checkpoint import load_checkpoint, save_checkpoint
+
+    ckpt = load_checkpoint(tiny_checkpoint)
+    for name, t in ckpt.tensors.items():
+        if name.endswith(("q_proj.weight", "k_proj.weight")):
+            ckpt.tensors[name] = t * SHARP_QK_SCALE
+        elif name == "model.embed_tokens.weight":
+            ckpt.tensors[name] = t * SHARP_EMBED_SCALE
+    return save_checkpoint(ckpt, tmp_path_factory.mktemp("sharp") / "model.safetensors")
+
+
+@pytest.fixture(scope="session")
+def sharp_gguf_f32(tmp_path_factory, sharp_checkpoint) -> Path:
+    from shiptwo.checkpoint import load_checkpoint
+    from shiptwo.gguf_export import export_gguf
+
+    return export_gguf(load_checkpoint(sharp_checkpoint), tmp_path_factory.mktemp("gguf") / "sharp-f32.gguf", "f32")

@@ -1,0 +1,1 @@
+"""Repository-root conftest: marks the rootdir; the shiptwo pytest plugin loads via its entry point."""

@@ -1,0 +1,255 @@
+"""`shiptwo bench`: decode and prefill throughput, time to first token and peak memory of our
+runtime, optionally beside transformers (`generate` on the HF export) and llama.cpp (the GGUF)
+measured in the same run with the same prompt, token count and thread count.
+
+Each runtime gets warm-up runs and then N timed runs; figures are median, min and max. Decode
+tok/s counts the tokens after the first over the time after the first (prefill excluded).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from shiptwo import constants as C
+from shiptwo.checkpoint import Checkpoint
+from shiptwo.errors import ShiptwoError
+from shiptwo.generate import SamplingConfig, generate_ids
+
+RUNTIME_OURS = "shiptwo"
+
+
+@dataclass
+class BenchConfig:
+    prompt: str = C.BENCH_PROMPT
+    new_tokens: int = 128
+    warmup: int = 1
+    iterations: int = 5
+    threads: int | None = None  # None: torch's current setting; llama.cpp gets the same number
+
+    def __post_init__(self):
+        if self.new_tokens < 2:
+            raise ShiptwoError(f"bench: new_tokens must be >= 2 (decode rate needs tokens after the first), got {self.new_tokens}")
+        if self.iterations < 1 or self.warmup < 0:
+            raise ShiptwoError(f"bench: iterations must be >= 1 and warmup >= 0, got {self.iterations}, {self.warmup}")
+
+
+@dataclass
+class Stat:
+    median: float
+    min: float
+    max: float
+
+    @classmethod
+    def of(cls, values: list[float]) -> "Stat":
+        return cls(statistics.median(values), min(values), max(values))
+
+
+@dataclass
+class BenchResult:
+    runtime: str
+    decode_tok_s: Stat
+    prefill_tok_s: Stat
+    ttft_s: Stat
+    peak_rss_delta_bytes: int
+    prompt_tokens: int
+    new_tokens: int
+    threads: int
+    iterations: int
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class BenchReport:
+    artifact: str
+    results: list[BenchResult] = field(default_factory=list)
+
+    def ratios(self) -> dict[str, float]:
+        """Our decode tok/s over each peer's, measured in this same run."""
+        ours = next(r for r in self.results if r.runtime == RUNTIME_OURS)
+        return {f"decode_vs_{r.runtime}": ours.decode_tok_s.median / r.decode_tok_s.median
+                for r in self.results if r.runtime != RUNTIME_OURS}
+
+    def to_dict(self) -> dict:
+        return {"artifact": self.artifact, "results": [r.to_dict() for r in self.results], "ratios": self.ratios()}
+
+    def to_text(self) -> str:
+        lines = [f"bench {self.artifact}"]
+        for r in self.results:
+            lines.append(
+                f"  {r.runtime:<13} decode {r.decode_tok_s.median:9.1f} tok/s (min {r.decode_tok_s.min:.1f}, max {r.decode_tok_s.max:.1f})"
+                f"  prefill {r.prefill_tok_s.median:9.1f} tok/s  ttft {r.ttft_s.median * 1e3:7.2f} ms"
+                f"  peak rss +{r.peak_rss_delta_bytes / 2**20:.1f} MiB  ({r.prompt_tokens}+{r.new_tokens} tokens, {r.threads} threads)"
+            )
+        for k, v in self.ratios().items():
+            lines.append(f"  {k}: {v:.2f}x")
+        return "\n".join(lines)
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class _PeakRSS:
+    """Samples resident memory in a thread while the block runs; `delta` is the peak above the start."""
+
+    def __enter__(self):
+        self.start = self.peak = _rss_bytes()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+        return self
+
+    def _poll(self):
+        while not self._stop.wait(0.005):
+            self.peak = max(self.peak, _rss_bytes())
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _rss_bytes())
+        self.delta = self.peak - self.start
+
+
+def _measure(runtime: str, run_once: Callable[[], tuple[float, list[float]]], prompt_tokens: int, cfg: BenchConfig, threads: int) -> BenchResult:
+    """`run_once` returns (start time, per-token timestamps) for one generation of cfg.new_tokens."""
+    with _PeakRSS() as mem:
+        for _ in range(cfg.warmup):
+            run_once()
+        decode, prefill, ttft = [], [], []
+        for _ in range(cfg.iterations):
+            t0, stamps = run_once()
+            if len(stamps) != cfg.new_tokens:
+                raise ShiptwoError(f"bench: {runtime} produced {len(stamps)} tokens, expected {cfg.new_tokens}")
+            first = stamps[0] - t0
+            ttft.append(first)
+            prefill.append(prompt_tokens / first)
+            decode.append((len(stamps) - 1) / (stamps[-1] - stamps[0]))
+    return BenchResult(runtime, Stat.of(decode), Stat.of(prefill), Stat.of(ttft), mem.delta,
+                       prompt_tokens, cfg.new_tokens, threads, cfg.iterations)
+
+
+def _threads(cfg: BenchConfig) -> int:
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    return torch.get_num_threads()
+
+
+def bench_ours(ckpt: Checkpoint, cfg: BenchConfig | None = None) -> BenchResult:
+    """Our runtime: greedy `generate_ids` with the KV cache, EOS ignored so every run is full length."""
+    cfg = cfg or BenchConfig()
+    threads = _threads(cfg)
+    model, tok = ckpt.build_model(), ckpt.tokenizer()
+    ids = tok.encode(cfg.prompt)
+    scfg = SamplingConfig(max_new_tokens=cfg.new_tokens)
+    if len(ids) + cfg.new_tokens > ckpt.config.max_position_embeddings:
+        raise ShiptwoError(f"bench: {len(ids)} prompt + {cfg.new_tokens} new tokens exceed the context {ckpt.config.max_position_embeddings}")
+
+    def once():
+        clock: list[float] = []
+        t0 = time.perf_counter()
+        generate_ids(model, ids, scfg, eos_id=None, clock=clock)
+        return t0, clock
+
+    return _measure(RUNTIME_OURS, once, len(ids), cfg, threads)
+
+
+def bench_transformers(hf_dir: str | Path, prompt_ids: list[int], cfg: BenchConfig) -> BenchResult:
+    """transformers' `generate` (greedy, same token count) on the Hugging Face export."""
+    from transformers import AutoModelForCausalLM, LogitsProcessor, LogitsProcessorList
+
+    threads = _threads(cfg)
+    model = AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=torch.float32).eval()
+
+    class _Clock(LogitsProcessor):
+        def __init__(self):
+            self.stamps: list[float] = []
+
+        def __call__(self, input_ids, scores):
+            self.stamps.append(time.perf_counter())
+            return scores
+
+    x = torch.tensor([prompt_ids])
+
+    def once():
+        clock = _Clock()
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=cfg.new_tokens, min_new_tokens=cfg.new_tokens,
+                           do_sample=False, logits_processor=LogitsProcessorList([clock]), pad_token_id=0)
+        return t0, clock.stamps
+
+    return _measure("transformers", once, len(prompt_ids), cfg, threads)
+
+
+def bench_llamacpp(gguf_path: str | Path, prompt_ids: list[int], cfg: BenchConfig, runtime: str = "llama.cpp") -> BenchResult:
+    """llama.cpp (llama-cpp-python) on the GGUF: prefill the prompt, then one greedy token per eval."""
+    import numpy as np
+    from shiptwo.llamacpp import _quiet_stderr
+    import llama_cpp
+
+    threads = _threads(cfg)
+    n_ctx = len(prompt_ids) + cfg.new_tokens + 1
+    try:
+        with _quiet_stderr():
+            llm = llama_cpp.Llama(model_path=str(gguf_path), n_ctx=n_ctx, n_batch=n_ctx, n_threads=threads,
+                                  n_threads_batch=threads, logits_all=False, verbose=False)
+    except (ValueError, RuntimeError) as exc:
+        raise ShiptwoError(f"{gguf_path}: llama.cpp refused the file ({str(exc).splitlines()[0]})") from None
+
+    def once():
+        stamps: list[float] = []
+        llm.reset()
+        t0 = time.perf_counter()
+        llm.eval(prompt_ids)
+        for i in range(cfg.new_tokens):
+            nxt = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+            stamps.append(time.perf_counter())
+            if i < cfg.new_tokens - 1:
+                llm.eval([nxt])
+        return t0, stamps
+
+    try:
+        return _measure(runtime, once, len(prompt_ids), cfg, threads)
+    finally:
+        llm.close()
+
+
+def run_bench(path: str | Path, cfg: BenchConfig | None = None, compare: tuple[str, ...] = ()) -> BenchReport:
+    """Bench the artifact in our runtime and in each peer of `compare` (exports made to a temp dir)."""
+    from shiptwo.artifact import KIND_GGUF, artifact_kind, load_artifact
+
+    cfg = cfg or BenchConfig()
+    unknown = [c for c in compare if c not in C.BENCH_PEERS]
+    if unknown:
+        raise ShiptwoError(f"bench: unknown --compare runtime(s) {', '.join(unknown)} (choose from {', '.join(C.BENCH_PEERS)})")
+    ckpt = load_artifact(path)
+    report = BenchReport(artifact=str(path))
+    report.results.append(bench_ours(ckpt, cfg))
+    ids = ckpt.tokenizer().encode(cfg.prompt)
+    with tempfile.TemporaryDirectory(prefix="shiptwo-bench-") as tmp:
+        if "transformers" in compare:
+            from shiptwo.hf_io import export_hf
+
+            report.results.append(bench_transformers(export_hf(ckpt, Path(tmp) / "hf"), ids, cfg))
+        if "llama.cpp" in compare:
+            if artifact_kind(path) == KIND_GGUF:
+                gguf_path = Path(path)
+            else:
+                from shiptwo.gguf_export import export_gguf
+
+                gguf_path = export_gguf(ckpt, Path(tmp) / "bench-f32.gguf", "f32")
+            report.results.append(bench_llamacpp(gguf_path, ids, cfg))
+    return report

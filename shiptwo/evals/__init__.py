@@ -1,0 +1,1 @@
+"""Evaluations of a model artifact: held-out loss, Python validity of completions, HumanEval."""

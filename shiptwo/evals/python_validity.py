@@ -1,0 +1,120 @@
+"""Syntactic validity of completions (AC-SHIP2-007, AC-SHIP1-002): prompts are held-out functions
+cut after their signature and docstring; the model completes the body until a line starts at
+column 0 (or EOS, or the token limit) and `ast.parse` judges prompt + completion.
+
+An empty body (nothing but blank lines or comments) counts as invalid: a prompt ending in a
+docstring already parses alone, so a model that stops at once must not score.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+from shiptwo import constants as C
+from shiptwo.checkpoint import Checkpoint
+from shiptwo.errors import ShiptwoError
+from shiptwo.generate import SamplingConfig, generate_batch
+
+
+@dataclass
+class ValidityResult:
+    valid_pct: float  # the metric: share of prompt+completion that parse, in percent
+    n_prompts: int
+    n_valid: int
+    n_empty: int  # completions with no body line (counted invalid)
+    skipped_too_long: int = 0  # prompts passed over because they leave no room for the completion
+    samples: list[dict] = field(default_factory=list)  # prompt, completion, valid, finish
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def function_prompts(texts: Sequence[str], n: int) -> list[str]:
+    """Up to `n` prompts: top-level functions with a docstring, cut right after the docstring.
+    Chosen by a hash of their text (deterministic, spread over all sources)."""
+    found: dict[str, str] = {}
+    for text in texts:
+        try:
+            tree = ast.parse(text)
+        except SyntaxError:
+            continue  # a source that does not parse cannot give a well-formed prompt
+        lines = text.splitlines(keepends=True)
+        for node in tree.body:
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) or ast.get_docstring(node) is None:
+                continue
+            doc = node.body[0]
+            if len(node.body) < 2 or doc.end_lineno is None:
+                continue  # nothing after the docstring: no body to complete
+            first = min([node.lineno] + [d.lineno for d in node.decorator_list])
+            prompt = "".join(lines[first - 1 : doc.end_lineno])
+            if not prompt.endswith("\n"):
+                prompt += "\n"
+            found.setdefault(hashlib.sha256(prompt.encode()).hexdigest(), prompt)
+    return [found[k] for k in sorted(found)][:n]
+
+
+def body_end(text: str) -> int | None:
+    """Stop rule: cut where a line starts at column 0 with something other than blank or comment."""
+    offset = 0
+    for line in text.splitlines(keepends=True):
+        if line[:1] not in ("", " ", "\t", "\r", "\n", "#"):
+            return offset
+        offset += len(line)
+    return None
+
+
+def has_body(completion: str) -> bool:
+    return any(line.strip() and not line.strip().startswith("#") for line in completion.splitlines())
+
+
+def is_valid_python(source: str) -> bool:
+    try:
+        ast.parse(source)
+    except (SyntaxError, ValueError):  # ValueError: null bytes
+        return False
+    return True
+
+
+def score_completions(prompts: Sequence[str], completions: Sequence[str]) -> ValidityResult:
+    """The metric from prompts and their completions (no model needed)."""
+    if not prompts:
+        raise ShiptwoError("python-validity: no prompts to score")
+    samples = []
+    for p, c in zip(prompts, completions, strict=True):
+        body = has_body(c)
+        samples.append({"prompt": p, "completion": c, "has_body": body, "valid": body and is_valid_python(p + c)})
+    n_valid = sum(s["valid"] for s in samples)
+    return ValidityResult(100.0 * n_valid / len(samples), len(samples), n_valid,
+                          sum(not s["has_body"] for s in samples), samples)
+
+
+def evaluate_python_validity(ckpt: Checkpoint, texts: Sequence[str], n: int = C.VALIDITY_PROMPTS,
+                             max_new_tokens: int = C.VALIDITY_MAX_NEW_TOKENS) -> ValidityResult:
+    """Complete the first `n` held-out function prompts (hash order) that fit the context beside the
+    completion budget, greedily, and score them; fewer than `n` such prompts is an error."""
+    model, tok = ckpt.build_model(), ckpt.tokenizer()
+    ctx = ckpt.config.max_position_embeddings
+    max_new = min(max_new_tokens, ctx // 2)
+    candidates = function_prompts(texts, len(texts) * 1000)
+    rows, kept, too_long = [], [], 0
+    for p in candidates:
+        if len(kept) == n:
+            break
+        ids = tok.encode(p)
+        if len(ids) + max_new > ctx:
+            too_long += 1  # a prompt is never cut: a cut docstring cannot parse
+            continue
+        rows.append(ids)
+        kept.append(p)
+    if len(kept) < n:
+        raise ShiptwoError(
+            f"python-validity: only {len(kept)} held-out functions with a docstring fit {ctx - max_new} prompt tokens "
+            f"({too_long} longer ones skipped), {n} requested"
+        )
+    outs = generate_batch(model, tok, rows, SamplingConfig(max_new_tokens=max_new), stop=body_end)
+    res = score_completions(kept, [o.text for o in outs])
+    res.skipped_too_long = too_long
+    return res

@@ -1,0 +1,128 @@
+"""Training recipes: one YAML per model under spec/recipes/, one block per compute profile.
+
+Profiles are data (as litgpt's config list is), read by one loader; no code branches on a profile
+name. `architecture_mismatches` is the AC-SHIP2-001 contract: the declared config against the
+config and parameter count of the module the code actually builds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+
+from shiptwo import constants as C
+from shiptwo.corpus import CorpusConfig
+from shiptwo.errors import ShiptwoError
+from shiptwo.model import LlamaModel, ModelConfig
+from shiptwo.train import TrainConfig
+
+PROFILE_KEYS = ("rationale", "declared_parameters", "parameter_tolerance",
+                "model", "corpus", "tokenizer", "train")
+
+
+@dataclass
+class Recipe:
+    """One model's recipe under one profile, validated."""
+
+    model_name: str
+    profile: str
+    path: Path
+    model: ModelConfig
+    model_declared: dict  # the model block exactly as written (for the field-by-field contract)
+    declared_parameters: int
+    parameter_tolerance: float
+    corpus: CorpusConfig
+    vocab_size: int
+    train: TrainConfig
+    rationale: str
+    raw: dict  # the whole profile block, as loaded (hashed into the artifact key)
+
+    def to_dict(self) -> dict:
+        return {"model_name": self.model_name, "profile": self.profile, **self.raw}
+
+    def sha256(self) -> str:
+        from shiptwo.fileio import sha256_bytes
+
+        return sha256_bytes(json.dumps(self.to_dict(), sort_keys=True).encode())
+
+
+def recipe_path(model_name: str) -> Path:
+    """spec/recipes/<model>.yaml under the working directory, else under the source checkout."""
+    rel = Path(C.RECIPE_DIR) / f"{model_name}.yaml"
+    for base in (Path.cwd(), Path(__file__).resolve().parents[1]):
+        if (base / rel).is_file():
+            return base / rel
+    raise ShiptwoError(f"{rel}: no recipe for model {model_name!r}")
+
+
+def load_recipe(model_name: str, profile: str, path: str | Path | None = None) -> Recipe:
+    """Load and validate `profile` of the recipe; every defect is one error naming file and field."""
+    path = Path(path) if path else recipe_path(model_name)
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ShiptwoError(f"{path}: cannot read recipe ({str(exc).splitlines()[0]})") from None
+    profiles = (doc or {}).get("profiles") if isinstance(doc, dict) else None
+    if not isinstance(profiles, dict):
+        raise ShiptwoError(f"{path}: missing 'profiles' mapping")
+    if profile not in profiles:
+        raise ShiptwoError(f"{path}: no profile {profile!r} (has {', '.join(profiles)})")
+    block = profiles[profile]
+    where = f"{path}: profiles.{profile}"
+    if not isinstance(block, dict):
+        raise ShiptwoError(f"{where}: not a mapping")
+    missing = [k for k in PROFILE_KEYS if k not in block]
+    unknown = sorted(set(block) - set(PROFILE_KEYS))
+    if missing or unknown:
+        raise ShiptwoError(f"{where}: missing field(s) {missing} / unknown field(s) {unknown}")
+    model = ModelConfig.from_dict(block["model"], source=f"{where}.model")
+    try:
+        corpus = CorpusConfig(**block["corpus"])
+    except TypeError as exc:
+        raise ShiptwoError(f"{where}.corpus: {exc}") from None
+    train = TrainConfig.from_dict(block["train"], source=f"{where}.train")
+    vocab = int(block["tokenizer"].get("vocab_size", 0))
+    if vocab != model.vocab_size:
+        raise ShiptwoError(f"{where}.tokenizer.vocab_size {vocab} differs from model.vocab_size {model.vocab_size}")
+    if train.seq_len > model.max_position_embeddings:
+        raise ShiptwoError(f"{where}.train.seq_len {train.seq_len} exceeds model.max_position_embeddings")
+    return Recipe(
+        model_name=model_name, profile=profile, path=path, model=model, model_declared=dict(block["model"]),
+        declared_parameters=int(block["declared_parameters"]), parameter_tolerance=float(block["parameter_tolerance"]),
+        corpus=corpus, vocab_size=vocab, train=train,
+        rationale=str(block["rationale"]), raw=block,
+    )
+
+
+def architecture_mismatches(declared: dict, declared_parameters: int, tolerance: float,
+                            model: torch.nn.Module | None = None) -> tuple[int, list[str]]:
+    """AC-SHIP2-001: count declared fields that differ from the built module's config, plus an out-of-band count.
+
+    `model` defaults to a LlamaModel built from `declared` on the meta device (no memory, same code path).
+    """
+    problems = []
+    if model is None:
+        with torch.device("meta"):
+            model = LlamaModel(ModelConfig.from_dict(declared, source="recipe.model"))
+    built = model.config.to_dict()
+    for name, value in built.items():
+        if name not in declared:
+            problems.append(f"{name}: not declared (built {value!r})")
+        elif declared[name] != value or isinstance(declared[name], bool) != isinstance(value, bool):
+            problems.append(f"{name}: declared {declared[name]!r}, built {value!r}")
+    live = sum(p.numel() for p in model.parameters())
+    if abs(live - declared_parameters) > tolerance * declared_parameters:
+        problems.append(f"parameters: live module has {live}, declared {declared_parameters} ±{tolerance:.1%}")
+    return len(problems), problems
+
+
+def recipe_summary(recipe: Recipe) -> dict:
+    """What the report shows about the recipe: JSON-ready."""
+    return {"model_name": recipe.model_name, "profile": recipe.profile, "path": str(recipe.path),
+            "model": recipe.model.to_dict(), "train": dataclasses.asdict(recipe.train),
+            "declared_parameters": recipe.declared_parameters}

@@ -1,0 +1,163 @@
+"""Hugging Face export/import: transformers loads our export with equal logits and token ids;
+we import a directory written by transformers itself; what we cannot represent is refused."""
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from shiptwo import constants as C
+from shiptwo.checkpoint import load_checkpoint
+from shiptwo.cli import main
+from shiptwo.errors import ShiptwoError
+from shiptwo.hf_io import export_hf, import_hf, read_hf
+from shiptwo.hf_parity import compare_with_transformers
+
+
+@pytest.fixture(scope="module")
+def ckpt(tiny_checkpoint):
+    return load_checkpoint(tiny_checkpoint)
+
+
+@pytest.fixture(scope="module")
+def hf_dir(tmp_path_factory, ckpt):
+    return export_hf(ckpt, tmp_path_factory.mktemp("hf") / "export")
+
+
+def test_export_files_and_config(hf_dir, ckpt):
+    for name in (C.HF_CONFIG_FILE, C.HF_WEIGHTS_FILE, C.HF_TOKENIZER_FILE, C.HF_TOKENIZER_CONFIG_FILE,
+                 C.HF_GENERATION_CONFIG_FILE, C.HF_MODEL_CARD_FILE):
+        assert (hf_dir / name).is_file(), name
+    cfg = json.loads((hf_dir / C.HF_CONFIG_FILE).read_text())
+    assert cfg["architectures"] == ["LlamaForCausalLM"] and cfg["model_type"] == "llama"
+    for key, value in ckpt.config.to_dict().items():
+        assert cfg[key] == value, key
+    assert cfg["head_dim"] == ckpt.config.head_dim and cfg["tie_word_embeddings"] is True
+    for key in C.PROVENANCE_KEYS:
+        assert cfg[key] == ckpt.provenance[key]
+    tok_cfg = json.loads((hf_dir / C.HF_TOKENIZER_CONFIG_FILE).read_text())
+    assert tok_cfg["tokenizer_class"] == C.HF_TOKENIZER_CLASS and tok_cfg["eos_token"] == C.EOT_TOKEN
+    from shiptwo.release import missing_provenance
+
+    assert missing_provenance([hf_dir]) == {}
+
+
+def test_transformers_loads_export_with_equal_logits_and_ids(hf_dir, ckpt):
+    result = compare_with_transformers(ckpt, hf_dir)
+    assert result.token_id_mismatches == []
+    assert result.max_logit_diff <= 1e-4
+    assert result.accelerator  # says what ran, or that no accelerator exists
+
+
+def test_parity_check_fails_on_a_wrong_weight(tmp_path, hf_dir, ckpt):
+    from safetensors.torch import load_file, save_file
+
+    bad = tmp_path / "bad"
+    shutil.copytree(hf_dir, bad)
+    tensors = load_file(bad / C.HF_WEIGHTS_FILE)
+    tensors["model.layers.0.mlp.down_proj.weight"] *= 3
+    save_file(tensors, bad / C.HF_WEIGHTS_FILE, metadata={"format": "pt"})
+    assert compare_with_transformers(ckpt, bad).max_logit_diff > 1e-3
+
+
+def test_export_round_trips_through_import(tmp_path, hf_dir, ckpt):
+    out = import_hf(hf_dir, tmp_path / "back.safetensors")
+    back = load_checkpoint(out)
+    assert back.config == ckpt.config and back.provenance == ckpt.provenance
+    assert all(torch.equal(back.tensors[k], ckpt.tensors[k]) for k in ckpt.tensors)
+
+
+@pytest.fixture(scope="module")
+def transformers_dir(tmp_path_factory, tiny_tokenizer):
+    """A directory written by transformers itself (untied head), tokenizer via PreTrainedTokenizerFast."""
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(
+        vocab_size=tiny_tokenizer.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128, rms_norm_eps=1e-5,
+        tie_word_embeddings=False, bos_token_id=tiny_tokenizer.eot_id, eos_token_id=tiny_tokenizer.eot_id,
+    )
+    d = tmp_path_factory.mktemp("tf") / "llama"
+    transformers.LlamaForCausalLM(config).eval().save_pretrained(d)
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tiny_tokenizer.tok, eos_token=C.EOT_TOKEN)
+    fast.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    fast.save_pretrained(d)
+    return d
+
+
+def test_import_of_transformers_written_dir_matches_transformers(tmp_path, transformers_dir, tiny_tokenizer):
+    prov = {"license": "MIT", "data_source": "none", "data_license": "MIT"}
+    out = import_hf(transformers_dir, tmp_path / "imported.safetensors", prov)
+    ckpt = load_checkpoint(out)
+    assert ckpt.config.tie_word_embeddings is False and "lm_head.weight" in ckpt.tensors
+    assert ckpt.chat_template and ckpt.provenance == prov
+    assert ckpt.tokenizer().encode("def f(x):\n") == tiny_tokenizer.encode("def f(x):\n")
+    assert compare_with_transformers(ckpt, transformers_dir).max_logit_diff <= 1e-4
+
+
+def test_import_without_provenance_names_the_field(tmp_path, transformers_dir):
+    with pytest.raises(ShiptwoError, match="provenance field license missing"):
+        read_hf(transformers_dir)
+    with pytest.raises(ShiptwoError, match="data_license"):
+        read_hf(transformers_dir, {"license": "MIT", "data_source": "x"})
+
+
+def _edited_copy(tmp_path, src, **changes):
+    d = tmp_path / "edited"
+    shutil.copytree(src, d)
+    cfg = json.loads((d / C.HF_CONFIG_FILE).read_text())
+    cfg.update(changes)
+    (d / C.HF_CONFIG_FILE).write_text(json.dumps(cfg))
+    return d
+
+
+@pytest.mark.parametrize("changes, field", [
+    ({"rope_scaling": {"type": "linear", "factor": 2.0}}, "rope_scaling"),
+    ({"rope_parameters": {"rope_type": "yarn", "factor": 2.0, "rope_theta": 1e4}}, "rope_parameters"),
+    ({"attention_bias": True}, "attention_bias"),
+    ({"mlp_bias": True}, "mlp_bias"),
+    ({"hidden_act": "gelu"}, "hidden_act"),
+    ({"head_dim": 32}, "head_dim"),
+    ({"architectures": ["MistralForCausalLM"]}, "MistralForCausalLM"),
+    ({"model_type": "mistral"}, "model_type"),
+])
+def test_unrepresentable_config_is_refused_by_name(tmp_path, hf_dir, changes, field):
+    with pytest.raises(ShiptwoError, match=field):
+        read_hf(_edited_copy(tmp_path, hf_dir, **changes))
+
+
+def test_missing_or_sharded_weights_and_missing_tokenizer_are_named(tmp_path, hf_dir):
+    d = _edited_copy(tmp_path, hf_dir)
+    (d / C.HF_TOKENIZER_FILE).unlink()
+    with pytest.raises(ShiptwoError, match="tokenizer.json"):
+        read_hf(d)
+    (d / C.HF_WEIGHTS_FILE).rename(d / "model-00001-of-00002.safetensors")
+    (d / C.HF_SHARD_INDEX_FILE).write_text("{}")
+    with pytest.raises(ShiptwoError, match="sharded"):
+        read_hf(d)
+    (d / C.HF_SHARD_INDEX_FILE).unlink()
+    with pytest.raises(ShiptwoError, match="model.safetensors"):
+        read_hf(d)
+
+
+def test_shape_contradicting_config_is_refused(tmp_path, hf_dir):
+    d = _edited_copy(tmp_path, hf_dir, intermediate_size=128)
+    with pytest.raises(ShiptwoError, match="mlp"):
+        read_hf(d)
+
+
+def test_cli_export_import_and_clean_failure(tmp_path, tiny_checkpoint, capsys):
+    out = tmp_path / "hf"
+    assert main(["export", str(tiny_checkpoint), "--format", "hf", "-o", str(out)]) == 0
+    good = (out / C.HF_CONFIG_FILE).read_bytes()
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(tiny_checkpoint.read_bytes()[:1000])
+    capsys.readouterr()
+    assert main(["export", str(bad), "--format", "hf", "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("shiptwo: error:") and str(bad) in err and "\n" not in err
+    assert (out / C.HF_CONFIG_FILE).read_bytes() == good  # the good export is untouched
+    assert main(["import", str(out), "-o", str(tmp_path / "ck.safetensors")]) == 0
+    assert main(["import", str(tmp_path / "nodir"), "-o", str(tmp_path / "x.safetensors")]) == 2

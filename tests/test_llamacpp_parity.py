@@ -1,0 +1,58 @@
+"""Parity with the real llama.cpp (llama-cpp-python): ids, logits within 1e-3, 32 greedy tokens;
+and the defective GGUFs llama.cpp refuses or that the logits comparison catches."""
+
+import pytest
+
+from shiptwo import constants as C
+from shiptwo.checkpoint import load_checkpoint
+from shiptwo.errors import ShiptwoError
+from shiptwo.gguf_export import export_gguf, write_gguf
+from shiptwo.llamacpp import compare_with_llamacpp, llamacpp_generate
+
+TOL = 1e-3  # AC-SHIP2-009
+
+
+@pytest.fixture(scope="module")
+def sharp(sharp_checkpoint):
+    return load_checkpoint(sharp_checkpoint)
+
+
+def test_f32_gguf_matches_our_runtime(sharp, sharp_gguf_f32):
+    r = compare_with_llamacpp(sharp, sharp_gguf_f32)
+    assert r.ids_mismatch == [] and r.greedy_mismatch == []
+    assert r.greedy_steps == C.LLAMACPP_GREEDY_STEPS == 32
+    assert r.max_logit_diff <= TOL and r.ok(TOL)
+
+
+def test_without_qk_permutation_loads_but_logits_check_fails(tmp_path, sharp):
+    path = write_gguf(sharp, tmp_path / "noperm.gguf", permute=False)
+    r = compare_with_llamacpp(sharp, path)  # llama.cpp loads it without complaint
+    assert r.max_logit_diff > 100 * TOL and not r.ok(TOL)
+
+
+def test_parity_fails_when_the_runtime_weights_differ(sharp, sharp_gguf_f32):
+    other = load_checkpoint(sharp.path)
+    other.tensors["model.layers.1.mlp.down_proj.weight"] = other.tensors["model.layers.1.mlp.down_proj.weight"] * 4
+    assert not compare_with_llamacpp(other, sharp_gguf_f32).ok(TOL)
+
+
+@pytest.mark.parametrize("knobs, name", [
+    ({"architecture": C.HF_ARCHITECTURE_CLASS}, "arch"),
+    ({"with_merges": False}, "nomerges"),
+    ({"with_tokenizer": False}, "notok"),
+])
+def test_llamacpp_refuses_defective_files(tmp_path, sharp, knobs, name):
+    path = write_gguf(sharp, tmp_path / f"{name}.gguf", **knobs)
+    with pytest.raises(ShiptwoError, match="llama.cpp refused"):
+        compare_with_llamacpp(sharp, path)
+
+
+def test_q8_0_loads_and_generates(tmp_path, tiny_checkpoint):
+    path = export_gguf(load_checkpoint(tiny_checkpoint), tmp_path / "q8.gguf", "q8_0")
+    ids, text = llamacpp_generate(path, C.CANARY_PROMPTS[0], steps=8)
+    assert len(ids) == 8 and isinstance(text, str)
+
+
+def test_missing_file_is_a_clean_error(tmp_path):
+    with pytest.raises(ShiptwoError, match="no such GGUF"):
+        llamacpp_generate(tmp_path / "absent.gguf", "x", 1)

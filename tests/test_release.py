@@ -1,0 +1,101 @@
+"""Provenance in every format and the release manifest: publish, verify, and tampering caught."""
+
+import json
+
+import pytest
+
+from shiptwo import constants as C
+from shiptwo.checkpoint import load_checkpoint
+from shiptwo.cli import main
+from shiptwo.errors import ShiptwoError
+from shiptwo.gguf_export import export_gguf
+from shiptwo.hf_io import export_hf
+from shiptwo.release import missing_provenance, publish, verify
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory, tiny_checkpoint):
+    d = tmp_path_factory.mktemp("artifacts")
+    ckpt = load_checkpoint(tiny_checkpoint)
+    spec = d / "spec.yaml"
+    spec.write_text("version: 1\n")
+    return {
+        "native": tiny_checkpoint,
+        "hf": export_hf(ckpt, d / "hf"),
+        "gguf": export_gguf(ckpt, d / "model-q8_0.gguf", "q8_0"),
+        "spec": spec,
+    }
+
+
+@pytest.fixture
+def release(tmp_path, artifacts):
+    publish([artifacts["native"], artifacts["hf"], artifacts["gguf"]], tmp_path / "rel", artifacts["spec"])
+    return tmp_path / "rel"
+
+
+def test_every_format_records_provenance(artifacts):
+    assert missing_provenance([artifacts["native"], artifacts["hf"], artifacts["gguf"]]) == {}
+
+
+def test_a_missing_provenance_field_is_counted(tmp_path, artifacts):
+    import shutil
+
+    hf = tmp_path / "hf"
+    shutil.copytree(artifacts["hf"], hf)
+    cfg = json.loads((hf / C.HF_CONFIG_FILE).read_text())
+    del cfg["data_source"]
+    (hf / C.HF_CONFIG_FILE).write_text(json.dumps(cfg))
+    missing = missing_provenance([artifacts["native"], hf, artifacts["gguf"]])
+    assert missing == {str(hf / C.HF_CONFIG_FILE): ["data_source"]}
+    with pytest.raises(ShiptwoError, match="data_source"):
+        publish([hf], tmp_path / "rel", artifacts["spec"])
+    assert not (tmp_path / "rel").exists()
+
+
+def test_manifest_lists_every_file(release, artifacts):
+    manifest = json.loads((release / C.RELEASE_MANIFEST).read_text())
+    paths = {f["path"] for f in manifest["files"]}
+    assert artifacts["gguf"].name in paths and f"hf/{C.HF_WEIGHTS_FILE}" in paths and artifacts["native"].name in paths
+    assert all(len(f["sha256"]) == 64 and f["size"] > 0 for f in manifest["files"])
+    assert manifest["provenance"]["license"] == "Apache-2.0" and len(manifest["spec_sha256"]) == 64
+    assert "git_commit" in manifest
+    assert verify(release) == []
+
+
+def test_one_changed_byte_in_a_file_fails(release, artifacts):
+    target = release / artifacts["gguf"].name
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 1
+    target.write_bytes(bytes(data))
+    problems = verify(release)
+    assert len(problems) == 1 and "tampered" in problems[0] and str(target) in problems[0]
+
+
+def test_one_changed_byte_in_the_manifest_fails(release):
+    mpath = release / C.RELEASE_MANIFEST
+    text = mpath.read_text()
+    i = text.index("Apache-2.0")
+    mpath.write_text(text[:i] + "B" + text[i + 1 :])  # provenance rewritten, hashes untouched
+    assert any("tampered manifest" in p for p in verify(release))
+
+
+def test_missing_and_extra_files_are_named(release):
+    (release / "hf" / C.HF_MODEL_CARD_FILE).unlink()
+    (release / "notes.txt").write_text("x")
+    problems = verify(release)
+    assert any("README.md: missing" in p for p in problems)
+    assert any("notes.txt: extra" in p for p in problems)
+    (release / C.RELEASE_MANIFEST).unlink()
+    assert verify(release) == [f"{release / C.RELEASE_MANIFEST}: manifest missing"]
+
+
+def test_cli_publish_and_verify(tmp_path, artifacts, capsys):
+    rel = tmp_path / "r"
+    assert main(["publish", str(artifacts["native"]), str(artifacts["gguf"]), "-o", str(rel), "--spec", str(artifacts["spec"])]) == 0
+    assert main(["verify", str(rel)]) == 0
+    (rel / artifacts["gguf"].name).write_bytes(b"GGUF")
+    capsys.readouterr()
+    assert main(["verify", str(rel)]) == 1
+    err = capsys.readouterr().err
+    assert "tampered" in err and "Traceback" not in err
+    assert main(["publish", str(tmp_path / "absent"), "-o", str(rel)]) == 2

@@ -1,0 +1,119 @@
+"""The report: golden markdown on a fixed results file, every status, baseline diff, json format, CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from shiptwo import constants as C
+from shiptwo.cli import main
+from shiptwo.errors import ShiptwoError
+from shiptwo.report import build_report, render
+from shiptwo.results import load_results
+from shiptwo.spec import load_spec
+
+GOLDEN = Path(__file__).parent / "golden"
+BOUND = {"AC-G2-001", "AC-G2-002", "AC-G2-003", "AC-G2-004", "AC-G2-005", "AC-G2-006", "AC-G2-008", "AC-G1-001"}
+
+
+@pytest.fixture
+def golden_dir(monkeypatch):
+    """Run from the golden directory so every path in the report is relative and stable."""
+    monkeypatch.chdir(GOLDEN)
+    return GOLDEN
+
+
+def _data(baseline: bool = False) -> dict:
+    spec = load_spec("spec.yaml")
+    old = load_results("baseline.json") if baseline else None
+    return build_report(spec, load_results("results.json"), BOUND, old, output_dir=".")
+
+
+def test_markdown_matches_golden(golden_dir):
+    text = render(_data(baseline=True), "md")
+    golden = golden_dir / "report.md"
+    if os.environ.get("SHIPTWO_UPDATE_GOLDEN"):
+        golden.write_text(text)
+    assert text == golden.read_text(), "report changed; rerun with SHIPTWO_UPDATE_GOLDEN=1 and review the diff"
+
+
+def test_every_status_is_rendered(golden_dir):
+    data = _data()
+    by_id = {c["id"]: c["status"] for c in data["criteria"]}
+    assert by_id == {
+        "AC-G2-001": C.PASS, "AC-G2-002": C.FAIL, "AC-G2-003": C.BLOCKED, "AC-G2-004": C.ERROR,
+        "AC-G2-005": C.SKIPPED, "AC-G2-006": C.NOT_RUN, "AC-G2-007": C.NO_TEST, "AC-G2-008": C.PASS,
+        "AC-G1-001": C.NOT_RUN,
+    }
+    text = render(data, "md")
+    rows: dict[str, str] = {}
+    for line in text.splitlines():  # first table row of each id: the criteria table
+        if line.startswith("| AC-G"):
+            rows.setdefault(line.split(" | ")[0].strip("| "), line)
+    assert "| SKIPPED (no llama.cpp build on this machine) |" in rows["AC-G2-005"]
+    assert "| BLOCKED (own: PASS) |" in rows["AC-G2-003"]
+    assert "| NO TEST |" in rows["AC-G2-007"] and "| NOT RUN |" in rows["AC-G2-006"]
+    assert "fails \\| with a pipe" in rows["AC-G2-002"]
+    assert "**AC-G2-003** blocked by AC-G2-002; own outcome PASS" in text
+    assert "| MODEL-1 (`model1`) | **not run** |" in text
+    assert "| MODEL-2 (`model2`) | **33.3%** |" in text  # (2 + 1) of 9 weight units
+    assert "### data" in text and "### infrastructure" in text
+    assert "PASS †" in rows["AC-G2-008"] and "commit 0ld0ld0ld0ld" in text
+    assert "[![loss curve AC-G2-008](curves/loss.png)](curves/loss.png)" in text
+    assert f"| AC-G2-001 | checkpoint | `artifacts/model.safetensors` | `{'ab' * 32}` |" in text
+
+
+def test_opportunities_rank_unblocking_first(golden_dir):
+    ranked = _data()["opportunities"]
+    assert ranked[0]["id"] == "AC-G1-001" and ranked[0]["gain_pct"] == 100.0  # the only criterion of model1
+    model2 = [r for r in ranked if r["model"] == "model2"]
+    assert model2[0]["id"] == "AC-G2-002" and model2[0]["unblocks"] == ["AC-G2-003"]
+    assert abs(model2[0]["gain_pct"] - 200 / 9) < 1e-4
+    assert all(r["gain_pct"] > 0 for r in ranked)
+
+
+def test_baseline_diff_per_criterion_and_model(golden_dir):
+    base = _data(baseline=True)["baseline"]
+    changes = {c["id"]: (c["before"], c["after"]) for c in base["criteria"]}
+    assert changes["AC-G2-001"] == (C.FAIL, C.PASS)
+    assert changes["AC-G2-004"] == (C.PASS, C.ERROR)
+    assert changes["AC-G2-005"] == (C.NOT_RUN, C.SKIPPED)
+    model2 = next(m for m in base["models"] if m["key"] == "model2")
+    assert (model2["before"], model2["after"]) == ("11.1%", "33.3%") and model2["delta_text"] == "+22.2 pts"
+
+
+def test_json_format_is_the_same_data(golden_dir):
+    data = _data(baseline=True)
+    parsed = json.loads(render(data, "json"))
+    assert parsed["models"][1]["ship_pct"] == pytest.approx(100 / 3)
+    assert [c["status"] for c in parsed["criteria"]] == [c["status"] for c in data["criteria"]]
+    assert parsed["profile"] == "default" and parsed["run"]["commit"] == "c0ffee1234567890"
+
+
+def test_unknown_format_and_missing_template_are_errors(golden_dir, tmp_path):
+    with pytest.raises(ShiptwoError, match="unknown report format"):
+        render(_data(), "html")
+    with pytest.raises(ShiptwoError, match="template not found"):
+        render(_data(), "md", tmp_path / "nope.j2")
+
+
+def test_cli_report_writes_file_and_accepts_a_template(golden_dir, tmp_path, capsys):
+    out = tmp_path / "out" / "ship.md"
+    template = tmp_path / "mini.j2"
+    template.write_text("{% for m in models %}{{ m.key }}={{ m.ship_pct_text }};{% endfor %}\n")
+    args = ["report", "--spec", "spec.yaml", "--results", "results.json", "--acceptance", str(tmp_path)]
+    assert main(args + ["-o", str(out)]) == 0
+    assert out.read_text().startswith("# Ship report")
+    assert main(args + ["-o", "-", "--template", str(template)]) == 0
+    assert capsys.readouterr().out.rstrip().endswith("model1=not run;model2=33.3%;")
+
+
+def test_cli_report_malformed_results_is_one_line_exit_2(golden_dir, tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"run": {}, "criteria": {}}')
+    assert main(["report", "--spec", "spec.yaml", "--results", str(bad), "-o", "-"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(bad) in err[0] and "missing 'commit'" in err[0]

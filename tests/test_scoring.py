@@ -1,0 +1,118 @@
+"""Ship-% math: properties with hypothesis, BLOCKED from the DAG, ranking of open criteria."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from shiptwo import constants as C
+from shiptwo.results import Results
+from shiptwo.scoring import opportunities, score, ship_percentage
+from shiptwo.spec import Criterion, Model, Spec
+
+RUN = {"commit": "abc", "profile": "default", "spec_sha256": "x", "time": "t"}
+EXECUTED = (C.PASS, C.FAIL, C.ERROR, C.SKIPPED)
+
+weights = st.floats(min_value=0.01, max_value=100, allow_nan=False)
+statuses = st.sampled_from(C.STATUSES)
+items = st.lists(st.tuples(weights, statuses), min_size=1, max_size=30)
+
+
+def _spec(deps: dict[str, tuple[str, ...]], weight: dict[str, float] | None = None) -> Spec:
+    """A one-model spec whose criteria have the given prerequisites (ids in insertion order)."""
+    criteria = {
+        cid: Criterion(cid, "model2", cid, "m", "==", 0.0, "u", "data", (weight or {}).get(cid, 1.0), tuple(d))
+        for cid, d in deps.items()
+    }
+    return Spec("spec.yaml", "sha", {"model2": Model("model2", "MODEL-2")}, criteria)
+
+
+def _results(outcomes: dict[str, str], **overrides) -> Results:
+    entries = {cid: {"outcome": o, "profile": "default", "commit": "abc", "time": "t", **overrides} for cid, o in outcomes.items()}
+    return Results(RUN, entries)
+
+
+@given(items)
+def test_ship_pct_is_within_bounds(pairs):
+    assert 0.0 <= ship_percentage(pairs) <= 100.0
+
+
+@given(items, st.integers(min_value=0, max_value=29))
+def test_a_pass_never_lowers_ship_pct(pairs, index):
+    index %= len(pairs)
+    improved = list(pairs)
+    improved[index] = (pairs[index][0], C.PASS)
+    assert ship_percentage(improved) >= ship_percentage(pairs) - 1e-9
+
+
+@given(items, st.floats(min_value=0.001, max_value=1000))
+def test_weight_scale_invariance(pairs, factor):
+    scaled = [(w * factor, s) for w, s in pairs]
+    assert abs(ship_percentage(scaled) - ship_percentage(pairs)) < 1e-6
+
+
+@given(items)
+def test_only_pass_counts(pairs):
+    as_blocked = [(w, C.BLOCKED if s == C.PASS else s) for w, s in pairs]
+    assert ship_percentage(as_blocked) == 0.0
+    all_pass = [(w, C.PASS) for w, _ in pairs]
+    assert abs(ship_percentage(all_pass) - 100.0) < 1e-9
+
+
+DAG = {"AC-T-001": (), "AC-T-002": ("AC-T-001",), "AC-T-003": ("AC-T-002",), "AC-T-004": ()}
+
+
+@settings(max_examples=60)
+@given(st.fixed_dictionaries({cid: st.sampled_from(EXECUTED) for cid in DAG}))
+def test_blocked_counts_as_not_passed_and_fixing_never_lowers(outcomes):
+    spec = _spec(DAG)
+    card = score(spec, _results(outcomes))
+    for cid, status in card.statuses.items():
+        if status.status == C.BLOCKED:
+            assert status.blocked_by and all(card.statuses[b].status != C.PASS for b in status.blocked_by)
+    passed = sum(1 for s in card.statuses.values() if s.status == C.PASS)
+    assert card.models["model2"].ship_pct == 100.0 * passed / len(DAG)
+    for cid in DAG:
+        fixed = score(spec, _results({**outcomes, cid: C.PASS}))
+        assert fixed.models["model2"].ship_pct >= card.models["model2"].ship_pct
+
+
+def test_blocked_names_prerequisite_and_root_and_keeps_own_outcome():
+    card = score(_spec(DAG), _results({"AC-T-001": C.FAIL, "AC-T-002": C.PASS, "AC-T-003": C.FAIL, "AC-T-004": C.PASS}))
+    two, three = card.statuses["AC-T-002"], card.statuses["AC-T-003"]
+    assert (two.status, two.own, two.blocked_by) == (C.BLOCKED, C.PASS, ("AC-T-001",))
+    assert (three.status, three.own, three.blocked_by, three.root_blockers) == (C.BLOCKED, C.FAIL, ("AC-T-002",), ("AC-T-001",))
+    assert card.models["model2"].ship_pct == 25.0
+    assert card.models["model2"].counts[C.BLOCKED] == 2
+
+
+def test_model_without_results_is_not_run_not_zero():
+    card = score(_spec(DAG), Results(RUN, {}))
+    assert card.models["model2"].ship_pct is None
+    assert all(s.status in (C.NOT_RUN, C.BLOCKED) for s in card.statuses.values())
+
+
+def test_no_test_versus_not_run():
+    card = score(_spec(DAG), _results({"AC-T-001": C.PASS}), bound_ids={"AC-T-001", "AC-T-002"})
+    assert card.statuses["AC-T-002"].status == C.NOT_RUN
+    assert card.statuses["AC-T-004"].status == C.NO_TEST
+
+
+def test_stale_entries_flagged_and_rejected_on_request():
+    results = _results({"AC-T-001": C.PASS, "AC-T-004": C.PASS})
+    results.criteria["AC-T-004"]["commit"] = "old"
+    card = score(_spec(DAG), results)
+    assert card.statuses["AC-T-004"].status == C.PASS and "commit old" in card.statuses["AC-T-004"].stale
+    strict = score(_spec(DAG), results, reject_stale=True)
+    assert strict.statuses["AC-T-004"].status == C.NOT_RUN
+
+
+def test_opportunities_count_unblocked_dependents():
+    spec = _spec(DAG, weight={"AC-T-004": 3.0})
+    card = score(spec, _results({"AC-T-001": C.FAIL, "AC-T-002": C.PASS, "AC-T-003": C.PASS, "AC-T-004": C.FAIL}))
+    ranked = {o.cid: o for o in opportunities(card)}
+    # fixing 001 passes 001 and unblocks 002 and 003: 3 of 6 weight units; fixing 004 alone is 3 of 6 too
+    assert abs(ranked["AC-T-001"].gain_pct - 50.0) < 1e-9
+    assert ranked["AC-T-001"].unblocks == ("AC-T-002", "AC-T-003")
+    assert abs(ranked["AC-T-004"].gain_pct - 50.0) < 1e-9
+    assert [o.cid for o in opportunities(card)][:2] == ["AC-T-001", "AC-T-004"]
