@@ -25,7 +25,7 @@ test: $(STAMP)
 ship: $(STAMP)
 	$(SHIPTWO) build model2 --profile $(PROFILE)
 	$(SHIPTWO) build model1 --profile $(PROFILE)
-	-$(PY) -m pytest acceptance -q -p no:cacheprovider --profile $(PROFILE) --shiptwo-fresh
+	-$(PY) -m pytest acceptance -q -p no:cacheprovider --profile $(PROFILE)
 	$(SHIPTWO) report -o reports/ship-two.md
 	$(SHIPTWO) gate
 

@@ -24,3 +24,51 @@ def model2_artifacts(profile):
     from shiptwo.store import build
 
     return build("model2", profile)
+
+
+# --- exports (issue 4): HF directory and GGUF files of each model's best checkpoint ------------
+# Built once per session into a temp dir (not the artifact store, whose directories are hashed).
+
+
+def _export(tmp_path_factory, artifacts, fmt: str, dtype: str = "f32"):
+    from shiptwo.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(artifacts.checkpoint)
+    out = tmp_path_factory.mktemp(f"{artifacts.model}-{fmt}-{dtype}")
+    if fmt == "hf":
+        from shiptwo.hf_io import export_hf
+
+        return export_hf(ckpt, out / f"{artifacts.model}-hf")
+    from shiptwo.gguf_export import export_gguf
+
+    return export_gguf(ckpt, out / f"{artifacts.model}-{dtype}.gguf", dtype)
+
+
+@pytest.fixture(scope="session")
+def model2_hf_dir(tmp_path_factory, model2_artifacts):
+    return _export(tmp_path_factory, model2_artifacts, "hf")
+
+
+@pytest.fixture(scope="session")
+def model2_gguf_f32(tmp_path_factory, model2_artifacts):
+    return _export(tmp_path_factory, model2_artifacts, "gguf", "f32")
+
+
+@pytest.fixture(scope="session")
+def model2_gguf_q8_0(tmp_path_factory, model2_artifacts):
+    return _export(tmp_path_factory, model2_artifacts, "gguf", "q8_0")
+
+
+@pytest.fixture(scope="session")
+def model1_hf_dir(tmp_path_factory, model1_artifacts):
+    return _export(tmp_path_factory, model1_artifacts, "hf")
+
+
+@pytest.fixture(scope="session")
+def model1_gguf_f32(tmp_path_factory, model1_artifacts):
+    return _export(tmp_path_factory, model1_artifacts, "gguf", "f32")
+
+
+@pytest.fixture(scope="session")
+def model1_gguf_q8_0(tmp_path_factory, model1_artifacts):
+    return _export(tmp_path_factory, model1_artifacts, "gguf", "q8_0")

@@ -143,6 +143,7 @@ GGUF_DATASET_LICENSE = "general.dataset.{id}.license"
 GGUF_DATASET_ID = 0
 
 LLAMACPP_GREEDY_STEPS = 32  # AC-SHIP2-009: greedy tokens that must agree with our runtime
+LOAD_PARITY_TOL = 1e-4  # AC-SHIP1-001: a runtime "loads" the HF weights when its F32 logits agree this closely
 
 RELEASE_MANIFEST = "manifest.json"
 RELEASE_MANIFEST_SCHEMA = 1

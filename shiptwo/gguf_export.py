@@ -2,12 +2,15 @@
 tensors (Q/K permuted to llama.cpp's rotary layout; F32, F16 or Q8_0, 1-D tensors always F32).
 
 `export_gguf` writes to a temp file, reads it back and validates it (the gguf writer silently
-drops empty arrays), and only then renames it over the target.
+drops empty arrays), and only then renames it over the target. As llama.cpp's converter does,
+a Q8_0 export stores a matrix whose rows are not a multiple of 32 as F16; unlike it, the
+fallback is logged and written into general.description.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import gguf
@@ -23,13 +26,32 @@ from shiptwo.gguf_load import validate_gguf
 from shiptwo.tensor_names import hf_to_gguf, is_key, is_query, llamacpp_architecture, permute_qk
 
 _QTYPE = {"f32": gguf.GGMLQuantizationType.F32, "f16": gguf.GGMLQuantizationType.F16, "q8_0": gguf.GGMLQuantizationType.Q8_0}
+log = logging.getLogger(__name__)
 _FILE_TYPE = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}
+
+
+def tensor_qtype(shape: tuple[int, ...], dtype: str) -> gguf.GGMLQuantizationType:
+    """The stored type of a tensor: 1-D always F32; Q8_0 rows must be whole blocks, else F16."""
+    if len(shape) == 1:
+        return gguf.GGMLQuantizationType.F32
+    if dtype == "q8_0" and shape[-1] % C.GGUF_QUANT_BLOCK:
+        return gguf.GGMLQuantizationType.F16
+    return _QTYPE[dtype]
+
+
+def f16_fallbacks(ckpt: Checkpoint, dtype: str) -> list[str]:
+    return [n for n, s in ckpt.config.tensor_shapes().items()
+            if len(s) > 1 and tensor_qtype(s, dtype) != _QTYPE[dtype]]
 
 
 def _add_metadata(w: gguf.GGUFWriter, ckpt: Checkpoint, dtype: str) -> None:
     cfg = ckpt.config
     w.add_name(f"shiptwo-llama-{cfg.num_parameters()}")
-    w.add_description(f"exported by shiptwo {__version__}")
+    fallbacks = f16_fallbacks(ckpt, dtype)
+    note = f"; F16 instead of Q8_0 (rows not a multiple of {C.GGUF_QUANT_BLOCK}): {', '.join(fallbacks)}" if fallbacks else ""
+    if fallbacks:
+        log.warning("%s: %d tensor(s) stored as F16, not Q8_0: %s", ckpt.path, len(fallbacks), ", ".join(fallbacks))
+    w.add_description(f"exported by shiptwo {__version__} as {dtype}{note}")
     w.add_file_type(_FILE_TYPE[dtype])
     if dtype == "q8_0":
         w.add_quantization_version(gguf.GGML_QUANT_VERSION)
@@ -96,12 +118,7 @@ def _add_tensors(w: gguf.GGUFWriter, ckpt: Checkpoint, dtype: str, permute: bool
             arr = permute_qk(arr, cfg.num_attention_heads)
         elif permute and is_key(name):
             arr = permute_qk(arr, cfg.num_key_value_heads)
-        qtype = _QTYPE[dtype] if arr.ndim > 1 else gguf.GGMLQuantizationType.F32
-        if qtype == gguf.GGMLQuantizationType.Q8_0 and arr.shape[-1] % C.GGUF_QUANT_BLOCK:
-            raise ShiptwoError(
-                f"{ckpt.path}: tensor {name} row length {arr.shape[-1]} is not a multiple of "
-                f"{C.GGUF_QUANT_BLOCK}; cannot store it as Q8_0"
-            )
+        qtype = tensor_qtype(arr.shape, dtype)
         data = gguf.quants.quantize(np.ascontiguousarray(arr), qtype)
         w.add_tensor(hf_to_gguf(name), data, raw_dtype=qtype if qtype == gguf.GGMLQuantizationType.Q8_0 else None)
 
@@ -162,6 +179,6 @@ def _check_readback(g, ckpt: Checkpoint, dtype: str) -> None:
         t = got[name]
         if tuple(int(d) for d in reversed(t.shape)) != shape:
             raise ShiptwoError(f"{g.path}: tensor {name} reads back as {tuple(t.shape)} (ggml order), expected {shape}")
-        want = _QTYPE[dtype] if len(shape) > 1 else gguf.GGMLQuantizationType.F32
+        want = tensor_qtype(shape, dtype)
         if t.tensor_type != want:
             raise ShiptwoError(f"{g.path}: tensor {name} reads back as {t.tensor_type.name}, expected {want.name}")

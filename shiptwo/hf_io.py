@@ -255,7 +255,10 @@ def import_hf(src: str | Path, out: str | Path, provenance: dict | None = None) 
 
 
 def _load_weights(path: Path) -> dict[str, torch.Tensor]:
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ShiptwoError(f"{path}: cannot read weights ({exc.strerror})") from None
     read_safetensors_metadata(data, path)  # clear errors for truncated / foreign files
     try:
         tensors = st_load(data)

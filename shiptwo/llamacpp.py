@@ -27,7 +27,7 @@ LLAMACPP_SETTINGS = {"kv_cache": "f32", "use_extra_bufts": False, "n_threads": 2
 
 
 @contextlib.contextmanager
-def _no_extra_buffer_types():
+def no_extra_buffer_types():
     """llama_cpp.Llama builds its model params from `llama_model_default_params()` with no way to
     pass `use_extra_bufts`; wrap that one call for the duration of the load."""
     import llama_cpp.llama as llama_module
@@ -61,18 +61,22 @@ def _quiet_stderr():
         os.close(devnull)
 
 
-def load_llama(path: str | Path, n_ctx: int):
-    """A llama_cpp.Llama over the GGUF with all-position logits and an F32 KV cache."""
+def load_llama(path: str | Path, n_ctx: int, *, logits_all: bool = True, n_threads: int | None = None,
+               f32_kv_cache: bool = True):
+    """A llama_cpp.Llama over the GGUF: all-position logits and an F32 KV cache for parity checks
+    (benchmarks pass logits_all=False, f32_kv_cache=False); extra buffer types always off."""
     import llama_cpp
 
     path = Path(path)
     if not path.is_file():
         raise ShiptwoError(f"{path}: no such GGUF file")
+    threads = n_threads or LLAMACPP_SETTINGS["n_threads"]
+    cache = {"type_k": GGML_TYPE_F32, "type_v": GGML_TYPE_F32} if f32_kv_cache else {}
     try:
-        with _quiet_stderr(), _no_extra_buffer_types():
+        with _quiet_stderr(), no_extra_buffer_types():
             return llama_cpp.Llama(
-                model_path=str(path), n_ctx=n_ctx, logits_all=True, type_k=GGML_TYPE_F32, type_v=GGML_TYPE_F32,
-                verbose=False, seed=0, n_threads=LLAMACPP_SETTINGS["n_threads"], n_batch=n_ctx, n_ubatch=n_ctx,
+                model_path=str(path), n_ctx=n_ctx, logits_all=logits_all, verbose=False, seed=0,
+                n_threads=threads, n_threads_batch=threads, n_batch=n_ctx, n_ubatch=n_ctx, **cache,
             )
     except (ValueError, RuntimeError) as exc:
         raise ShiptwoError(f"{path}: llama.cpp refused the file ({str(exc).splitlines()[0]})") from None

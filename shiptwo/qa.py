@@ -128,7 +128,10 @@ def _read_native(path: Path) -> _Subject:
     return sub
 
 
-def _read(path: Path, kind: str) -> _Subject:
+def read_subject(path: str | Path) -> _Subject:
+    """The artifact as the gates see it (native checkpoints leniently); ShiptwoError if unreadable."""
+    path = Path(path)
+    kind = artifact_kind(path)
     if kind == KIND_NATIVE:
         return _read_native(path)
     ckpt = load_artifact(path)
@@ -275,16 +278,18 @@ def gate_throughput(ckpt: Checkpoint | None, cfg: QAConfig) -> Gate:
     return Gate("throughput", tok_s >= floor, round(tok_s, 1), f"decode {tok_s:.1f} tok/s vs floor {floor:g} ({cfg.throughput_criterion}, {cfg.profile})")
 
 
-def gate_format_parity(ckpt: Checkpoint | None, path: Path, kind: str, cfg: QAConfig) -> Gate:
-    """Our logits vs llama.cpp's on an F32 GGUF export (or on the GGUF itself when that is the artifact)."""
+def gate_format_parity(ckpt: Checkpoint | None, path: Path, kind: str, cfg: QAConfig, export=None) -> Gate:
+    """Our logits vs llama.cpp's on an F32 GGUF export (or on the GGUF itself when that is the
+    artifact); `export(ckpt, out_path, dtype)` defaults to the project's GGUF exporter."""
     if ckpt is None:
         return Gate("format_parity", False, None, "model could not be built (see tensor_contract)")
     from shiptwo.gguf_export import export_gguf
     from shiptwo.llamacpp import compare_with_llamacpp
 
+    export = export or export_gguf
     try:
         with tempfile.TemporaryDirectory(prefix="shiptwo-qa-") as tmp:
-            gguf_path = path if kind == KIND_GGUF else export_gguf(ckpt, Path(tmp) / "qa-f32.gguf", "f32")
+            gguf_path = path if kind == KIND_GGUF else export(ckpt, Path(tmp) / "qa-f32.gguf", "f32")
             res = compare_with_llamacpp(ckpt, gguf_path)
     except ShiptwoError as exc:
         return Gate("format_parity", False, None, f"GGUF export or llama.cpp load failed: {exc}")
@@ -299,19 +304,24 @@ def run_qa(path: str | Path, profile: str = C.DEFAULT_PROFILE, cfg: QAConfig | N
     cfg = cfg or QAConfig(profile=profile)
     path = Path(path)
     kind = artifact_kind(path)
-    sub = _read(path, kind)
+    sub = read_subject(path)
     report = QAReport(artifact=str(path), kind=kind, profile=cfg.profile)
     report.gates += [gate_metadata(sub), gate_tensor_contract(sub), gate_tensor_statistics(sub, cfg), gate_tokenizer_round_trip(sub)]
     outputs = texts = None
+    golden_error = None
     if sub.ckpt is not None and sub.golden is not None:
-        outputs = golden_runs(sub.ckpt, sub.golden)
+        try:
+            outputs = golden_runs(sub.ckpt, sub.golden)
+        except (KeyError, TypeError, ShiptwoError) as exc:
+            golden_error = f"golden record unusable ({type(exc).__name__}: {exc})"
+    if outputs is not None:
         tok = sub.ckpt.tokenizer()
         texts = [tok.decode(ids) for ids in outputs[0]]
     elif sub.ckpt is not None:  # no golden: still inspect greedy outputs on the canary prompts
         model, tok = sub.ckpt.build_model(), sub.ckpt.tokenizer()
         texts = [tok.decode(generate_ids(model, tok.encode(p), SamplingConfig(max_new_tokens=C.QA_DEGENERATION_TOKENS)))
                  for p in C.CANARY_PROMPTS]
-    report.gates.append(gate_golden_output(sub, outputs))
+    report.gates.append(gate_golden_output(sub, outputs) if golden_error is None else Gate("golden_output", False, None, golden_error))
     report.gates.append(gate_no_degeneration(texts, cfg))
     report.gates.append(gate_throughput(sub.ckpt, cfg))
     report.gates.append(gate_format_parity(sub.ckpt, path, kind, cfg))

@@ -161,3 +161,26 @@ def verify(release_dir: str | Path) -> list[str]:
     for rel in sorted(present - set(listed)):
         problems.append(f"{root / rel}: extra file not in the manifest")
     return problems
+
+
+def audit_release(artifacts, work_dir: str | Path, spec_path: str | Path = C.SPEC_PATH) -> dict:
+    """Publish, verify, then tamper one byte of a copy and verify again (the check must be able to
+    fail). `defects` counts verify problems on the genuine release, plus one if tampering went unseen."""
+    work_dir = Path(work_dir)
+    manifest = publish(artifacts, work_dir / "release", spec_path)
+    problems = verify(manifest.parent)
+    tampered = work_dir / "tampered"
+    shutil.copytree(manifest.parent, tampered)
+    victim = max((p for p in tampered.rglob("*") if p.is_file() and p.name != C.RELEASE_MANIFEST), key=lambda p: p.stat().st_size)
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    victim.write_bytes(bytes(data))
+    tamper_problems = verify(tampered)
+    detected = any(str(victim) in p for p in tamper_problems)
+    return {
+        "manifest": str(manifest),
+        "problems": problems,
+        "tampered_file": str(victim),
+        "tamper_detected": detected,
+        "defects": len(problems) + (0 if detected else 1),
+    }

@@ -143,15 +143,19 @@ def sandbox_python(unprivileged: bool) -> str:
 
 
 def _pids_of_uid(uid: int) -> list[int]:
+    """Live (non-zombie) processes whose real uid is `uid`."""
     pids = []
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         try:
             with open(f"/proc/{entry.name}/status") as fh:
+                zombie = False
                 for line in fh:
-                    if line.startswith("Uid:"):
-                        if int(line.split()[1]) == uid:
+                    if line.startswith("State:"):
+                        zombie = line.split()[1] in ("Z", "X")
+                    elif line.startswith("Uid:"):
+                        if int(line.split()[1]) == uid and not zombie:
                             pids.append(int(entry.name))
                         break
         except (OSError, ValueError):

@@ -97,7 +97,10 @@ class TrainConfig:
         unknown = sorted(set(d) - names)
         if unknown:
             raise ShiptwoError(f"{source}: unknown train field(s) {', '.join(unknown)}")
-        return cls(**d)
+        try:
+            return cls(**d)
+        except ShiptwoError as exc:
+            raise ShiptwoError(f"{source}: {exc}") from None
 
 
 # --- small pure pieces (each unit-tested) ----------------------------------------------------

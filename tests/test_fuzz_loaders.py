@@ -10,7 +10,7 @@ from shiptwo.errors import ShiptwoError
 from shiptwo.gguf_export import export_gguf
 from shiptwo.gguf_load import load_gguf
 
-FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 @pytest.fixture(scope="module")

@@ -116,7 +116,7 @@ def test_missing_provenance_is_refused(ckpt, tmp_path):
     assert not (tmp_path / "noprov.gguf").exists()
 
 
-def test_q8_0_refuses_rows_not_a_multiple_of_32(tmp_path, ckpt):
+def test_q8_0_falls_back_to_f16_for_odd_rows_and_says_so(tmp_path, ckpt, caplog):
     from shiptwo.checkpoint import Checkpoint
     from shiptwo.model import LlamaModel, ModelConfig
 
@@ -124,9 +124,13 @@ def test_q8_0_refuses_rows_not_a_multiple_of_32(tmp_path, ckpt):
     model = LlamaModel(cfg)
     model.init_weights(0)
     odd = Checkpoint(cfg, model.state_dict_for_save(), ckpt.tokenizer_json, ckpt.provenance)
-    with pytest.raises(ShiptwoError, match="multiple of 32"):
-        export_gguf(odd, tmp_path / "odd.gguf", "q8_0")
-    assert list(tmp_path.iterdir()) == []  # no temp file left behind
+    path = export_gguf(odd, tmp_path / "odd.gguf", "q8_0")
+    g = read_gguf(path)
+    types = {t.name: t.tensor_type for t in g.reader.tensors}
+    assert types["blk.0.ffn_down.weight"] == gguf.GGMLQuantizationType.F16  # rows of 40
+    assert types["blk.0.ffn_up.weight"] == gguf.GGMLQuantizationType.Q8_0  # rows of 64
+    assert "mlp.down_proj" in g.fields[K.General.DESCRIPTION] and "F16" in caplog.text
+    assert min(quantization_cosines(odd, path).values()) >= 0.999
 
 
 def test_cli_export_gguf_and_no_clobber(tmp_path, tiny_checkpoint, capsys):
@@ -147,7 +151,7 @@ def test_cli_export_gguf_and_no_clobber(tmp_path, tiny_checkpoint, capsys):
 
 
 @pytest.mark.parametrize("defect", ["magic", "truncated", "nan", "shape"])
-def test_loader_defects_are_one_line_errors(tmp_path, files, ckpt, defect):
+def test_loader_defects_are_one_line_errors(tmp_path, files, defect):
     data = bytearray(files["f32"].read_bytes())
     path = tmp_path / f"{defect}.gguf"
     if defect == "magic":
@@ -157,15 +161,11 @@ def test_loader_defects_are_one_line_errors(tmp_path, files, ckpt, defect):
     elif defect == "nan":
         t = next(t for t in read_gguf(files["f32"]).reader.tensors if t.name == "output_norm.weight")
         data[t.data_offset : t.data_offset + 4] = np.float32("nan").tobytes()
-    elif defect == "shape":
-        wrong = load_checkpoint(ckpt.path)
-        wrong.tensors = dict(wrong.tensors)
-        write_gguf(wrong, path)
-        g = read_gguf(path)
-        # a file whose feed_forward_length contradicts its tensors
-        field = g.reader.fields["llama.feed_forward_length"]
-        data = bytearray(path.read_bytes())
-        data[field.offset + len(field.name) + 12 : field.offset + len(field.name) + 16] = np.uint32(128).tobytes()
+    elif defect == "shape":  # feed_forward_length rewritten: the config now contradicts the tensors
+        key = K.LLM.FEED_FORWARD_LENGTH.format(arch="llama")
+        field = read_gguf(files["f32"]).reader.fields[key]
+        value_at = field.offset + 8 + len(key) + 4  # key length, key bytes, value type, then the value
+        data[value_at : value_at + 4] = np.uint32(128).tobytes()
     path.write_bytes(bytes(data))
     with pytest.raises(ShiptwoError) as err:
         load_gguf(path)

@@ -161,3 +161,14 @@ def test_cli_export_import_and_clean_failure(tmp_path, tiny_checkpoint, capsys):
     assert (out / C.HF_CONFIG_FILE).read_bytes() == good  # the good export is untouched
     assert main(["import", str(out), "-o", str(tmp_path / "ck.safetensors")]) == 0
     assert main(["import", str(tmp_path / "nodir"), "-o", str(tmp_path / "x.safetensors")]) == 2
+
+
+def test_nan_weights_are_refused_by_name(tmp_path, hf_dir):
+    from safetensors.torch import load_file, save_file
+
+    d = _edited_copy(tmp_path, hf_dir)
+    tensors = load_file(d / C.HF_WEIGHTS_FILE)
+    tensors["model.norm.weight"][3] = float("inf")
+    save_file(tensors, d / C.HF_WEIGHTS_FILE, metadata={"format": "pt"})
+    with pytest.raises(ShiptwoError, match="model.norm.weight contains NaN or Inf"):
+        read_hf(d)

@@ -1,0 +1,66 @@
+"""Recipes: every profile loads and honours its architecture contract; defects are caught."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import yaml
+
+from shiptwo import constants as C
+from shiptwo.errors import ShiptwoError
+from shiptwo.model import LlamaModel, ModelConfig
+from shiptwo.recipes import architecture_mismatches, load_recipe, recipe_path
+
+
+@pytest.mark.parametrize("profile", C.PROFILES)
+def test_every_profile_loads_and_meets_its_contract(profile):
+    r = load_recipe("model2", profile)
+    n, problems = architecture_mismatches(r.model_declared, r.declared_parameters, r.parameter_tolerance)
+    assert (n, problems) == (0, [])
+    assert r.vocab_size == r.model.vocab_size and r.train.seq_len <= r.model.max_position_embeddings
+
+
+def test_contract_counts_a_module_built_differently_from_the_declaration():
+    r = load_recipe("model2", "smoke")
+    with torch.device("meta"):
+        other = LlamaModel(ModelConfig(**{**r.model.to_dict(), "intermediate_size": 96, "rope_theta": 500000.0}))
+    n, problems = architecture_mismatches(r.model_declared, r.declared_parameters, r.parameter_tolerance, model=other)
+    assert n == 3  # two fields plus the parameter count outside ±1%
+    assert any(p.startswith("intermediate_size") for p in problems) and any(p.startswith("parameters") for p in problems)
+
+
+def test_contract_counts_undeclared_fields_and_an_out_of_band_count():
+    r = load_recipe("model2", "smoke")
+    declared = {k: v for k, v in r.model_declared.items() if k != "rms_norm_eps"}
+    assert architecture_mismatches(declared, r.declared_parameters, 0.01)[0] == 1
+    assert architecture_mismatches(r.model_declared, int(r.declared_parameters * 1.02), 0.01)[0] == 1
+    assert architecture_mismatches({**r.model_declared, "tie_word_embeddings": 1}, r.declared_parameters, 0.01)[0] == 1
+
+
+def _write(tmp_path, mutate) -> str:
+    doc = yaml.safe_load(recipe_path("model2").read_text())
+    mutate(doc["profiles"]["smoke"])
+    p = tmp_path / "model2.yaml"
+    p.write_text(yaml.safe_dump(doc))
+    return str(p)
+
+
+@pytest.mark.parametrize("mutate, match", [
+    (lambda b: b.pop("train"), "missing field"),
+    (lambda b: b.update(extra=1), "unknown field"),
+    (lambda b: b["model"].update(hidden=3), "unknown model config field"),
+    (lambda b: b["train"].update(lr_max=1), "unknown train field"),
+    (lambda b: b["tokenizer"].update(vocab_size=999), "differs from model.vocab_size"),
+    (lambda b: b["train"].update(max_steps=None), "exactly one of max_steps"),
+    (lambda b: b["train"].update(device="tpu"), "device"),
+])
+def test_recipe_defects_are_one_line_errors_naming_the_file(tmp_path, mutate, match):
+    path = _write(tmp_path, mutate)
+    with pytest.raises(ShiptwoError, match=match) as exc:
+        load_recipe("model2", "smoke", path)
+    assert "\n" not in str(exc.value) and "model2.yaml" in str(exc.value)
+
+
+def test_unknown_profile_is_refused():
+    with pytest.raises(ShiptwoError, match="no profile 'huge'"):
+        load_recipe("model2", "huge")

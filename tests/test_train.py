@@ -1,0 +1,227 @@
+"""Trainer: schedule, gates, honest records (wraps, device, stop reason), determinism, resume, DDP."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from shiptwo import constants as C
+from shiptwo.checkpoint import load_checkpoint
+from shiptwo.errors import ShiptwoError
+from shiptwo.model import LlamaModel
+from shiptwo.pretrain import checkpoint_reload_defects, encode_split, roundtrip_mismatches, wraps_in_log
+from shiptwo.train import (
+    TrainConfig, WindowSampler, chinchilla_gate, device_mismatches, early_stop_violations, evaluate_loss, lr_at,
+    reproducibility_runs, reproducibility_violations, resolve_device, train, unreported_wraps,
+)
+
+PROV = {"license": "Apache-2.0", "data_source": "python-stdlib test subset", "data_license": "PSF-2.0"}
+
+
+@pytest.fixture(scope="module")
+def data(tiny_tokenizer, tiny_texts):
+    return encode_split(tiny_tokenizer, tiny_texts[:6]), encode_split(tiny_tokenizer, tiny_texts[6:])
+
+
+def _cfg(**kw) -> TrainConfig:
+    base = dict(lr=3e-3, min_lr=3e-4, warmup_steps=2, batch_size=4, seq_len=32, max_steps=6, eval_interval=3,
+                eval_windows=4, min_steps=3, patience=2, seed=7, force_under_provisioned=True, device="cpu")
+    return TrainConfig(**{**base, **kw})
+
+
+def _train(tmp_path, cfg, tiny_config, tiny_tokenizer, data, **kw):
+    return train(cfg, tiny_config, data[0], data[1], tmp_path, tiny_tokenizer.to_json(), PROV, **kw)
+
+
+def test_lr_schedule_warms_up_then_decays_to_min_lr():
+    cfg = _cfg(warmup_steps=10, max_steps=100)
+    lrs = [lr_at(s, cfg, 100) for s in range(101)]
+    assert lrs[0] == pytest.approx(cfg.lr / 10) and lrs[9] == pytest.approx(cfg.lr)
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:])) and lrs[100] == pytest.approx(cfg.min_lr)
+
+
+def test_chinchilla_gate_refuses_below_10_unless_forced():
+    with pytest.raises(ShiptwoError, match=r"D=9000 tokens / N=1000 parameters = 9\.000"):
+        chinchilla_gate(9000, 1000, force=False)
+    assert chinchilla_gate(9000, 1000, force=True) == 9.0
+    assert chinchilla_gate(25000, 1000, force=False) == 25.0
+
+
+def test_trainer_refuses_an_under_provisioned_run_before_the_first_step(tmp_path, tiny_config, tiny_tokenizer, data):
+    with pytest.raises(ShiptwoError, match="under-provisioned"):
+        _train(tmp_path, _cfg(force_under_provisioned=False), tiny_config, tiny_tokenizer, data)
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA refusal")
+def test_cuda_requested_without_cuda_is_an_error_not_a_fallback(tmp_path, tiny_config, tiny_tokenizer, data):
+    with pytest.raises(ShiptwoError, match="no silent CPU fallback"):
+        _train(tmp_path, _cfg(device="cuda"), tiny_config, tiny_tokenizer, data)
+    assert resolve_device("auto").type == "cpu"
+
+
+def test_device_check_fails_on_a_mismatch():
+    ok = {"device_requested": "auto", "device_resolved": "cpu", "device_used": "cpu"}
+    assert device_mismatches(ok) == 0
+    assert device_mismatches({**ok, "device_requested": "cuda"}) == 1  # asked for cuda, resolved cpu
+    assert device_mismatches({**ok, "device_used": "cuda"}) == 1
+    assert device_mismatches({"device_requested": "cpu"}) == 1  # not recorded
+
+
+def test_sampler_records_every_wrap():
+    s = WindowSampler(n_tokens=101, seq_len=10, seed=0)  # 10 windows per epoch
+    seen = [s.take(4, step) for step in range(6)]  # 24 windows: 2 wraps
+    assert [w["step"] for w in s.wraps] == [2, 5] and s.epoch == 2
+    assert sorted(seen[0] + seen[1] + seen[2][:2]) == list(range(10))  # each epoch is a permutation, nothing padded
+
+
+def test_a_run_that_exhausts_the_corpus_records_it_and_the_check_sees_a_silent_one(tmp_path, tiny_config, tiny_tokenizer, data):
+    small = (data[0][:600], data[1])  # 18 windows of 32: 6 steps x 4 = 24 windows -> one wrap
+    res = _train(tmp_path, _cfg(), tiny_config, tiny_tokenizer, small)
+    s = res.summary
+    assert s["epochs"] == 2 and len(s["wraps"]) == 1 and unreported_wraps(s) == 0
+    assert wraps_in_log(res.log_path) == 1
+    assert unreported_wraps({**s, "wraps": []}) >= 1  # the defect: a wrap that was not reported
+    assert unreported_wraps({**s, "epochs": 1, "wraps": []}) >= 1
+
+
+def test_run_writes_checkpoints_log_curve_and_summary(tmp_path, tiny_config, tiny_tokenizer, data):
+    res = _train(tmp_path, _cfg(), tiny_config, tiny_tokenizer, data)
+    ckpt = load_checkpoint(res.best_checkpoint)
+    s = ckpt.training
+    for key in ("steps", "tokens", "tokens_per_param", "best_val_loss", "final_val_loss", "seed", "device_requested",
+                "device_used", "stop_reason", "wraps", "epochs", "wall_seconds", "code_version"):
+        assert key in s, key
+    assert s["steps"] == 6 and s["stop_reason"] == "max_steps" and early_stop_violations(s) == 0
+    assert s["tokens_per_param"] == pytest.approx(6 * 4 * 32 / tiny_config.num_parameters())
+    assert ckpt.golden and len(ckpt.golden["output_ids"]) == len(C.CANARY_PROMPTS)
+    assert ckpt.provenance["license"] == "Apache-2.0"
+    lines = [json.loads(x) for x in res.log_path.read_text().splitlines()]
+    assert sum(e["type"] == "train" for e in lines) == 6 and sum(e["type"] == "val" for e in lines) == 2
+    assert res.loss_curve.read_bytes()[:4] == b"\x89PNG"
+    assert load_checkpoint(res.final_checkpoint).training["steps"] == 6
+
+
+def test_early_stop_only_after_min_steps_and_patience(tmp_path, tiny_config, tiny_tokenizer, data):
+    # lr 0: validation never improves after the first eval, so patience runs out as soon as allowed.
+    cfg = _cfg(lr=0.0, min_lr=0.0, max_steps=20, eval_interval=2, min_steps=8, patience=2)
+    s = _train(tmp_path, cfg, tiny_config, tiny_tokenizer, data).summary
+    assert s["stop_reason"] == "early_stop(patience=2)" and s["steps"] == 8
+    assert early_stop_violations(s) == 0
+    assert early_stop_violations({**s, "steps": 4}) == 1  # before min_steps
+    assert early_stop_violations({**s, "val_history": s["val_history"][:2]}) == 1  # patience window not elapsed
+    assert early_stop_violations({**s, "stop_reason": None}) == 1  # not recorded
+
+
+def test_same_seed_identical_other_seed_diverges(tmp_path, tiny_config, tiny_tokenizer, data):
+    n, ev = reproducibility_runs(_cfg(), tiny_config, data[0], data[1], 4, tmp_path, tiny_tokenizer.to_json(), PROV)
+    assert n == 0 and ev["max_abs_loss_diff_same_seed"] == 0.0 and ev["max_abs_loss_diff_other_seed"] > 0
+
+
+def test_reproducibility_check_fails_on_defective_runs():
+    a = ([2.0, 1.5], "h1")
+    assert reproducibility_violations(a, a, ([2.1, 1.4], "h2"))[0] == 0
+    assert reproducibility_violations(a, ([2.0, 1.5 + 1e-4], "h1"), ([2.1, 1.4], "h2"))[0] == 1
+    assert reproducibility_violations(a, ([2.0, 1.5], "hX"), ([2.1, 1.4], "h2"))[0] == 1
+    assert reproducibility_violations(a, a, a)[0] == 2  # other seed did not diverge
+
+
+def test_resume_continues_the_same_trajectory(tmp_path, tiny_config, tiny_tokenizer, data):
+    cfg = _cfg(max_steps=6, eval_interval=2)
+    full = _train(tmp_path / "full", cfg, tiny_config, tiny_tokenizer, data)
+    _train(tmp_path / "split", cfg, tiny_config, tiny_tokenizer, data, stop_after=3)
+    resumed = _train(tmp_path / "split", cfg, tiny_config, tiny_tokenizer, data, resume=True)
+    assert resumed.losses == full.losses and resumed.optimizer_sha256 == full.optimizer_sha256
+    assert resumed.summary["best_val_loss"] == full.summary["best_val_loss"]
+
+
+def test_evaluate_loss_of_a_uniform_model_is_ln_vocab(tiny_config, data):
+    model = LlamaModel(tiny_config)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+    ce = evaluate_loss(model, data[1], seq_len=32, batch=4)
+    assert ce == pytest.approx(math.log(tiny_config.vocab_size), abs=1e-5)
+
+
+def test_checkpoint_reload_check_sees_a_tensor_that_differs(tmp_path, tiny_config, tiny_tokenizer, data):
+    res = _train(tmp_path, _cfg(), tiny_config, tiny_tokenizer, data)
+    tok = tmp_path / "tokenizer.json"
+    tiny_tokenizer.save(tok)
+    assert checkpoint_reload_defects(res.best_checkpoint, res.state_path, tok, "best/") == (0, [])
+    assert checkpoint_reload_defects(res.final_checkpoint, res.state_path, tok, "model/") == (0, [])
+    state = load_file(str(res.state_path))
+    state["best/model.norm.weight"] = state["best/model.norm.weight"] + 1e-3
+    save_file(state, str(tmp_path / "bad_state.safetensors"))
+    n, problems = checkpoint_reload_defects(res.best_checkpoint, tmp_path / "bad_state.safetensors", tok, "best/")
+    assert n == 1 and "model.norm.weight" in problems[0]
+    other = tmp_path / "other_tok.json"
+    other.write_text(tiny_tokenizer.to_json().replace('"<|endoftext|>"', '"<|endoftext|>"', 1) + " ")
+    assert checkpoint_reload_defects(res.best_checkpoint, res.state_path, other, "best/")[0] == 1
+
+
+def test_roundtrip_check_fails_on_a_lossy_tokenizer(tiny_tokenizer, tiny_texts):
+    from tokenizers import normalizers
+
+    from shiptwo.tokenizer import BPETokenizer
+
+    assert roundtrip_mismatches(tiny_tokenizer, tiny_texts) == 0
+    lossy = BPETokenizer.from_json(tiny_tokenizer.to_json())
+    lossy.tok.normalizer = normalizers.Lowercase()
+    assert roundtrip_mismatches(lossy, tiny_texts) == len(tiny_texts)
+
+
+def test_torchrun_two_gloo_ranks_match_one_process(tmp_path, tiny_tokenizer, tiny_texts):
+    """DDP with 2 CPU ranks on the same global batch gives the single-process losses (tolerance 1e-5)."""
+    from shiptwo.corpus import CorpusConfig, load_corpus
+    from shiptwo.pretrain import prepare_data
+    from shiptwo.recipes import load_recipe
+
+    recipe = load_recipe("model2", "smoke")
+    src = tmp_path / "src"
+    src.mkdir()
+    for i, text in enumerate(tiny_texts):
+        (src / f"f{i}.py").write_text(text)
+    recipe.corpus = CorpusConfig(source=str(src), validation_fraction=0.2, test_fraction=0.2,
+                                 data_source="stdlib subset", data_license="PSF-2.0")
+    data_dir = tmp_path / "data"
+    prepare_data(recipe, data_dir, load_corpus(recipe.corpus))
+    exe = Path(sys.executable)
+    args = ["-m", "shiptwo.cli", "train", "--profile", "smoke", "--data", str(data_dir), "--max-steps", "6",
+            "--device", "cpu", "--force-under-provisioned"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    corpus_override = ["--recipe", str(_recipe_with_source(tmp_path, src))]
+    one = subprocess.run([str(exe), *args, *corpus_override, "--out", str(tmp_path / "one")], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run([str(exe.parent / "torchrun"), "--nproc_per_node=2", "--master_port=0", *args,
+                          *corpus_override, "--out", str(tmp_path / "two")],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-2000:]
+    loss = lambda d: [json.loads(x)["loss"] for x in (tmp_path / d / C.TRAIN_LOG).read_text().splitlines()
+                      if json.loads(x)["type"] == "train"]
+    a, b = loss("one"), loss("two")
+    assert len(a) == len(b) == 6
+    assert max(abs(x - y) for x, y in zip(a, b)) <= 1e-5
+    assert load_checkpoint(tmp_path / "two" / C.BEST_CHECKPOINT).training["world_size"] == 2
+
+
+def _recipe_with_source(tmp_path, src) -> Path:
+    import yaml
+
+    from shiptwo.recipes import recipe_path
+
+    doc = yaml.safe_load(recipe_path("model2").read_text())
+    doc["profiles"]["smoke"]["corpus"].update(source=str(src), data_source="stdlib subset", data_license="PSF-2.0")
+    p = tmp_path / "model2.yaml"
+    p.write_text(yaml.safe_dump(doc))
+    return p
