@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from shiptwo import constants as C
@@ -88,7 +90,6 @@ def test_reproducible_training(criterion, tmp_path_factory):
     from shiptwo.recipes import load_recipe
     from shiptwo.store import build
     from shiptwo.train import reproducibility_runs
-    import json
 
     smoke = build("model2", "smoke")
     recipe = load_recipe("model2", "smoke")

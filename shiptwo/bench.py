@@ -8,6 +8,7 @@ tok/s counts the tokens after the first over the time after the first (prefill e
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import statistics
@@ -26,19 +27,25 @@ from shiptwo.errors import ShiptwoError
 from shiptwo.generate import SamplingConfig, generate_ids
 
 RUNTIME_OURS = "shiptwo"
+DEFAULT_NEW_TOKENS = 128
 
 
 @dataclass
 class BenchConfig:
     prompt: str = C.BENCH_PROMPT
-    new_tokens: int = 128
+    new_tokens: int | None = None  # None: DEFAULT_NEW_TOKENS, or fewer when the context is shorter
     warmup: int = 1
     iterations: int = 5
-    threads: int | None = None  # None: torch's current setting; llama.cpp gets the same number
+    # One thread by default: a few-M-parameter decode gains little from more, and on a shared
+    # machine a second OpenMP thread stalls at every op's barrier behind other jobs (10-50x
+    # slower, measured). Peers get the same number; every result records it.
+    threads: int = 1
 
     def __post_init__(self):
-        if self.new_tokens < 2:
+        if self.new_tokens is not None and self.new_tokens < 2:
             raise ShiptwoError(f"bench: new_tokens must be >= 2 (decode rate needs tokens after the first), got {self.new_tokens}")
+        if self.threads < 1:
+            raise ShiptwoError(f"bench: threads must be >= 1, got {self.threads}")
         if self.iterations < 1 or self.warmup < 0:
             raise ShiptwoError(f"bench: iterations must be >= 1 and warmup >= 0, got {self.iterations}, {self.warmup}")
 
@@ -141,21 +148,38 @@ def _measure(runtime: str, run_once: Callable[[], tuple[float, list[float]]], pr
                        prompt_tokens, cfg.new_tokens, threads, cfg.iterations)
 
 
-def _threads(cfg: BenchConfig) -> int:
-    if cfg.threads is not None:
-        torch.set_num_threads(cfg.threads)
-    return torch.get_num_threads()
+def resolve_tokens(cfg: BenchConfig, prompt_tokens: int, context: int) -> BenchConfig:
+    """Fix the token count: as asked (an error when it does not fit), or the default capped by the
+    context; the count used is recorded in every result."""
+    room = context - prompt_tokens
+    if cfg.new_tokens is None:
+        n = min(DEFAULT_NEW_TOKENS, room)
+        if n < 2:
+            raise ShiptwoError(f"bench: a {prompt_tokens}-token prompt leaves no room to decode in a context of {context}")
+        return dataclasses.replace(cfg, new_tokens=n)
+    if cfg.new_tokens > room:
+        raise ShiptwoError(f"bench: {prompt_tokens} prompt + {cfg.new_tokens} new tokens exceed the context {context}")
+    return cfg
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int):
+    """torch's intra-op thread count set to `n` for the block, restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        torch.set_num_threads(before)
 
 
 def bench_ours(ckpt: Checkpoint, cfg: BenchConfig | None = None) -> BenchResult:
     """Our runtime: greedy `generate_ids` with the KV cache, EOS ignored so every run is full length."""
     cfg = cfg or BenchConfig()
-    threads = _threads(cfg)
     model, tok = ckpt.build_model(), ckpt.tokenizer()
     ids = tok.encode(cfg.prompt)
+    cfg = resolve_tokens(cfg, len(ids), ckpt.config.max_position_embeddings)
     scfg = SamplingConfig(max_new_tokens=cfg.new_tokens)
-    if len(ids) + cfg.new_tokens > ckpt.config.max_position_embeddings:
-        raise ShiptwoError(f"bench: {len(ids)} prompt + {cfg.new_tokens} new tokens exceed the context {ckpt.config.max_position_embeddings}")
 
     def once():
         clock: list[float] = []
@@ -163,14 +187,16 @@ def bench_ours(ckpt: Checkpoint, cfg: BenchConfig | None = None) -> BenchResult:
         generate_ids(model, ids, scfg, eos_id=None, clock=clock)
         return t0, clock
 
-    return _measure(RUNTIME_OURS, once, len(ids), cfg, threads)
+    with _torch_threads(cfg.threads):
+        return _measure(RUNTIME_OURS, once, len(ids), cfg, cfg.threads)
 
 
 def bench_transformers(hf_dir: str | Path, prompt_ids: list[int], cfg: BenchConfig) -> BenchResult:
     """transformers' `generate` (greedy, same token count) on the Hugging Face export."""
     from transformers import AutoModelForCausalLM, LogitsProcessor, LogitsProcessorList
 
-    threads = _threads(cfg)
+    if cfg.new_tokens is None:
+        cfg = dataclasses.replace(cfg, new_tokens=DEFAULT_NEW_TOKENS)
     model = AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=torch.float32).eval()
 
     class _Clock(LogitsProcessor):
@@ -191,7 +217,8 @@ def bench_transformers(hf_dir: str | Path, prompt_ids: list[int], cfg: BenchConf
                            do_sample=False, logits_processor=LogitsProcessorList([clock]), pad_token_id=0)
         return t0, clock.stamps
 
-    return _measure("transformers", once, len(prompt_ids), cfg, threads)
+    with _torch_threads(cfg.threads):
+        return _measure("transformers", once, len(prompt_ids), cfg, cfg.threads)
 
 
 def bench_llamacpp(gguf_path: str | Path, prompt_ids: list[int], cfg: BenchConfig, runtime: str = "llama.cpp") -> BenchResult:
@@ -200,7 +227,9 @@ def bench_llamacpp(gguf_path: str | Path, prompt_ids: list[int], cfg: BenchConfi
     from shiptwo.llamacpp import _quiet_stderr
     import llama_cpp
 
-    threads = _threads(cfg)
+    if cfg.new_tokens is None:
+        cfg = dataclasses.replace(cfg, new_tokens=DEFAULT_NEW_TOKENS)  # llama.cpp's context is sized to fit
+    threads = cfg.threads
     n_ctx = len(prompt_ids) + cfg.new_tokens + 1
     try:
         with _quiet_stderr():
@@ -236,9 +265,10 @@ def run_bench(path: str | Path, cfg: BenchConfig | None = None, compare: tuple[s
     if unknown:
         raise ShiptwoError(f"bench: unknown --compare runtime(s) {', '.join(unknown)} (choose from {', '.join(C.BENCH_PEERS)})")
     ckpt = load_artifact(path)
+    ids = ckpt.tokenizer().encode(cfg.prompt)
+    cfg = resolve_tokens(cfg, len(ids), ckpt.config.max_position_embeddings)
     report = BenchReport(artifact=str(path))
     report.results.append(bench_ours(ckpt, cfg))
-    ids = ckpt.tokenizer().encode(cfg.prompt)
     with tempfile.TemporaryDirectory(prefix="shiptwo-bench-") as tmp:
         if "transformers" in compare:
             from shiptwo.hf_io import export_hf

@@ -369,10 +369,10 @@ def _add_bench(sub) -> None:
     p.add_argument("--json", action="store_true")
     p.add_argument("--compare", default="", help="comma-separated peers: transformers,llama.cpp")
     p.add_argument("--prompt", default=C.BENCH_PROMPT)
-    p.add_argument("--tokens", type=int, default=128, help="new tokens per timed run")
+    p.add_argument("--tokens", type=int, default=None, help="new tokens per timed run (default 128, capped by the context)")
     p.add_argument("--iterations", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--threads", type=int, default=1, help="intra-op threads for every runtime (default 1)")
     p.set_defaults(func=_cmd_bench)
 
 
@@ -428,7 +428,8 @@ def _cmd_eval_validity(args) -> int:
     res = evaluate_python_validity(load_artifact(args.artifact), split_texts(args.profile, "test", args.model), args.n)
     if args.out:
         atomic_write_json(args.out, res.to_dict())
-    print(f"python-validity: {res.valid_pct:.1f}% ({res.n_valid}/{res.n_prompts} parse; {res.n_empty} empty bodies)")
+    short = f"; only {res.n_prompts} of {res.requested} requested prompts available" if res.n_prompts < res.requested else ""
+    print(f"python-validity: {res.valid_pct:.1f}% ({res.n_valid}/{res.n_prompts} parse; {res.n_empty} empty bodies{short})")
     return 0
 
 

@@ -5,10 +5,9 @@ left-padded batch (finished rows leave the batch so they cost nothing).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-
-import time
 
 import torch
 

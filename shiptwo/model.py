@@ -146,15 +146,17 @@ def rope_cache(config: ModelConfig, positions: torch.Tensor) -> tuple[torch.Tens
     return emb.cos(), emb.sin()
 
 
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((-x2, x1), dim=-1)
+def signed_sin(sin: torch.Tensor) -> torch.Tensor:
+    """sin with its first half negated: rotate_half(x) * sin == x.roll(half) * signed_sin(sin), exactly."""
+    half = sin.shape[-1] // 2
+    return torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, ssin: torch.Tensor) -> torch.Tensor:
+    """Rotary embedding in Hugging Face's rotate-half layout; `ssin` is `signed_sin(sin)`."""
     if cos.dtype != x.dtype:
-        cos, sin = cos.to(x.dtype), sin.to(x.dtype)
-    return x * cos + _rotate_half(x) * sin
+        cos, ssin = cos.to(x.dtype), ssin.to(x.dtype)
+    return x * cos + x.roll(x.shape[-1] // 2, -1) * ssin
 
 
 class KVCache:
@@ -176,9 +178,30 @@ class KVCache:
         start, end = self.length, self.length + k.shape[2]
         if end > self.max_len:
             raise ShiptwoError(f"KV cache overflow: {end} tokens > capacity {self.max_len}")
-        self.k[layer][:, :, start:end] = k
-        self.v[layer][:, :, start:end] = v
-        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
+        T = end - start
+        self.k[layer].narrow(2, start, T).copy_(k)
+        self.v[layer].narrow(2, start, T).copy_(v)
+        return self.k[layer].narrow(2, 0, end), self.v[layer].narrow(2, 0, end)
+
+
+def _inference_weight(module: nn.Module, key: str, linears: tuple[nn.Linear, ...]) -> torch.Tensor:
+    """`linears`' weights concatenated and transposed to (in, out), contiguous, for `x @ w` under
+    inference mode; rebuilt whenever a weight is replaced or modified in place. Decoding is
+    dispatch-bound, so one matmul on a pre-transposed weight beats three linears."""
+    ws = [lin.weight for lin in linears]
+    # a move or cast gives new storage; inference tensors (loaded under inference mode) have no version
+    stamp = [(w.data_ptr(), w.is_inference() or w._version) for w in ws]
+    cached = module.__dict__.get(key)
+    if cached is None or cached[0] != stamp:
+        cached = (stamp, torch.cat(ws).t().contiguous())
+        module.__dict__[key] = cached
+    return cached[1]
+
+
+def _project(module: nn.Module, key: str, linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    if torch.is_inference_mode_enabled():
+        return x @ _inference_weight(module, key, (linear,))
+    return linear(x)
 
 
 class Attention(nn.Module):
@@ -191,12 +214,23 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(h, self.n_kv * hd, bias=False)
         self.o_proj = nn.Linear(self.n_head * hd, h, bias=False)
 
-    def forward(self, x, cos, sin, layer: int, cache: KVCache | None, key_mask: torch.Tensor | None = None):
+    def forward(self, x, cos, ssin, layer: int, cache: KVCache | None, key_mask: torch.Tensor | None = None):
+        """`cos`/`ssin`: rope tables for these tokens, (T, 1, head_dim) or (B, T, 1, head_dim):
+        token-major, so they broadcast over heads before the head transpose."""
         B, T, _ = x.shape
-        q = self.q_proj(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)
-        k = self.k_proj(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
-        v = self.v_proj(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        H, KV, hd = self.n_head, self.n_kv, self.head_dim
+        if torch.is_inference_mode_enabled():
+            # One matmul for q, k and v; rope on q and k together, before the head transpose.
+            qkv = x @ _inference_weight(self, "_qkv", (self.q_proj, self.k_proj, self.v_proj))
+            qk = apply_rope(qkv[..., : (H + KV) * hd].view(B, T, H + KV, hd), cos, ssin)
+            q, k = qk[:, :, :H].transpose(1, 2), qk[:, :, H:].transpose(1, 2)
+            v = qkv[..., (H + KV) * hd :].view(B, T, KV, hd).transpose(1, 2)
+        else:
+            q = self.q_proj(x).view(B, T, H, hd).transpose(1, 2)
+            k = self.k_proj(x).view(B, T, KV, hd).transpose(1, 2)
+            v = self.v_proj(x).view(B, T, KV, hd).transpose(1, 2)
+            cos, ssin = cos.transpose(-2, -3), ssin.transpose(-2, -3)
+            q, k = apply_rope(q, cos, ssin), apply_rope(k, cos, ssin)
         past = 0
         if cache is not None:
             past = cache.length
@@ -216,7 +250,7 @@ class Attention(nn.Module):
                 own[torch.arange(T), past + torch.arange(T)] = True
                 mask = (mask & key_mask[:, None, None, :S]) | own
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
-        return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))
+        return _project(self, "_o", self.o_proj, y.transpose(1, 2).reshape(B, T, -1))
 
 
 class MLP(nn.Module):
@@ -227,6 +261,9 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
 
     def forward(self, x):
+        if torch.is_inference_mode_enabled():
+            gate, up = (x @ _inference_weight(self, "_gate_up", (self.gate_proj, self.up_proj))).chunk(2, -1)
+            return _project(self, "_down", self.down_proj, F.silu(gate) * up)
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
@@ -281,13 +318,13 @@ class LlamaModel(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def _rope_tables(self, device) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos/sin for every position, computed once per device (not a parameter, never saved)."""
+        """cos and signed sin for every position, computed once per device (never saved)."""
         tables = self.__dict__.setdefault("_rope", {})
         key = str(device)
         if key not in tables:
             positions = torch.arange(self.config.max_position_embeddings)
             cos, sin = rope_cache(self.config, positions)
-            tables[key] = (cos.to(device), sin.to(device))
+            tables[key] = (cos[:, None].to(device), signed_sin(sin)[:, None].to(device))  # (P, 1, head_dim)
         return tables[key]
 
     def forward(self, idx: torch.Tensor, cache: KVCache | None = None, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -303,19 +340,19 @@ class LlamaModel(nn.Module):
         cos_all, sin_all = self._rope_tables(idx.device)
         key_mask = None
         if attention_mask is None:
-            cos, sin = cos_all[start : start + T], sin_all[start : start + T]
+            cos, sin = cos_all[start : start + T], sin_all[start : start + T]  # (T, 1, head_dim)
         else:
             if tuple(attention_mask.shape) != (B, start + T):
                 raise ShiptwoError(f"attention_mask has shape {tuple(attention_mask.shape)}, expected {(B, start + T)}")
             key_mask = attention_mask.bool()
             positions = (key_mask.long().cumsum(-1) - 1).clamp(min=0)[:, start:]
-            cos, sin = cos_all[positions][:, None], sin_all[positions][:, None]
+            cos, sin = cos_all[positions], sin_all[positions]
         x = self.model.embed_tokens(idx)
         for n, layer in enumerate(self.model.layers):
             x = layer(x, cos, sin, n, cache, key_mask)
         if cache is not None:
             cache.length += T
-        return self.lm_head(self.model.norm(x))
+        return _project(self, "_lm_head", self.lm_head, self.model.norm(x))
 
     def state_dict_for_save(self) -> dict[str, torch.Tensor]:
         """The Hugging Face-named tensors to save: `lm_head.weight` omitted when tied."""

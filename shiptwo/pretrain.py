@@ -1,11 +1,12 @@
 """The MODEL-2 pipeline: corpus → tokenizer → token splits → training, each step writing its files.
 
 `prepare_data` and `train_recipe` are separate so `shiptwo train` (and torchrun) can train from a
-prepared data directory; `build_model2` chains them for the artifact store.
+prepared data directory; the builder at the end chains them for the artifact store (`shiptwo build`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -122,3 +123,45 @@ def wraps_in_log(log_path: str | Path) -> int:
     epochs = [json.loads(line)["epoch"] for line in Path(log_path).read_text(encoding="utf-8").splitlines()
               if line and json.loads(line).get("type") == "train"]
     return epochs[-1] if epochs else 0  # epochs are numbered from 0: the last one is the wrap count
+
+
+# --- the artifact-store builder for MODEL-2 ------------------------------------------------
+
+# The modules whose source decides what a MODEL-2 artifact contains (hashed into its store key).
+MODEL2_MODULES = ("__init__", "checkpoint", "constants", "corpus", "errors", "fileio", "generate", "model",
+                  "plots", "pretrain", "recipes", "tokenizer", "train")
+
+
+def _model2_fingerprint(profile: str, options: dict):
+    from shiptwo.recipes import load_recipe
+    from shiptwo.store import Fingerprint
+
+    recipe = load_recipe("model2", profile)
+    if options.get("device"):
+        recipe.train = dataclasses.replace(recipe.train, device=options["device"])
+    if options.get("force_under_provisioned"):
+        recipe.train = dataclasses.replace(recipe.train, force_under_provisioned=True)
+    corpus = load_corpus(recipe.corpus)
+    parts = {"recipe": recipe.to_dict(), "train": dataclasses.asdict(recipe.train), "corpus": corpus.fingerprint()}
+    return Fingerprint(parts, (recipe, corpus))
+
+
+def _model2_run(profile: str, fp, workdir: Path) -> tuple[dict[str, str], dict, dict]:
+    recipe, corpus = fp.context
+    prepare_data(recipe, workdir, corpus)
+    result = train_recipe(recipe, workdir, workdir, code_version=fp.parts["code"])
+    roles = {
+        "tokenizer": C.TOKENIZER_FILE, "tokens": C.TOKENS_FILE, "corpus_manifest": C.CORPUS_MANIFEST,
+        "checkpoint": C.BEST_CHECKPOINT, "final_checkpoint": C.FINAL_CHECKPOINT, "train_log": C.TRAIN_LOG,
+        "loss_curve": C.LOSS_CURVE, "train_state": C.TRAIN_STATE,
+    }
+    return roles, {**recipe.to_dict(), "train": dataclasses.asdict(recipe.train)}, result.summary
+
+
+def _register() -> None:
+    from shiptwo.store import Builder, register
+
+    register("model2", Builder(_model2_fingerprint, _model2_run, MODEL2_MODULES))
+
+
+_register()

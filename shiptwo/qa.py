@@ -147,8 +147,7 @@ def gate_metadata(sub: _Subject) -> Gate:
     missing = [k for k in C.REQUIRED_META_KEYS if not sub.meta.get(k)]
     if sub.meta.get(C.META_ARCHITECTURE) and sub.meta[C.META_ARCHITECTURE] != C.ARCHITECTURE:
         missing.append(f"{C.META_ARCHITECTURE}={sub.meta[C.META_ARCHITECTURE]!r} (expected {C.ARCHITECTURE!r})")
-    if sub.config is None and C.META_CONFIG not in missing:
-        missing.append(f"{C.META_CONFIG} (unreadable)")
+    missing += sub.problems  # config or golden record present but unreadable
     if sub.tokenizer_json:
         try:
             BPETokenizer.from_json(sub.tokenizer_json)
@@ -217,7 +216,7 @@ def golden_runs(ckpt: Checkpoint, golden: dict) -> tuple[list[list[int]], list[l
 
 def gate_golden_output(sub: _Subject, outputs: tuple[list[list[int]], list[list[int]]] | None) -> Gate:
     if sub.golden is None:
-        return Gate("golden_output", False, None, "no golden outputs recorded in the checkpoint")
+        return Gate("golden_output", False, None, "no (readable) golden outputs recorded in the checkpoint")
     if outputs is None:
         return Gate("golden_output", False, None, "model could not be built (see tensor_contract)")
     first, second = outputs
@@ -275,7 +274,7 @@ def gate_throughput(ckpt: Checkpoint | None, cfg: QAConfig) -> Gate:
     floor = throughput_floor(cfg)
     res = bench_ours(ckpt, BenchConfig(new_tokens=cfg.throughput_tokens, iterations=3))
     tok_s = res.decode_tok_s.median
-    return Gate("throughput", tok_s >= floor, round(tok_s, 1), f"decode {tok_s:.1f} tok/s vs floor {floor:g} ({cfg.throughput_criterion}, {cfg.profile})")
+    return Gate("throughput", tok_s >= floor, round(tok_s, 1), f"decode {tok_s:.1f} tok/s on {res.threads} thread(s) vs floor {floor:g} ({cfg.throughput_criterion}, {cfg.profile})")
 
 
 def gate_format_parity(ckpt: Checkpoint | None, path: Path, kind: str, cfg: QAConfig, export=None) -> Gate:

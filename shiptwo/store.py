@@ -5,13 +5,16 @@ last. Builders write into a temp directory that is renamed into place, under a f
 nobody sees a half-written artifact. A reused artifact whose files no longer match the
 manifest is REFUSED with an error naming the file; `rebuild=True` (`--rebuild`) replaces it.
 
-Other stages register here: `BUILDERS["model1"] = Builder(...)` (MODEL-1 builds on model2).
+Builders live next to their pipeline and register on import: BUILDER_MODULES names the module
+for each model (MODEL-1's fine-tune adds its own line; its builder calls build("model2", ...)).
+The store itself is not hashed into keys: editing it never invalidates a trained artifact.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib
 import json
 import logging
 import os
@@ -71,6 +74,22 @@ class Builder:
 
 
 BUILDERS: dict[str, Builder] = {}
+BUILDER_MODULES: dict[str, str] = {  # model -> module whose import registers its builder
+    "model2": "shiptwo.pretrain",
+}
+
+
+def register(model_name: str, builder: Builder) -> None:
+    BUILDERS[model_name] = builder
+
+
+def _builder(model_name: str) -> Builder:
+    if model_name not in BUILDERS and model_name in BUILDER_MODULES:
+        importlib.import_module(BUILDER_MODULES[model_name])
+    if model_name not in BUILDERS:
+        known = sorted(set(BUILDERS) | set(BUILDER_MODULES))
+        raise ShiptwoError(f"build: unknown model {model_name!r} (known: {', '.join(known)})")
+    return BUILDERS[model_name]
 
 
 def artifact_root() -> Path:
@@ -87,11 +106,9 @@ def code_version(modules: tuple[str, ...]) -> str:
 
 def build(model_name: str, profile: str, rebuild: bool = False, **options) -> Artifacts:
     """The artifacts of `model_name` under `profile`: reused when present and intact, else built."""
-    if model_name not in BUILDERS:
-        raise ShiptwoError(f"build: unknown model {model_name!r} (known: {', '.join(sorted(BUILDERS))})")
     if profile not in C.PROFILES:
         raise ShiptwoError(f"build: unknown profile {profile!r} (known: {', '.join(C.PROFILES)})")
-    builder = BUILDERS[model_name]
+    builder = _builder(model_name)
     fp = builder.fingerprint(profile, options)
     code = code_version(builder.modules)
     key = sha256_bytes(json.dumps({"parts": fp.parts, "code": code}, sort_keys=True).encode())[:16]
@@ -99,6 +116,9 @@ def build(model_name: str, profile: str, rebuild: bool = False, **options) -> Ar
     base.mkdir(parents=True, exist_ok=True)
     final = base / key
     with FileLock(str(base / C.ARTIFACT_LOCK)):
+        for stale in base.glob(".tmp-*"):  # left by a builder that was killed (builders hold the lock)
+            log.warning("removing %s left by an interrupted build", stale)
+            shutil.rmtree(stale, ignore_errors=True)
         if final.exists():
             problem = verify(final)
             if problem is None:
@@ -113,7 +133,7 @@ def build(model_name: str, profile: str, rebuild: bool = False, **options) -> Ar
             t0 = time.perf_counter()
             roles, recipe, summary = builder.run(profile, dataclasses.replace(fp, parts={**fp.parts, "code": code}), tmp)
             files = {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
-            missing = sorted(set(roles.values()) - set(files))
+            missing = sorted(r for r in roles.values() if not (tmp / r).exists())
             if missing:
                 raise ShiptwoError(f"build {model_name}/{profile}: builder did not write {', '.join(missing)}")
             atomic_write_json(tmp / C.ARTIFACT_MANIFEST, {
@@ -154,40 +174,3 @@ def _load(root: Path, model_name: str, profile: str, key: str, reused: bool) -> 
         recipe=manifest["recipe"], summary=manifest["summary"], files=files, reused=reused,
         **{role: p for role, p in files.items() if role in known},
     )
-
-
-# --- MODEL-2: pretraining from scratch -------------------------------------------------------
-
-MODEL2_MODULES = ("__init__", "checkpoint", "constants", "corpus", "errors", "fileio", "generate", "model",
-                  "plots", "pretrain", "recipes", "store", "tokenizer", "train")
-
-
-def _model2_fingerprint(profile: str, options: dict) -> Fingerprint:
-    from shiptwo.corpus import load_corpus
-    from shiptwo.recipes import load_recipe
-
-    recipe = load_recipe("model2", profile)
-    if options.get("device"):
-        recipe.train = dataclasses.replace(recipe.train, device=options["device"])
-    if options.get("force_under_provisioned"):
-        recipe.train = dataclasses.replace(recipe.train, force_under_provisioned=True)
-    corpus = load_corpus(recipe.corpus)
-    parts = {"recipe": recipe.to_dict(), "train": dataclasses.asdict(recipe.train), "corpus": corpus.fingerprint()}
-    return Fingerprint(parts, (recipe, corpus))
-
-
-def _model2_run(profile: str, fp: Fingerprint, workdir: Path) -> tuple[dict[str, str], dict, dict]:
-    from shiptwo.pretrain import prepare_data, train_recipe
-
-    recipe, corpus = fp.context
-    prepare_data(recipe, workdir, corpus)
-    result = train_recipe(recipe, workdir, workdir, code_version=fp.parts["code"])
-    roles = {
-        "tokenizer": C.TOKENIZER_FILE, "tokens": C.TOKENS_FILE, "corpus_manifest": C.CORPUS_MANIFEST,
-        "checkpoint": C.BEST_CHECKPOINT, "final_checkpoint": C.FINAL_CHECKPOINT, "train_log": C.TRAIN_LOG,
-        "loss_curve": C.LOSS_CURVE, "train_state": C.TRAIN_STATE,
-    }
-    return roles, {**recipe.to_dict(), "train": dataclasses.asdict(recipe.train)}, result.summary
-
-
-BUILDERS["model2"] = Builder(_model2_fingerprint, _model2_run, MODEL2_MODULES)

@@ -326,6 +326,7 @@ def train(
     dist_ = _init_distributed(device)
     if cfg.batch_size % dist_.world:
         raise ShiptwoError(f"train: batch_size {cfg.batch_size} is not divisible by world size {dist_.world}")
+    prev_threads = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if model_config.max_position_embeddings < cfg.seq_len:
@@ -337,6 +338,7 @@ def train(
                     code_version, stop_after, device, dist_)
     finally:
         torch.use_deterministic_algorithms(prev_det)
+        torch.set_num_threads(prev_threads)
 
 
 def _run(cfg, model_config, train_tokens, val_tokens, out, tokenizer_json, provenance, resume,
@@ -507,6 +509,9 @@ def _finish(raw, st, summary, result, tokenizer_json, provenance, val_tokens, cf
     final_tensors = {k: v.detach().cpu().clone() for k, v in raw.state_dict_for_save().items()}
     best_tensors = st["best_tensors"] if st["best_tensors"] is not None else final_tensors
     cpu_model = LlamaModel(raw.config)
+    cpu_model.load_tensors(best_tensors)
+    # Periodic evals use `eval_windows` windows; the record also gets the best model on the whole split.
+    summary["best_val_loss_full_split"] = evaluate_loss(cpu_model, val_tokens, cfg.seq_len, cfg.batch_size)
     for tensors, path in ((final_tensors, result.final_checkpoint), (best_tensors, result.best_checkpoint)):
         cpu_model.load_tensors(tensors)
         cpu_model.eval()

@@ -117,3 +117,21 @@ def test_cli_run_prints_prompt_and_completion(tiny_checkpoint, capsys):
     assert capsys.readouterr().out.startswith("def fib(n):")
     assert main(["run", str(tiny_checkpoint) + ".missing", "--prompt", "x"]) == 2
     assert "missing" in capsys.readouterr().err
+
+
+def test_inference_weights_follow_in_place_updates(tiny_checkpoint):
+    """The pre-transposed weights used under inference mode are rebuilt when training changes a weight."""
+    model = load_checkpoint(tiny_checkpoint).build_model()
+    x = torch.tensor([[3, 4, 5, 6]])
+    for _ in range(2):
+        with torch.inference_mode():
+            fast = model(x)
+        with torch.no_grad():
+            slow = model(x)
+            model.model.layers[0].self_attn.q_proj.weight.mul_(1.5)  # an optimizer step does the same
+            model.model.layers[1].mlp.up_proj.weight.add_(0.01)
+            model.model.embed_tokens.weight.mul_(0.9)
+        assert torch.allclose(fast, slow, atol=1e-5)
+    moved = model.to(torch.float64)  # new storage: rebuilt again, in the new dtype
+    with torch.inference_mode():
+        assert moved(x).dtype == torch.float64

@@ -76,8 +76,10 @@ def test_evaluate_on_a_model(tiny_checkpoint, tiny_texts):
     assert res.valid_pct == 100.0 * sum(s["valid"] for s in res.samples) / 4
     for s in res.samples:  # every completion was cut before any column-0 line
         assert body_end(s["completion"]) is None
-    with pytest.raises(ShiptwoError, match="requested"):
-        evaluate_python_validity(ckpt, tiny_texts, n=10_000, max_new_tokens=16)
+    every = evaluate_python_validity(ckpt, tiny_texts, n=10_000, max_new_tokens=16)
+    assert every.requested == 10_000 and 4 < every.n_prompts < 10_000  # all the split has, said so
+    with pytest.raises(ShiptwoError, match="no held-out function"):
+        evaluate_python_validity(ckpt, ["x = 1\n"], n=5, max_new_tokens=16)
 
 
 def test_held_out_loss_uses_the_trainers_evaluation(tiny_checkpoint, tiny_texts):
@@ -91,3 +93,23 @@ def test_held_out_loss_uses_the_trainers_evaluation(tiny_checkpoint, tiny_texts)
         evaluate_split_loss(ckpt, [], "test")
     with pytest.raises(ShiptwoError, match="unknown split"):
         split_texts("smoke", "bogus")
+
+
+def test_run_output_check_for_model1():
+    from shiptwo.evals.python_validity import run_output_parses
+    from shiptwo.spec import load_spec
+
+    crit = load_spec().criterion("AC-SHIP1-002")
+    good = "def fib(n):\n    return n if n < 2 else fib(n - 1) + fib(n - 2)"
+    assert crit.is_met(run_output_parses(good), "default")
+    for bad in ("def fib(n):", "def fib(n):\n č č č č", "def fib(n):\n    return (n +"):
+        assert not crit.is_met(run_output_parses(bad), "default")
+
+
+def test_validity_threshold_rejects_degenerate_model_output():
+    from shiptwo.spec import load_spec
+
+    crit = load_spec().criterion("AC-SHIP2-007")
+    p = 'def f(x):\n    """Doc."""\n'
+    res = score_completions([p] * 3, [" č č č č", "\n", "    return (x\n"])
+    assert not crit.is_met(res.valid_pct, "smoke")

@@ -138,7 +138,9 @@ def test_golden_gate_fails_on_wrong_or_missing_golden(sound, tmp_path):
     assert not gate.passed and "differ from the recorded golden" in gate.detail
     sub = read_subject(_rewrite(sound, tmp_path / "nogold.safetensors", meta=lambda m: m.pop(C.META_GOLDEN)))
     gate = gate_golden_output(sub, None)
-    assert not gate.passed and "no golden" in gate.detail
+    assert not gate.passed and "golden outputs recorded" in gate.detail
+    sub = read_subject(_rewrite(sound, tmp_path / "badgold.safetensors", meta=lambda m: m.update({C.META_GOLDEN: "{"})))
+    assert sub.golden is None and not gate_metadata(sub).passed
 
 
 def test_degeneration_gate_fails_on_the_original_models_output():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -34,7 +33,8 @@ def data(tiny_tokenizer, tiny_texts):
 
 def _cfg(**kw) -> TrainConfig:
     base = dict(lr=3e-3, min_lr=3e-4, warmup_steps=2, batch_size=4, seq_len=32, max_steps=6, eval_interval=3,
-                eval_windows=4, min_steps=3, patience=2, seed=7, force_under_provisioned=True, device="cpu")
+                eval_windows=4, min_steps=3, patience=2, seed=7, force_under_provisioned=True, device="cpu",
+                threads=1)
     return TrainConfig(**{**base, **kw})
 
 
@@ -200,19 +200,32 @@ def test_torchrun_two_gloo_ranks_match_one_process(tmp_path, tiny_tokenizer, tin
             "--device", "cpu", "--force-under-provisioned"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     corpus_override = ["--recipe", str(_recipe_with_source(tmp_path, src))]
-    one = subprocess.run([str(exe), *args, *corpus_override, "--out", str(tmp_path / "one")], env=env,
-                         capture_output=True, text=True, timeout=300)
-    assert one.returncode == 0, one.stderr[-2000:]
-    two = subprocess.run([str(exe.parent / "torchrun"), "--nproc_per_node=2", "--master_port=0", *args,
-                          *corpus_override, "--out", str(tmp_path / "two")],
-                         env=env, capture_output=True, text=True, timeout=300)
-    assert two.returncode == 0, two.stderr[-2000:]
+    one = _run([str(exe), *args, *corpus_override, "--out", str(tmp_path / "one")], env)
+    assert one[0] == 0, one[1][-2000:]
+    two = _run([str(exe.parent / "torchrun"), "--standalone", "--nproc_per_node=2", *args, *corpus_override,
+                "--out", str(tmp_path / "two")], env)
+    assert two[0] == 0, two[1][-2000:]
     loss = lambda d: [json.loads(x)["loss"] for x in (tmp_path / d / C.TRAIN_LOG).read_text().splitlines()
                       if json.loads(x)["type"] == "train"]
     a, b = loss("one"), loss("two")
     assert len(a) == len(b) == 6
     assert max(abs(x - y) for x, y in zip(a, b)) <= 1e-5
     assert load_checkpoint(tmp_path / "two" / C.BEST_CHECKPOINT).training["world_size"] == 2
+
+
+def _run(cmd: list[str], env: dict, timeout: float = 300) -> tuple[int, str]:
+    """Run in a new session so a hung torchrun and its ranks can be killed together."""
+    import signal
+
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         start_new_session=True)
+    try:
+        out, _ = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        out, _ = p.communicate()
+        return -1, "timed out\n" + out
+    return p.returncode, out
 
 
 def _recipe_with_source(tmp_path, src) -> Path:

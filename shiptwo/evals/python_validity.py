@@ -26,7 +26,8 @@ class ValidityResult:
     n_valid: int
     n_empty: int  # completions with no body line (counted invalid)
     skipped_too_long: int = 0  # prompts passed over because they leave no room for the completion
-    samples: list[dict] = field(default_factory=list)  # prompt, completion, valid, finish
+    requested: int = 0  # prompts asked for; n_prompts is less when the split has no more
+    samples: list[dict] = field(default_factory=list)  # prompt, completion, has_body, valid
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -78,6 +79,12 @@ def is_valid_python(source: str) -> bool:
     return True
 
 
+def run_output_parses(text: str) -> int:
+    """AC-SHIP1-002: 1 when the printed program (prompt + completion) parses and has a body, else 0."""
+    head, _, body = text.partition("\n")
+    return int(has_body(body) and is_valid_python(text))
+
+
 def score_completions(prompts: Sequence[str], completions: Sequence[str]) -> ValidityResult:
     """The metric from prompts and their completions (no model needed)."""
     if not prompts:
@@ -94,13 +101,13 @@ def score_completions(prompts: Sequence[str], completions: Sequence[str]) -> Val
 def evaluate_python_validity(ckpt: Checkpoint, texts: Sequence[str], n: int = C.VALIDITY_PROMPTS,
                              max_new_tokens: int = C.VALIDITY_MAX_NEW_TOKENS) -> ValidityResult:
     """Complete the first `n` held-out function prompts (hash order) that fit the context beside the
-    completion budget, greedily, and score them; fewer than `n` such prompts is an error."""
+    completion budget, greedily, and score them. A split with fewer such functions (a smoke corpus)
+    is scored on all it has; the result's n_prompts and requested say so. None at all is an error."""
     model, tok = ckpt.build_model(), ckpt.tokenizer()
     ctx = ckpt.config.max_position_embeddings
     max_new = min(max_new_tokens, ctx // 2)
-    candidates = function_prompts(texts, len(texts) * 1000)
     rows, kept, too_long = [], [], 0
-    for p in candidates:
+    for p in function_prompts(texts, len(texts) * 1000):
         if len(kept) == n:
             break
         ids = tok.encode(p)
@@ -109,12 +116,12 @@ def evaluate_python_validity(ckpt: Checkpoint, texts: Sequence[str], n: int = C.
             continue
         rows.append(ids)
         kept.append(p)
-    if len(kept) < n:
+    if not kept:
         raise ShiptwoError(
-            f"python-validity: only {len(kept)} held-out functions with a docstring fit {ctx - max_new} prompt tokens "
-            f"({too_long} longer ones skipped), {n} requested"
+            f"python-validity: no held-out function with a docstring fits {ctx - max_new} prompt tokens "
+            f"({too_long} longer ones skipped)"
         )
     outs = generate_batch(model, tok, rows, SamplingConfig(max_new_tokens=max_new), stop=body_end)
     res = score_completions(kept, [o.text for o in outs])
-    res.skipped_too_long = too_long
+    res.requested, res.skipped_too_long = n, too_long
     return res

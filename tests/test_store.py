@@ -1,0 +1,133 @@
+"""Artifact store: real smoke build, reuse, tamper refusal/rebuild, atomic publish, serialized builders."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+
+from shiptwo import constants as C
+from shiptwo.errors import ShiptwoError
+from shiptwo.fileio import atomic_write_text, sha256_file
+from shiptwo.store import BUILDERS, Builder, Fingerprint, build, verify
+
+
+@pytest.fixture
+def store_root(tmp_path, monkeypatch):
+    monkeypatch.setenv(C.ARTIFACT_ROOT_ENV, str(tmp_path / "artifacts"))
+    return tmp_path / "artifacts"
+
+
+@pytest.fixture
+def counting_builder(monkeypatch):
+    """A small builder that writes two files and counts its runs (exercises the store, not training)."""
+    runs = []
+
+    def fingerprint(profile, options):
+        return Fingerprint({"profile": profile, "text": options.get("text", "hello")})
+
+    def run(profile, fp, workdir: Path):
+        runs.append(profile)
+        atomic_write_text(workdir / "a.txt", fp.parts["text"])
+        atomic_write_text(workdir / "sub" / "b.txt", "b")
+        return {"tokenizer": "a.txt", "extra": "sub/b.txt"}, {"profile": profile}, {"steps": 1}
+
+    monkeypatch.setitem(BUILDERS, "toy", Builder(fingerprint, run, ("store",)))
+    return runs
+
+
+def test_real_smoke_build_then_reuse(store_root):
+    a = build("model2", "smoke")
+    assert not a.reused and a.root.parent == store_root / "model2" / "smoke"
+    for p in (a.tokenizer, a.checkpoint, a.final_checkpoint, a.corpus_manifest, a.train_log, a.loss_curve, a.manifest):
+        assert p.is_file(), p
+    manifest = json.loads(a.manifest.read_text())
+    assert manifest["files"][C.BEST_CHECKPOINT] == sha256_file(a.checkpoint)
+    assert a.summary["steps"] > 0 and a.recipe["profile"] == "smoke"
+    corpus = json.loads(a.corpus_manifest.read_text())
+    assert corpus["data_license"] == "PSF-2.0" and corpus["splits"]["train"]["tokens"] > 0
+    b = build("model2", "smoke")
+    assert b.reused and b.root == a.root and b.summary == a.summary
+
+
+def test_reuse_and_key_changes_with_the_inputs(store_root, counting_builder):
+    a, b = build("toy", "smoke"), build("toy", "smoke")
+    assert counting_builder == ["smoke"] and b.reused and b.root == a.root
+    assert a.files["extra"].read_text() == "b" and a.tokenizer == a.root / "a.txt"
+    c = build("toy", "smoke", text="other")
+    assert c.root != a.root and len(counting_builder) == 2
+
+
+def test_tampered_artifact_is_refused_then_rebuilt_on_request(store_root, counting_builder):
+    a = build("toy", "smoke")
+    (a.root / "sub" / "b.txt").write_text("tampered")
+    assert "b.txt" in verify(a.root)
+    with pytest.raises(ShiptwoError, match=r"b\.txt: SHA-256 differs.*--rebuild"):
+        build("toy", "smoke")
+    again = build("toy", "smoke", rebuild=True)
+    assert not again.reused and verify(again.root) is None and len(counting_builder) == 2
+    (again.root / "a.txt").unlink()
+    with pytest.raises(ShiptwoError, match="artifact file missing"):
+        build("toy", "smoke")
+
+
+def test_failed_build_leaves_nothing_visible(store_root, monkeypatch):
+    def run(profile, fp, workdir):
+        atomic_write_text(workdir / "half.txt", "x")
+        raise ShiptwoError("boom")
+
+    monkeypatch.setitem(BUILDERS, "broken", Builder(lambda p, o: Fingerprint({}), run, ("store",)))
+    with pytest.raises(ShiptwoError, match="boom"):
+        build("broken", "smoke")
+    assert [p.name for p in (store_root / "broken" / "smoke").iterdir()] == [C.ARTIFACT_LOCK]
+
+
+def test_concurrent_builders_serialize_and_build_once(store_root, counting_builder):
+    results, errors = [], []
+
+    def go():
+        try:
+            results.append(build("toy", "default"))
+        except Exception as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=go) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and counting_builder == ["default"]
+    assert len({r.root for r in results}) == 1 and sum(not r.reused for r in results) == 1
+
+
+def test_unknown_model_or_profile_is_an_error(store_root):
+    with pytest.raises(ShiptwoError, match="unknown model 'model9'"):
+        build("model9", "smoke")
+    with pytest.raises(ShiptwoError, match="unknown profile 'huge'"):
+        build("model2", "huge")
+
+
+def test_cli_build_errors_are_one_line_and_non_zero(store_root, capsys):
+    from shiptwo.cli import main
+
+    assert main(["build", "model9", "--profile", "smoke"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "unknown model 'model9'" in err and "Traceback" not in err
+
+
+def test_cli_build_reports_a_built_toy_artifact(store_root, counting_builder, capsys):
+    from shiptwo.cli import main
+
+    assert main(["build", "toy", "--profile", "smoke"]) == 0
+    assert "toy/smoke built at" in capsys.readouterr().out
+    assert main(["build", "toy", "--profile", "smoke"]) == 0
+    assert "toy/smoke reused at" in capsys.readouterr().out
+
+
+def test_a_killed_builders_temp_dir_is_cleaned_under_the_lock(store_root, counting_builder):
+    stale = store_root / "toy" / "smoke" / ".tmp-deadbeef-x"
+    (stale / "sub").mkdir(parents=True)
+    a = build("toy", "smoke")
+    assert not stale.exists() and verify(a.root) is None
