@@ -26,6 +26,16 @@ def model2_artifacts(profile):
     return build("model2", profile)
 
 
+# --- MODEL-1 artifacts (instruction tuning from MODEL-2, with its release formats) ------------
+
+
+@pytest.fixture(scope="session")
+def model1_artifacts(profile):
+    from shiptwo.store import build
+
+    return build("model1", profile)
+
+
 # --- exports (issue 4): HF directory and GGUF files of each model's best checkpoint ------------
 # Built once per session into a temp dir (not the artifact store, whose directories are hashed).
 
@@ -60,8 +70,9 @@ def model2_gguf_q8_0(tmp_path_factory, model2_artifacts):
 
 
 @pytest.fixture(scope="session")
-def model1_hf_dir(tmp_path_factory, model1_artifacts):
-    return _export(tmp_path_factory, model1_artifacts, "hf")
+def model1_hf_dir(model1_artifacts):
+    """MODEL-1 ships its HF directory: the one its build wrote, not a re-export."""
+    return model1_artifacts.files["hf_config"].parent
 
 
 @pytest.fixture(scope="session")
@@ -70,5 +81,6 @@ def model1_gguf_f32(tmp_path_factory, model1_artifacts):
 
 
 @pytest.fixture(scope="session")
-def model1_gguf_q8_0(tmp_path_factory, model1_artifacts):
-    return _export(tmp_path_factory, model1_artifacts, "gguf", "q8_0")
+def model1_gguf_q8_0(model1_artifacts):
+    """MODEL-1 ships as a Q8_0 GGUF: the file its build wrote."""
+    return model1_artifacts.files["gguf_q8_0"]

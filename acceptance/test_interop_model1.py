@@ -93,8 +93,9 @@ def test_provenance_in_every_format(criterion, model1_artifacts, model1_hf_dir, 
 
 
 @pytest.mark.ac("AC-SHIP1-010")
-def test_published_release_verifies(criterion, request, tmp_path, model1_artifacts, model1_hf_dir, model1_gguf_q8_0):
+def test_published_release_verifies(criterion, tmp_path, model1_artifacts):
     from shiptwo.release import audit_release
 
-    audit = audit_release([model1_artifacts.checkpoint, model1_hf_dir, model1_gguf_q8_0], tmp_path, spec_path(request.config))
+    # The release directory MODEL-1's build published (checkpoint, HF directory, Q8_0 GGUF).
+    audit = audit_release(model1_artifacts.files["release_manifest"].parent, tmp_path)
     criterion.check(audit["defects"], evidence=audit)

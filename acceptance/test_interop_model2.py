@@ -45,7 +45,11 @@ def test_provenance_in_every_format(criterion, model2_artifacts, model2_hf_dir, 
 def test_release_manifest_verifies(criterion, request, tmp_path, model2_artifacts, model2_hf_dir, model2_gguf_q8_0):
     from shiptwo.release import audit_release
 
-    audit = audit_release([model2_artifacts.checkpoint, model2_hf_dir, model2_gguf_q8_0], tmp_path, spec_path(request.config))
+    from shiptwo.release import publish
+
+    manifest = publish([model2_artifacts.checkpoint, model2_hf_dir, model2_gguf_q8_0], tmp_path / "release",
+                       spec_path(request.config))
+    audit = audit_release(manifest.parent, tmp_path)
     criterion.check(audit["defects"], evidence=audit)
 
 

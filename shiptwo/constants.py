@@ -65,6 +65,9 @@ FINAL_CHECKPOINT = "final.safetensors"
 TRAIN_LOG = "train_log.jsonl"
 LOSS_CURVE = "loss_curve.png"
 TRAIN_STATE = "state.safetensors"
+MODEL1_HF_DIR = "hf"  # MODEL-1's release formats, next to its checkpoint in the store
+MODEL1_GGUF_Q8_0 = "model1-q8_0.gguf"
+MODEL1_RELEASE_DIR = "release"
 
 # --- native checkpoint metadata (safetensors __metadata__, all values are strings) ---------
 

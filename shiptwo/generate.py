@@ -194,6 +194,7 @@ def generate_batch(
     out: list[Completion | None] = [None] * len(rows)
     for start in range(0, len(order), max(1, batch_size)):
         chunk = order[start : start + batch_size]
-        for i, res in zip(chunk, _decode(model, [rows[i] for i in chunk], cfg, tokenizer.eot_id, tokenizer, rule)):
+        # The config's EOS: end-of-text for a base model, end-of-turn for a chat model.
+        for i, res in zip(chunk, _decode(model, [rows[i] for i in chunk], cfg, model.config.eos_token_id, tokenizer, rule)):
             out[i] = res
     return out  # type: ignore[return-value]

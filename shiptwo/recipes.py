@@ -60,8 +60,8 @@ def recipe_path(model_name: str) -> Path:
     raise ShiptwoError(f"{rel}: no recipe for model {model_name!r}")
 
 
-def load_recipe(model_name: str, profile: str, path: str | Path | None = None) -> Recipe:
-    """Load and validate `profile` of the recipe; every defect is one error naming file and field."""
+def _profile_block(model_name: str, profile: str, path: str | Path | None, keys: tuple[str, ...]) -> tuple[Path, dict, str]:
+    """Read `profiles.<profile>` of a recipe file; exactly `keys` must be present."""
     path = Path(path) if path else recipe_path(model_name)
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -76,15 +76,25 @@ def load_recipe(model_name: str, profile: str, path: str | Path | None = None) -
     where = f"{path}: profiles.{profile}"
     if not isinstance(block, dict):
         raise ShiptwoError(f"{where}: not a mapping")
-    missing = [k for k in PROFILE_KEYS if k not in block]
-    unknown = sorted(set(block) - set(PROFILE_KEYS))
+    missing = [k for k in keys if k not in block]
+    unknown = sorted(set(block) - set(keys))
     if missing or unknown:
         raise ShiptwoError(f"{where}: missing field(s) {missing} / unknown field(s) {unknown}")
-    model = ModelConfig.from_dict(block["model"], source=f"{where}.model")
+    return path, block, where
+
+
+def _corpus_config(block: dict, where: str) -> CorpusConfig:
     try:
-        corpus = CorpusConfig(**block["corpus"])
+        return CorpusConfig(**block["corpus"])
     except TypeError as exc:
         raise ShiptwoError(f"{where}.corpus: {exc}") from None
+
+
+def load_recipe(model_name: str, profile: str, path: str | Path | None = None) -> Recipe:
+    """Load and validate `profile` of the recipe; every defect is one error naming file and field."""
+    path, block, where = _profile_block(model_name, profile, path, PROFILE_KEYS)
+    model = ModelConfig.from_dict(block["model"], source=f"{where}.model")
+    corpus = _corpus_config(block, where)
     train = TrainConfig.from_dict(block["train"], source=f"{where}.train")
     vocab = int(block["tokenizer"].get("vocab_size", 0))
     if vocab != model.vocab_size:
@@ -126,3 +136,47 @@ def recipe_summary(recipe: Recipe) -> dict:
     return {"model_name": recipe.model_name, "profile": recipe.profile, "path": str(recipe.path),
             "model": recipe.model.to_dict(), "train": dataclasses.asdict(recipe.train),
             "declared_parameters": recipe.declared_parameters}
+
+
+# --- MODEL-1: instruction tuning from a base checkpoint --------------------------------------
+
+SFT_PROFILE_KEYS = ("rationale", "base", "corpus", "sft", "train")
+SFT_KEYS = ("max_pairs", "max_answer_chars", "validation_pairs", "humaneval_problems")
+
+
+@dataclass
+class SFTRecipe:
+    """MODEL-1's recipe under one profile: the base to start from, where the pairs come from, training."""
+
+    profile: str
+    path: Path
+    base: str  # "model2" (MODEL-2 of the same profile), or a Hugging Face directory / native checkpoint
+    corpus: CorpusConfig
+    max_pairs: int
+    max_answer_chars: int
+    validation_pairs: int
+    humaneval_problems: int | None  # None: all 164
+    train: TrainConfig
+    rationale: str
+    raw: dict
+
+    def to_dict(self) -> dict:
+        return {"model_name": "model1", "profile": self.profile, **self.raw}
+
+
+def load_sft_recipe(profile: str, path: str | Path | None = None) -> SFTRecipe:
+    """Load and validate `profile` of MODEL-1's recipe (spec/recipes/model1.yaml)."""
+    path, block, where = _profile_block("model1", profile, path, SFT_PROFILE_KEYS)
+    sft = block["sft"]
+    if not isinstance(sft, dict) or sorted(sft) != sorted(SFT_KEYS):
+        raise ShiptwoError(f"{where}.sft: needs exactly the fields {', '.join(SFT_KEYS)}")
+    if not isinstance(block["base"], str) or not block["base"]:
+        raise ShiptwoError(f"{where}.base: must name 'model2' or a Hugging Face directory")
+    try:
+        ints = {k: int(sft[k]) for k in ("max_pairs", "max_answer_chars", "validation_pairs")}
+        humaneval = None if sft["humaneval_problems"] is None else int(sft["humaneval_problems"])
+    except (TypeError, ValueError):
+        raise ShiptwoError(f"{where}.sft: max_pairs, max_answer_chars, validation_pairs must be integers") from None
+    return SFTRecipe(profile=profile, path=path, base=block["base"], corpus=_corpus_config(block, where),
+                     humaneval_problems=humaneval, train=TrainConfig.from_dict(block["train"], source=f"{where}.train"),
+                     rationale=str(block["rationale"]), raw=block, **ints)

@@ -163,14 +163,13 @@ def verify(release_dir: str | Path) -> list[str]:
     return problems
 
 
-def audit_release(artifacts, work_dir: str | Path, spec_path: str | Path = C.SPEC_PATH) -> dict:
-    """Publish, verify, then tamper one byte of a copy and verify again (the check must be able to
-    fail). `defects` counts verify problems on the genuine release, plus one if tampering went unseen."""
-    work_dir = Path(work_dir)
-    manifest = publish(artifacts, work_dir / "release", spec_path)
-    problems = verify(manifest.parent)
+def audit_release(release_dir: str | Path, work_dir: str | Path) -> dict:
+    """Verify a published release, then tamper one byte of a copy and verify again (the check must be
+    able to fail). `defects` counts verify problems on the genuine release, plus one if tampering went unseen."""
+    release_dir, work_dir = Path(release_dir), Path(work_dir)
+    problems = verify(release_dir)
     tampered = work_dir / "tampered"
-    shutil.copytree(manifest.parent, tampered)
+    shutil.copytree(release_dir, tampered)
     victim = max((p for p in tampered.rglob("*") if p.is_file() and p.name != C.RELEASE_MANIFEST), key=lambda p: p.stat().st_size)
     data = bytearray(victim.read_bytes())
     data[len(data) // 2] ^= 0x01
@@ -178,7 +177,7 @@ def audit_release(artifacts, work_dir: str | Path, spec_path: str | Path = C.SPE
     tamper_problems = verify(tampered)
     detected = any(str(victim) in p for p in tamper_problems)
     return {
-        "manifest": str(manifest),
+        "manifest": str(release_dir / C.RELEASE_MANIFEST),
         "problems": problems,
         "tampered_file": str(victim),
         "tamper_detected": detected,

@@ -76,6 +76,7 @@ class Builder:
 BUILDERS: dict[str, Builder] = {}
 BUILDER_MODULES: dict[str, str] = {  # model -> module whose import registers its builder
     "model2": "shiptwo.pretrain",
+    "model1": "shiptwo.sft",
 }
 
 

@@ -229,9 +229,21 @@ def _unique_named_parameters(model: torch.nn.Module) -> list[tuple[str, torch.nn
     return sorted(model.named_parameters(), key=lambda kv: kv[0])  # named_parameters() already dedupes tied
 
 
+def token_loss(logits: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None, reduction: str = "mean") -> torch.Tensor:
+    """Next-token cross-entropy; with a `mask` (1 = supervised target) only those targets count."""
+    ce = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none")
+    if mask is None:
+        return ce.mean() if reduction == "mean" else ce.sum()
+    m = mask.reshape(-1).to(ce.dtype)
+    total = (ce * m).sum()
+    return total / m.sum().clamp(min=1) if reduction == "mean" else total
+
+
 @torch.no_grad()
-def evaluate_loss(model: LlamaModel, tokens: torch.Tensor, seq_len: int, batch: int, max_windows: int | None = None) -> float:
-    """Mean next-token cross-entropy (nats) over non-overlapping windows of `tokens` (1-D int tensor)."""
+def evaluate_loss(model: LlamaModel, tokens: torch.Tensor, seq_len: int, batch: int, max_windows: int | None = None,
+                  mask: torch.Tensor | None = None) -> float:
+    """Mean next-token cross-entropy (nats) over non-overlapping windows of `tokens` (1-D int tensor),
+    counting only targets where `mask` is 1 when a mask is given (fine-tuning: the assistant's turn)."""
     n = (len(tokens) - 1) // seq_len
     if max_windows is not None:
         n = min(n, max_windows)
@@ -244,10 +256,11 @@ def evaluate_loss(model: LlamaModel, tokens: torch.Tensor, seq_len: int, batch: 
     for start in range(0, n, batch):
         idx = range(start, min(n, start + batch))
         x, y = _windows(tokens, list(idx), seq_len, device)
+        m = _windows(mask, list(idx), seq_len, device)[1] if mask is not None else None
         with _autocast(device):
             logits = model(x)
-        total += F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="sum").item()
-        count += y.numel()
+        total += token_loss(logits, y, m, reduction="sum").item()
+        count += y.numel() if m is None else int(m.sum())
     model.train(was_training)
     return total / count
 
@@ -265,6 +278,20 @@ def _autocast(device: torch.device):
 
 
 # --- the run ---------------------------------------------------------------------------------
+
+
+@dataclass
+class FineTune:
+    """Training from existing weights (MODEL-1): start tensors, loss masks on targets, chat template.
+
+    The Chinchilla gate guards pretraining from scratch; it is not applied to a fine-tune (and the
+    summary says so).
+    """
+
+    init_tensors: dict[str, torch.Tensor]
+    train_mask: torch.Tensor
+    val_mask: torch.Tensor
+    chat_template: str | None = None
 
 
 @dataclass
@@ -314,10 +341,12 @@ def train(
     resume: bool = False,
     code_version: str = __version__,
     stop_after: int | None = None,
+    finetune: FineTune | None = None,
 ) -> TrainResult:
     """Train from scratch (or resume from out_dir/state.safetensors); write best/final checkpoints and logs.
 
     `stop_after` halts after that many steps as if interrupted (state saved, no checkpoints): for tests.
+    `finetune` starts from given weights with masked losses instead of from a seeded init.
     """
     out = Path(out_dir)
     device = resolve_device(cfg.device)
@@ -335,21 +364,30 @@ def train(
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:
         return _run(cfg, model_config, train_tokens, val_tokens, out, tokenizer_json, provenance, resume,
-                    code_version, stop_after, device, dist_)
+                    code_version, stop_after, device, dist_, finetune)
     finally:
         torch.use_deterministic_algorithms(prev_det)
         torch.set_num_threads(prev_threads)
 
 
 def _run(cfg, model_config, train_tokens, val_tokens, out, tokenizer_json, provenance, resume,
-         code_version, stop_after, device, dist_) -> TrainResult:
+         code_version, stop_after, device, dist_, finetune=None) -> TrainResult:
     torch.manual_seed(cfg.seed)
     raw = LlamaModel(model_config)
-    raw.init_weights(cfg.seed)
+    if finetune is None:
+        raw.init_weights(cfg.seed)
+    else:
+        raw.load_tensors(finetune.init_tensors, source="fine-tune base")
     raw.to(device)
     n_params = raw.num_parameters()
     total = cfg.total_steps()
-    planned_ratio = chinchilla_gate(total * cfg.tokens_per_step, n_params, cfg.force_under_provisioned)
+    if finetune is None:
+        planned_ratio = chinchilla_gate(total * cfg.tokens_per_step, n_params, cfg.force_under_provisioned)
+    else:
+        planned_ratio = total * cfg.tokens_per_step / n_params
+        log.info("fine-tuning from existing weights: Chinchilla gate not applied (D/N of this stage %.3f)", planned_ratio)
+    train_mask = finetune.train_mask if finetune else None
+    val_mask = finetune.val_mask if finetune else None
 
     decay = [p for _, p in _unique_named_parameters(raw) if p.dim() >= 2]
     no_decay = [p for _, p in _unique_named_parameters(raw) if p.dim() < 2]
@@ -388,10 +426,11 @@ def _run(cfg, model_config, train_tokens, val_tokens, out, tokenizer_json, prove
         for micro in range(cfg.grad_accum):
             idx = sampler.take(cfg.batch_size, step)[dist_.rank * per_rank : (dist_.rank + 1) * per_rank]
             x, y = _windows(train_tokens, idx, cfg.seq_len, device)
+            m = _windows(train_mask, idx, cfg.seq_len, device)[1] if train_mask is not None else None
             sync = micro == cfg.grad_accum - 1 or not dist_.active
             with (contextlib.nullcontext() if sync else model.no_sync()), _autocast(device):
                 logits = model(x)
-                loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
+                loss = token_loss(logits, y, m)
             (loss / cfg.grad_accum).backward()
             loss_sum += loss.detach()
         if cfg.grad_clip:
@@ -417,7 +456,7 @@ def _run(cfg, model_config, train_tokens, val_tokens, out, tokenizer_json, prove
         bar.set_postfix(loss=f"{loss_v:.3f}", tok_s=f"{cfg.tokens_per_step / max(dt, 1e-9):.0f}")
 
         if st["step"] % cfg.eval_interval == 0 or st["step"] == total:
-            val = evaluate_loss(raw, val_tokens, cfg.seq_len, cfg.batch_size, cfg.eval_windows)
+            val = evaluate_loss(raw, val_tokens, cfg.seq_len, cfg.batch_size, cfg.eval_windows, val_mask)
             improved = val < st["best_val"] - cfg.min_delta
             if improved:
                 st["best_val"], st["best_step"] = val, st["step"]
@@ -451,11 +490,13 @@ def _run(cfg, model_config, train_tokens, val_tokens, out, tokenizer_json, prove
     opt_sha = optimizer_state_sha256(raw, opt)
     summary = _summary(cfg, st, sampler, n_params, planned_ratio, stop_reason, wall, device, code_version,
                        dist_, opt_sha, total)
+    summary["objective"] = "finetune" if finetune else "pretrain"
+    summary["chinchilla_gate"] = "applied" if finetune is None else "not applicable: fine-tune from existing weights"
     result = TrainResult(summary, out / "best.safetensors", out / "final.safetensors", out / "train_log.jsonl",
                          out / "loss_curve.png", state_path, losses, opt_sha)
     if dist_.rank == 0:
         _save_state(state_path, raw, opt, sampler, st)
-        _finish(raw, st, summary, result, tokenizer_json, provenance, val_tokens, cfg)
+        _finish(raw, st, summary, result, tokenizer_json, provenance, val_tokens, cfg, finetune)
     if dist_.active:
         import torch.distributed as dist
 
@@ -498,7 +539,7 @@ def _summary(cfg, st, sampler, n_params, planned_ratio, stop_reason, wall, devic
     }
 
 
-def _finish(raw, st, summary, result, tokenizer_json, provenance, val_tokens, cfg) -> None:
+def _finish(raw, st, summary, result, tokenizer_json, provenance, val_tokens, cfg, finetune=None) -> None:
     """Write final and best checkpoints (with golden outputs), the JSONL log and the loss curve."""
     from shiptwo.plots import plot_loss_curve
     from shiptwo.tokenizer import BPETokenizer
@@ -511,12 +552,14 @@ def _finish(raw, st, summary, result, tokenizer_json, provenance, val_tokens, cf
     cpu_model = LlamaModel(raw.config)
     cpu_model.load_tensors(best_tensors)
     # Periodic evals use `eval_windows` windows; the record also gets the best model on the whole split.
-    summary["best_val_loss_full_split"] = evaluate_loss(cpu_model, val_tokens, cfg.seq_len, cfg.batch_size)
+    summary["best_val_loss_full_split"] = evaluate_loss(cpu_model, val_tokens, cfg.seq_len, cfg.batch_size,
+                                                        mask=finetune.val_mask if finetune else None)
     for tensors, path in ((final_tensors, result.final_checkpoint), (best_tensors, result.best_checkpoint)):
         cpu_model.load_tensors(tensors)
         cpu_model.eval()
         golden = golden_outputs(cpu_model, tok)
-        ckpt = checkpoint_from_model(cpu_model, tokenizer_json, provenance, training=summary, golden=golden)
+        ckpt = checkpoint_from_model(cpu_model, tokenizer_json, provenance, training=summary, golden=golden,
+                                     chat_template=finetune.chat_template if finetune else None)
         save_checkpoint(ckpt, path)
     _write_log(result.log_path, st["log"])
     plot_loss_curve(st["log"], result.loss_curve)

@@ -114,3 +114,10 @@ def test_reference_gap_for_model1(tmp_path):
         read_reference(tmp_path / "bad.json")
     with pytest.raises(ShiptwoError, match="missing.json: cannot read"):
         read_reference(tmp_path / "missing.json")
+
+
+def test_completion_is_relative_to_the_original_prompt():
+    from shiptwo.evals.humaneval import _relative
+
+    assert _relative("\n    return 1\n", "\n") == "    return 1\n"  # generated after the stripped prompt
+    assert _relative(" # c\n    return 1", "\n") == " # c\n    return 1"  # did not reproduce it: kept whole

@@ -37,7 +37,7 @@ def no_doc(x):
 
 class K:
     def method(self):
-        """Methods need their class: not a prompt."""
+        """Methods are dedented to stand alone."""
         return 1
 '''
 
@@ -45,8 +45,9 @@ class K:
 def test_prompts_are_function_heads_with_docstrings():
     prompts = function_prompts([SOURCE, "def broken(:\n"], 10)
     assert sorted(prompts) == sorted([
-        'def first(a, b):\n    """Add two numbers."""\n',
-        '@decorator\ndef second(x):\n    """Doc\n    on two lines.\n    """\n',
+        'def first(a, b):\n    """Add two numbers."""',
+        '@decorator\ndef second(x):\n    """Doc\n    on two lines.\n    """',
+        'def method(self):\n    """Methods are dedented to stand alone."""',
     ])
     for p in prompts:
         ast.parse(p)  # a head with its docstring parses alone: hence the non-empty-body rule
@@ -54,14 +55,15 @@ def test_prompts_are_function_heads_with_docstrings():
 
 
 def test_body_end_stops_at_a_column_zero_line():
-    assert body_end("    return x\n\n# note\n    \ndef g():\n") == len("    return x\n\n# note\n    \n")
-    assert body_end("    return x\n    y = 1") is None
-    assert body_end("class X:") == 0
+    assert body_end("\n    return x\n\n# note\n    \ndef g():\n") == len("\n    return x\n\n# note\n    \n")
+    assert body_end("\n    return x\n    y = 1") is None
+    assert body_end("\nclass X:") == 1
+    assert body_end("class X:") is None  # still on the docstring's closing line
 
 
 def test_score_counts_valid_invalid_and_empty():
-    p = 'def f(x):\n    """Doc."""\n'
-    res = score_completions([p, p, p, p], ["    return x + 1\n", "    return (x +\n", "\n# nothing\n", " č č č č"])
+    p = 'def f(x):\n    """Doc."""'
+    res = score_completions([p, p, p, p], ["\n    return x + 1\n", "\n    return (x +\n", "\n# nothing\n", " č č č č"])
     assert (res.n_valid, res.n_empty, res.n_prompts) == (1, 1, 4)
     assert res.valid_pct == 25.0
     assert not has_body("  \n# c\n") and has_body("    pass\n")
@@ -110,6 +112,6 @@ def test_validity_threshold_rejects_degenerate_model_output():
     from shiptwo.spec import load_spec
 
     crit = load_spec().criterion("AC-SHIP2-007")
-    p = 'def f(x):\n    """Doc."""\n'
+    p = 'def f(x):\n    """Doc."""'
     res = score_completions([p] * 3, [" č č č č", "\n", "    return (x\n"])
     assert not crit.is_met(res.valid_pct, "smoke")

