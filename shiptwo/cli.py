@@ -140,6 +140,8 @@ def _add_build(sub) -> None:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None, help="override the recipe's device")
     p.add_argument("--force-under-provisioned", action="store_true", help="train even when D/N < 10 (recorded)")
     p.add_argument("--rebuild", action="store_true", help="replace a stored artifact that fails verification")
+    p.add_argument("--base", default=None,
+                   help="model1 only: start from this Hugging Face directory or native checkpoint instead of model2")
     p.set_defaults(func=_cmd_build)
 
 
@@ -147,8 +149,10 @@ def _cmd_build(args) -> int:
     from shiptwo.store import build
 
     _log_to_stderr()
+    if args.base and args.model != "model1":
+        raise ShiptwoError(f"build: --base applies to model1 only, not {args.model}")
     a = build(args.model, args.profile, rebuild=args.rebuild, device=args.device,
-              force_under_provisioned=args.force_under_provisioned)
+              force_under_provisioned=args.force_under_provisioned, base=args.base)
     s = a.summary
     print(f"shiptwo: {a.model}/{a.profile} {'reused' if a.reused else 'built'} at {a.root}")
     if "best_val_loss" in s:

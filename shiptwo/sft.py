@@ -42,8 +42,8 @@ def load_base(recipe: SFTRecipe) -> tuple[Checkpoint, dict]:
         return load_checkpoint(base.checkpoint), {"base": BASE_MODEL2, "key": base.key,
                                                    "sha256": sha256_file(base.checkpoint)}
     path = Path(recipe.base)
-    if not path.is_absolute():
-        path = recipe.path.parents[2] / path if not path.exists() else path
+    if not path.is_absolute() and not path.exists():
+        path = recipe.path.parents[2] / path  # relative to the repository root holding spec/recipes/
     if path.is_dir():
         from shiptwo.hf_io import read_hf
 
@@ -148,6 +148,8 @@ def _model1_fingerprint(profile: str, options: dict):
     from shiptwo.store import Fingerprint
 
     recipe = load_sft_recipe(profile)
+    if options.get("base"):
+        recipe.base = str(Path(options["base"]).resolve())
     if options.get("device"):
         recipe.train = dataclasses.replace(recipe.train, device=options["device"])
     _, base_record = load_base(recipe)  # builds or reuses MODEL-2 when it is the base

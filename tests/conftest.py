@@ -87,3 +87,25 @@ def sharp_gguf_f32(tmp_path_factory, sharp_checkpoint) -> Path:
     from shiptwo.gguf_export import export_gguf
 
     return export_gguf(load_checkpoint(sharp_checkpoint), tmp_path_factory.mktemp("gguf") / "sharp-f32.gguf", "f32")
+
+
+@pytest.fixture(scope="session")
+def transformers_dir(tmp_path_factory, tiny_tokenizer):
+    """A directory written by transformers itself (untied head), tokenizer via PreTrainedTokenizerFast."""
+    import torch
+    import transformers
+
+    from shiptwo import constants as C
+
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(
+        vocab_size=tiny_tokenizer.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128, rms_norm_eps=1e-5,
+        tie_word_embeddings=False, bos_token_id=tiny_tokenizer.eot_id, eos_token_id=tiny_tokenizer.eot_id,
+    )
+    d = tmp_path_factory.mktemp("tf") / "llama"
+    transformers.LlamaForCausalLM(config).eval().save_pretrained(d)
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tiny_tokenizer.tok, eos_token=C.EOT_TOKEN)
+    fast.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    fast.save_pretrained(d)
+    return d

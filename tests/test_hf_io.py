@@ -68,25 +68,6 @@ def test_export_round_trips_through_import(tmp_path, hf_dir, ckpt):
     assert all(torch.equal(back.tensors[k], ckpt.tensors[k]) for k in ckpt.tensors)
 
 
-@pytest.fixture(scope="module")
-def transformers_dir(tmp_path_factory, tiny_tokenizer):
-    """A directory written by transformers itself (untied head), tokenizer via PreTrainedTokenizerFast."""
-    import transformers
-
-    torch.manual_seed(0)
-    config = transformers.LlamaConfig(
-        vocab_size=tiny_tokenizer.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128, rms_norm_eps=1e-5,
-        tie_word_embeddings=False, bos_token_id=tiny_tokenizer.eot_id, eos_token_id=tiny_tokenizer.eot_id,
-    )
-    d = tmp_path_factory.mktemp("tf") / "llama"
-    transformers.LlamaForCausalLM(config).eval().save_pretrained(d)
-    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tiny_tokenizer.tok, eos_token=C.EOT_TOKEN)
-    fast.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
-    fast.save_pretrained(d)
-    return d
-
-
 def test_import_of_transformers_written_dir_matches_transformers(tmp_path, transformers_dir, tiny_tokenizer):
     prov = {"license": "MIT", "data_source": "none", "data_license": "MIT"}
     out = import_hf(transformers_dir, tmp_path / "imported.safetensors", prov)
