@@ -173,7 +173,10 @@ def read_tensors(g: GGUFFile, config: ModelConfig) -> dict[str, torch.Tensor]:
     """All tensors as F32 torch tensors under our (Hugging Face) names, Q/K un-permuted."""
     out = {}
     for t in g.reader.tensors:
-        name = gguf_to_hf(t.name)
+        try:
+            name = gguf_to_hf(t.name)
+        except ShiptwoError as exc:
+            raise ShiptwoError(f"{g.path}: {exc}") from None
         try:
             qtype = gguf.GGMLQuantizationType(t.tensor_type)
             arr = gguf.quants.dequantize(np.asarray(t.data), qtype).astype(np.float32, copy=False)
