@@ -455,7 +455,9 @@ def _run(cfg, model_config, train_tokens, val_tokens, out, tokenizer_json, prove
         bar.update(1)
         bar.set_postfix(loss=f"{loss_v:.3f}", tok_s=f"{cfg.tokens_per_step / max(dt, 1e-9):.0f}")
 
-        if st["step"] % cfg.eval_interval == 0 or st["step"] == total:
+        out_of_time = (cfg.max_wall_seconds is not None and time.perf_counter() - t0 > cfg.max_wall_seconds
+                       and st["step"] < total)
+        if st["step"] % cfg.eval_interval == 0 or st["step"] == total or out_of_time:  # the last step is always evaluated
             val = evaluate_loss(raw, val_tokens, cfg.seq_len, cfg.batch_size, cfg.eval_windows, val_mask)
             improved = val < st["best_val"] - cfg.min_delta
             if improved:
@@ -468,7 +470,7 @@ def _run(cfg, model_config, train_tokens, val_tokens, out, tokenizer_json, prove
             evals_since = sum(1 for v in st["val_history"] if v["step"] > st["best_step"])
             if st["step"] >= cfg.min_steps and evals_since >= cfg.patience and st["step"] < total:
                 stop_reason = f"{STOP_EARLY}(patience={cfg.patience})"
-        if cfg.max_wall_seconds is not None and time.perf_counter() - t0 > cfg.max_wall_seconds and st["step"] < total:
+        if out_of_time and stop_reason is None:
             stop_reason = f"{STOP_WALL_CLOCK}(limit={cfg.max_wall_seconds:g}s)"
         st["elapsed"] = time.perf_counter() - t0
         if cfg.checkpoint_interval and st["step"] % cfg.checkpoint_interval == 0 and dist_.rank == 0:

@@ -238,3 +238,10 @@ def _recipe_with_source(tmp_path, src) -> Path:
     p = tmp_path / "model2.yaml"
     p.write_text(yaml.safe_dump(doc))
     return p
+
+
+def test_wall_clock_stop_is_recorded_and_the_last_step_evaluated(tmp_path, tiny_config, tiny_tokenizer, data):
+    s = _train(tmp_path, _cfg(max_steps=50, eval_interval=20, max_wall_seconds=0.0), tiny_config, tiny_tokenizer,
+               data).summary
+    assert s["stop_reason"] == "wall_clock(limit=0s)" and s["steps"] == 1
+    assert s["val_history"][-1]["step"] == 1 and early_stop_violations(s) == 0
