@@ -224,19 +224,16 @@ def bench_transformers(hf_dir: str | Path, prompt_ids: list[int], cfg: BenchConf
 def bench_llamacpp(gguf_path: str | Path, prompt_ids: list[int], cfg: BenchConfig, runtime: str = "llama.cpp") -> BenchResult:
     """llama.cpp (llama-cpp-python) on the GGUF: prefill the prompt, then one greedy token per eval."""
     import numpy as np
-    from shiptwo.llamacpp import _quiet_stderr
-    import llama_cpp
+
+    from shiptwo.llamacpp import load_llama
 
     if cfg.new_tokens is None:
         cfg = dataclasses.replace(cfg, new_tokens=DEFAULT_NEW_TOKENS)  # llama.cpp's context is sized to fit
     threads = cfg.threads
     n_ctx = len(prompt_ids) + cfg.new_tokens + 1
-    try:
-        with _quiet_stderr():
-            llm = llama_cpp.Llama(model_path=str(gguf_path), n_ctx=n_ctx, n_batch=n_ctx, n_threads=threads,
-                                  n_threads_batch=threads, logits_all=False, verbose=False)
-    except (ValueError, RuntimeError) as exc:
-        raise ShiptwoError(f"{gguf_path}: llama.cpp refused the file ({str(exc).splitlines()[0]})") from None
+    # The project's one loader: it switches off llama.cpp's extra (AMX/repacked) weight buffers,
+    # which crash Q8_0 matmuls on some Xeons; a benchmark runs with the default F16 KV cache.
+    llm = load_llama(gguf_path, n_ctx, logits_all=False, n_threads=threads, f32_kv_cache=False)
 
     def once():
         stamps: list[float] = []

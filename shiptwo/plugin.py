@@ -168,13 +168,21 @@ class _ShiptwoSession:
         return report
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        for key, value in report.user_properties:
-            if key == C.USER_PROPERTY_KEY:
-                self.records.append(value)
+        new = [value for key, value in report.user_properties if key == C.USER_PROPERTY_KEY]
+        self.records.extend(new)
+        if new and not hasattr(self.config, "workerinput"):
+            # Written after every criterion, not only at the end: a test that kills the process
+            # (a segfault in a native runtime) must not take the results of the others with it.
+            self._write()
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if hasattr(self.config, "workerinput") or not self.records:
             return  # xdist workers never write; nothing bound ran
+        if not self._write():
+            session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
+
+    def _write(self) -> bool:
+        """Merge the records so far into the results file (atomically); False on failure."""
         grouped: dict[str, list[dict]] = defaultdict(list)
         for record in self.records:
             grouped[record["id"]].append(record)
@@ -183,9 +191,10 @@ class _ShiptwoSession:
             run = run_info(self.config.rootpath, self.spec.sha256, self.profile)
             write_results(self.results_path, entries, run)
             self.written = f"shiptwo: {len(entries)} criteria recorded in {self.results_path} (profile {self.profile})"
+            return True
         except (ShiptwoError, pytest.UsageError) as exc:
             self.written = f"shiptwo: error: cannot write results: {exc}"
-            session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
+            return False
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
         if self.written:

@@ -130,6 +130,7 @@ def build(model_name: str, profile: str, rebuild: bool = False, **options) -> Ar
             log.warning("%s; rebuilding", problem)
             shutil.rmtree(final)
         tmp = Path(tempfile.mkdtemp(dir=base, prefix=f".tmp-{key}-"))
+        tmp.chmod(0o755)  # mkdtemp makes it private; a built artifact is readable like any other file
         try:
             t0 = time.perf_counter()
             roles, recipe, summary = builder.run(profile, dataclasses.replace(fp, parts={**fp.parts, "code": code}), tmp)

@@ -165,8 +165,7 @@ class WindowSampler:
                 self._perm = self._order(self.epoch)
                 self.wraps.append({"step": step, "epoch": self.epoch, "windows_consumed": self.consumed})
                 msg = f"corpus exhausted at step {step}: starting epoch {self.epoch} (pass {self.epoch + 1} over the data)"
-                log.warning(msg)
-                tqdm.write(msg, file=sys.stderr)
+                log.warning(msg)  # the CLI routes warnings to stderr; a library user's logging decides
             out.append(int(self._perm[self.cursor]))
             self.cursor += 1
             self.consumed += 1
