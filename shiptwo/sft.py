@@ -73,10 +73,12 @@ def add_chat_tokens(ckpt: Checkpoint) -> tuple[BPETokenizer, ModelConfig, dict[s
     return tok, config, tensors
 
 
-def finetune(recipe: SFTRecipe, out_dir: str | Path, code_version: str) -> tuple[TrainResult, dict]:
-    """Run the instruction tuning of `recipe` into out_dir; returns the train result and a data record."""
+def finetune(recipe: SFTRecipe, out_dir: str | Path, code_version: str,
+             base: tuple[Checkpoint, dict] | None = None) -> tuple[TrainResult, dict]:
+    """Run the instruction tuning of `recipe` into out_dir; returns the train result and a data record.
+    `base` is (checkpoint, record) when the caller already loaded it."""
     out = Path(out_dir)
-    base, base_record = load_base(recipe)
+    base, base_record = base or load_base(recipe)
     tok, config, tensors = add_chat_tokens(base)
     corpus = load_corpus(recipe.corpus)
     train_pairs = mine_pairs([(d.path, d.text) for d in corpus.splits["train"]], recipe.max_pairs, recipe.max_answer_chars)
@@ -152,16 +154,16 @@ def _model1_fingerprint(profile: str, options: dict):
         recipe.base = str(Path(options["base"]).resolve())
     if options.get("device"):
         recipe.train = dataclasses.replace(recipe.train, device=options["device"])
-    _, base_record = load_base(recipe)  # builds or reuses MODEL-2 when it is the base
+    base = load_base(recipe)  # builds or reuses MODEL-2 when it is the base
     corpus = load_corpus(recipe.corpus)
-    parts = {"recipe": recipe.to_dict(), "train": dataclasses.asdict(recipe.train), "base": base_record,
+    parts = {"recipe": recipe.to_dict(), "train": dataclasses.asdict(recipe.train), "base": base[1],
              "corpus": corpus.fingerprint()}
-    return Fingerprint(parts, recipe)
+    return Fingerprint(parts, (recipe, base))
 
 
 def _model1_run(profile: str, fp, workdir: Path) -> tuple[dict[str, str], dict, dict]:
-    recipe = fp.context
-    result, data = finetune(recipe, workdir, code_version=fp.parts["code"])
+    recipe, base = fp.context
+    result, data = finetune(recipe, workdir, code_version=fp.parts["code"], base=base)
     roles = {
         "tokenizer": C.TOKENIZER_FILE, "checkpoint": C.BEST_CHECKPOINT, "final_checkpoint": C.FINAL_CHECKPOINT,
         "train_log": C.TRAIN_LOG, "loss_curve": C.LOSS_CURVE, "train_state": C.TRAIN_STATE,
