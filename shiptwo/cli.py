@@ -86,7 +86,10 @@ def _cmd_report(args) -> int:
     results = load_results(args.results)
     baseline = load_results(args.baseline) if args.baseline else None
     out_dir = None if args.output == "-" else Path(args.output).parent
-    data = build_report(spec, results, bound_ids(args.acceptance), baseline, out_dir)
+    from shiptwo.results import run_info
+
+    checkout = run_info(Path.cwd(), spec.sha256, "")
+    data = build_report(spec, results, bound_ids(args.acceptance), baseline, out_dir, checkout)
     text = render(data, args.format, args.template)
     if args.output == "-":
         sys.stdout.write(text)
@@ -103,7 +106,8 @@ def _add_gate(sub) -> None:
     p.add_argument("--model", action="append", default=None, help="model key (repeatable; default: all)")
     p.add_argument("--results", default=C.RESULTS_PATH)
     p.add_argument("--spec", default=C.SPEC_PATH)
-    p.add_argument("--allow-stale", action="store_true", help="accept results from another commit or profile")
+    p.add_argument("--allow-stale", action="store_true",
+                   help="accept results from another commit, profile or spec version, or from an uncommitted tree")
     p.set_defaults(func=_cmd_gate)
 
 
@@ -112,8 +116,13 @@ def _cmd_gate(args) -> int:
     from shiptwo.results import load_results
     from shiptwo.spec import load_spec
 
+    from pathlib import Path
+
+    from shiptwo.results import run_info
+
     spec = load_spec(args.spec)
-    decisions = decide(spec, load_results(args.results), args.model, args.allow_stale)
+    checkout = run_info(Path.cwd(), spec.sha256, "")  # the code being gated: this checkout's HEAD
+    decisions = decide(spec, load_results(args.results), args.model, args.allow_stale, checkout)
     print(format_decisions(decisions, spec))
     return 0 if all(d.released for d in decisions) else 1
 

@@ -50,13 +50,15 @@ def _why(st: CriterionStatus) -> str:
     return entry.get("message") or st.status
 
 
-def decide(spec: Spec, results: Results, models: list[str] | None = None, allow_stale: bool = False) -> list[ModelDecision]:
-    """One decision per selected model (all models of the spec by default)."""
+def decide(spec: Spec, results: Results, models: list[str] | None = None, allow_stale: bool = False,
+           checkout: dict | None = None) -> list[ModelDecision]:
+    """One decision per selected model (all models of the spec by default); with `checkout`
+    ({"commit": ...}), results from other code count as stale."""
     selected = models or list(spec.models)
     for key in selected:
         if key not in spec.models:
             raise ShiptwoError(f"{spec.path}: unknown model {key!r} (spec has {', '.join(spec.models)})")
-    card = score(spec, results, reject_stale=not allow_stale)
+    card = score(spec, results, reject_stale=not allow_stale, checkout=checkout)
     decisions = []
     for key in selected:
         model, ms = spec.models[key], card.models[key]

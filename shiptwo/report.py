@@ -136,9 +136,11 @@ def _artifacts(rows: list[dict]) -> list[dict]:
 
 
 def build_report(spec: Spec, results: Results | None, bound: set[str] | None = None,
-                 baseline: Results | None = None, output_dir: str | Path | None = None) -> dict:
-    """All data the report shows, JSON-safe (the `--format json` output is exactly this)."""
-    card = score(spec, results, bound)
+                 baseline: Results | None = None, output_dir: str | Path | None = None,
+                 checkout: dict | None = None) -> dict:
+    """All data the report shows, JSON-safe (the `--format json` output is exactly this); with
+    `checkout`, results from another commit than the one reported on are marked stale."""
+    card = score(spec, results, bound, checkout=checkout)
     run = results.run if results else {}
     profile = run.get("profile", C.DEFAULT_PROFILE)
     out_dir = Path(output_dir) if output_dir else None

@@ -70,20 +70,27 @@ def ship_percentage(items: Iterable[tuple[float, str]]) -> float:
     return 100.0 * (sum(w for w, s in items if s == C.PASS) / total)  # ratio first: all-PASS is exactly 100
 
 
-def stale_reason(entry: dict, run: dict | None) -> str:
-    """Why `entry` does not belong to the latest run (other commit or profile), else ""."""
-    if not run:
-        return ""
+def stale_reason(entry: dict, run: dict | None, spec_sha256: str | None = None,
+                 checkout: dict | None = None) -> str:
+    """Why `entry` is not evidence about what is being judged, else "": it comes from another
+    commit or profile than the latest run, was judged against another spec (thresholds may have
+    changed), ran on an uncommitted tree, or on another commit than the `checkout` being gated."""
     reasons = []
-    if entry.get("commit") != run.get("commit"):
+    if run and entry.get("commit") != run.get("commit"):
         reasons.append(f"commit {str(entry.get('commit'))[:12]} (latest {str(run.get('commit'))[:12]})")
-    if entry.get("profile") != run.get("profile"):
+    if run and entry.get("profile") != run.get("profile"):
         reasons.append(f"profile {entry.get('profile')} (latest {run.get('profile')})")
-    return ", ".join(reasons)
+    if spec_sha256 and entry.get("spec_sha256") and entry["spec_sha256"] != spec_sha256:
+        reasons.append("judged against another version of the spec")
+    if entry.get("dirty"):
+        reasons.append("ran on an uncommitted working tree")
+    if checkout and checkout.get("commit") not in (None, C.UNKNOWN_COMMIT) and entry.get("commit") != checkout["commit"]:
+        reasons.append(f"commit {str(entry.get('commit'))[:12]} is not the checkout {checkout['commit'][:12]}")
+    return ", ".join(dict.fromkeys(reasons))
 
 
 def own_outcomes(spec: Spec, results: Results | None, bound_ids: set[str] | None = None,
-                 reject_stale: bool = False) -> dict[str, tuple[str, dict | None, str]]:
+                 reject_stale: bool = False, checkout: dict | None = None) -> dict[str, tuple[str, dict | None, str]]:
     """Per criterion: (own outcome, entry, stale reason). A stale entry is NOT RUN if rejected."""
     entries = results.criteria if results else {}
     run = results.run if results else None
@@ -94,7 +101,7 @@ def own_outcomes(spec: Spec, results: Results | None, bound_ids: set[str] | None
             missing = C.NO_TEST if bound_ids is not None and cid not in bound_ids else C.NOT_RUN
             out[cid] = (missing, None, "")
             continue
-        stale = stale_reason(entry, run)
+        stale = stale_reason(entry, run, spec.sha256, checkout)
         own = C.NOT_RUN if stale and reject_stale else entry["outcome"]
         out[cid] = (own, entry, stale)
     return out
@@ -141,9 +148,10 @@ def score_models(spec: Spec, statuses: dict[str, CriterionStatus]) -> dict[str, 
 
 
 def score(spec: Spec, results: Results | None, bound_ids: set[str] | None = None,
-          reject_stale: bool = False) -> Scorecard:
-    """The scorecard of `results` against `spec` (bound_ids tells NOT RUN from NO TEST)."""
-    statuses = resolve_statuses(spec, own_outcomes(spec, results, bound_ids, reject_stale))
+          reject_stale: bool = False, checkout: dict | None = None) -> Scorecard:
+    """The scorecard of `results` against `spec` (bound_ids tells NOT RUN from NO TEST); `checkout`
+    ({"commit": ...}) is the code being judged, so results from other code are marked stale."""
+    statuses = resolve_statuses(spec, own_outcomes(spec, results, bound_ids, reject_stale, checkout))
     return Scorecard(spec, statuses, score_models(spec, statuses))
 
 

@@ -11,17 +11,21 @@ from shiptwo import constants as C
 from shiptwo.cli import main
 from shiptwo.errors import ShiptwoError
 from shiptwo.gate import decide
-from shiptwo.results import load_results
+from shiptwo.results import load_results, run_info
 from shiptwo.spec import load_spec
 
 GOLDEN = Path(__file__).parent / "golden"
 SPEC = str(GOLDEN / "spec.yaml")
-RUN = {"commit": "abc", "dirty": False, "spec_sha256": "x", "profile": "default", "time": "t"}
+# The gate judges this checkout: results must name its commit and the spec's SHA-256 to count.
+HEAD = run_info(Path(__file__).parent, "", "")["commit"]
+SPEC_SHA = load_spec(SPEC).sha256
+RUN = {"commit": HEAD, "dirty": False, "spec_sha256": SPEC_SHA, "profile": "default", "time": "t"}
 MODEL2 = ["AC-G2-001", "AC-G2-002", "AC-G2-003", "AC-G2-004", "AC-G2-005", "AC-G2-006", "AC-G2-007", "AC-G2-008"]
 
 
 def _write_results(tmp_path: Path, outcomes: dict[str, str], **entry_overrides) -> str:
-    entries = {cid: {"outcome": o, "profile": "default", "commit": "abc", "time": "t", **entry_overrides.get(cid, {})}
+    entries = {cid: {"outcome": o, "profile": "default", "commit": HEAD, "spec_sha256": SPEC_SHA, "time": "t",
+                     **entry_overrides.get(cid, {})}
                for cid, o in outcomes.items()}
     path = tmp_path / "results.json"
     path.write_text(json.dumps({"schema": 1, "run": RUN, "criteria": entries}))
@@ -37,8 +41,20 @@ def test_release_when_ship_pct_and_required_met(tmp_path, capsys):
     assert "model2 (MODEL-2): RELEASE — ship-% 88.9%" in out and "AC-G2-005" not in out
 
 
-def test_hold_names_every_criterion_below_the_floor(capsys):
-    assert main(["gate", "--model", "model2", "--spec", SPEC, "--results", str(GOLDEN / "results.json")]) == 1
+def _golden_results_at_head(tmp_path: Path) -> str:
+    """The golden results as if run on this checkout (its deliberately stale entry stays stale)."""
+    doc = json.loads((GOLDEN / "results.json").read_text())
+    old_head = doc["run"]["commit"]
+    for entry in [doc["run"], *doc["criteria"].values()]:
+        if entry.get("commit") == old_head:
+            entry["commit"] = HEAD
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(doc))
+    return str(path)
+
+
+def test_hold_names_every_criterion_below_the_floor(tmp_path, capsys):
+    assert main(["gate", "--model", "model2", "--spec", SPEC, "--results", _golden_results_at_head(tmp_path)]) == 1
     out = capsys.readouterr().out
     assert "model2 (MODEL-2): HOLD" in out
     assert "AC-G2-002 FAIL: AC-G2-002: measured 0.04 D/N vs threshold >= 20" in out
@@ -102,3 +118,15 @@ def test_missing_file_unknown_model_and_bad_spec_exit_2(tmp_path, capsys):
         _bad = tmp_path / "r2.json"
         _bad.write_text(json.dumps({"run": RUN, "criteria": {"AC-G2-001": {"outcome": "GREAT", "profile": "default", "commit": "a", "time": "t"}}}))
         load_results(_bad)
+
+
+@pytest.mark.parametrize("change, why", [
+    ({"commit": "0123456789ab"}, "is not the checkout"),
+    ({"dirty": True}, "uncommitted working tree"),
+    ({"spec_sha256": "f" * 64}, "another version of the spec"),
+])
+def test_pass_from_other_code_or_spec_is_not_evidence(tmp_path, change, why):
+    outcomes = {cid: C.PASS for cid in MODEL2}
+    path = _write_results(tmp_path, outcomes, **{"AC-G2-001": change})
+    decision = decide(load_spec(SPEC), load_results(path), ["model2"], checkout={"commit": HEAD})[0]
+    assert not decision.released and why in decision.holdbacks[0].why
