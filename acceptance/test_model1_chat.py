@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from shiptwo import constants as C
 
 
 def _reference_path(config) -> Path:

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from shiptwo import constants as C
+from shiptwo.errors import ShiptwoError
 
 
 @pytest.fixture(scope="module")
@@ -40,20 +40,19 @@ def test_run_emits_valid_python(criterion, model1_hf_dir, evidence_dir):
     criterion.check(measured, evidence={"command": " ".join(cmd[2:]), "output": out, "exit_status": proc.returncode})
 
 
-def _reference_path(model1_artifacts) -> Path:
-    return model1_artifacts.files.get("humaneval_reference") or Path(model1_artifacts.root) / C.HUMANEVAL_REFERENCE_FILE
-
-
 @pytest.mark.ac("AC-SHIP1-005")
 def test_humaneval_reproduces_reference(criterion, ckpt1, model1_artifacts, evidence_dir):
     from shiptwo.evals.humaneval import evaluate_humaneval, read_reference, reference_gap, write_results
+    from shiptwo.recipes import load_sft_recipe
 
-    ref_path = _reference_path(model1_artifacts)
-    ref = read_reference(ref_path)  # recorded at build time with MODEL-1's artifacts
+    recipe = load_sft_recipe(criterion.profile)
+    if recipe.humaneval_reference is None:
+        raise ShiptwoError(f"{recipe.path}: profiles.{recipe.profile}.sft.humaneval_reference: no reference recorded")
+    ref = read_reference(recipe.humaneval_reference)  # committed, recorded from an earlier build
     res = evaluate_humaneval(ckpt1, limit=ref["n_problems"])
     results, samples = write_results(res, evidence_dir, {"artifact": str(model1_artifacts.checkpoint)})
-    criterion.check(reference_gap(res, ref, str(ref_path)), evidence={
-        "pass@1": res.pass_at_1, "reference_pass@1": ref["pass@1"], "reference": ref_path,
+    criterion.check(reference_gap(res, ref, str(recipe.humaneval_reference)), evidence={
+        "pass@1": res.pass_at_1, "reference_pass@1": ref["pass@1"], "reference": recipe.humaneval_reference,
         "results": results, "samples": samples, "problems": res.n_problems})
 
 

@@ -140,9 +140,12 @@ def _gguf_token_defects(gguf, tok) -> list[str]:
     from shiptwo.llamacpp import llamacpp_tokenize, load_llama
 
     llm = load_llama(gguf, n_ctx=64, logits_all=False)
-    out = []
-    for token in CHAT_SPECIAL_TOKENS:
-        ids = llamacpp_tokenize(llm, token)
-        if ids != tok.encode(token):
-            out.append(f"llama.cpp tokenizes {token} in {gguf} as {ids}, ours as {tok.encode(token)}")
-    return out
+    try:
+        out = []
+        for token in CHAT_SPECIAL_TOKENS:
+            ids = llamacpp_tokenize(llm, token)
+            if ids != tok.encode(token):
+                out.append(f"llama.cpp tokenizes {token} in {gguf} as {ids}, ours as {tok.encode(token)}")
+        return out
+    finally:
+        llm.close()

@@ -322,8 +322,6 @@ def _print_json(obj) -> None:
 
 
 def _add_run(sub) -> None:
-    from shiptwo import constants as C
-
     p = sub.add_parser("run", help="complete a prompt with a model artifact (checkpoint, HF dir or GGUF)")
     p.add_argument("artifact")
     p.add_argument("--prompt", required=True)

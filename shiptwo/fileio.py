@@ -10,12 +10,13 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from shiptwo.errors import ShiptwoError
+
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write `data` to `path` via a temp file in the same directory, fsync, then rename."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _temp_beside(path)
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp creates 0600; give the file normal permissions
         with os.fdopen(fd, "wb") as fh:
@@ -33,6 +34,15 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     finally:
         os.close(dir_fd)
     return path
+
+
+def _temp_beside(path: Path) -> tuple[int, str]:
+    """A temp file in `path`'s directory (created if needed); an unwritable place is a ShiptwoError."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise ShiptwoError(f"{path}: cannot write ({exc.strerror or exc})") from None
 
 
 def _umask() -> int:
@@ -66,8 +76,7 @@ def atomic_output_file(path: str | os.PathLike):
     """Yield a temp path beside `path` for a writer that needs a file name (gguf); on success it
     is renamed over `path`, on failure removed, so `path` is never half-written or clobbered."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _temp_beside(path)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -84,9 +93,12 @@ def atomic_output_dir(path: str | os.PathLike):
     removed only after the new one is complete), on failure it is removed and `path` untouched."""
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise FileExistsError(f"{path} exists and is not a directory")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+        raise ShiptwoError(f"{path}: cannot write a directory there: a file of that name exists")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    except OSError as exc:
+        raise ShiptwoError(f"{path}: cannot write ({exc.strerror or exc})") from None
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())

@@ -64,11 +64,21 @@ def load_tokens(data_dir: str | Path) -> dict[str, torch.Tensor]:
     path = Path(data_dir) / C.TOKENS_FILE
     if not path.is_file():
         raise ShiptwoError(f"{path}: token file missing (run prepare_data / shiptwo build first)")
-    tokens = st_load_file(str(path))
+    try:
+        tokens = st_load_file(str(path))
+    except Exception as exc:  # safetensors raises its own error types for a corrupt file
+        raise ShiptwoError(f"{path}: corrupt token file ({str(exc).splitlines()[0]})") from None
     missing = [s for s in SPLITS if s not in tokens]
     if missing:
         raise ShiptwoError(f"{path}: split(s) {', '.join(missing)} missing")
     return tokens
+
+
+def _read_text(path: Path, what: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ShiptwoError(f"{path}: cannot read the {what} ({exc.strerror})") from None
 
 
 def provenance_of(corpus_manifest: dict) -> dict[str, str]:
@@ -81,8 +91,13 @@ def train_recipe(recipe: Recipe, data_dir: str | Path, out_dir: str | Path, resu
     """Train `recipe` on the prepared data in data_dir, writing checkpoints and logs to out_dir."""
     data = Path(data_dir)
     tokens = load_tokens(data)
-    tokenizer_json = (data / C.TOKENIZER_FILE).read_text(encoding="utf-8")
-    manifest = json.loads((data / C.CORPUS_MANIFEST).read_text(encoding="utf-8"))
+    tokenizer_json = _read_text(data / C.TOKENIZER_FILE, "tokenizer")
+    BPETokenizer.from_json(tokenizer_json, source=str(data / C.TOKENIZER_FILE))  # must parse
+    manifest_path = data / C.CORPUS_MANIFEST
+    try:
+        manifest = json.loads(_read_text(manifest_path, "corpus manifest"))
+    except json.JSONDecodeError:
+        raise ShiptwoError(f"{manifest_path}: the corpus manifest is not valid JSON") from None
     kwargs = {"code_version": code_version} if code_version else {}
     return train(recipe.train, recipe.model, tokens["train"], tokens["validation"], out_dir, tokenizer_json,
                  provenance_of(manifest), resume=resume, **kwargs)

@@ -35,14 +35,14 @@ GATES = (
 
 @dataclass
 class QAConfig:
-    """Bounds the gates apply; the throughput floor comes from the spec unless given."""
+    """Bounds the gates apply; the throughput floor and the parity tolerance come from the spec unless given."""
 
     profile: str = C.DEFAULT_PROFILE
     throughput_criterion: str = C.QA_THROUGHPUT_CRITERION
     min_decode_tok_s: float | None = None  # None: the spec's threshold of throughput_criterion
     max_abs_weight: float = 1e4  # a trained weight beyond this is implausible (diverged or corrupt)
     max_repetition: float = 0.5  # share of an output taken by one repeating loop
-    parity_tol: float = 1e-3  # max |logit diff| ours vs llama.cpp on the F32 GGUF
+    parity_tol: float | None = None  # None: the spec's AC-SHIP2-009 threshold (ours vs llama.cpp, F32 GGUF)
     throughput_tokens: int = 64
     spec_path: str = C.SPEC_PATH
 
@@ -258,12 +258,18 @@ def gate_no_degeneration(texts: list[str] | None, cfg: QAConfig) -> Gate:
                 f"max repetition share {worst:.2f} (bound {cfg.max_repetition}) on output {texts[i][:40]!r}")
 
 
-def throughput_floor(cfg: QAConfig) -> float:
-    if cfg.min_decode_tok_s is not None:
-        return cfg.min_decode_tok_s
+def _spec_threshold(cfg: QAConfig, criterion_id: str) -> float:
     from shiptwo.spec import load_spec
 
-    return load_spec(cfg.spec_path).criterion(cfg.throughput_criterion).threshold_for(cfg.profile)
+    return load_spec(cfg.spec_path).criterion(criterion_id).threshold_for(cfg.profile)
+
+
+def throughput_floor(cfg: QAConfig) -> float:
+    return cfg.min_decode_tok_s if cfg.min_decode_tok_s is not None else _spec_threshold(cfg, cfg.throughput_criterion)
+
+
+def parity_tolerance(cfg: QAConfig) -> float:
+    return cfg.parity_tol if cfg.parity_tol is not None else _spec_threshold(cfg, C.QA_PARITY_CRITERION)
 
 
 def gate_throughput(ckpt: Checkpoint | None, cfg: QAConfig) -> Gate:
@@ -292,10 +298,11 @@ def gate_format_parity(ckpt: Checkpoint | None, path: Path, kind: str, cfg: QACo
             res = compare_with_llamacpp(ckpt, gguf_path)
     except ShiptwoError as exc:
         return Gate("format_parity", False, None, f"GGUF export or llama.cpp load failed: {exc}")
-    detail = f"max |logit diff| {res.max_logit_diff:.2e} (tol {cfg.parity_tol:g})"
+    tol = parity_tolerance(cfg)
+    detail = f"max |logit diff| {res.max_logit_diff:.2e} (tol {tol:g})"
     if res.ids_mismatch or res.greedy_mismatch:
         detail += "; " + "; ".join(res.ids_mismatch + res.greedy_mismatch)[:300]
-    return Gate("format_parity", res.ok(cfg.parity_tol), float(f"{res.max_logit_diff:.3g}"), detail)
+    return Gate("format_parity", res.ok(tol), float(f"{res.max_logit_diff:.3g}"), detail)
 
 
 def run_qa(path: str | Path, profile: str = C.DEFAULT_PROFILE, cfg: QAConfig | None = None) -> QAReport:

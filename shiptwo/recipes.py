@@ -141,7 +141,7 @@ def recipe_summary(recipe: Recipe) -> dict:
 # --- MODEL-1: instruction tuning from a base checkpoint --------------------------------------
 
 SFT_PROFILE_KEYS = ("rationale", "base", "corpus", "sft", "train")
-SFT_KEYS = ("max_pairs", "max_answer_chars", "validation_pairs", "humaneval_problems")
+SFT_KEYS = ("max_pairs", "max_answer_chars", "validation_pairs", "humaneval_reference")
 
 
 @dataclass
@@ -155,7 +155,7 @@ class SFTRecipe:
     max_pairs: int
     max_answer_chars: int
     validation_pairs: int
-    humaneval_problems: int | None  # None: all 164
+    humaneval_reference: Path | None  # the recorded pass@1 that AC-SHIP1-005 must reproduce (None: none yet)
     train: TrainConfig
     rationale: str
     raw: dict
@@ -174,9 +174,10 @@ def load_sft_recipe(profile: str, path: str | Path | None = None) -> SFTRecipe:
         raise ShiptwoError(f"{where}.base: must name 'model2' or a Hugging Face directory")
     try:
         ints = {k: int(sft[k]) for k in ("max_pairs", "max_answer_chars", "validation_pairs")}
-        humaneval = None if sft["humaneval_problems"] is None else int(sft["humaneval_problems"])
+        ref = sft["humaneval_reference"]
+        humaneval = None if ref is None else path.parents[2] / str(ref)  # relative to the repository root
     except (TypeError, ValueError):
         raise ShiptwoError(f"{where}.sft: max_pairs, max_answer_chars, validation_pairs must be integers") from None
     return SFTRecipe(profile=profile, path=path, base=block["base"], corpus=_corpus_config(block, where),
-                     humaneval_problems=humaneval, train=TrainConfig.from_dict(block["train"], source=f"{where}.train"),
+                     humaneval_reference=humaneval, train=TrainConfig.from_dict(block["train"], source=f"{where}.train"),
                      rationale=str(block["rationale"]), raw=block, **ints)

@@ -15,7 +15,7 @@ from pathlib import Path
 from shiptwo import constants as C
 from shiptwo.checkpoint import read_safetensors_metadata
 from shiptwo.errors import ShiptwoError
-from shiptwo.fileio import atomic_output_dir, atomic_write_json, sha256_bytes, sha256_file
+from shiptwo.fileio import atomic_output_dir, atomic_write_bytes, atomic_write_json, sha256_bytes, sha256_file
 from shiptwo.gguf_load import provenance_of, read_gguf
 from shiptwo.results import run_info
 
@@ -173,7 +173,7 @@ def audit_release(release_dir: str | Path, work_dir: str | Path) -> dict:
     victim = max((p for p in tampered.rglob("*") if p.is_file() and p.name != C.RELEASE_MANIFEST), key=lambda p: p.stat().st_size)
     data = bytearray(victim.read_bytes())
     data[len(data) // 2] ^= 0x01
-    victim.write_bytes(bytes(data))
+    atomic_write_bytes(victim, bytes(data))
     tamper_problems = verify(tampered)
     detected = any(str(victim) in p for p in tamper_problems)
     return {

@@ -5,7 +5,7 @@ directory (or native checkpoint) a user names in the recipe. The chat special to
 to the base tokenizer (new embedding rows start at the mean embedding), the docstring → function
 pairs are packed with a loss mask on the assistant's turn, and the same trainer as pretraining
 runs from the base weights. The build then writes the release formats: an HF directory, a Q8_0
-GGUF, a published and verified release directory, and the recorded HumanEval reference.
+GGUF and a published and verified release directory.
 """
 
 from __future__ import annotations
@@ -121,15 +121,6 @@ def package_release(checkpoint: Path, out_dir: Path) -> dict[str, str]:
     return {"hf_config": rel(hf_dir / C.HF_CONFIG_FILE), "gguf_q8_0": rel(gguf), "release_manifest": rel(manifest)}
 
 
-def record_humaneval_reference(checkpoint: Path, out_dir: Path, limit: int | None) -> Path:
-    """Run HumanEval once at build time; the acceptance test must reproduce this pass@1 (AC-SHIP1-005)."""
-    from shiptwo.evals.humaneval import evaluate_humaneval, record_reference
-
-    result = evaluate_humaneval(load_checkpoint(checkpoint), limit=limit)
-    return record_reference(result, out_dir / C.HUMANEVAL_REFERENCE_FILE,
-                            extra={"checkpoint_sha256": sha256_file(checkpoint)})
-
-
 def _spec_path() -> Path:
     for base in (Path.cwd(), Path(__file__).resolve().parents[1]):
         if (base / C.SPEC_PATH).is_file():
@@ -142,7 +133,7 @@ def _spec_path() -> Path:
 
 MODEL1_MODULES = ("__init__", "chat", "checkpoint", "constants", "corpus", "errors", "fileio", "generate",
                   "gguf_export", "hf_io", "instruct", "model", "plots", "recipes", "release", "sft",
-                  "tensor_names", "tokenizer", "train", "sandbox", "evals/humaneval")
+                  "tensor_names", "tokenizer", "train")
 
 
 def _model1_fingerprint(profile: str, options: dict):
@@ -169,8 +160,6 @@ def _model1_run(profile: str, fp, workdir: Path) -> tuple[dict[str, str], dict, 
         "train_log": C.TRAIN_LOG, "loss_curve": C.LOSS_CURVE, "train_state": C.TRAIN_STATE,
     }
     roles.update(package_release(workdir / C.BEST_CHECKPOINT, workdir))
-    reference = record_humaneval_reference(workdir / C.BEST_CHECKPOINT, workdir, recipe.humaneval_problems)
-    roles["humaneval_reference"] = reference.relative_to(workdir).as_posix()
     return roles, {**recipe.to_dict(), "train": dataclasses.asdict(recipe.train)}, {**result.summary, "sft_data": data}
 
 

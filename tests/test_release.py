@@ -99,3 +99,19 @@ def test_cli_publish_and_verify(tmp_path, artifacts, capsys):
     err = capsys.readouterr().err
     assert "tampered" in err and "Traceback" not in err
     assert main(["publish", str(tmp_path / "absent"), "-o", str(rel)]) == 2
+
+
+def test_audit_release_counts_defects_of_a_doctored_manifest(tmp_path, tiny_checkpoint):
+    """The audit itself must be able to fail: on a doctored manifest it counts defects."""
+    import json
+
+    from shiptwo.release import audit_release, publish
+
+    manifest = publish([tiny_checkpoint], tmp_path / "rel", spec_path=C.SPEC_PATH)
+    good = audit_release(manifest.parent, tmp_path / "work-good")
+    assert good["defects"] == 0 and good["tamper_detected"]
+    doc = json.loads(manifest.read_text())
+    doc["files"] = []  # lists nothing: its self-hash no longer matches and every file is extra
+    manifest.write_text(json.dumps(doc))
+    bad = audit_release(manifest.parent, tmp_path / "work-bad")
+    assert bad["defects"] >= 2 and bad["problems"]

@@ -57,8 +57,16 @@ def test_model1_release_formats_are_written_and_verify(model1_smoke):
     assert (files["hf_config"].parent / C.HF_WEIGHTS_FILE).is_file()
     assert files["gguf_q8_0"].stat().st_size > 0
     assert verify(files["release_manifest"].parent) == []
-    ref = json.loads(files["humaneval_reference"].read_text())
-    assert ref["n_problems"] == 8 and 0.0 <= ref["pass@1"] <= 100.0
+
+
+def test_humaneval_references_are_committed_files():
+    from shiptwo.evals.humaneval import read_reference
+    from shiptwo.recipes import load_sft_recipe
+
+    for profile in ("smoke", "default"):
+        ref = read_reference(load_sft_recipe(profile).humaneval_reference)
+        assert 0.0 <= ref["pass@1"] <= 100.0 and ref["n_problems"] > 0
+    assert load_sft_recipe("full").humaneval_reference is None
 
 
 def test_second_build_is_reused(model1_smoke):
