@@ -66,15 +66,16 @@ def test_gguf_loads_and_generates_in_llamacpp(criterion, request, best1, model1_
     from shiptwo.qa import QAConfig, parity_tolerance
 
     tol = parity_tolerance(QAConfig(profile=criterion.profile, spec_path=str(spec_path(request.config))))
-    failures, evidence = 0, {"f32_tolerance": tol, "q8_0_tolerance": C.Q8_0_LOGIT_TOL}
+    failures, evidence = 0, {"f32_tolerance": tol, "q8_0_min_logit_cosine": C.Q8_0_MIN_LOGIT_COSINE}
     for label, path in (("f32", model1_gguf_f32), ("q8_0", model1_gguf_q8_0)):
         try:
             _, evidence[f"{label}_generated"] = llamacpp_generate(path, C.CANARY_PROMPTS[0], C.LLAMACPP_GREEDY_STEPS)
             # ... and what it computes is this model: F32 within the spec's tolerance with the same
-            # greedy tokens; Q8_0 within the quantization's tolerance with the same token ids.
+            # greedy tokens; Q8_0 with the same token ids and logits of the same direction (quantized
+            # weights and activations move each logit by ~1% of its range, so no absolute bound fits).
             r = compare_with_llamacpp(best1, path)
             evidence[f"{label}_parity"] = r.evidence()
-            failures += not r.ok(tol) if label == "f32" else bool(r.ids_mismatch) or r.max_logit_diff > C.Q8_0_LOGIT_TOL
+            failures += not r.ok(tol) if label == "f32" else bool(r.ids_mismatch) or r.min_logit_cosine < C.Q8_0_MIN_LOGIT_COSINE
         except ShiptwoError as exc:
             evidence[f"{label}_error"] = str(exc)
             failures += 1

@@ -342,8 +342,13 @@ def _cmd_run(args) -> int:
     ckpt = load_artifact(args.artifact)
     cfg = SamplingConfig(max_new_tokens=args.max_tokens, temperature=args.temperature, top_k=args.top_k,
                          top_p=args.top_p, seed=args.seed, stop=tuple(args.stop))
+    from shiptwo.generate import FINISH_CONTEXT
+
     out = generate(ckpt.build_model(), ckpt.tokenizer(), args.prompt, cfg)
     print(out.text if args.completion_only else args.prompt + out.text)
+    if out.finish_reason == FINISH_CONTEXT:
+        print(f"shiptwo: note: stopped after {len(out.token_ids)} of {args.max_tokens} tokens: the model's "
+              f"context ({ckpt.config.max_position_embeddings} tokens) is full", file=sys.stderr)
     return 0
 
 

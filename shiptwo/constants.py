@@ -156,7 +156,9 @@ RELEASE_MANIFEST_SCHEMA = 1
 QA_THROUGHPUT_CRITERION = "AC-SHIP2-010"  # whose per-profile threshold is qa's throughput floor
 QA_THROUGHPUT_CRITERION_MODEL1 = "AC-SHIP1-007"
 QA_PARITY_CRITERION = "AC-SHIP2-009"  # its threshold is the GGUF logits tolerance everywhere
-Q8_0_LOGIT_TOL = 5e-2  # llama.cpp on a Q8_0 GGUF vs our F32 logits: measured ~7e-3 on MODEL-2 smoke
+# llama.cpp on a Q8_0 GGUF vs our F32 logits, per position; measured >= 0.9995 on MODEL-1 default,
+# the same bar as AC-SHIP1-003's weight cosine; another model's weights fall below it.
+Q8_0_MIN_LOGIT_COSINE = 0.999
 QA_DEGENERATION_TOKENS = 64  # greedy tokens inspected when no golden outputs are recorded
 QA_REPORT_FILE = "qa-report.json"
 BENCH_PROMPT = "def fibonacci(n):\n"

@@ -21,6 +21,7 @@ StopRule = Callable[[str], "int | None"]
 FINISH_EOS = "eos"
 FINISH_STOP = "stop"
 FINISH_LENGTH = "length"
+FINISH_CONTEXT = "context"  # the model's context ended the completion before max_new_tokens
 
 
 @dataclass
@@ -159,6 +160,9 @@ def _decode(
         idx = torch.tensor([[picked[j]] for j in keep], device=device)
         if mask is not None:
             mask = torch.cat([mask, torch.ones(len(keep), 1, dtype=torch.bool, device=device)], dim=1)
+    for res in results:
+        if res.finish_reason == FINISH_LENGTH and len(res.token_ids) < cfg.max_new_tokens:
+            res.finish_reason = FINISH_CONTEXT  # said, not silent: fewer tokens than asked for
     if tokenizer is not None:
         for res in results:
             if res.finish_reason != FINISH_STOP:

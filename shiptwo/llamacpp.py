@@ -114,6 +114,7 @@ class ParityResult:
     ids_mismatch: list[str] = field(default_factory=list)
     greedy_mismatch: list[str] = field(default_factory=list)
     greedy_steps: int = 0
+    min_logit_cosine: float = 1.0  # per position: scale-free, the quantized-format yardstick
 
     def ok(self, tol: float) -> bool:
         return not self.ids_mismatch and not self.greedy_mismatch and self.max_logit_diff <= tol
@@ -121,6 +122,7 @@ class ParityResult:
     def evidence(self) -> dict:
         return {
             "max_abs_logit_diff": self.max_logit_diff,
+            "min_logit_cosine": self.min_logit_cosine,
             "prompts": self.prompts,
             "token_id_mismatches": self.ids_mismatch,
             "greedy_mismatches": self.greedy_mismatch,
@@ -151,6 +153,8 @@ def compare_with_llamacpp(
             ours = model(torch.tensor([ids]))[0].float().numpy()
             theirs = llamacpp_logits(llm, ids)
             result.max_logit_diff = max(result.max_logit_diff, float(np.abs(ours - theirs).max()))
+            cos = (ours * theirs).sum(-1) / (np.linalg.norm(ours, axis=-1) * np.linalg.norm(theirs, axis=-1))
+            result.min_logit_cosine = min(result.min_logit_cosine, float(cos.min()))
             ours_gen = generate_ids(model, ids, SamplingConfig(max_new_tokens=greedy_steps))
             theirs_gen = llamacpp_greedy(llm, ids, len(ours_gen))
             if ours_gen != theirs_gen:

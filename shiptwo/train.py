@@ -397,7 +397,7 @@ def _run(cfg, model_config, train_tokens, val_tokens, out, tokenizer_json, prove
     sampler = WindowSampler(len(train_tokens), cfg.seq_len, cfg.seed)
     st = {"step": 0, "tokens": 0, "elapsed": 0.0, "best_val": math.inf, "best_step": 0,
           "val_history": [], "log": [], "best_tensors": None}
-    state_path = out / "state.safetensors"
+    state_path = out / C.TRAIN_STATE
     if resume:
         _load_state(state_path, raw, opt, sampler, st)
     model = raw
@@ -465,7 +465,7 @@ def _run(cfg, model_config, train_tokens, val_tokens, out, tokenizer_json, prove
             st["val_history"].append({"step": st["step"], "val_loss": val})
             st["log"].append({"type": "val", "step": st["step"], "val_loss": val, "best": improved})
             if dist_.rank == 0:
-                _write_log(out / "train_log.jsonl", st["log"])
+                _write_log(out / C.TRAIN_LOG, st["log"])
             evals_since = sum(1 for v in st["val_history"] if v["step"] > st["best_step"])
             if st["step"] >= cfg.min_steps and evals_since >= cfg.patience and st["step"] < total:
                 stop_reason = f"{STOP_EARLY}(patience={cfg.patience})"
@@ -480,8 +480,7 @@ def _run(cfg, model_config, train_tokens, val_tokens, out, tokenizer_json, prove
             bar.close()
             if dist_.rank == 0:
                 _save_state(state_path, raw, opt, sampler, st)
-            return TrainResult({}, out / "best.safetensors", out / "final.safetensors", out / "train_log.jsonl",
-                               out / "loss_curve.png", state_path, losses, optimizer_state_sha256(raw, opt))
+            return _result(out, {}, losses, optimizer_state_sha256(raw, opt))
     bar.close()
     if stop_reason is None:
         stop_reason = STOP_MAX_STEPS if cfg.max_steps is not None else STOP_TOKEN_BUDGET
@@ -493,8 +492,7 @@ def _run(cfg, model_config, train_tokens, val_tokens, out, tokenizer_json, prove
                        dist_, opt_sha, total)
     summary["objective"] = "finetune" if finetune else "pretrain"
     summary["chinchilla_gate"] = "applied" if finetune is None else "not applicable: fine-tune from existing weights"
-    result = TrainResult(summary, out / "best.safetensors", out / "final.safetensors", out / "train_log.jsonl",
-                         out / "loss_curve.png", state_path, losses, opt_sha)
+    result = _result(out, summary, losses, opt_sha)
     if dist_.rank == 0:
         _save_state(state_path, raw, opt, sampler, st)
         _finish(raw, st, summary, result, tokenizer_json, provenance, val_tokens, cfg, finetune)
@@ -503,6 +501,11 @@ def _run(cfg, model_config, train_tokens, val_tokens, out, tokenizer_json, prove
 
         dist.barrier()
     return result
+
+
+def _result(out: Path, summary: dict, losses: list[float], opt_sha: str) -> TrainResult:
+    return TrainResult(summary, out / C.BEST_CHECKPOINT, out / C.FINAL_CHECKPOINT, out / C.TRAIN_LOG,
+                       out / C.LOSS_CURVE, out / C.TRAIN_STATE, losses, opt_sha)
 
 
 def _summary(cfg, st, sampler, n_params, planned_ratio, stop_reason, wall, device, code_version, dist_, opt_sha, total) -> dict:

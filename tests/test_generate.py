@@ -135,3 +135,14 @@ def test_inference_weights_follow_in_place_updates(tiny_checkpoint):
     moved = model.to(torch.float64)  # new storage: rebuilt again, in the new dtype
     with torch.inference_mode():
         assert moved(x).dtype == torch.float64
+
+
+def test_context_limit_is_reported_not_silent(tiny_checkpoint):
+    from shiptwo.checkpoint import load_checkpoint
+    from shiptwo.generate import FINISH_CONTEXT
+
+    ckpt = load_checkpoint(tiny_checkpoint)
+    model, tok = ckpt.build_model(), ckpt.tokenizer()
+    prompt = [1] * (ckpt.config.max_position_embeddings - 5)
+    out = generate_batch(model, tok, [prompt], SamplingConfig(max_new_tokens=50))[0]
+    assert out.finish_reason == FINISH_CONTEXT and len(out.token_ids) == 5

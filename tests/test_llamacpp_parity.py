@@ -56,3 +56,14 @@ def test_q8_0_loads_and_generates(tmp_path, tiny_checkpoint):
 def test_missing_file_is_a_clean_error(tmp_path):
     with pytest.raises(ShiptwoError, match="no such GGUF"):
         llamacpp_generate(tmp_path / "absent.gguf", "x", 1)
+
+
+def test_q8_0_logit_cosine_check_passes_its_model_and_fails_another(tmp_path, sharp, tiny_checkpoint):
+    """AC-SHIP1-004's quantized leg: same-direction logits for the model the Q8_0 file was made
+    from, not for another model of the same shape."""
+    from shiptwo.gguf_export import export_gguf
+
+    q8 = export_gguf(sharp, tmp_path / "sharp-q8_0.gguf", "q8_0")
+    assert compare_with_llamacpp(sharp, q8).min_logit_cosine >= C.Q8_0_MIN_LOGIT_COSINE
+    other = load_checkpoint(tiny_checkpoint)  # same shapes, unsharpened weights
+    assert compare_with_llamacpp(other, q8).min_logit_cosine < C.Q8_0_MIN_LOGIT_COSINE
