@@ -51,13 +51,18 @@ class Recipe:
         return sha256_bytes(json.dumps(self.to_dict(), sort_keys=True).encode())
 
 
-def recipe_path(model_name: str) -> Path:
-    """spec/recipes/<model>.yaml under the working directory, else under the source checkout."""
-    rel = Path(C.RECIPE_DIR) / f"{model_name}.yaml"
+def project_file(rel: str | Path, what: str) -> Path:
+    """A project file (spec, recipe) under the working directory, else under the source checkout:
+    the one way every module finds them."""
     for base in (Path.cwd(), Path(__file__).resolve().parents[1]):
         if (base / rel).is_file():
             return base / rel
-    raise ShiptwoError(f"{rel}: no recipe for model {model_name!r}")
+    raise ShiptwoError(f"{rel}: {what} not found in {Path.cwd()} or the source checkout")
+
+
+def recipe_path(model_name: str) -> Path:
+    """spec/recipes/<model>.yaml."""
+    return project_file(Path(C.RECIPE_DIR) / f"{model_name}.yaml", f"no recipe for model {model_name!r}:")
 
 
 def _profile_block(model_name: str, profile: str, path: str | Path | None, keys: tuple[str, ...]) -> tuple[Path, dict, str]:

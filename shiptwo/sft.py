@@ -24,7 +24,7 @@ from shiptwo.errors import ShiptwoError
 from shiptwo.fileio import sha256_file
 from shiptwo.instruct import mine_pairs, pack_pairs
 from shiptwo.model import ModelConfig
-from shiptwo.recipes import SFTRecipe
+from shiptwo.recipes import SFTRecipe, project_file
 from shiptwo.tokenizer import BPETokenizer
 from shiptwo.train import FineTune, TrainResult, train
 
@@ -113,20 +113,12 @@ def package_release(checkpoint: Path, out_dir: Path) -> dict[str, str]:
     ckpt = load_checkpoint(checkpoint)
     hf_dir = export_hf(ckpt, out_dir / C.MODEL1_HF_DIR)
     gguf = export_gguf(ckpt, out_dir / C.MODEL1_GGUF_Q8_0, "q8_0")
-    manifest = publish([checkpoint, hf_dir, gguf], out_dir / C.MODEL1_RELEASE_DIR, spec_path=_spec_path())
+    manifest = publish([checkpoint, hf_dir, gguf], out_dir / C.MODEL1_RELEASE_DIR, spec_path=project_file(C.SPEC_PATH, "spec"))
     problems = verify(manifest.parent)
     if problems:
         raise ShiptwoError(f"MODEL-1 release does not verify: {problems[0]}")
     rel = lambda p: Path(p).relative_to(out_dir).as_posix()  # noqa: E731
     return {"hf_config": rel(hf_dir / C.HF_CONFIG_FILE), "gguf_q8_0": rel(gguf), "release_manifest": rel(manifest)}
-
-
-def _spec_path() -> Path:
-    for base in (Path.cwd(), Path(__file__).resolve().parents[1]):
-        if (base / C.SPEC_PATH).is_file():
-            return base / C.SPEC_PATH
-    raise ShiptwoError(f"{C.SPEC_PATH}: spec not found (the release manifest records its SHA-256)")
-
 
 
 # --- the artifact-store builder for MODEL-1 ------------------------------------------------
