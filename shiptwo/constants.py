@@ -155,6 +155,7 @@ RELEASE_MANIFEST_SCHEMA = 1
 
 QA_THROUGHPUT_CRITERION = "AC-SHIP2-010"  # whose per-profile threshold is qa's throughput floor
 QA_THROUGHPUT_CRITERION_MODEL1 = "AC-SHIP1-007"
+GGUF_MAGIC = b"GGUF"  # the first four bytes of every GGUF file
 QA_PARITY_CRITERION = "AC-SHIP2-009"  # its threshold is the GGUF logits tolerance everywhere
 # llama.cpp on a Q8_0 GGUF vs our F32 logits, per position; measured >= 0.9995 on MODEL-1 default,
 # the same bar as AC-SHIP1-003's weight cosine; another model's weights fall below it.

@@ -49,7 +49,7 @@ def read_gguf(path: str | Path) -> GGUFFile:
     try:
         with path.open("rb") as fh:
             magic = fh.read(4)
-        if magic != b"GGUF":
+        if magic != C.GGUF_MAGIC:
             raise ShiptwoError(f"{path}: not a GGUF file (magic {magic!r})")
         reader = gguf.GGUFReader(path, "r")
         fields = {name: f.contents() for name, f in reader.fields.items() if not name.startswith("GGUF.")}
