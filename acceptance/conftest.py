@@ -16,6 +16,13 @@ def profile(request) -> str:
     return active_profile(request.config)
 
 
+@pytest.fixture(scope="session")
+def spec_path(request):
+    from shiptwo.plugin import active_spec_path
+
+    return active_spec_path(request.config)
+
+
 # --- MODEL-2 artifacts (trainer / artifact store) -------------------------------------------
 
 

@@ -5,7 +5,6 @@ GGUF loads and generates in llama.cpp, provenance in every format, a verified re
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import torch
@@ -19,10 +18,6 @@ def best1(model1_artifacts):
     from shiptwo.checkpoint import load_checkpoint
 
     return load_checkpoint(model1_artifacts.checkpoint)
-
-
-def spec_path(config) -> Path:
-    return Path(config.getoption("shiptwo_spec") or Path(config.rootpath) / C.SPEC_PATH)
 
 
 @pytest.mark.ac("AC-SHIP1-001")
@@ -61,11 +56,11 @@ def test_q8_0_round_trip_cosine(criterion, best1, model1_gguf_q8_0):
 
 
 @pytest.mark.ac("AC-SHIP1-004")
-def test_gguf_loads_and_generates_in_llamacpp(criterion, request, best1, model1_gguf_f32, model1_gguf_q8_0):
+def test_gguf_loads_and_generates_in_llamacpp(criterion, spec_path, best1, model1_gguf_f32, model1_gguf_q8_0):
     from shiptwo.llamacpp import compare_with_llamacpp, llamacpp_generate
     from shiptwo.qa import QAConfig, parity_tolerance
 
-    tol = parity_tolerance(QAConfig(profile=criterion.profile, spec_path=str(spec_path(request.config))))
+    tol = parity_tolerance(QAConfig(profile=criterion.profile, spec_path=str(spec_path)))
     failures, evidence = 0, {"f32_tolerance": tol, "q8_0_min_logit_cosine": C.Q8_0_MIN_LOGIT_COSINE}
     for label, path in (("f32", model1_gguf_f32), ("q8_0", model1_gguf_q8_0)):
         try:

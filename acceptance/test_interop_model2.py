@@ -4,11 +4,9 @@ provenance in every format and a release manifest that verifies (and catches tam
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 
-from shiptwo import constants as C
 
 
 @pytest.fixture(scope="module")
@@ -16,10 +14,6 @@ def best(model2_artifacts):
     from shiptwo.checkpoint import load_checkpoint
 
     return load_checkpoint(model2_artifacts.checkpoint)
-
-
-def spec_path(config) -> Path:
-    return Path(config.getoption("shiptwo_spec") or Path(config.rootpath) / C.SPEC_PATH)
 
 
 @pytest.mark.ac("AC-SHIP2-009")
@@ -42,13 +36,13 @@ def test_provenance_in_every_format(criterion, model2_artifacts, model2_hf_dir, 
 
 
 @pytest.mark.ac("AC-SHIP2-012")
-def test_release_manifest_verifies(criterion, request, tmp_path, model2_artifacts, model2_hf_dir, model2_gguf_q8_0):
+def test_release_manifest_verifies(criterion, spec_path, tmp_path, model2_artifacts, model2_hf_dir, model2_gguf_q8_0):
     from shiptwo.release import audit_release
 
     from shiptwo.release import publish
 
     manifest = publish([model2_artifacts.checkpoint, model2_hf_dir, model2_gguf_q8_0], tmp_path / "release",
-                       spec_path(request.config))
+                       spec_path)
     audit = audit_release(manifest.parent, tmp_path)
     criterion.check(audit["defects"], evidence=audit)
 

@@ -58,6 +58,11 @@ def active_profile(config: pytest.Config) -> str:
     return config.stash[_STATE].profile
 
 
+def active_spec_path(config: pytest.Config) -> Path:
+    """The spec this run judges against (--spec, resolved as the plugin resolves it)."""
+    return config.stash[_STATE].spec_path
+
+
 def _bound_id(item: pytest.Item) -> str:
     """The single criterion id an item is bound to; ValueError when the mark is malformed."""
     marks = list(item.iter_markers(C.AC_MARKER))
