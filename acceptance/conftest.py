@@ -11,16 +11,26 @@ import pytest
 
 @pytest.fixture(scope="session")
 def profile(request) -> str:
-    from shiptwo.plugin import active_profile
+    from shiptwo.harness.plugin import active_profile
 
     return active_profile(request.config)
 
 
 @pytest.fixture(scope="session")
 def spec_path(request):
-    from shiptwo.plugin import active_spec_path
+    from shiptwo.harness.plugin import active_spec_path
 
     return active_spec_path(request.config)
+
+
+@pytest.fixture(scope="session")
+def threshold(spec_path, profile):
+    """threshold(ID): another criterion's threshold for this run's profile, read from the spec
+    (for checks such as qa that apply a bound another criterion owns)."""
+    from shiptwo.harness.spec import load_spec
+
+    spec = load_spec(spec_path)
+    return lambda cid: spec.criterion(cid).threshold_for(profile)
 
 
 # --- MODEL-2 artifacts (trainer / artifact store) -------------------------------------------
@@ -28,7 +38,7 @@ def spec_path(request):
 
 @pytest.fixture(scope="session")
 def model2_artifacts(profile):
-    from shiptwo.store import build
+    from shiptwo.builds.registry import build
 
     return build("model2", profile)
 
@@ -38,7 +48,7 @@ def model2_artifacts(profile):
 
 @pytest.fixture(scope="session")
 def model1_artifacts(profile):
-    from shiptwo.store import build
+    from shiptwo.builds.registry import build
 
     return build("model1", profile)
 
@@ -48,15 +58,15 @@ def model1_artifacts(profile):
 
 
 def _export(tmp_path_factory, artifacts, fmt: str, dtype: str = "f32"):
-    from shiptwo.checkpoint import load_checkpoint
+    from shiptwo.model.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(artifacts.checkpoint)
     out = tmp_path_factory.mktemp(f"{artifacts.model}-{fmt}-{dtype}")
     if fmt == "hf":
-        from shiptwo.hf_io import export_hf
+        from shiptwo.formats.hf import export_hf
 
         return export_hf(ckpt, out / f"{artifacts.model}-hf")
-    from shiptwo.gguf_export import export_gguf
+    from shiptwo.formats.gguf_export import export_gguf
 
     return export_gguf(ckpt, out / f"{artifacts.model}-{dtype}.gguf", dtype)
 

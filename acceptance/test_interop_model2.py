@@ -11,14 +11,14 @@ import pytest
 
 @pytest.fixture(scope="module")
 def best(model2_artifacts):
-    from shiptwo.checkpoint import load_checkpoint
+    from shiptwo.model.checkpoint import load_checkpoint
 
     return load_checkpoint(model2_artifacts.checkpoint)
 
 
 @pytest.mark.ac("AC-SHIP2-009")
 def test_gguf_parity_with_llamacpp(criterion, best, model2_gguf_f32):
-    from shiptwo.llamacpp import compare_with_llamacpp
+    from shiptwo.runtimes.llamacpp import compare_with_llamacpp
 
     r = compare_with_llamacpp(best, model2_gguf_f32)
     # Different token ids or greedy tokens fail the criterion whatever the logits say.
@@ -28,7 +28,7 @@ def test_gguf_parity_with_llamacpp(criterion, best, model2_gguf_f32):
 
 @pytest.mark.ac("AC-SHIP2-012")
 def test_provenance_in_every_format(criterion, model2_artifacts, model2_hf_dir, model2_gguf_f32, model2_gguf_q8_0):
-    from shiptwo.release import missing_provenance
+    from shiptwo.formats.release import missing_provenance
 
     formats = [model2_artifacts.checkpoint, model2_hf_dir, model2_gguf_f32, model2_gguf_q8_0]
     missing = missing_provenance(formats)
@@ -37,9 +37,9 @@ def test_provenance_in_every_format(criterion, model2_artifacts, model2_hf_dir, 
 
 @pytest.mark.ac("AC-SHIP2-012")
 def test_release_manifest_verifies(criterion, spec_path, tmp_path, model2_artifacts, model2_hf_dir, model2_gguf_q8_0):
-    from shiptwo.release import audit_release
+    from shiptwo.formats.release import audit_release
 
-    from shiptwo.release import publish
+    from shiptwo.formats.release import publish
 
     manifest = publish([model2_artifacts.checkpoint, model2_hf_dir, model2_gguf_q8_0], tmp_path / "release",
                        spec_path)
@@ -49,7 +49,7 @@ def test_release_manifest_verifies(criterion, spec_path, tmp_path, model2_artifa
 
 @pytest.mark.ac("AC-SHIP2-013")
 def test_backend_parity_with_transformers(criterion, best, model2_hf_dir):
-    from shiptwo.hf_parity import compare_with_transformers
+    from shiptwo.runtimes.transformers import compare_with_transformers
 
     r = compare_with_transformers(best, model2_hf_dir)
     diffs = [r.max_logit_diff] + ([r.max_accelerator_diff] if r.max_accelerator_diff is not None else [])

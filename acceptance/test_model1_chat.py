@@ -11,15 +11,14 @@ import pytest
 
 
 def _reference_path(config) -> Path:
-    from shiptwo.chat import REFERENCE_CONVERSATIONS
+    from shiptwo.data.chat import REFERENCE_CONVERSATIONS
 
     return Path(config.rootpath) / REFERENCE_CONVERSATIONS
 
 
 @pytest.mark.ac("AC-SHIP1-008")
 def test_chat_template_applies_cleanly(criterion, request, model1_artifacts, model1_hf_dir, model1_gguf_q8_0):
-    from shiptwo.chat import chat_defects
-
+    from shiptwo.checks.chat import chat_defects
     ref = _reference_path(request.config)
     defects, evidence = chat_defects(model1_artifacts.checkpoint, ref, hf_dir=model1_hf_dir, gguf=model1_gguf_q8_0)
     criterion.check(len(defects), evidence={**evidence, "defects": defects, "reference": ref,

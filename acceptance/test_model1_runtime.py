@@ -10,13 +10,16 @@ import sys
 
 import pytest
 
-from shiptwo import constants as C
 from shiptwo.errors import ShiptwoError
+
+from shiptwo.measure.bench import BENCH_REPORT_FILE
+from shiptwo.measure.evals.humaneval import HUMANEVAL_STOP
+from shiptwo.measure.qa import QA_REPORT_FILE
 
 
 @pytest.fixture(scope="module")
 def ckpt1(model1_artifacts):
-    from shiptwo.checkpoint import load_checkpoint
+    from shiptwo.model.checkpoint import load_checkpoint
 
     return load_checkpoint(model1_artifacts.checkpoint)
 
@@ -28,11 +31,11 @@ def evidence_dir(tmp_path_factory):
 
 @pytest.mark.ac("AC-SHIP1-002")
 def test_run_emits_valid_python(criterion, model1_hf_dir, evidence_dir):
-    from shiptwo.evals.python_validity import run_output_parses
+    from shiptwo.measure.evals.python_validity import run_output_parses
     from shiptwo.fileio import atomic_write_text
 
     cmd = [sys.executable, "-m", "shiptwo.cli", "run", str(model1_hf_dir), "--prompt", "def fib(n):", "--max-tokens", "128"]
-    for stop in C.HUMANEVAL_STOP:
+    for stop in HUMANEVAL_STOP:
         cmd += ["--stop", stop]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     out = atomic_write_text(evidence_dir / "run-fib.txt", proc.stdout + proc.stderr)
@@ -42,8 +45,8 @@ def test_run_emits_valid_python(criterion, model1_hf_dir, evidence_dir):
 
 @pytest.mark.ac("AC-SHIP1-005")
 def test_humaneval_reproduces_reference(criterion, ckpt1, model1_artifacts, evidence_dir):
-    from shiptwo.evals.humaneval import evaluate_humaneval, read_reference, reference_gap, write_results
-    from shiptwo.recipes import load_sft_recipe
+    from shiptwo.measure.evals.humaneval import evaluate_humaneval, read_reference, reference_gap, write_results
+    from shiptwo.training.recipes import load_sft_recipe
 
     recipe = load_sft_recipe(criterion.profile)
     if recipe.humaneval_reference is None:
@@ -57,22 +60,22 @@ def test_humaneval_reproduces_reference(criterion, ckpt1, model1_artifacts, evid
 
 
 @pytest.mark.ac("AC-SHIP1-006")
-def test_qa_passes_all_gates(criterion, model1_artifacts, evidence_dir):
+def test_qa_passes_all_gates(criterion, threshold, model1_artifacts, evidence_dir):
     from shiptwo.fileio import atomic_write_json
-    from shiptwo.qa import QAConfig, run_qa
+    from shiptwo.measure.qa import QAConfig, run_qa
 
-    report = run_qa(model1_artifacts.checkpoint, criterion.profile,
-                    QAConfig(profile=criterion.profile, throughput_criterion=C.QA_THROUGHPUT_CRITERION_MODEL1))
-    path = atomic_write_json(evidence_dir / C.QA_REPORT_FILE, report.to_dict())
+    cfg = QAConfig(min_decode_tok_s=threshold("AC-SHIP1-007"), parity_tol=threshold("AC-SHIP2-009"), profile=criterion.profile)
+    report = run_qa(model1_artifacts.checkpoint, cfg)
+    path = atomic_write_json(evidence_dir / QA_REPORT_FILE, report.to_dict())
     criterion.check(report.failed, evidence={"qa_report": path, "failed_gates": [g.name for g in report.gates if not g.passed]})
 
 
 @pytest.mark.ac("AC-SHIP1-007")
 def test_quantized_decode_throughput(criterion, ckpt1, model1_gguf_q8_0, evidence_dir):
-    from shiptwo.bench import BenchConfig, bench_llamacpp
+    from shiptwo.measure.bench import BenchConfig, bench_llamacpp
     from shiptwo.fileio import atomic_write_json
 
     cfg = BenchConfig()
     res = bench_llamacpp(model1_gguf_q8_0, ckpt1.tokenizer().encode(cfg.prompt), cfg, runtime="llama.cpp q8_0")
-    path = atomic_write_json(evidence_dir / C.BENCH_REPORT_FILE, res.to_dict())
+    path = atomic_write_json(evidence_dir / BENCH_REPORT_FILE, res.to_dict())
     criterion.check(res.decode_tok_s.median, evidence={"bench": path, "gguf": model1_gguf_q8_0, "threads": res.threads})

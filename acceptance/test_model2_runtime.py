@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from shiptwo import constants as C
+from shiptwo.measure.bench import BENCH_REPORT_FILE
+from shiptwo.measure.evals.python_validity import VALIDITY_PROMPTS, VALIDITY_RESULTS_FILE
+from shiptwo.measure.qa import QA_REPORT_FILE
+
 
 
 @pytest.fixture(scope="module")
 def ckpt2(model2_artifacts):
-    from shiptwo.checkpoint import load_checkpoint
+    from shiptwo.model.checkpoint import load_checkpoint
 
     return load_checkpoint(model2_artifacts.checkpoint)
 
@@ -20,32 +23,32 @@ def evidence_dir(tmp_path_factory):
 
 
 @pytest.mark.ac("AC-SHIP2-006")
-def test_qa_passes_all_gates(criterion, model2_artifacts, evidence_dir):
+def test_qa_passes_all_gates(criterion, threshold, model2_artifacts, evidence_dir):
     from shiptwo.fileio import atomic_write_json
-    from shiptwo.qa import QAConfig, run_qa
+    from shiptwo.measure.qa import QAConfig, run_qa
 
-    report = run_qa(model2_artifacts.checkpoint, criterion.profile,
-                    QAConfig(profile=criterion.profile, throughput_criterion=C.QA_THROUGHPUT_CRITERION))
-    path = atomic_write_json(evidence_dir / C.QA_REPORT_FILE, report.to_dict())
+    cfg = QAConfig(min_decode_tok_s=threshold("AC-SHIP2-010"), parity_tol=threshold("AC-SHIP2-009"), profile=criterion.profile)
+    report = run_qa(model2_artifacts.checkpoint, cfg)
+    path = atomic_write_json(evidence_dir / QA_REPORT_FILE, report.to_dict())
     failed = [g.name for g in report.gates if not g.passed]
     criterion.check(report.failed, evidence={"qa_report": path, "failed_gates": failed})
 
 
 @pytest.mark.ac("AC-SHIP2-007")
 def test_generations_parse(criterion, ckpt2, evidence_dir):
-    from shiptwo.evals.loss import split_texts
-    from shiptwo.evals.python_validity import evaluate_python_validity
+    from shiptwo.measure.evals.loss import split_texts
+    from shiptwo.measure.evals.python_validity import evaluate_python_validity
     from shiptwo.fileio import atomic_write_json
 
-    res = evaluate_python_validity(ckpt2, split_texts(criterion.profile, "test", "model2"), n=C.VALIDITY_PROMPTS)
-    path = atomic_write_json(evidence_dir / C.VALIDITY_RESULTS_FILE, res.to_dict())
+    res = evaluate_python_validity(ckpt2, split_texts(criterion.profile, "test", "model2"), n=VALIDITY_PROMPTS)
+    path = atomic_write_json(evidence_dir / VALIDITY_RESULTS_FILE, res.to_dict())
     criterion.check(res.valid_pct, evidence={"results": path, "prompts": res.n_prompts, "requested": res.requested, "valid": res.n_valid,
                                              "empty_bodies": res.n_empty})
 
 
 @pytest.mark.ac("AC-SHIP2-008")
 def test_humaneval_pass_at_1(criterion, ckpt2, model2_artifacts, evidence_dir):
-    from shiptwo.evals.humaneval import evaluate_humaneval, write_results
+    from shiptwo.measure.evals.humaneval import evaluate_humaneval, write_results
 
     res = evaluate_humaneval(ckpt2)
     results, samples = write_results(res, evidence_dir, {"artifact": str(model2_artifacts.checkpoint)})
@@ -55,10 +58,10 @@ def test_humaneval_pass_at_1(criterion, ckpt2, model2_artifacts, evidence_dir):
 
 @pytest.mark.ac("AC-SHIP2-010")
 def test_decode_throughput(criterion, ckpt2, model2_artifacts, evidence_dir):
-    from shiptwo.bench import BenchConfig, bench_ours
+    from shiptwo.measure.bench import BenchConfig, bench_ours
     from shiptwo.fileio import atomic_write_json
 
     res = bench_ours(ckpt2, BenchConfig())
-    path = atomic_write_json(evidence_dir / C.BENCH_REPORT_FILE, res.to_dict())
+    path = atomic_write_json(evidence_dir / BENCH_REPORT_FILE, res.to_dict())
     criterion.check(res.decode_tok_s.median, evidence={"bench": path, "threads": res.threads,
                                                        "new_tokens": res.new_tokens, "min": res.decode_tok_s.min})

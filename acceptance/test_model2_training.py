@@ -6,19 +6,20 @@ import json
 
 import pytest
 
-from shiptwo import constants as C
+from shiptwo.harness.results import EVIDENCE_LOSS_CURVE
+
 
 
 @pytest.fixture(scope="module")
 def recipe(profile):
-    from shiptwo.recipes import load_recipe
+    from shiptwo.training.recipes import load_recipe
 
     return load_recipe("model2", profile)
 
 
 @pytest.fixture(scope="module")
 def best(model2_artifacts):
-    from shiptwo.checkpoint import load_checkpoint
+    from shiptwo.model.checkpoint import load_checkpoint
 
     return load_checkpoint(model2_artifacts.checkpoint)
 
@@ -31,8 +32,7 @@ def summary(best):
 
 @pytest.mark.ac("AC-SHIP2-001")
 def test_architecture_contract(criterion, recipe, best):
-    from shiptwo.recipes import architecture_mismatches
-
+    from shiptwo.checks.checkpoint import architecture_mismatches
     built = best.build_model()  # the module the trained tensors load into
     measured, problems = architecture_mismatches(recipe.model_declared, recipe.declared_parameters,
                                                  recipe.parameter_tolerance, model=built)
@@ -42,9 +42,9 @@ def test_architecture_contract(criterion, recipe, best):
 
 @pytest.mark.ac("AC-SHIP2-002")
 def test_tokenizer_roundtrip(criterion, recipe, model2_artifacts):
-    from shiptwo.corpus import load_corpus
-    from shiptwo.pretrain import roundtrip_mismatches
-    from shiptwo.tokenizer import BPETokenizer
+    from shiptwo.data.corpus import load_corpus
+    from shiptwo.checks.tokenizer import roundtrip_mismatches
+    from shiptwo.model.tokenizer import BPETokenizer
 
     tok = BPETokenizer.from_file(model2_artifacts.tokenizer)
     corpus = load_corpus(recipe.corpus)
@@ -56,13 +56,13 @@ def test_tokenizer_roundtrip(criterion, recipe, model2_artifacts):
 
 @pytest.mark.ac("AC-SHIP2-003")
 def test_validation_cross_entropy(criterion, recipe, best, model2_artifacts):
-    from shiptwo.pretrain import load_tokens
-    from shiptwo.train import evaluate_loss
+    from shiptwo.builds.model2 import load_tokens
+    from shiptwo.training.loop import evaluate_loss
 
     val = load_tokens(model2_artifacts.root)["validation"]
     ce = evaluate_loss(best.build_model(), val, recipe.train.seq_len, recipe.train.batch_size)
     criterion.check(ce, evidence={"checkpoint": model2_artifacts.checkpoint, "validation_tokens": len(val),
-                                  C.EVIDENCE_LOSS_CURVE: model2_artifacts.loss_curve})
+                                  EVIDENCE_LOSS_CURVE: model2_artifacts.loss_curve})
 
 
 @pytest.mark.ac("AC-SHIP2-004")
@@ -74,7 +74,7 @@ def test_training_wall_clock(criterion, summary, model2_artifacts):
 
 @pytest.mark.ac("AC-SHIP2-005")
 def test_checkpoint_reload_bit_exact(criterion, model2_artifacts):
-    from shiptwo.pretrain import checkpoint_reload_defects
+    from shiptwo.checks.checkpoint import checkpoint_reload_defects
 
     a = model2_artifacts
     n_best, best_problems = checkpoint_reload_defects(a.checkpoint, a.files["train_state"], a.tokenizer, "best/")
@@ -86,10 +86,10 @@ def test_checkpoint_reload_bit_exact(criterion, model2_artifacts):
 @pytest.mark.ac("AC-SHIP2-011")
 def test_reproducible_training(criterion, tmp_path_factory):
     """Measured with the smoke profile's model and data whatever the active profile (seconds, not minutes)."""
-    from shiptwo.pretrain import load_tokens, provenance_of
-    from shiptwo.recipes import load_recipe
-    from shiptwo.store import build
-    from shiptwo.train import reproducibility_runs
+    from shiptwo.builds.model2 import load_tokens, provenance_of
+    from shiptwo.training.recipes import load_recipe
+    from shiptwo.builds.registry import build
+    from shiptwo.checks.training import reproducibility_runs
 
     smoke = build("model2", "smoke")
     recipe = load_recipe("model2", "smoke")
@@ -109,8 +109,8 @@ def test_chinchilla_ratio(criterion, summary):
 
 @pytest.mark.ac("AC-SHIP2-015")
 def test_no_silent_wraparound(criterion, summary, model2_artifacts):
-    from shiptwo.pretrain import wraps_in_log
-    from shiptwo.train import unreported_wraps
+    from shiptwo.checks.training import wraps_in_log
+    from shiptwo.checks.training import unreported_wraps
 
     logged = wraps_in_log(model2_artifacts.train_log)
     measured = unreported_wraps(summary) + abs(logged - len(summary["wraps"]))
@@ -121,15 +121,13 @@ def test_no_silent_wraparound(criterion, summary, model2_artifacts):
 
 @pytest.mark.ac("AC-SHIP2-016")
 def test_no_silent_device_fallback(criterion, summary):
-    from shiptwo.train import device_mismatches
-
+    from shiptwo.checks.training import device_mismatches
     criterion.check(device_mismatches(summary), evidence={k: summary.get(k) for k in
                                                           ("device_requested", "device_resolved", "device_used")})
 
 
 @pytest.mark.ac("AC-SHIP2-017")
 def test_no_premature_early_stop(criterion, summary):
-    from shiptwo.train import early_stop_violations
-
+    from shiptwo.checks.training import early_stop_violations
     criterion.check(early_stop_violations(summary), evidence={k: summary.get(k) for k in
                                                               ("stop_reason", "steps", "min_steps", "patience", "best_step")})

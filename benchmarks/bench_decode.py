@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from shiptwo.bench import BenchConfig, bench_llamacpp, bench_ours, bench_transformers
+from shiptwo.measure.bench import BenchConfig, bench_llamacpp, bench_ours, bench_transformers
 
 TARGET_VS_TRANSFORMERS = 2.0  # our decode tok/s over transformers' generate at the default size
 THREADS = 1  # bench's default: on a shared 2-core box a second OpenMP thread stalls behind other jobs
@@ -24,12 +24,12 @@ CFG = BenchConfig(new_tokens=128, iterations=5, warmup=2, threads=THREADS)
 @pytest.fixture(scope="module")
 def default_size(tmp_path_factory):
     """A checkpoint of the default profile's architecture and vocabulary, random weights."""
-    from shiptwo.checkpoint import checkpoint_from_model, save_checkpoint
-    from shiptwo.gguf_export import export_gguf
-    from shiptwo.hf_io import export_hf
-    from shiptwo.model import LlamaModel
-    from shiptwo.recipes import load_recipe
-    from shiptwo.tokenizer import train_tokenizer
+    from shiptwo.model.checkpoint import checkpoint_from_model, save_checkpoint
+    from shiptwo.formats.gguf_export import export_gguf
+    from shiptwo.formats.hf import export_hf
+    from shiptwo.model.llama import LlamaModel
+    from shiptwo.training.recipes import load_recipe
+    from shiptwo.model.tokenizer import train_tokenizer
 
     recipe = load_recipe("model2", "default")
     stdlib = Path(sysconfig.get_paths()["stdlib"])

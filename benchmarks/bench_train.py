@@ -14,8 +14,8 @@ import time
 import pytest
 import torch
 
-from shiptwo.recipes import load_recipe
-from shiptwo.train import train
+from shiptwo.training.recipes import load_recipe
+from shiptwo.training.loop import train
 
 TARGET_MFU = 0.5  # issue 3: the default profile should reach half the measured matmul peak
 STEPS = 12
@@ -50,7 +50,7 @@ def test_train_throughput_vs_matmul_peak(benchmark, tmp_path, profile):
                               force_under_provisioned=True, checkpoint_interval=None, device=device, warmup_steps=2)
     gen = torch.Generator().manual_seed(0)
     tokens = torch.randint(1, recipe.model.vocab_size, (cfg.tokens_per_step * (STEPS + 1) + 1,), generator=gen)
-    from shiptwo.tokenizer import train_tokenizer
+    from shiptwo.model.tokenizer import train_tokenizer
 
     tok = train_tokenizer(["def f(x):\n    return x\n"] * 4, 300).to_json()
     peak = matmul_peak_flops(device=device)

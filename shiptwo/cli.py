@@ -9,7 +9,21 @@ from __future__ import annotations
 import argparse
 import sys
 
+from shiptwo import paths
 from shiptwo.errors import ShiptwoError
+
+from shiptwo.builds.model2 import CORPUS_MANIFEST, TOKENIZER_FILE, TOKENS_FILE
+from shiptwo.formats.gguf_export import GGUF_DTYPES
+from shiptwo.harness.report import REPORT_FORMATS
+from shiptwo.harness.spec import MODELS
+from shiptwo.measure.bench import BENCH_PROMPT
+from shiptwo.measure.evals.python_validity import VALIDITY_PROMPTS
+from shiptwo.model.checkpoint import META_DATA_LICENSE, META_DATA_SOURCE, META_LICENSE
+from shiptwo.paths import ACCEPTANCE_DIR, PROFILES
+from shiptwo.training.loop import TRAIN_STATE
+
+EXPORT_FORMATS = ("hf", "gguf")
+
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,10 +37,27 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        _resolve_locations(args)
         return int(args.func(args) or 0)
     except ShiptwoError as exc:
         print(f"shiptwo: error: {exc}", file=sys.stderr)
         return exc.exit_code
+
+
+def _resolve_locations(args) -> None:
+    """Profile, spec, results and report paths resolved one way for every command (shiptwo.paths)."""
+    if hasattr(args, "profile"):
+        args.profile = paths.active_profile(args.profile)
+    if hasattr(args, "spec"):
+        args.spec = paths.spec_path(args.spec)
+    if hasattr(args, "results"):
+        args.results = paths.results_path(args.results)
+    if args.command == "report":
+        args.output = args.output or paths.report_path()
+    if args.command == "spec":
+        args.path = paths.spec_path(args.path)
+    if hasattr(args, "acceptance") and args.acceptance is None:
+        args.acceptance = paths.root_of_spec(args.path if args.command == "spec" else args.spec) / ACCEPTANCE_DIR
 
 
 # --- commands: one section per library module -------------------------------------------
@@ -34,23 +65,22 @@ def main(argv: list[str] | None = None) -> int:
 _COMMANDS: list = []  # each section below appends its `_add_<name>` after defining it
 
 
-# --- spine: spec check, report, gate (shiptwo.spec / shiptwo.report / shiptwo.gate) ------
+# --- spine: spec check, report, gate (shiptwo.harness.spec / shiptwo.harness.report / shiptwo.harness.release_gate) ------
 
 
 def _add_spec(sub) -> None:
-    from shiptwo import constants as C
 
     spec = sub.add_parser("spec", help="work with the acceptance spec")
     spec_sub = spec.add_subparsers(dest="spec_command", required=True)
     check = spec_sub.add_parser("check", help="validate the spec; one line per defect, exit 2 on any")
-    check.add_argument("path", nargs="?", default=C.SPEC_PATH)
-    check.add_argument("--strict", action="store_true", help=f"also require a bound test in {C.ACCEPTANCE_DIR}/ for every criterion")
-    check.add_argument("--acceptance", default=C.ACCEPTANCE_DIR, help="directory of acceptance tests (for --strict)")
+    check.add_argument("path", nargs="?", default=None, help="spec file (default: the project's)")
+    check.add_argument("--strict", action="store_true", help=f"also require a bound test in {ACCEPTANCE_DIR}/ for every criterion")
+    check.add_argument("--acceptance", default=None, help="directory of acceptance tests (for --strict; default: acceptance/ beside spec/)")
     check.set_defaults(func=_cmd_spec_check)
 
 
 def _cmd_spec_check(args) -> int:
-    from shiptwo.spec import check_spec
+    from shiptwo.harness.spec import check_spec
 
     outcome = check_spec(args.path, strict=args.strict, acceptance_dir=args.acceptance)
     for defect in outcome.defects:
@@ -62,33 +92,32 @@ def _cmd_spec_check(args) -> int:
 
 
 def _add_report(sub) -> None:
-    from shiptwo import constants as C
 
     p = sub.add_parser("report", help="render the ship report from results.json")
-    p.add_argument("--results", default=C.RESULTS_PATH)
-    p.add_argument("--spec", default=C.SPEC_PATH)
+    p.add_argument("--results", default=None, help="results file (default: the project's reports/results.json)")
+    p.add_argument("--spec", default=None, help="spec file (default: the project's spec/ship-two.yaml)")
     p.add_argument("--baseline", default=None, help="an older results.json to diff against")
-    p.add_argument("-o", "--output", default=C.REPORT_PATH, help="output file ('-' for stdout)")
+    p.add_argument("-o", "--output", default=None, help="output file ('-' for stdout; default: the project's reports/ship-two.md)")
     p.add_argument("--template", default=None, help="a Jinja template to use instead of the packaged one")
-    p.add_argument("--format", choices=C.REPORT_FORMATS, default="md")
-    p.add_argument("--acceptance", default=C.ACCEPTANCE_DIR, help="directory scanned for bound tests (NO TEST)")
+    p.add_argument("--format", choices=REPORT_FORMATS, default="md")
+    p.add_argument("--acceptance", default=None, help="directory scanned for bound tests (NO TEST; default: acceptance/ beside spec/)")
     p.set_defaults(func=_cmd_report)
 
 
 def _cmd_report(args) -> int:
     from pathlib import Path
 
-    from shiptwo.report import bound_ids, build_report, render, write_report
-    from shiptwo.results import load_results
-    from shiptwo.spec import load_spec
+    from shiptwo.harness.report import bound_ids, build_report, render, write_report
+    from shiptwo.harness.results import load_results
+    from shiptwo.harness.spec import load_spec
 
     spec = load_spec(args.spec)
     results = load_results(args.results)
     baseline = load_results(args.baseline) if args.baseline else None
     out_dir = None if args.output == "-" else Path(args.output).parent
-    from shiptwo.results import run_info
+    from shiptwo.checkout import run_info
 
-    checkout = run_info(Path.cwd(), spec.sha256, "")
+    checkout = run_info(paths.root_of_spec(args.spec), spec.sha256, "")
     data = build_report(spec, results, bound_ids(args.acceptance), baseline, out_dir, checkout)
     text = render(data, args.format, args.template)
     if args.output == "-":
@@ -100,28 +129,26 @@ def _cmd_report(args) -> int:
 
 
 def _add_gate(sub) -> None:
-    from shiptwo import constants as C
 
     p = sub.add_parser("gate", help="exit 0 when each selected model meets its release rule, else 1")
     p.add_argument("--model", action="append", default=None, help="model key (repeatable; default: all)")
-    p.add_argument("--results", default=C.RESULTS_PATH)
-    p.add_argument("--spec", default=C.SPEC_PATH)
+    p.add_argument("--results", default=None, help="results file (default: the project's reports/results.json)")
+    p.add_argument("--spec", default=None, help="spec file (default: the project's spec/ship-two.yaml)")
     p.add_argument("--allow-stale", action="store_true",
                    help="accept results from another commit, profile or spec version, or from an uncommitted tree")
     p.set_defaults(func=_cmd_gate)
 
 
 def _cmd_gate(args) -> int:
-    from shiptwo.gate import decide, format_decisions
-    from shiptwo.results import load_results
-    from shiptwo.spec import load_spec
+    from shiptwo.harness.release_gate import decide, format_decisions
+    from shiptwo.harness.results import load_results
+    from shiptwo.harness.spec import load_spec
 
-    from pathlib import Path
 
-    from shiptwo.results import run_info
+    from shiptwo.checkout import run_info
 
     spec = load_spec(args.spec)
-    checkout = run_info(Path.cwd(), spec.sha256, "")  # the code being gated: this checkout's HEAD
+    checkout = run_info(paths.root_of_spec(args.spec), spec.sha256, "")  # the code being gated: this checkout's HEAD
     decisions = decide(spec, load_results(args.results), args.model, args.allow_stale, checkout)
     print(format_decisions(decisions, spec))
     return 0 if all(d.released for d in decisions) else 1
@@ -130,7 +157,7 @@ def _cmd_gate(args) -> int:
 _COMMANDS += [_add_spec, _add_report, _add_gate]
 
 
-# --- trainer and artifact store: build, train (shiptwo.store / shiptwo.pretrain) ----------
+# --- trainer and artifact store: build, train (shiptwo.builds.store / shiptwo.builds.model2) ----------
 
 
 def _log_to_stderr() -> None:
@@ -141,11 +168,10 @@ def _log_to_stderr() -> None:
 
 
 def _add_build(sub) -> None:
-    from shiptwo import constants as C
 
     p = sub.add_parser("build", help="build (or reuse from the artifact store) a model's artifacts")
     p.add_argument("model", help="model key, e.g. model2")
-    p.add_argument("--profile", default=C.DEFAULT_PROFILE, choices=C.PROFILES)
+    p.add_argument("--profile", default=None, choices=PROFILES)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None, help="override the recipe's device")
     p.add_argument("--force-under-provisioned", action="store_true", help="train even when D/N < 10 (recorded)")
     p.add_argument("--rebuild", action="store_true", help="replace a stored artifact that fails verification")
@@ -155,7 +181,7 @@ def _add_build(sub) -> None:
 
 
 def _cmd_build(args) -> int:
-    from shiptwo.store import build
+    from shiptwo.builds.registry import build
 
     _log_to_stderr()
     if args.base and args.model != "model1":
@@ -171,19 +197,18 @@ def _cmd_build(args) -> int:
 
 
 def _add_train(sub) -> None:
-    from shiptwo import constants as C
 
     p = sub.add_parser("train", help="train a recipe on a prepared data dir (works under torchrun)")
     p.add_argument("--model", default="model2")
-    p.add_argument("--profile", default=C.DEFAULT_PROFILE, choices=C.PROFILES)
+    p.add_argument("--profile", default=None, choices=PROFILES)
     p.add_argument("--recipe", default=None, help="recipe YAML (default spec/recipes/<model>.yaml)")
-    p.add_argument("--data", required=True, help=f"dir with {C.TOKENIZER_FILE}, {C.TOKENS_FILE}, {C.CORPUS_MANIFEST}; "
+    p.add_argument("--data", required=True, help=f"dir with {TOKENIZER_FILE}, {TOKENS_FILE}, {CORPUS_MANIFEST}; "
                    "prepared if absent")
     p.add_argument("--out", required=True, help="output dir for checkpoints and logs")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
     p.add_argument("--force-under-provisioned", action="store_true")
     p.add_argument("--max-steps", type=int, default=None, help="override the recipe's step count")
-    p.add_argument("--resume", action="store_true", help=f"continue from OUT/{C.TRAIN_STATE}")
+    p.add_argument("--resume", action="store_true", help=f"continue from OUT/{TRAIN_STATE}")
     p.set_defaults(func=_cmd_train)
 
 
@@ -192,9 +217,8 @@ def _cmd_train(args) -> int:
     import os
     from pathlib import Path
 
-    from shiptwo import constants as C
-    from shiptwo.pretrain import prepare_data, train_recipe
-    from shiptwo.recipes import load_recipe
+    from shiptwo.builds.model2 import prepare_data, train_recipe
+    from shiptwo.training.recipes import load_recipe
 
     _log_to_stderr()
     recipe = load_recipe(args.model, args.profile, args.recipe)
@@ -204,7 +228,7 @@ def _cmd_train(args) -> int:
     if args.force_under_provisioned:
         changes["force_under_provisioned"] = True
     recipe.train = dataclasses.replace(recipe.train, **changes)
-    if not (Path(args.data) / C.TOKENS_FILE).exists():
+    if not (Path(args.data) / TOKENS_FILE).exists():
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             from shiptwo.errors import ShiptwoError
 
@@ -225,28 +249,27 @@ _COMMANDS += [_add_build, _add_train]
 
 
 def _add_export(sub) -> None:
-    from shiptwo import constants as C
 
     p = sub.add_parser("export", help="export a native checkpoint as a Hugging Face directory or a GGUF file")
     p.add_argument("checkpoint")
-    p.add_argument("--format", choices=C.EXPORT_FORMATS, required=True)
-    p.add_argument("--dtype", choices=C.GGUF_DTYPES, default="f32", help="GGUF tensor type (2-D tensors; 1-D stay F32)")
+    p.add_argument("--format", choices=EXPORT_FORMATS, required=True)
+    p.add_argument("--dtype", choices=GGUF_DTYPES, default="f32", help="GGUF tensor type (2-D tensors; 1-D stay F32)")
     p.add_argument("-o", "--output", required=True, help="output directory (hf) or .gguf file")
     p.set_defaults(func=_cmd_export)
 
 
 def _cmd_export(args) -> int:
-    from shiptwo.checkpoint import load_checkpoint
+    from shiptwo.model.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(args.checkpoint)
     if args.format == "hf":
-        from shiptwo.hf_io import export_hf
+        from shiptwo.formats.hf import export_hf
 
         if args.dtype != "f32":
             raise ShiptwoError(f"export: --dtype {args.dtype} applies to gguf only (hf exports are float32)")
         out = export_hf(ckpt, args.output)
     else:
-        from shiptwo.gguf_export import export_gguf
+        from shiptwo.formats.gguf_export import export_gguf
 
         out = export_gguf(ckpt, args.output, args.dtype)
     print(f"shiptwo: exported {args.checkpoint} as {args.format} to {out}")
@@ -264,27 +287,25 @@ def _add_import(sub) -> None:
 
 
 def _cmd_import(args) -> int:
-    from shiptwo import constants as C
-    from shiptwo.hf_io import import_hf
+    from shiptwo.formats.hf import import_hf
 
-    flags = {C.META_LICENSE: args.license, C.META_DATA_SOURCE: args.data_source, C.META_DATA_LICENSE: args.data_license}
+    flags = {META_LICENSE: args.license, META_DATA_SOURCE: args.data_source, META_DATA_LICENSE: args.data_license}
     out = import_hf(args.directory, args.output, flags)
     print(f"shiptwo: imported {args.directory} to {out}")
     return 0
 
 
 def _add_publish(sub) -> None:
-    from shiptwo import constants as C
 
     p = sub.add_parser("publish", help="copy release artifacts into a directory with a SHA-256 manifest")
     p.add_argument("artifacts", nargs="+", help="checkpoint, GGUF files, HF export directories, ...")
     p.add_argument("-o", "--output", required=True, help="release directory")
-    p.add_argument("--spec", default=C.SPEC_PATH)
+    p.add_argument("--spec", default=None, help="spec file (default: the project's spec/ship-two.yaml)")
     p.set_defaults(func=_cmd_publish)
 
 
 def _cmd_publish(args) -> int:
-    from shiptwo.release import publish
+    from shiptwo.formats.release import publish
 
     manifest = publish(args.artifacts, args.output, args.spec)
     print(f"shiptwo: published {len(args.artifacts)} artifact(s); manifest {manifest}")
@@ -298,7 +319,7 @@ def _add_verify(sub) -> None:
 
 
 def _cmd_verify(args) -> int:
-    from shiptwo.release import verify
+    from shiptwo.formats.release import verify
 
     problems = verify(args.release_dir)
     for problem in problems:
@@ -336,13 +357,13 @@ def _add_run(sub) -> None:
 
 
 def _cmd_run(args) -> int:
-    from shiptwo.artifact import load_artifact
-    from shiptwo.generate import SamplingConfig, generate
+    from shiptwo.formats.artifact import load_artifact
+    from shiptwo.model.generate import SamplingConfig, generate
 
     ckpt = load_artifact(args.artifact)
     cfg = SamplingConfig(max_new_tokens=args.max_tokens, temperature=args.temperature, top_k=args.top_k,
                          top_p=args.top_p, seed=args.seed, stop=tuple(args.stop))
-    from shiptwo.generate import FINISH_CONTEXT
+    from shiptwo.model.generate import FINISH_CONTEXT
 
     out = generate(ckpt.build_model(), ckpt.tokenizer(), args.prompt, cfg)
     print(out.text if args.completion_only else args.prompt + out.text)
@@ -353,23 +374,32 @@ def _cmd_run(args) -> int:
 
 
 def _add_qa(sub) -> None:
-    from shiptwo import constants as C
 
     p = sub.add_parser("qa", help="run the eight QA gates on a model artifact")
     p.add_argument("artifact")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--profile", default=C.DEFAULT_PROFILE, choices=C.PROFILES)
-    p.add_argument("--throughput-criterion", default=C.QA_THROUGHPUT_CRITERION,
+    p.add_argument("--profile", default=None, choices=PROFILES)
+    p.add_argument("--spec", default=None, help="spec whose thresholds qa applies (default: the project's)")
+    p.add_argument("--throughput-criterion", default="AC-SHIP2-010",
                    help="criterion whose threshold is the decode floor (AC-SHIP1-007 for MODEL-1)")
+    p.add_argument("--parity-criterion", default="AC-SHIP2-009",
+                   help="criterion whose threshold is the llama.cpp logits tolerance")
     p.add_argument("--min-tok-s", type=float, default=None, help="decode floor overriding the spec's")
+    p.add_argument("--parity-tol", type=float, default=None, help="logits tolerance overriding the spec's")
     p.set_defaults(func=_cmd_qa)
 
 
 def _cmd_qa(args) -> int:
-    from shiptwo.qa import QAConfig, run_qa
+    from shiptwo.measure.qa import QAConfig, run_qa
 
-    cfg = QAConfig(profile=args.profile, throughput_criterion=args.throughput_criterion, min_decode_tok_s=args.min_tok_s)
-    report = run_qa(args.artifact, args.profile, cfg)
+    from shiptwo.harness.spec import load_spec
+
+    spec = None
+    if args.min_tok_s is None or args.parity_tol is None:
+        spec = load_spec(args.spec)
+    floor = args.min_tok_s if args.min_tok_s is not None else spec.criterion(args.throughput_criterion).threshold_for(args.profile)
+    tol = args.parity_tol if args.parity_tol is not None else spec.criterion(args.parity_criterion).threshold_for(args.profile)
+    report = run_qa(args.artifact, QAConfig(min_decode_tok_s=floor, parity_tol=tol, profile=args.profile))
     if args.json:
         _print_json(report.to_dict())
     else:
@@ -378,13 +408,12 @@ def _cmd_qa(args) -> int:
 
 
 def _add_bench(sub) -> None:
-    from shiptwo import constants as C
 
     p = sub.add_parser("bench", help="decode/prefill throughput, time to first token, peak memory")
     p.add_argument("artifact")
     p.add_argument("--json", action="store_true")
     p.add_argument("--compare", default="", help="comma-separated peers: transformers,llama.cpp")
-    p.add_argument("--prompt", default=C.BENCH_PROMPT)
+    p.add_argument("--prompt", default=BENCH_PROMPT)
     p.add_argument("--tokens", type=int, default=None, help="new tokens per timed run (default 128, capped by the context)")
     p.add_argument("--iterations", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
@@ -393,7 +422,7 @@ def _add_bench(sub) -> None:
 
 
 def _cmd_bench(args) -> int:
-    from shiptwo.bench import BenchConfig, run_bench
+    from shiptwo.measure.bench import BenchConfig, run_bench
 
     cfg = BenchConfig(prompt=args.prompt, new_tokens=args.tokens, warmup=args.warmup, iterations=args.iterations, threads=args.threads)
     peers = tuple(c.strip() for c in args.compare.split(",") if c.strip())
@@ -406,15 +435,14 @@ def _cmd_bench(args) -> int:
 
 
 def _add_eval(sub) -> None:
-    from shiptwo import constants as C
 
     p = sub.add_parser("eval", help="evaluations: python-validity, humaneval, loss")
     ev = p.add_subparsers(dest="eval_name", required=True)
     v = ev.add_parser("python-validity", help="share of held-out function completions that parse")
     v.add_argument("artifact")
-    v.add_argument("--n", type=int, default=C.VALIDITY_PROMPTS)
-    v.add_argument("--profile", default=C.DEFAULT_PROFILE, choices=C.PROFILES, help="whose corpus test split")
-    v.add_argument("--model", default="model2", choices=C.MODELS, help="whose recipe's corpus")
+    v.add_argument("--n", type=int, default=VALIDITY_PROMPTS)
+    v.add_argument("--profile", default=None, choices=PROFILES, help="whose corpus test split")
+    v.add_argument("--model", default="model2", choices=MODELS, help="whose recipe's corpus")
     v.add_argument("--out", default=None, help="write the result JSON here")
     v.set_defaults(func=_cmd_eval_validity)
     h = ev.add_parser("humaneval", help="HumanEval pass@k in the sandbox")
@@ -429,16 +457,16 @@ def _add_eval(sub) -> None:
     lo = ev.add_parser("loss", help="cross-entropy and perplexity on a held-out split")
     lo.add_argument("artifact")
     lo.add_argument("--split", default="val", choices=("val", "validation", "test"))
-    lo.add_argument("--profile", default=C.DEFAULT_PROFILE, choices=C.PROFILES)
-    lo.add_argument("--model", default="model2", choices=C.MODELS)
+    lo.add_argument("--profile", default=None, choices=PROFILES)
+    lo.add_argument("--model", default="model2", choices=MODELS)
     lo.add_argument("--max-windows", type=int, default=None)
     lo.set_defaults(func=_cmd_eval_loss)
 
 
 def _cmd_eval_validity(args) -> int:
-    from shiptwo.artifact import load_artifact
-    from shiptwo.evals.loss import split_texts
-    from shiptwo.evals.python_validity import evaluate_python_validity
+    from shiptwo.formats.artifact import load_artifact
+    from shiptwo.measure.evals.loss import split_texts
+    from shiptwo.measure.evals.python_validity import evaluate_python_validity
     from shiptwo.fileio import atomic_write_json
 
     res = evaluate_python_validity(load_artifact(args.artifact), split_texts(args.profile, "test", args.model), args.n)
@@ -450,8 +478,8 @@ def _cmd_eval_validity(args) -> int:
 
 
 def _cmd_eval_humaneval(args) -> int:
-    from shiptwo.evals.humaneval import evaluate_humaneval, load_problems, read_samples, score_samples, write_results
-    from shiptwo.sandbox import SandboxConfig
+    from shiptwo.measure.evals.humaneval import evaluate_humaneval, load_problems, read_samples, score_samples, write_results
+    from shiptwo.measure.sandbox import SandboxConfig
 
     sandbox = SandboxConfig(workers=args.workers)
     if args.samples:
@@ -459,7 +487,7 @@ def _cmd_eval_humaneval(args) -> int:
         res = score_samples(read_samples(args.samples, problems), problems, sandbox=sandbox)
         source = {"samples": args.samples}
     elif args.artifact:
-        from shiptwo.artifact import load_artifact
+        from shiptwo.formats.artifact import load_artifact
 
         res = evaluate_humaneval(load_artifact(args.artifact), args.n_samples, args.temperature, args.limit, sandbox)
         source = {"artifact": args.artifact}
@@ -472,8 +500,8 @@ def _cmd_eval_humaneval(args) -> int:
 
 
 def _cmd_eval_loss(args) -> int:
-    from shiptwo.artifact import load_artifact
-    from shiptwo.evals.loss import evaluate_split_loss, split_texts
+    from shiptwo.formats.artifact import load_artifact
+    from shiptwo.measure.evals.loss import evaluate_split_loss, split_texts
 
     res = evaluate_split_loss(load_artifact(args.artifact), split_texts(args.profile, args.split, args.model), args.split,
                               max_windows=args.max_windows)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from shiptwo.model.tokenizer import EOT_TOKEN
+
 pytest_plugins = ["pytester"]
 
 TINY_SOURCES = ("textwrap.py", "string.py", "bisect.py", "heapq.py", "colorsys.py", "keyword.py", "shlex.py", "fnmatch.py")
@@ -26,14 +28,14 @@ def tiny_texts() -> list[str]:
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer(tiny_texts):
-    from shiptwo.tokenizer import train_tokenizer
+    from shiptwo.model.tokenizer import train_tokenizer
 
     return train_tokenizer(tiny_texts, vocab_size=384)
 
 
 @pytest.fixture(scope="session")
 def tiny_config(tiny_tokenizer):
-    from shiptwo.model import ModelConfig
+    from shiptwo.model.llama import ModelConfig
 
     return ModelConfig(
         vocab_size=tiny_tokenizer.vocab_size,
@@ -51,8 +53,8 @@ def tiny_config(tiny_tokenizer):
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory, tiny_config, tiny_tokenizer) -> Path:
     """A randomly initialised (untrained) tiny checkpoint on disk: for format and contract tests."""
-    from shiptwo.checkpoint import checkpoint_from_model, save_checkpoint
-    from shiptwo.model import LlamaModel
+    from shiptwo.model.checkpoint import checkpoint_from_model, save_checkpoint
+    from shiptwo.model.llama import LlamaModel
 
     model = LlamaModel(tiny_config)
     model.init_weights(seed=0)
@@ -70,7 +72,7 @@ SHARP_EMBED_SCALE = 25.0  # logits of order 1 instead of 1e-2
 def sharp_checkpoint(tmp_path_factory, tiny_checkpoint) -> Path:
     """The tiny checkpoint with Q/K and embeddings scaled up: random-init attention is nearly
     uniform, so a layout defect would barely move its logits; this one's would not."""
-    from shiptwo.checkpoint import load_checkpoint, save_checkpoint
+    from shiptwo.model.checkpoint import load_checkpoint, save_checkpoint
 
     ckpt = load_checkpoint(tiny_checkpoint)
     for name, t in ckpt.tensors.items():
@@ -83,8 +85,8 @@ def sharp_checkpoint(tmp_path_factory, tiny_checkpoint) -> Path:
 
 @pytest.fixture(scope="session")
 def sharp_gguf_f32(tmp_path_factory, sharp_checkpoint) -> Path:
-    from shiptwo.checkpoint import load_checkpoint
-    from shiptwo.gguf_export import export_gguf
+    from shiptwo.model.checkpoint import load_checkpoint
+    from shiptwo.formats.gguf_export import export_gguf
 
     return export_gguf(load_checkpoint(sharp_checkpoint), tmp_path_factory.mktemp("gguf") / "sharp-f32.gguf", "f32")
 
@@ -95,7 +97,6 @@ def transformers_dir(tmp_path_factory, tiny_tokenizer):
     import torch
     import transformers
 
-    from shiptwo import constants as C
 
     torch.manual_seed(0)
     config = transformers.LlamaConfig(
@@ -105,7 +106,7 @@ def transformers_dir(tmp_path_factory, tiny_tokenizer):
     )
     d = tmp_path_factory.mktemp("tf") / "llama"
     transformers.LlamaForCausalLM(config).eval().save_pretrained(d)
-    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tiny_tokenizer.tok, eos_token=C.EOT_TOKEN)
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tiny_tokenizer.tok, eos_token=EOT_TOKEN)
     fast.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
     fast.save_pretrained(d)
     return d

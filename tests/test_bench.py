@@ -7,11 +7,12 @@ import json
 
 import pytest
 
-from shiptwo import constants as C
-from shiptwo.bench import RUNTIME_OURS, BenchConfig, Stat, bench_ours, run_bench
-from shiptwo.checkpoint import load_checkpoint
+from shiptwo.measure.bench import RUNTIME_OURS, BenchConfig, Stat, bench_ours, run_bench
+from shiptwo.model.checkpoint import load_checkpoint
 from shiptwo.cli import main
 from shiptwo.errors import ShiptwoError
+
+from shiptwo.measure.bench import BENCH_PROMPT
 
 QUICK = BenchConfig(new_tokens=8, iterations=2, warmup=1)
 
@@ -19,7 +20,7 @@ QUICK = BenchConfig(new_tokens=8, iterations=2, warmup=1)
 def test_ours_measures_every_figure(tiny_checkpoint):
     r = bench_ours(load_checkpoint(tiny_checkpoint), QUICK)
     assert r.runtime == RUNTIME_OURS and r.new_tokens == 8 and r.iterations == 2
-    assert r.prompt_tokens == len(load_checkpoint(tiny_checkpoint).tokenizer().encode(C.BENCH_PROMPT))
+    assert r.prompt_tokens == len(load_checkpoint(tiny_checkpoint).tokenizer().encode(BENCH_PROMPT))
     for s in (r.decode_tok_s, r.prefill_tok_s, r.ttft_s):
         assert 0 < s.min <= s.median <= s.max
     assert r.peak_rss_delta_bytes >= 0

@@ -8,18 +8,19 @@ import dataclasses
 import pytest
 import torch
 
-from shiptwo.chat import (
+from shiptwo.data.chat import (
     CHAT_SPECIAL_TOKENS,
     CHAT_TEMPLATE,
     END_OF_TURN_TOKEN,
-    chat_defects,
+
     load_reference_conversations,
     render_chat,
 )
-from shiptwo.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from shiptwo.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from shiptwo.errors import ShiptwoError
-from shiptwo.instruct import mine_pairs, pack_pairs, prompt_for
-from shiptwo.sft import add_chat_tokens
+from shiptwo.data.instruct import mine_pairs, pack_pairs, prompt_for
+from shiptwo.builds.model1 import add_chat_tokens
+from shiptwo.checks.chat import chat_defects
 
 
 def test_reference_conversations_render_exactly():

@@ -7,9 +7,11 @@ import json
 import pytest
 import torch
 
-from shiptwo import constants as C
-from shiptwo.checkpoint import load_checkpoint, save_checkpoint
+from shiptwo.model.checkpoint import load_checkpoint, save_checkpoint
 from shiptwo.errors import ShiptwoError
+
+from shiptwo.formats.names import HF_ARCHITECTURE_CLASS
+from shiptwo.model.checkpoint import META_ARCHITECTURE, META_CONFIG, META_TOKENIZER
 
 
 def test_reload_is_bit_exact(tiny_checkpoint, tmp_path):
@@ -52,14 +54,14 @@ def _rewrite(src, dst, edit_meta=None, edit_tensors=None):
 
 
 def test_missing_embedded_tokenizer_is_refused(tiny_checkpoint, tmp_path):
-    bad = _rewrite(tiny_checkpoint, tmp_path / "b.safetensors", edit_meta=lambda m: m.pop(C.META_TOKENIZER))
+    bad = _rewrite(tiny_checkpoint, tmp_path / "b.safetensors", edit_meta=lambda m: m.pop(META_TOKENIZER))
     with pytest.raises(ShiptwoError, match="tokenizer_json"):
         load_checkpoint(bad)
 
 
 def test_class_name_as_architecture_is_refused(tiny_checkpoint, tmp_path):
     def edit(m):
-        m[C.META_ARCHITECTURE] = C.HF_ARCHITECTURE_CLASS
+        m[META_ARCHITECTURE] = HF_ARCHITECTURE_CLASS
 
     bad = _rewrite(tiny_checkpoint, tmp_path / "b.safetensors", edit_meta=edit)
     with pytest.raises(ShiptwoError, match="unsupported architecture"):
@@ -68,9 +70,9 @@ def test_class_name_as_architecture_is_refused(tiny_checkpoint, tmp_path):
 
 def test_shape_contradicting_config_is_refused(tiny_checkpoint, tmp_path):
     def edit(m):
-        cfg = json.loads(m[C.META_CONFIG])
+        cfg = json.loads(m[META_CONFIG])
         cfg["intermediate_size"] += 8
-        m[C.META_CONFIG] = json.dumps(cfg)
+        m[META_CONFIG] = json.dumps(cfg)
 
     bad = _rewrite(tiny_checkpoint, tmp_path / "b.safetensors", edit_meta=edit)
     with pytest.raises(ShiptwoError, match="shape"):

@@ -7,7 +7,7 @@ import unicodedata
 
 import pytest
 
-from shiptwo.corpus import CorpusConfig, load_corpus, split_of
+from shiptwo.data.corpus import CorpusConfig, load_corpus, split_of
 from shiptwo.errors import ShiptwoError
 from shiptwo.fileio import atomic_write_json
 

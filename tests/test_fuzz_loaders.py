@@ -5,10 +5,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shiptwo.checkpoint import load_checkpoint
+from shiptwo.model.checkpoint import load_checkpoint
 from shiptwo.errors import ShiptwoError
-from shiptwo.gguf_export import export_gguf
-from shiptwo.gguf_load import load_gguf
+from shiptwo.formats.gguf_export import export_gguf
+from shiptwo.formats.gguf_load import load_gguf
 
 FUZZ = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

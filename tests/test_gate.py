@@ -7,12 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from shiptwo import constants as C
 from shiptwo.cli import main
 from shiptwo.errors import ShiptwoError
-from shiptwo.gate import decide
-from shiptwo.results import load_results, run_info
-from shiptwo.spec import load_spec
+from shiptwo.harness.release_gate import decide
+from shiptwo.checkout import run_info
+from shiptwo.harness.results import load_results
+from shiptwo.harness.spec import load_spec
+
+from shiptwo.harness.results import FAIL, PASS
 
 GOLDEN = Path(__file__).parent / "golden"
 SPEC = str(GOLDEN / "spec.yaml")
@@ -33,8 +35,8 @@ def _write_results(tmp_path: Path, outcomes: dict[str, str], **entry_overrides) 
 
 
 def test_release_when_ship_pct_and_required_met(tmp_path, capsys):
-    outcomes = {cid: C.PASS for cid in MODEL2}
-    outcomes["AC-G2-005"] = C.FAIL  # 8 of 9 weight units pass: above the 50% floor
+    outcomes = {cid: PASS for cid in MODEL2}
+    outcomes["AC-G2-005"] = FAIL  # 8 of 9 weight units pass: above the 50% floor
     path = _write_results(tmp_path, outcomes)
     assert main(["gate", "--model", "model2", "--spec", SPEC, "--results", path]) == 0
     out = capsys.readouterr().out
@@ -65,8 +67,8 @@ def test_hold_names_every_criterion_below_the_floor(tmp_path, capsys):
 
 
 def test_required_criterion_holds_back_despite_ship_pct(tmp_path, capsys):
-    outcomes = {cid: C.PASS for cid in MODEL2}
-    outcomes["AC-G2-001"] = C.FAIL
+    outcomes = {cid: PASS for cid in MODEL2}
+    outcomes["AC-G2-001"] = FAIL
     path = _write_results(tmp_path, outcomes, **{"AC-G2-001": {"message": "AC-G2-001: measured 2 defects"}})
     assert main(["gate", "--model", "model2", "--spec", SPEC, "--results", path]) == 1
     out = capsys.readouterr().out.splitlines()
@@ -74,7 +76,7 @@ def test_required_criterion_holds_back_despite_ship_pct(tmp_path, capsys):
 
 
 def test_stale_pass_is_refused_unless_allowed(tmp_path):
-    outcomes = {cid: C.PASS for cid in MODEL2}
+    outcomes = {cid: PASS for cid in MODEL2}
     path = _write_results(tmp_path, outcomes, **{"AC-G2-001": {"commit": "old"}})
     spec, results = load_spec(SPEC), load_results(path)
     strict = decide(spec, results, ["model2"])[0]
@@ -83,7 +85,7 @@ def test_stale_pass_is_refused_unless_allowed(tmp_path):
 
 
 def test_model_not_run_is_held(tmp_path, capsys):
-    path = _write_results(tmp_path, {cid: C.PASS for cid in MODEL2})
+    path = _write_results(tmp_path, {cid: PASS for cid in MODEL2})
     assert main(["gate", "--spec", SPEC, "--results", path]) == 1
     out = capsys.readouterr().out
     assert "model1 (MODEL-1): HOLD — ship-% not run" in out and "AC-G1-001 NOT RUN" in out
@@ -107,7 +109,7 @@ def test_malformed_results_exit_2_with_one_line(tmp_path, capsys, content, expec
 def test_missing_file_unknown_model_and_bad_spec_exit_2(tmp_path, capsys):
     assert main(["gate", "--spec", SPEC, "--results", str(tmp_path / "none.json")]) == 2
     assert "cannot read results" in capsys.readouterr().err
-    path = _write_results(tmp_path, {"AC-G2-001": C.PASS})
+    path = _write_results(tmp_path, {"AC-G2-001": PASS})
     assert main(["gate", "--model", "model9", "--spec", SPEC, "--results", path]) == 2
     assert "unknown model 'model9'" in capsys.readouterr().err
     bad_spec = tmp_path / "spec.yaml"
@@ -126,7 +128,7 @@ def test_missing_file_unknown_model_and_bad_spec_exit_2(tmp_path, capsys):
     ({"spec_sha256": "f" * 64}, "another version of the spec"),
 ])
 def test_pass_from_other_code_or_spec_is_not_evidence(tmp_path, change, why):
-    outcomes = {cid: C.PASS for cid in MODEL2}
+    outcomes = {cid: PASS for cid in MODEL2}
     path = _write_results(tmp_path, outcomes, **{"AC-G2-001": change})
     decision = decide(load_spec(SPEC), load_results(path), ["model2"], checkout={"commit": HEAD})[0]
     assert not decision.released and why in decision.holdbacks[0].why

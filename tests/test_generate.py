@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from shiptwo.checkpoint import load_checkpoint
+from shiptwo.model.checkpoint import load_checkpoint
 from shiptwo.cli import main
 from shiptwo.errors import ShiptwoError
-from shiptwo.generate import (
+from shiptwo.model.generate import (
     FINISH_EOS, FINISH_LENGTH, FINISH_STOP, SamplingConfig, generate, generate_batch, generate_ids, stop_at_strings,
 )
 
@@ -138,8 +138,8 @@ def test_inference_weights_follow_in_place_updates(tiny_checkpoint):
 
 
 def test_context_limit_is_reported_not_silent(tiny_checkpoint):
-    from shiptwo.checkpoint import load_checkpoint
-    from shiptwo.generate import FINISH_CONTEXT
+    from shiptwo.model.checkpoint import load_checkpoint
+    from shiptwo.model.generate import FINISH_CONTEXT
 
     ckpt = load_checkpoint(tiny_checkpoint)
     model, tok = ckpt.build_model(), ckpt.tokenizer()

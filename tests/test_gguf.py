@@ -5,13 +5,16 @@ import numpy as np
 import pytest
 import torch
 
-from shiptwo import constants as C
-from shiptwo.checkpoint import load_checkpoint
+from shiptwo.model.checkpoint import load_checkpoint
 from shiptwo.cli import main
 from shiptwo.errors import ShiptwoError
-from shiptwo.gguf_export import export_gguf, write_gguf
-from shiptwo.gguf_load import load_gguf, quantization_cosines, read_gguf, validate_gguf
-from shiptwo.release import missing_provenance
+from shiptwo.formats.gguf_export import export_gguf, write_gguf
+from shiptwo.formats.gguf_load import load_gguf, quantization_cosines, read_gguf, validate_gguf
+from shiptwo.formats.release import missing_provenance
+
+from shiptwo.formats.gguf_export import GGUF_DTYPES
+from shiptwo.model.canaries import CANARY_STRINGS
+from shiptwo.model.tokenizer import EOT_TOKEN
 
 K = gguf.Keys
 
@@ -24,7 +27,7 @@ def ckpt(tiny_checkpoint):
 @pytest.fixture(scope="module")
 def files(tmp_path_factory, ckpt):
     d = tmp_path_factory.mktemp("gguf")
-    return {dt: export_gguf(ckpt, d / f"tiny-{dt}.gguf", dt) for dt in C.GGUF_DTYPES}
+    return {dt: export_gguf(ckpt, d / f"tiny-{dt}.gguf", dt) for dt in GGUF_DTYPES}
 
 
 def test_keys_read_back(files, ckpt):
@@ -46,7 +49,7 @@ def test_keys_read_back(files, ckpt):
     assert f[K.Tokenizer.MODEL] == "gpt2" and f[K.Tokenizer.PRE] == "gpt-2"
     assert len(f[K.Tokenizer.LIST]) == len(f[K.Tokenizer.TOKEN_TYPE]) == cfg.vocab_size
     assert len(f[K.Tokenizer.MERGES]) > 0
-    eot = f[K.Tokenizer.LIST].index(C.EOT_TOKEN)
+    eot = f[K.Tokenizer.LIST].index(EOT_TOKEN)
     assert f[K.Tokenizer.TOKEN_TYPE][eot] == gguf.TokenType.CONTROL
     assert f[K.Tokenizer.BOS_ID] == f[K.Tokenizer.EOS_ID] == cfg.eos_token_id
     assert f[K.General.LICENSE] == ckpt.provenance["license"]
@@ -70,7 +73,7 @@ def test_loader_round_trip(files, ckpt):
     back = load_gguf(files["f32"])
     assert back.config == ckpt.config and back.provenance == ckpt.provenance
     assert all(torch.equal(back.tensors[k], ckpt.tensors[k]) for k in ckpt.tensors)  # Q/K un-permuted
-    for text in C.CANARY_STRINGS:
+    for text in CANARY_STRINGS:
         assert back.tokenizer().encode(text) == ckpt.tokenizer().encode(text)
 
 
@@ -117,8 +120,8 @@ def test_missing_provenance_is_refused(ckpt, tmp_path):
 
 
 def test_q8_0_falls_back_to_f16_for_odd_rows_and_says_so(tmp_path, ckpt, caplog):
-    from shiptwo.checkpoint import Checkpoint
-    from shiptwo.model import LlamaModel, ModelConfig
+    from shiptwo.model.checkpoint import Checkpoint
+    from shiptwo.model.llama import LlamaModel, ModelConfig
 
     cfg = ModelConfig(**{**ckpt.config.to_dict(), "intermediate_size": 40})
     model = LlamaModel(cfg)

@@ -7,12 +7,15 @@ import shutil
 import pytest
 import torch
 
-from shiptwo import constants as C
-from shiptwo.checkpoint import load_checkpoint
+from shiptwo.model.checkpoint import load_checkpoint
 from shiptwo.cli import main
 from shiptwo.errors import ShiptwoError
-from shiptwo.hf_io import export_hf, import_hf, read_hf
-from shiptwo.hf_parity import compare_with_transformers
+from shiptwo.formats.hf import export_hf, import_hf, read_hf
+from shiptwo.runtimes.transformers import compare_with_transformers
+
+from shiptwo.formats.hf import HF_CONFIG_FILE, HF_GENERATION_CONFIG_FILE, HF_MODEL_CARD_FILE, HF_SHARD_INDEX_FILE, HF_TOKENIZER_CLASS, HF_TOKENIZER_CONFIG_FILE, HF_TOKENIZER_FILE, HF_WEIGHTS_FILE
+from shiptwo.model.checkpoint import PROVENANCE_KEYS
+from shiptwo.model.tokenizer import EOT_TOKEN
 
 
 @pytest.fixture(scope="module")
@@ -26,19 +29,19 @@ def hf_dir(tmp_path_factory, ckpt):
 
 
 def test_export_files_and_config(hf_dir, ckpt):
-    for name in (C.HF_CONFIG_FILE, C.HF_WEIGHTS_FILE, C.HF_TOKENIZER_FILE, C.HF_TOKENIZER_CONFIG_FILE,
-                 C.HF_GENERATION_CONFIG_FILE, C.HF_MODEL_CARD_FILE):
+    for name in (HF_CONFIG_FILE, HF_WEIGHTS_FILE, HF_TOKENIZER_FILE, HF_TOKENIZER_CONFIG_FILE,
+                 HF_GENERATION_CONFIG_FILE, HF_MODEL_CARD_FILE):
         assert (hf_dir / name).is_file(), name
-    cfg = json.loads((hf_dir / C.HF_CONFIG_FILE).read_text())
+    cfg = json.loads((hf_dir / HF_CONFIG_FILE).read_text())
     assert cfg["architectures"] == ["LlamaForCausalLM"] and cfg["model_type"] == "llama"
     for key, value in ckpt.config.to_dict().items():
         assert cfg[key] == value, key
     assert cfg["head_dim"] == ckpt.config.head_dim and cfg["tie_word_embeddings"] is True
-    for key in C.PROVENANCE_KEYS:
+    for key in PROVENANCE_KEYS:
         assert cfg[key] == ckpt.provenance[key]
-    tok_cfg = json.loads((hf_dir / C.HF_TOKENIZER_CONFIG_FILE).read_text())
-    assert tok_cfg["tokenizer_class"] == C.HF_TOKENIZER_CLASS and tok_cfg["eos_token"] == C.EOT_TOKEN
-    from shiptwo.release import missing_provenance
+    tok_cfg = json.loads((hf_dir / HF_TOKENIZER_CONFIG_FILE).read_text())
+    assert tok_cfg["tokenizer_class"] == HF_TOKENIZER_CLASS and tok_cfg["eos_token"] == EOT_TOKEN
+    from shiptwo.formats.release import missing_provenance
 
     assert missing_provenance([hf_dir]) == {}
 
@@ -55,9 +58,9 @@ def test_parity_check_fails_on_a_wrong_weight(tmp_path, hf_dir, ckpt):
 
     bad = tmp_path / "bad"
     shutil.copytree(hf_dir, bad)
-    tensors = load_file(bad / C.HF_WEIGHTS_FILE)
+    tensors = load_file(bad / HF_WEIGHTS_FILE)
     tensors["model.layers.0.mlp.down_proj.weight"] *= 3
-    save_file(tensors, bad / C.HF_WEIGHTS_FILE, metadata={"format": "pt"})
+    save_file(tensors, bad / HF_WEIGHTS_FILE, metadata={"format": "pt"})
     assert compare_with_transformers(ckpt, bad).max_logit_diff > 1e-3
 
 
@@ -88,9 +91,9 @@ def test_import_without_provenance_names_the_field(tmp_path, transformers_dir):
 def _edited_copy(tmp_path, src, **changes):
     d = tmp_path / "edited"
     shutil.copytree(src, d)
-    cfg = json.loads((d / C.HF_CONFIG_FILE).read_text())
+    cfg = json.loads((d / HF_CONFIG_FILE).read_text())
     cfg.update(changes)
-    (d / C.HF_CONFIG_FILE).write_text(json.dumps(cfg))
+    (d / HF_CONFIG_FILE).write_text(json.dumps(cfg))
     return d
 
 
@@ -111,14 +114,14 @@ def test_unrepresentable_config_is_refused_by_name(tmp_path, hf_dir, changes, fi
 
 def test_missing_or_sharded_weights_and_missing_tokenizer_are_named(tmp_path, hf_dir):
     d = _edited_copy(tmp_path, hf_dir)
-    (d / C.HF_TOKENIZER_FILE).unlink()
+    (d / HF_TOKENIZER_FILE).unlink()
     with pytest.raises(ShiptwoError, match="tokenizer.json"):
         read_hf(d)
-    (d / C.HF_WEIGHTS_FILE).rename(d / "model-00001-of-00002.safetensors")
-    (d / C.HF_SHARD_INDEX_FILE).write_text("{}")
+    (d / HF_WEIGHTS_FILE).rename(d / "model-00001-of-00002.safetensors")
+    (d / HF_SHARD_INDEX_FILE).write_text("{}")
     with pytest.raises(ShiptwoError, match="sharded"):
         read_hf(d)
-    (d / C.HF_SHARD_INDEX_FILE).unlink()
+    (d / HF_SHARD_INDEX_FILE).unlink()
     with pytest.raises(ShiptwoError, match="model.safetensors"):
         read_hf(d)
 
@@ -132,14 +135,14 @@ def test_shape_contradicting_config_is_refused(tmp_path, hf_dir):
 def test_cli_export_import_and_clean_failure(tmp_path, tiny_checkpoint, capsys):
     out = tmp_path / "hf"
     assert main(["export", str(tiny_checkpoint), "--format", "hf", "-o", str(out)]) == 0
-    good = (out / C.HF_CONFIG_FILE).read_bytes()
+    good = (out / HF_CONFIG_FILE).read_bytes()
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(tiny_checkpoint.read_bytes()[:1000])
     capsys.readouterr()
     assert main(["export", str(bad), "--format", "hf", "-o", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("shiptwo: error:") and str(bad) in err and "\n" not in err
-    assert (out / C.HF_CONFIG_FILE).read_bytes() == good  # the good export is untouched
+    assert (out / HF_CONFIG_FILE).read_bytes() == good  # the good export is untouched
     assert main(["import", str(out), "-o", str(tmp_path / "ck.safetensors")]) == 0
     assert main(["import", str(tmp_path / "nodir"), "-o", str(tmp_path / "x.safetensors")]) == 2
 
@@ -148,8 +151,8 @@ def test_nan_weights_are_refused_by_name(tmp_path, hf_dir):
     from safetensors.torch import load_file, save_file
 
     d = _edited_copy(tmp_path, hf_dir)
-    tensors = load_file(d / C.HF_WEIGHTS_FILE)
+    tensors = load_file(d / HF_WEIGHTS_FILE)
     tensors["model.norm.weight"][3] = float("inf")
-    save_file(tensors, d / C.HF_WEIGHTS_FILE, metadata={"format": "pt"})
+    save_file(tensors, d / HF_WEIGHTS_FILE, metadata={"format": "pt"})
     with pytest.raises(ShiptwoError, match="model.norm.weight contains NaN or Inf"):
         read_hf(d)

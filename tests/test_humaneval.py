@@ -7,14 +7,15 @@ import json
 
 import pytest
 
-from shiptwo import constants as C
-from shiptwo.checkpoint import load_checkpoint
+from shiptwo.model.checkpoint import load_checkpoint
 from shiptwo.cli import main
 from shiptwo.errors import ShiptwoError
-from shiptwo.evals.humaneval import (
+from shiptwo.measure.evals.humaneval import (
     estimate_pass_at_k, evaluate_humaneval, load_problems, read_samples, score_samples, write_results,
 )
-from shiptwo.sandbox import SandboxConfig
+from shiptwo.measure.sandbox import SandboxConfig
+
+from shiptwo.measure.evals.humaneval import HUMANEVAL_REFERENCE_FILE, HUMANEVAL_RESULTS_FILE, HUMANEVAL_STOP
 
 SANDBOX = SandboxConfig(timeout_s=5.0, workers=2)
 
@@ -78,7 +79,7 @@ def test_model_completions_are_generated_scored_and_written(tiny_checkpoint, tmp
     assert summary["pass_at"] == res.pass_at and summary["artifact"] == "tiny"
     rows = [json.loads(line) for line in samples.read_text().splitlines()]
     assert [sorted(r) for r in rows] == [["completion", "passed", "result", "task_id"]] * 3
-    assert all(not any(s in r["completion"] for s in C.HUMANEVAL_STOP) for r in rows)
+    assert all(not any(s in r["completion"] for s in HUMANEVAL_STOP) for r in rows)
 
 
 def test_greedy_with_several_samples_is_refused(tiny_checkpoint):
@@ -93,16 +94,16 @@ def test_cli_scores_a_samples_file(problems, tmp_path, capsys):
                             for i, (t, p) in enumerate(first.items())))
     assert main(["eval", "humaneval", "--samples", str(path), "--limit", "4", "--out", str(tmp_path)]) == 0
     assert "pass@1 50.00%" in capsys.readouterr().out
-    assert json.loads((tmp_path / C.HUMANEVAL_RESULTS_FILE).read_text())["pass_at"]["pass@1"] == 50.0
+    assert json.loads((tmp_path / HUMANEVAL_RESULTS_FILE).read_text())["pass_at"]["pass@1"] == 50.0
 
 
 def test_reference_gap_for_model1(tmp_path):
-    from shiptwo.evals.humaneval import HumanEvalResult, read_reference, record_reference, reference_gap
-    from shiptwo.spec import load_spec
+    from shiptwo.measure.evals.humaneval import HumanEvalResult, read_reference, record_reference, reference_gap
+    from shiptwo.harness.spec import load_spec
 
     crit = load_spec().criterion("AC-SHIP1-005")
     built = HumanEvalResult(pass_at={"pass@1": 40.0}, n_problems=164, samples_per_task=1)
-    ref = read_reference(record_reference(built, tmp_path / C.HUMANEVAL_REFERENCE_FILE))
+    ref = read_reference(record_reference(built, tmp_path / HUMANEVAL_REFERENCE_FILE))
     same = HumanEvalResult(pass_at={"pass@1": 40.5}, n_problems=164, samples_per_task=1)
     drifted = HumanEvalResult(pass_at={"pass@1": 35.0}, n_problems=164, samples_per_task=1)
     assert crit.is_met(reference_gap(same, ref), "default")
@@ -117,7 +118,7 @@ def test_reference_gap_for_model1(tmp_path):
 
 
 def test_completion_is_relative_to_the_original_prompt():
-    from shiptwo.evals.humaneval import _relative
+    from shiptwo.measure.evals.humaneval import _relative
 
     assert _relative("\n    return 1\n", "\n") == "    return 1\n"  # generated after the stripped prompt
     assert _relative(" # c\n    return 1", "\n") == " # c\n    return 1"  # did not reproduce it: kept whole

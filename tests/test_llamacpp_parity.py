@@ -3,11 +3,14 @@ and the defective GGUFs llama.cpp refuses or that the logits comparison catches.
 
 import pytest
 
-from shiptwo import constants as C
-from shiptwo.checkpoint import load_checkpoint
+from shiptwo.model.checkpoint import load_checkpoint
 from shiptwo.errors import ShiptwoError
-from shiptwo.gguf_export import export_gguf, write_gguf
-from shiptwo.llamacpp import compare_with_llamacpp, llamacpp_generate
+from shiptwo.formats.gguf_export import export_gguf, write_gguf
+from shiptwo.runtimes.llamacpp import compare_with_llamacpp, llamacpp_generate
+
+from shiptwo.formats.names import HF_ARCHITECTURE_CLASS
+from shiptwo.model.canaries import CANARY_PROMPTS
+from shiptwo.runtimes.llamacpp import LLAMACPP_GREEDY_STEPS, Q8_0_MIN_LOGIT_COSINE
 
 TOL = 1e-3  # AC-SHIP2-009
 
@@ -20,7 +23,7 @@ def sharp(sharp_checkpoint):
 def test_f32_gguf_matches_our_runtime(sharp, sharp_gguf_f32):
     r = compare_with_llamacpp(sharp, sharp_gguf_f32)
     assert r.ids_mismatch == [] and r.greedy_mismatch == []
-    assert r.greedy_steps == C.LLAMACPP_GREEDY_STEPS == 32
+    assert r.greedy_steps == LLAMACPP_GREEDY_STEPS == 32
     assert r.max_logit_diff <= TOL and r.ok(TOL)
 
 
@@ -37,7 +40,7 @@ def test_parity_fails_when_the_runtime_weights_differ(sharp, sharp_gguf_f32):
 
 
 @pytest.mark.parametrize("knobs, name", [
-    ({"architecture": C.HF_ARCHITECTURE_CLASS}, "arch"),
+    ({"architecture": HF_ARCHITECTURE_CLASS}, "arch"),
     ({"with_merges": False}, "nomerges"),
     ({"with_tokenizer": False}, "notok"),
 ])
@@ -49,7 +52,7 @@ def test_llamacpp_refuses_defective_files(tmp_path, sharp, knobs, name):
 
 def test_q8_0_loads_and_generates(tmp_path, tiny_checkpoint):
     path = export_gguf(load_checkpoint(tiny_checkpoint), tmp_path / "q8.gguf", "q8_0")
-    ids, text = llamacpp_generate(path, C.CANARY_PROMPTS[0], steps=8)
+    ids, text = llamacpp_generate(path, CANARY_PROMPTS[0], steps=8)
     assert len(ids) == 8 and isinstance(text, str)
 
 
@@ -61,9 +64,9 @@ def test_missing_file_is_a_clean_error(tmp_path):
 def test_q8_0_logit_cosine_check_passes_its_model_and_fails_another(tmp_path, sharp, tiny_checkpoint):
     """AC-SHIP1-004's quantized leg: same-direction logits for the model the Q8_0 file was made
     from, not for another model of the same shape."""
-    from shiptwo.gguf_export import export_gguf
+    from shiptwo.formats.gguf_export import export_gguf
 
     q8 = export_gguf(sharp, tmp_path / "sharp-q8_0.gguf", "q8_0")
-    assert compare_with_llamacpp(sharp, q8).min_logit_cosine >= C.Q8_0_MIN_LOGIT_COSINE
+    assert compare_with_llamacpp(sharp, q8).min_logit_cosine >= Q8_0_MIN_LOGIT_COSINE
     other = load_checkpoint(tiny_checkpoint)  # same shapes, unsharpened weights
-    assert compare_with_llamacpp(other, q8).min_logit_cosine < C.Q8_0_MIN_LOGIT_COSINE
+    assert compare_with_llamacpp(other, q8).min_logit_cosine < Q8_0_MIN_LOGIT_COSINE

@@ -251,7 +251,7 @@ def test_inert_without_ac_marks_and_without_spec(pytester):
 
 
 def test_describe_evidence_hashes_files_and_directories(tmp_path):
-    from shiptwo.results import describe_evidence
+    from shiptwo.harness.results import describe_evidence
 
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "a.bin").write_bytes(b"a")

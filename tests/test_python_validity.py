@@ -8,9 +8,9 @@ import math
 
 import pytest
 
-from shiptwo.checkpoint import load_checkpoint
+from shiptwo.model.checkpoint import load_checkpoint
 from shiptwo.errors import ShiptwoError
-from shiptwo.evals.python_validity import (
+from shiptwo.measure.evals.python_validity import (
     body_end, evaluate_python_validity, function_prompts, has_body, score_completions,
 )
 
@@ -85,7 +85,7 @@ def test_evaluate_on_a_model(tiny_checkpoint, tiny_texts):
 
 
 def test_held_out_loss_uses_the_trainers_evaluation(tiny_checkpoint, tiny_texts):
-    from shiptwo.evals.loss import evaluate_split_loss, split_texts
+    from shiptwo.measure.evals.loss import evaluate_split_loss, split_texts
 
     ckpt = load_checkpoint(tiny_checkpoint)
     res = evaluate_split_loss(ckpt, tiny_texts[:2], "test", seq_len=64, max_windows=4)
@@ -98,8 +98,8 @@ def test_held_out_loss_uses_the_trainers_evaluation(tiny_checkpoint, tiny_texts)
 
 
 def test_run_output_check_for_model1():
-    from shiptwo.evals.python_validity import run_output_parses
-    from shiptwo.spec import load_spec
+    from shiptwo.measure.evals.python_validity import run_output_parses
+    from shiptwo.harness.spec import load_spec
 
     crit = load_spec().criterion("AC-SHIP1-002")
     good = "def fib(n):\n    return n if n < 2 else fib(n - 1) + fib(n - 2)"
@@ -109,7 +109,7 @@ def test_run_output_check_for_model1():
 
 
 def test_validity_threshold_rejects_degenerate_model_output():
-    from shiptwo.spec import load_spec
+    from shiptwo.harness.spec import load_spec
 
     crit = load_spec().criterion("AC-SHIP2-007")
     p = 'def f(x):\n    """Doc."""'

@@ -9,24 +9,26 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from shiptwo import constants as C
-from shiptwo.checkpoint import load_checkpoint, read_safetensors_metadata
+from shiptwo.model.checkpoint import load_checkpoint, read_safetensors_metadata
 from shiptwo.cli import main
 from shiptwo.fileio import atomic_write_bytes
-from shiptwo.qa import (
+from shiptwo.measure.qa import (
     GATES, QAConfig, gate_format_parity, gate_golden_output, gate_metadata, gate_no_degeneration,
     gate_tensor_contract, gate_tensor_statistics, gate_throughput, gate_tokenizer_round_trip, golden_runs,
     read_subject, repetition_fraction, run_qa, tensor_defects,
 )
 
-FAST = QAConfig(min_decode_tok_s=1.0, throughput_tokens=8)
+from shiptwo.formats.names import HF_ARCHITECTURE_CLASS
+from shiptwo.model.checkpoint import META_ARCHITECTURE, META_GOLDEN, META_LICENSE, META_TOKENIZER
+
+FAST = QAConfig(min_decode_tok_s=1.0, parity_tol=1e-3, throughput_tokens=8)
 
 
 @pytest.fixture(scope="module")
 def sound(tmp_path_factory, tiny_checkpoint):
     """The tiny checkpoint made to look trained: norms moved off their constant init, golden recorded."""
-    from shiptwo.checkpoint import save_checkpoint
-    from shiptwo.train import golden_outputs
+    from shiptwo.model.checkpoint import save_checkpoint
+    from shiptwo.training.loop import golden_outputs
 
     ckpt = load_checkpoint(tiny_checkpoint)
     gen = torch.Generator().manual_seed(1)
@@ -68,19 +70,19 @@ def test_sound_artifact_passes_its_gates_and_cli_exits_1_on_a_failed_gate(sound,
 
 
 def test_metadata_gate_fails_without_tokenizer(sound, tmp_path):
-    bad = _rewrite(sound, tmp_path / "notok.safetensors", meta=lambda m: m.pop(C.META_TOKENIZER))
+    bad = _rewrite(sound, tmp_path / "notok.safetensors", meta=lambda m: m.pop(META_TOKENIZER))
     sub = read_subject(bad)
     gate = gate_metadata(sub)
-    assert not gate.passed and C.META_TOKENIZER in gate.detail
+    assert not gate.passed and META_TOKENIZER in gate.detail
     assert not gate_tokenizer_round_trip(sub).passed
 
 
 def test_metadata_gate_fails_without_provenance_or_with_class_name(sound, tmp_path):
-    bad = _rewrite(sound, tmp_path / "nolic.safetensors", meta=lambda m: m.pop(C.META_LICENSE))
+    bad = _rewrite(sound, tmp_path / "nolic.safetensors", meta=lambda m: m.pop(META_LICENSE))
     assert not gate_metadata(read_subject(bad)).passed
-    bad = _rewrite(sound, tmp_path / "cls.safetensors", meta=lambda m: m.update({C.META_ARCHITECTURE: C.HF_ARCHITECTURE_CLASS}))
+    bad = _rewrite(sound, tmp_path / "cls.safetensors", meta=lambda m: m.update({META_ARCHITECTURE: HF_ARCHITECTURE_CLASS}))
     gate = gate_metadata(read_subject(bad))
-    assert not gate.passed and C.HF_ARCHITECTURE_CLASS in gate.detail
+    assert not gate.passed and HF_ARCHITECTURE_CLASS in gate.detail
 
 
 def test_tensor_contract_gate_fails_on_extra_and_misshapen_tensor(sound, tmp_path):
@@ -119,9 +121,9 @@ def test_statistics_gate_fails_on_untrained_constant_norms(tiny_checkpoint):
 
 def test_tokenizer_gate_fails_on_lossy_tokenizer(sound, tmp_path):
     def strip(m):
-        tok = json.loads(m[C.META_TOKENIZER])
+        tok = json.loads(m[META_TOKENIZER])
         tok["normalizer"] = {"type": "Strip", "strip_left": True, "strip_right": True}
-        m[C.META_TOKENIZER] = json.dumps(tok)
+        m[META_TOKENIZER] = json.dumps(tok)
 
     gate = gate_tokenizer_round_trip(read_subject(_rewrite(sound, tmp_path / "lower.safetensors", meta=strip)))
     assert not gate.passed and "leading and trailing" in gate.detail
@@ -129,17 +131,17 @@ def test_tokenizer_gate_fails_on_lossy_tokenizer(sound, tmp_path):
 
 def test_golden_gate_fails_on_wrong_or_missing_golden(sound, tmp_path):
     def wrong(m):
-        g = json.loads(m[C.META_GOLDEN])
+        g = json.loads(m[META_GOLDEN])
         g["output_ids"][0][0] = (g["output_ids"][0][0] + 1) % 300
-        m[C.META_GOLDEN] = json.dumps(g)
+        m[META_GOLDEN] = json.dumps(g)
 
     sub = read_subject(_rewrite(sound, tmp_path / "wrong.safetensors", meta=wrong))
     gate = gate_golden_output(sub, golden_runs(sub.ckpt, sub.golden))
     assert not gate.passed and "differ from the recorded golden" in gate.detail
-    sub = read_subject(_rewrite(sound, tmp_path / "nogold.safetensors", meta=lambda m: m.pop(C.META_GOLDEN)))
+    sub = read_subject(_rewrite(sound, tmp_path / "nogold.safetensors", meta=lambda m: m.pop(META_GOLDEN)))
     gate = gate_golden_output(sub, None)
     assert not gate.passed and "golden outputs recorded" in gate.detail
-    sub = read_subject(_rewrite(sound, tmp_path / "badgold.safetensors", meta=lambda m: m.update({C.META_GOLDEN: "{"})))
+    sub = read_subject(_rewrite(sound, tmp_path / "badgold.safetensors", meta=lambda m: m.update({META_GOLDEN: "{"})))
     assert sub.golden is None and not gate_metadata(sub).passed
 
 
@@ -156,22 +158,25 @@ def test_degeneration_gate_fails_on_the_original_models_output():
 def test_throughput_gate_fails_on_impossible_floor(sound):
     ckpt = load_checkpoint(sound)
     assert gate_throughput(ckpt, FAST).passed
-    gate = gate_throughput(ckpt, QAConfig(min_decode_tok_s=1e12, throughput_tokens=8))
+    gate = gate_throughput(ckpt, QAConfig(min_decode_tok_s=1e12, parity_tol=1e-3, throughput_tokens=8))
     assert not gate.passed and "floor 1e+12" in gate.detail
 
 
-def test_throughput_floor_comes_from_the_spec():
-    from shiptwo.qa import throughput_floor
-    from shiptwo.spec import load_spec
+def test_cli_qa_works_from_any_directory_with_the_specs_thresholds(sound, tmp_path, monkeypatch, capsys):
+    """`cd /tmp && shiptwo qa CKPT`: the spec is found from the checkout; the floor is the profile's."""
+    from shiptwo.harness.spec import load_spec
 
-    spec = load_spec()
-    for profile in C.PROFILES:
-        want = spec.criterion(C.QA_THROUGHPUT_CRITERION).threshold_for(profile)
-        assert throughput_floor(QAConfig(profile=profile)) == want
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SHIPTWO_PROFILE", "smoke")
+    main(["qa", str(sound), "--json"])
+    out = json.loads(capsys.readouterr().out)
+    floor = load_spec().criterion("AC-SHIP2-010").threshold_for("smoke")
+    gate = next(g for g in out["gates"] if g["name"] == "throughput")
+    assert out["profile"] == "smoke" and f"floor {floor:g} (smoke)" in gate["detail"]
 
 
 def test_parity_gate_fails_on_gguf_without_qk_permutation(sound):
-    from shiptwo.gguf_export import write_gguf
+    from shiptwo.formats.gguf_export import write_gguf
 
     ckpt = load_checkpoint(sound)
     gate = gate_format_parity(ckpt, sound, "native", FAST,

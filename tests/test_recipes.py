@@ -6,13 +6,16 @@ import pytest
 import torch
 import yaml
 
-from shiptwo import constants as C
 from shiptwo.errors import ShiptwoError
-from shiptwo.model import LlamaModel, ModelConfig
-from shiptwo.recipes import architecture_mismatches, load_recipe, recipe_path
+from shiptwo.model.llama import LlamaModel, ModelConfig
+from shiptwo.checks.checkpoint import architecture_mismatches
+from shiptwo.paths import recipe_path
+from shiptwo.training.recipes import load_recipe
+
+from shiptwo.paths import PROFILES
 
 
-@pytest.mark.parametrize("profile", C.PROFILES)
+@pytest.mark.parametrize("profile", PROFILES)
 def test_every_profile_loads_and_meets_its_contract(profile):
     r = load_recipe("model2", profile)
     n, problems = architecture_mismatches(r.model_declared, r.declared_parameters, r.parameter_tolerance)

@@ -4,13 +4,16 @@ import json
 
 import pytest
 
-from shiptwo import constants as C
-from shiptwo.checkpoint import load_checkpoint
+from shiptwo.model.checkpoint import load_checkpoint
 from shiptwo.cli import main
 from shiptwo.errors import ShiptwoError
-from shiptwo.gguf_export import export_gguf
-from shiptwo.hf_io import export_hf
-from shiptwo.release import missing_provenance, publish, verify
+from shiptwo.formats.gguf_export import export_gguf
+from shiptwo.formats.hf import export_hf
+from shiptwo.formats.release import missing_provenance, publish, verify
+
+from shiptwo.formats.hf import HF_CONFIG_FILE, HF_MODEL_CARD_FILE, HF_WEIGHTS_FILE
+from shiptwo.formats.release import RELEASE_MANIFEST
+from shiptwo.paths import SPEC_PATH
 
 
 @pytest.fixture(scope="module")
@@ -42,20 +45,20 @@ def test_a_missing_provenance_field_is_counted(tmp_path, artifacts):
 
     hf = tmp_path / "hf"
     shutil.copytree(artifacts["hf"], hf)
-    cfg = json.loads((hf / C.HF_CONFIG_FILE).read_text())
+    cfg = json.loads((hf / HF_CONFIG_FILE).read_text())
     del cfg["data_source"]
-    (hf / C.HF_CONFIG_FILE).write_text(json.dumps(cfg))
+    (hf / HF_CONFIG_FILE).write_text(json.dumps(cfg))
     missing = missing_provenance([artifacts["native"], hf, artifacts["gguf"]])
-    assert missing == {str(hf / C.HF_CONFIG_FILE): ["data_source"]}
+    assert missing == {str(hf / HF_CONFIG_FILE): ["data_source"]}
     with pytest.raises(ShiptwoError, match="data_source"):
         publish([hf], tmp_path / "rel", artifacts["spec"])
     assert not (tmp_path / "rel").exists()
 
 
 def test_manifest_lists_every_file(release, artifacts):
-    manifest = json.loads((release / C.RELEASE_MANIFEST).read_text())
+    manifest = json.loads((release / RELEASE_MANIFEST).read_text())
     paths = {f["path"] for f in manifest["files"]}
-    assert artifacts["gguf"].name in paths and f"hf/{C.HF_WEIGHTS_FILE}" in paths and artifacts["native"].name in paths
+    assert artifacts["gguf"].name in paths and f"hf/{HF_WEIGHTS_FILE}" in paths and artifacts["native"].name in paths
     assert all(len(f["sha256"]) == 64 and f["size"] > 0 for f in manifest["files"])
     assert manifest["provenance"]["license"] == "Apache-2.0" and len(manifest["spec_sha256"]) == 64
     assert "git_commit" in manifest
@@ -72,7 +75,7 @@ def test_one_changed_byte_in_a_file_fails(release, artifacts):
 
 
 def test_one_changed_byte_in_the_manifest_fails(release):
-    mpath = release / C.RELEASE_MANIFEST
+    mpath = release / RELEASE_MANIFEST
     text = mpath.read_text()
     i = text.index("Apache-2.0")
     mpath.write_text(text[:i] + "B" + text[i + 1 :])  # provenance rewritten, hashes untouched
@@ -80,13 +83,13 @@ def test_one_changed_byte_in_the_manifest_fails(release):
 
 
 def test_missing_and_extra_files_are_named(release):
-    (release / "hf" / C.HF_MODEL_CARD_FILE).unlink()
+    (release / "hf" / HF_MODEL_CARD_FILE).unlink()
     (release / "notes.txt").write_text("x")
     problems = verify(release)
     assert any("README.md: missing" in p for p in problems)
     assert any("notes.txt: extra" in p for p in problems)
-    (release / C.RELEASE_MANIFEST).unlink()
-    assert verify(release) == [f"{release / C.RELEASE_MANIFEST}: manifest missing"]
+    (release / RELEASE_MANIFEST).unlink()
+    assert verify(release) == [f"{release / RELEASE_MANIFEST}: manifest missing"]
 
 
 def test_cli_publish_and_verify(tmp_path, artifacts, capsys):
@@ -105,9 +108,9 @@ def test_audit_release_counts_defects_of_a_doctored_manifest(tmp_path, tiny_chec
     """The audit itself must be able to fail: on a doctored manifest it counts defects."""
     import json
 
-    from shiptwo.release import audit_release, publish
+    from shiptwo.formats.release import audit_release, publish
 
-    manifest = publish([tiny_checkpoint], tmp_path / "rel", spec_path=C.SPEC_PATH)
+    manifest = publish([tiny_checkpoint], tmp_path / "rel", spec_path=SPEC_PATH)
     good = audit_release(manifest.parent, tmp_path / "work-good")
     assert good["defects"] == 0 and good["tamper_detected"]
     doc = json.loads(manifest.read_text())

@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from shiptwo import constants as C
 from shiptwo.cli import main
 from shiptwo.errors import ShiptwoError
-from shiptwo.report import build_report, render
-from shiptwo.results import load_results
-from shiptwo.spec import load_spec
+from shiptwo.harness.report import build_report, render
+from shiptwo.harness.results import load_results
+from shiptwo.harness.spec import load_spec
+
+from shiptwo.harness.results import BLOCKED, ERROR, FAIL, NOT_RUN, NO_TEST, PASS, SKIPPED
 
 GOLDEN = Path(__file__).parent / "golden"
 BOUND = {"AC-G2-001", "AC-G2-002", "AC-G2-003", "AC-G2-004", "AC-G2-005", "AC-G2-006", "AC-G2-008", "AC-G1-001"}
@@ -44,9 +45,9 @@ def test_every_status_is_rendered(golden_dir):
     data = _data()
     by_id = {c["id"]: c["status"] for c in data["criteria"]}
     assert by_id == {
-        "AC-G2-001": C.PASS, "AC-G2-002": C.FAIL, "AC-G2-003": C.BLOCKED, "AC-G2-004": C.ERROR,
-        "AC-G2-005": C.SKIPPED, "AC-G2-006": C.NOT_RUN, "AC-G2-007": C.NO_TEST, "AC-G2-008": C.PASS,
-        "AC-G1-001": C.NOT_RUN,
+        "AC-G2-001": PASS, "AC-G2-002": FAIL, "AC-G2-003": BLOCKED, "AC-G2-004": ERROR,
+        "AC-G2-005": SKIPPED, "AC-G2-006": NOT_RUN, "AC-G2-007": NO_TEST, "AC-G2-008": PASS,
+        "AC-G1-001": NOT_RUN,
     }
     text = render(data, "md")
     rows: dict[str, str] = {}
@@ -78,9 +79,9 @@ def test_opportunities_rank_unblocking_first(golden_dir):
 def test_baseline_diff_per_criterion_and_model(golden_dir):
     base = _data(baseline=True)["baseline"]
     changes = {c["id"]: (c["before"], c["after"]) for c in base["criteria"]}
-    assert changes["AC-G2-001"] == (C.FAIL, C.PASS)
-    assert changes["AC-G2-004"] == (C.PASS, C.ERROR)
-    assert changes["AC-G2-005"] == (C.NOT_RUN, C.SKIPPED)
+    assert changes["AC-G2-001"] == (FAIL, PASS)
+    assert changes["AC-G2-004"] == (PASS, ERROR)
+    assert changes["AC-G2-005"] == (NOT_RUN, SKIPPED)
     model2 = next(m for m in base["models"] if m["key"] == "model2")
     assert (model2["before"], model2["after"]) == ("11.1%", "33.3%") and model2["delta_text"] == "+22.2 pts"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from shiptwo.sandbox import NET_AUDIT_HOOK, NET_NAMESPACE, PASSED, TIMED_OUT, SandboxConfig, run_program, run_programs
+from shiptwo.measure.sandbox import NET_AUDIT_HOOK, NET_NAMESPACE, PASSED, TIMED_OUT, SandboxConfig, run_program, run_programs
 
 CFG = SandboxConfig(timeout_s=2.0)
 SLACK_S = 3.0  # process start, the kill sweep and a loaded 2-core machine
@@ -44,7 +44,7 @@ def test_fork_bomb_is_contained():
     res = _run(bomb)
     assert not res.passed
     if os.geteuid() == 0:  # its own uid: nothing of it may survive the sweep
-        from shiptwo.sandbox import _pids_of_uid
+        from shiptwo.measure.sandbox import _pids_of_uid
 
         assert _pids_of_uid(res.uid) == []
 
@@ -53,7 +53,7 @@ def test_escaped_child_is_killed():
     src = "import os, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(600)\n"
     res = _run(src)
     if os.geteuid() == 0:
-        from shiptwo.sandbox import _pids_of_uid
+        from shiptwo.measure.sandbox import _pids_of_uid
 
         assert _pids_of_uid(res.uid) == []
 

@@ -5,16 +5,17 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shiptwo import constants as C
-from shiptwo.results import Results
-from shiptwo.scoring import opportunities, score, ship_percentage
-from shiptwo.spec import Criterion, Model, Spec
+from shiptwo.harness.results import Results
+from shiptwo.harness.scoring import opportunities, score, ship_percentage
+from shiptwo.harness.spec import Criterion, Model, Spec
+
+from shiptwo.harness.results import BLOCKED, ERROR, FAIL, NOT_RUN, NO_TEST, PASS, SKIPPED, STATUSES
 
 RUN = {"commit": "abc", "profile": "default", "spec_sha256": "x", "time": "t"}
-EXECUTED = (C.PASS, C.FAIL, C.ERROR, C.SKIPPED)
+EXECUTED = (PASS, FAIL, ERROR, SKIPPED)
 
 weights = st.floats(min_value=0.01, max_value=100, allow_nan=False)
-statuses = st.sampled_from(C.STATUSES)
+statuses = st.sampled_from(STATUSES)
 items = st.lists(st.tuples(weights, statuses), min_size=1, max_size=30)
 
 
@@ -41,7 +42,7 @@ def test_ship_pct_is_within_bounds(pairs):
 def test_a_pass_never_lowers_ship_pct(pairs, index):
     index %= len(pairs)
     improved = list(pairs)
-    improved[index] = (pairs[index][0], C.PASS)
+    improved[index] = (pairs[index][0], PASS)
     assert ship_percentage(improved) >= ship_percentage(pairs) - 1e-9
 
 
@@ -53,9 +54,9 @@ def test_weight_scale_invariance(pairs, factor):
 
 @given(items)
 def test_only_pass_counts(pairs):
-    as_blocked = [(w, C.BLOCKED if s == C.PASS else s) for w, s in pairs]
+    as_blocked = [(w, BLOCKED if s == PASS else s) for w, s in pairs]
     assert ship_percentage(as_blocked) == 0.0
-    all_pass = [(w, C.PASS) for w, _ in pairs]
+    all_pass = [(w, PASS) for w, _ in pairs]
     assert abs(ship_percentage(all_pass) - 100.0) < 1e-9
 
 
@@ -68,48 +69,48 @@ def test_blocked_counts_as_not_passed_and_fixing_never_lowers(outcomes):
     spec = _spec(DAG)
     card = score(spec, _results(outcomes))
     for cid, status in card.statuses.items():
-        if status.status == C.BLOCKED:
-            assert status.blocked_by and all(card.statuses[b].status != C.PASS for b in status.blocked_by)
-    passed = sum(1 for s in card.statuses.values() if s.status == C.PASS)
+        if status.status == BLOCKED:
+            assert status.blocked_by and all(card.statuses[b].status != PASS for b in status.blocked_by)
+    passed = sum(1 for s in card.statuses.values() if s.status == PASS)
     assert card.models["model2"].ship_pct == 100.0 * passed / len(DAG)
     for cid in DAG:
-        fixed = score(spec, _results({**outcomes, cid: C.PASS}))
+        fixed = score(spec, _results({**outcomes, cid: PASS}))
         assert fixed.models["model2"].ship_pct >= card.models["model2"].ship_pct
 
 
 def test_blocked_names_prerequisite_and_root_and_keeps_own_outcome():
-    card = score(_spec(DAG), _results({"AC-T-001": C.FAIL, "AC-T-002": C.PASS, "AC-T-003": C.FAIL, "AC-T-004": C.PASS}))
+    card = score(_spec(DAG), _results({"AC-T-001": FAIL, "AC-T-002": PASS, "AC-T-003": FAIL, "AC-T-004": PASS}))
     two, three = card.statuses["AC-T-002"], card.statuses["AC-T-003"]
-    assert (two.status, two.own, two.blocked_by) == (C.BLOCKED, C.PASS, ("AC-T-001",))
-    assert (three.status, three.own, three.blocked_by, three.root_blockers) == (C.BLOCKED, C.FAIL, ("AC-T-002",), ("AC-T-001",))
+    assert (two.status, two.own, two.blocked_by) == (BLOCKED, PASS, ("AC-T-001",))
+    assert (three.status, three.own, three.blocked_by, three.root_blockers) == (BLOCKED, FAIL, ("AC-T-002",), ("AC-T-001",))
     assert card.models["model2"].ship_pct == 25.0
-    assert card.models["model2"].counts[C.BLOCKED] == 2
+    assert card.models["model2"].counts[BLOCKED] == 2
 
 
 def test_model_without_results_is_not_run_not_zero():
     card = score(_spec(DAG), Results(RUN, {}))
     assert card.models["model2"].ship_pct is None
-    assert all(s.status in (C.NOT_RUN, C.BLOCKED) for s in card.statuses.values())
+    assert all(s.status in (NOT_RUN, BLOCKED) for s in card.statuses.values())
 
 
 def test_no_test_versus_not_run():
-    card = score(_spec(DAG), _results({"AC-T-001": C.PASS}), bound_ids={"AC-T-001", "AC-T-002"})
-    assert card.statuses["AC-T-002"].status == C.NOT_RUN
-    assert card.statuses["AC-T-004"].status == C.NO_TEST
+    card = score(_spec(DAG), _results({"AC-T-001": PASS}), bound_ids={"AC-T-001", "AC-T-002"})
+    assert card.statuses["AC-T-002"].status == NOT_RUN
+    assert card.statuses["AC-T-004"].status == NO_TEST
 
 
 def test_stale_entries_flagged_and_rejected_on_request():
-    results = _results({"AC-T-001": C.PASS, "AC-T-004": C.PASS})
+    results = _results({"AC-T-001": PASS, "AC-T-004": PASS})
     results.criteria["AC-T-004"]["commit"] = "old"
     card = score(_spec(DAG), results)
-    assert card.statuses["AC-T-004"].status == C.PASS and "commit old" in card.statuses["AC-T-004"].stale
+    assert card.statuses["AC-T-004"].status == PASS and "commit old" in card.statuses["AC-T-004"].stale
     strict = score(_spec(DAG), results, reject_stale=True)
-    assert strict.statuses["AC-T-004"].status == C.NOT_RUN
+    assert strict.statuses["AC-T-004"].status == NOT_RUN
 
 
 def test_opportunities_count_unblocked_dependents():
     spec = _spec(DAG, weight={"AC-T-004": 3.0})
-    card = score(spec, _results({"AC-T-001": C.FAIL, "AC-T-002": C.PASS, "AC-T-003": C.PASS, "AC-T-004": C.FAIL}))
+    card = score(spec, _results({"AC-T-001": FAIL, "AC-T-002": PASS, "AC-T-003": PASS, "AC-T-004": FAIL}))
     ranked = {o.cid: o for o in opportunities(card)}
     # fixing 001 passes 001 and unblocks 002 and 003: 3 of 6 weight units; fixing 004 alone is 3 of 6 too
     assert abs(ranked["AC-T-001"].gain_pct - 50.0) < 1e-9

@@ -9,31 +9,34 @@ import shutil
 import pytest
 import torch
 
-from shiptwo import constants as C
-from shiptwo.chat import CHAT_SPECIAL_TOKENS, END_OF_TURN_TOKEN
-from shiptwo.checkpoint import load_checkpoint
+from shiptwo.data.chat import CHAT_SPECIAL_TOKENS, END_OF_TURN_TOKEN
+from shiptwo.model.checkpoint import load_checkpoint
 from shiptwo.errors import ShiptwoError
-from shiptwo.train import token_loss
+from shiptwo.training.loop import token_loss
+
+from shiptwo.formats.hf import HF_CONFIG_FILE, HF_WEIGHTS_FILE
+from shiptwo.model.checkpoint import META_DATA_LICENSE, META_DATA_SOURCE, META_LICENSE
+from shiptwo.paths import ARTIFACT_ROOT_ENV
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     root = tmp_path_factory.mktemp("store")
     mp = pytest.MonkeyPatch()
-    mp.setenv(C.ARTIFACT_ROOT_ENV, str(root))
+    mp.setenv(ARTIFACT_ROOT_ENV, str(root))
     yield root
     mp.undo()
 
 
 @pytest.fixture(scope="module")
 def model1_smoke(store):
-    from shiptwo.store import build
+    from shiptwo.builds.registry import build
 
     return build("model1", "smoke")
 
 
 def test_model1_is_a_chat_finetune_of_model2(model1_smoke):
-    from shiptwo.store import build
+    from shiptwo.builds.registry import build
 
     base = load_checkpoint(build("model2", "smoke").checkpoint)
     ckpt = load_checkpoint(model1_smoke.checkpoint)
@@ -45,23 +48,23 @@ def test_model1_is_a_chat_finetune_of_model2(model1_smoke):
     assert s["objective"] == "finetune" and s["chinchilla_gate"].startswith("not applicable")
     assert s["sft_data"]["base"]["base"] == "model2" and s["sft_data"]["train_pairs"] > 0
     assert 0 < s["sft_data"]["train_supervised_tokens"] < s["sft_data"]["train_tokens"]
-    assert ckpt.provenance[C.META_LICENSE] == base.provenance[C.META_LICENSE]
+    assert ckpt.provenance[META_LICENSE] == base.provenance[META_LICENSE]
     # it trained: the weights moved away from the base
     assert not torch.equal(ckpt.tensors["model.norm.weight"], base.tensors["model.norm.weight"])
 
 
 def test_model1_release_formats_are_written_and_verify(model1_smoke):
-    from shiptwo.release import verify
+    from shiptwo.formats.release import verify
 
     files = model1_smoke.files
-    assert (files["hf_config"].parent / C.HF_WEIGHTS_FILE).is_file()
+    assert (files["hf_config"].parent / HF_WEIGHTS_FILE).is_file()
     assert files["gguf_q8_0"].stat().st_size > 0
     assert verify(files["release_manifest"].parent) == []
 
 
 def test_humaneval_references_are_committed_files():
-    from shiptwo.evals.humaneval import read_reference
-    from shiptwo.recipes import load_sft_recipe
+    from shiptwo.measure.evals.humaneval import read_reference
+    from shiptwo.training.recipes import load_sft_recipe
 
     for profile in ("smoke", "default"):
         ref = read_reference(load_sft_recipe(profile).humaneval_reference)
@@ -70,7 +73,7 @@ def test_humaneval_references_are_committed_files():
 
 
 def test_second_build_is_reused(model1_smoke):
-    from shiptwo.store import build
+    from shiptwo.builds.registry import build
 
     again = build("model1", "smoke")
     assert again.reused and again.key == model1_smoke.key
@@ -85,22 +88,22 @@ def test_masked_loss_counts_only_supervised_targets():
 
 
 def test_model1_from_a_users_hugging_face_model(store, transformers_dir, tmp_path):
-    from shiptwo.store import build
+    from shiptwo.builds.registry import build
 
     own = tmp_path / "my-llama"
     shutil.copytree(transformers_dir, own)
-    cfg = json.loads((own / C.HF_CONFIG_FILE).read_text())
-    cfg.update({C.META_LICENSE: "MIT", C.META_DATA_SOURCE: "my data", C.META_DATA_LICENSE: "CC-BY-4.0"})
-    (own / C.HF_CONFIG_FILE).write_text(json.dumps(cfg))
+    cfg = json.loads((own / HF_CONFIG_FILE).read_text())
+    cfg.update({META_LICENSE: "MIT", META_DATA_SOURCE: "my data", META_DATA_LICENSE: "CC-BY-4.0"})
+    (own / HF_CONFIG_FILE).write_text(json.dumps(cfg))
     art = build("model1", "smoke", base=str(own))
     ckpt = load_checkpoint(art.checkpoint)
     assert art.summary["sft_data"]["base"]["base"] == str(own.resolve())
     assert ckpt.config.vocab_size == cfg["vocab_size"] + len(CHAT_SPECIAL_TOKENS)
-    assert not ckpt.config.tie_word_embeddings and ckpt.provenance[C.META_DATA_LICENSE] == "CC-BY-4.0"
+    assert not ckpt.config.tie_word_embeddings and ckpt.provenance[META_DATA_LICENSE] == "CC-BY-4.0"
 
 
 def test_unknown_base_is_refused(store, tmp_path):
-    from shiptwo.store import build
+    from shiptwo.builds.registry import build
 
     with pytest.raises(ShiptwoError, match="no such directory or checkpoint"):
         build("model1", "smoke", base=str(tmp_path / "missing"))

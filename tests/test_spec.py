@@ -8,7 +8,7 @@ import pytest
 
 from shiptwo.cli import main
 from shiptwo.errors import ShiptwoError
-from shiptwo.spec import check_spec, load_spec, scan_bindings, strict_defects
+from shiptwo.harness.spec import check_spec, load_spec, scan_bindings, strict_defects
 
 REPO = Path(__file__).resolve().parents[1]
 

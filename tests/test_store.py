@@ -8,15 +8,20 @@ from pathlib import Path
 
 import pytest
 
-from shiptwo import constants as C
 from shiptwo.errors import ShiptwoError
 from shiptwo.fileio import atomic_write_text, sha256_file
-from shiptwo.store import BUILDERS, Builder, Fingerprint, build, verify
+from shiptwo.builds import store
+from shiptwo.builds.registry import BUILDERS, build
+from shiptwo.builds.store import Builder, Fingerprint, import_closure, verify
+
+from shiptwo.builds.store import ARTIFACT_LOCK
+from shiptwo.paths import ARTIFACT_ROOT_ENV
+from shiptwo.training.loop import BEST_CHECKPOINT
 
 
 @pytest.fixture
 def store_root(tmp_path, monkeypatch):
-    monkeypatch.setenv(C.ARTIFACT_ROOT_ENV, str(tmp_path / "artifacts"))
+    monkeypatch.setenv(ARTIFACT_ROOT_ENV, str(tmp_path / "artifacts"))
     return tmp_path / "artifacts"
 
 
@@ -34,7 +39,7 @@ def counting_builder(monkeypatch):
         atomic_write_text(workdir / "sub" / "b.txt", "b")
         return {"tokenizer": "a.txt", "extra": "sub/b.txt"}, {"profile": profile}, {"steps": 1}
 
-    monkeypatch.setitem(BUILDERS, "toy", Builder(fingerprint, run, ("store",)))
+    monkeypatch.setitem(BUILDERS, "toy", Builder("toy", fingerprint, run, entry="shiptwo.builds.store"))
     return runs
 
 
@@ -44,7 +49,7 @@ def test_real_smoke_build_then_reuse(store_root):
     for p in (a.tokenizer, a.checkpoint, a.final_checkpoint, a.corpus_manifest, a.train_log, a.loss_curve, a.manifest):
         assert p.is_file(), p
     manifest = json.loads(a.manifest.read_text())
-    assert manifest["files"][C.BEST_CHECKPOINT] == sha256_file(a.checkpoint)
+    assert manifest["files"][BEST_CHECKPOINT] == sha256_file(a.checkpoint)
     assert a.summary["steps"] > 0 and a.recipe["profile"] == "smoke"
     corpus = json.loads(a.corpus_manifest.read_text())
     assert corpus["data_license"] == "PSF-2.0" and corpus["splits"]["train"]["tokens"] > 0
@@ -78,10 +83,10 @@ def test_failed_build_leaves_nothing_visible(store_root, monkeypatch):
         atomic_write_text(workdir / "half.txt", "x")
         raise ShiptwoError("boom")
 
-    monkeypatch.setitem(BUILDERS, "broken", Builder(lambda p, o: Fingerprint({}), run, ("store",)))
+    monkeypatch.setitem(BUILDERS, "broken", Builder("broken", lambda p, o: Fingerprint({}), run, entry="shiptwo.builds.store"))
     with pytest.raises(ShiptwoError, match="boom"):
         build("broken", "smoke")
-    assert [p.name for p in (store_root / "broken" / "smoke").iterdir()] == [C.ARTIFACT_LOCK]
+    assert [p.name for p in (store_root / "broken" / "smoke").iterdir()] == [ARTIFACT_LOCK]
 
 
 def test_concurrent_builders_serialize_and_build_once(store_root, counting_builder):
@@ -131,3 +136,34 @@ def test_a_killed_builders_temp_dir_is_cleaned_under_the_lock(store_root, counti
     (stale / "sub").mkdir(parents=True)
     a = build("toy", "smoke")
     assert not stale.exists() and verify(a.root) is None
+
+
+def test_cache_key_covers_the_import_closure_not_a_hand_list():
+    closure = set(import_closure("shiptwo.builds.model1"))
+    # MODEL-1's build imports the GGUF reader through the exporter: an edit there must change the key
+    assert {"shiptwo.formats.gguf_load", "shiptwo.formats.gguf_export", "shiptwo.builds.model2",
+            "shiptwo.training.loop", "shiptwo.model.llama", "shiptwo.data.chat"} <= closure
+    assert not any(m.startswith("shiptwo.harness") for m in import_closure("shiptwo.builds.model2"))
+
+
+def test_an_edit_anywhere_in_the_closure_changes_the_key(monkeypatch, tmp_path):
+    real = store._module_file
+    edited = tmp_path / "gguf_load.py"
+    edited.write_text(real("shiptwo.formats.gguf_load").read_text() + "\n# an edit\n")
+    before = store.code_version("shiptwo.builds.model1")
+    monkeypatch.setattr(store, "_module_file", lambda name: edited if name == "shiptwo.formats.gguf_load" else real(name))
+    assert store.code_version("shiptwo.builds.model1") != before
+
+
+def test_the_environment_is_part_of_the_key(monkeypatch):
+    b = Builder("toy", lambda p, o: Fingerprint({"x": 1}), None, entry="shiptwo.builds.store")
+    key = store.store_key(b, Fingerprint({"x": 1}))[0]
+    monkeypatch.setattr(store.sys, "version", "3.99.0 (elsewhere)")
+    assert store.store_key(b, Fingerprint({"x": 1}))[0] != key
+
+
+def test_prune_removes_superseded_keys_only(store_root, counting_builder):
+    a = build("toy", "smoke")
+    b = build("toy", "smoke", text="other")
+    removed = store.prune({("toy", "smoke"): b.key})
+    assert removed == [a.root] and not a.root.exists() and verify(b.root) is None

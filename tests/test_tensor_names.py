@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from shiptwo.errors import ShiptwoError
-from shiptwo.tensor_names import gguf_to_hf, hf_class_for, hf_to_gguf, llamacpp_architecture, permute_qk, unpermute_qk
+from shiptwo.formats.names import gguf_to_hf, hf_class_for, hf_to_gguf, llamacpp_architecture, permute_qk, unpermute_qk
 
 
 def test_hf_class_maps_to_llamacpp_architecture():

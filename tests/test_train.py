@@ -13,15 +13,23 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from shiptwo import constants as C
-from shiptwo.checkpoint import load_checkpoint
+from shiptwo.model.checkpoint import load_checkpoint
 from shiptwo.errors import ShiptwoError
-from shiptwo.model import LlamaModel
-from shiptwo.pretrain import checkpoint_reload_defects, encode_split, roundtrip_mismatches, wraps_in_log
-from shiptwo.train import (
-    TrainConfig, WindowSampler, chinchilla_gate, device_mismatches, early_stop_violations, evaluate_loss, lr_at,
-    reproducibility_runs, reproducibility_violations, resolve_device, train, unreported_wraps,
+from shiptwo.model.llama import LlamaModel
+from shiptwo.builds.model2 import encode_split
+from shiptwo.checks.checkpoint import checkpoint_reload_defects
+from shiptwo.checks.tokenizer import roundtrip_mismatches
+from shiptwo.checks.training import (
+    device_mismatches, early_stop_violations, reproducibility_runs, reproducibility_violations, unreported_wraps,
+    wraps_in_log,
 )
+from shiptwo.training.config import TrainConfig, lr_at
+from shiptwo.training.loop import chinchilla_gate, resolve_device, train
+from shiptwo.training.objective import evaluate_loss
+from shiptwo.training.sampler import WindowSampler
+
+from shiptwo.model.canaries import CANARY_PROMPTS
+from shiptwo.training.loop import BEST_CHECKPOINT, TRAIN_LOG
 
 PROV = {"license": "Apache-2.0", "data_source": "python-stdlib test subset", "data_license": "PSF-2.0"}
 
@@ -103,7 +111,7 @@ def test_run_writes_checkpoints_log_curve_and_summary(tmp_path, tiny_config, tin
         assert key in s, key
     assert s["steps"] == 6 and s["stop_reason"] == "max_steps" and early_stop_violations(s) == 0
     assert s["tokens_per_param"] == pytest.approx(6 * 4 * 32 / tiny_config.num_parameters())
-    assert ckpt.golden and len(ckpt.golden["output_ids"]) == len(C.CANARY_PROMPTS)
+    assert ckpt.golden and len(ckpt.golden["output_ids"]) == len(CANARY_PROMPTS)
     assert ckpt.provenance["license"] == "Apache-2.0"
     lines = [json.loads(x) for x in res.log_path.read_text().splitlines()]
     assert sum(e["type"] == "train" for e in lines) == 6 and sum(e["type"] == "val" for e in lines) == 2
@@ -172,7 +180,7 @@ def test_checkpoint_reload_check_sees_a_tensor_that_differs(tmp_path, tiny_confi
 def test_roundtrip_check_fails_on_a_lossy_tokenizer(tiny_tokenizer, tiny_texts):
     from tokenizers import normalizers
 
-    from shiptwo.tokenizer import BPETokenizer
+    from shiptwo.model.tokenizer import BPETokenizer
 
     assert roundtrip_mismatches(tiny_tokenizer, tiny_texts) == 0
     lossy = BPETokenizer.from_json(tiny_tokenizer.to_json())
@@ -182,9 +190,9 @@ def test_roundtrip_check_fails_on_a_lossy_tokenizer(tiny_tokenizer, tiny_texts):
 
 def test_torchrun_two_gloo_ranks_match_one_process(tmp_path, tiny_tokenizer, tiny_texts):
     """DDP with 2 CPU ranks on the same global batch gives the single-process losses (tolerance 1e-5)."""
-    from shiptwo.corpus import CorpusConfig, load_corpus
-    from shiptwo.pretrain import prepare_data
-    from shiptwo.recipes import load_recipe
+    from shiptwo.data.corpus import CorpusConfig, load_corpus
+    from shiptwo.builds.model2 import prepare_data
+    from shiptwo.training.recipes import load_recipe
 
     recipe = load_recipe("model2", "smoke")
     src = tmp_path / "src"
@@ -205,12 +213,12 @@ def test_torchrun_two_gloo_ranks_match_one_process(tmp_path, tiny_tokenizer, tin
     two = _run([str(exe.parent / "torchrun"), "--standalone", "--nproc_per_node=2", *args, *corpus_override,
                 "--out", str(tmp_path / "two")], env)
     assert two[0] == 0, two[1][-2000:]
-    loss = lambda d: [json.loads(x)["loss"] for x in (tmp_path / d / C.TRAIN_LOG).read_text().splitlines()
+    loss = lambda d: [json.loads(x)["loss"] for x in (tmp_path / d / TRAIN_LOG).read_text().splitlines()
                       if json.loads(x)["type"] == "train"]
     a, b = loss("one"), loss("two")
     assert len(a) == len(b) == 6
     assert max(abs(x - y) for x, y in zip(a, b)) <= 1e-5
-    assert load_checkpoint(tmp_path / "two" / C.BEST_CHECKPOINT).training["world_size"] == 2
+    assert load_checkpoint(tmp_path / "two" / BEST_CHECKPOINT).training["world_size"] == 2
 
 
 def _run(cmd: list[str], env: dict, timeout: float = 300) -> tuple[int, str]:
@@ -231,7 +239,7 @@ def _run(cmd: list[str], env: dict, timeout: float = 300) -> tuple[int, str]:
 def _recipe_with_source(tmp_path, src) -> Path:
     import yaml
 
-    from shiptwo.recipes import recipe_path
+    from shiptwo.paths import recipe_path
 
     doc = yaml.safe_load(recipe_path("model2").read_text())
     doc["profiles"]["smoke"]["corpus"].update(source=str(src), data_source="stdlib subset", data_license="PSF-2.0")

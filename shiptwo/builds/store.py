@@ -1,0 +1,234 @@
+"""The artifact store: build a model's artifacts once per (recipe, corpus, code) and reuse them.
+
+Layout: <root>/<model>/<profile>/<key>/ with a manifest.json (SHA-256 of every file) written
+last. Builders write into a temp directory that is renamed into place, under a file lock, so
+nobody sees a half-written artifact. A reused artifact whose files no longer match the
+manifest is REFUSED with an error naming the file; `rebuild=True` (`--rebuild`) replaces it.
+
+A Builder is a plain value (builds/registry.py lists them). Its key covers everything the build
+depends on: the builder's fingerprint (recipe, corpus files' SHA-256, base model), the source of
+every shiptwo module in the import closure of the builder's module (computed, not hand-listed),
+the Python version (the stdlib corpus depends on it) and the versions of torch, tokenizers and
+gguf. The store itself is not hashed into keys: editing it never invalidates a trained artifact.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import ast
+import importlib.metadata
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from filelock import FileLock
+
+from shiptwo.errors import ShiptwoError
+from shiptwo.fileio import atomic_write_json, sha256_bytes, sha256_file
+
+from shiptwo.paths import PROFILES, artifact_root
+
+ARTIFACT_MANIFEST = "manifest.json"  # SHA-256 of every artifact file; written last
+ARTIFACT_LOCK = ".lock"
+
+
+log = logging.getLogger(__name__)
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # shiptwo/
+PACKAGE = "shiptwo"
+
+
+@dataclass
+class Artifacts:
+    """Paths of one built artifact set (None where a model has no such file) plus its records."""
+
+    model: str
+    profile: str
+    key: str
+    root: Path
+    manifest: Path
+    recipe: dict
+    summary: dict
+    files: dict[str, Path] = field(default_factory=dict)  # role -> path, every role the builder declared
+    reused: bool = False
+    tokenizer: Path | None = None
+    checkpoint: Path | None = None  # the best checkpoint: the one every later stage consumes
+    final_checkpoint: Path | None = None
+    corpus_manifest: Path | None = None
+    train_log: Path | None = None
+    loss_curve: Path | None = None
+
+
+@dataclass
+class Fingerprint:
+    """What a builder's key is made of, plus whatever it loaded to compute it (passed on to run)."""
+
+    parts: dict
+    context: object = None
+
+
+@dataclass
+class Builder:
+    """fingerprint(profile, options) -> Fingerprint; run(profile, fingerprint, workdir) -> (roles, recipe, summary)."""
+
+    name: str
+    fingerprint: Callable[[str, dict], Fingerprint]
+    run: Callable[[str, Fingerprint, Path], tuple[dict[str, str], dict, dict]]
+    entry: str  # the module whose import closure (within shiptwo) is hashed into the key
+
+
+KEY_PACKAGES = ("torch", "tokenizers", "gguf", "safetensors")  # third-party code that shapes an artifact
+
+
+def import_closure(entry: str) -> list[str]:
+    """Every shiptwo module `entry` imports, directly or not, at module level or inside functions."""
+    seen: set[str] = set()
+    todo = [entry]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        path = _module_file(name)
+        if path is None:
+            continue
+        seen.add(name)
+        parts = name.split(".")
+        for i in range(1, len(parts)):  # importing a.b.c runs a/__init__ and a/b/__init__ too
+            todo.append(".".join(parts[:i]))
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            if isinstance(node, ast.Import):
+                todo += [a.name for a in node.names if a.name.split(".")[0] == PACKAGE]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module and node.module.split(".")[0] == PACKAGE:
+                todo.append(node.module)
+                todo += [f"{node.module}.{a.name}" for a in node.names]  # `from pkg import module`
+    return sorted(seen)
+
+
+def _module_file(name: str) -> Path | None:
+    rel = Path(*name.split(".")[1:])
+    for candidate in (PACKAGE_DIR / rel / "__init__.py", (PACKAGE_DIR / rel).with_suffix(".py")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def code_version(entry: str) -> str:
+    """SHA-256 over the sources of `entry`'s import closure: an edit to any of them changes the key."""
+    h = hashlib.sha256()
+    for m in import_closure(entry):
+        h.update(m.encode() + b"\0" + _module_file(m).read_bytes())
+    return h.hexdigest()
+
+
+def environment_fingerprint() -> dict:
+    """The interpreter and third-party versions an artifact depends on."""
+    versions = {}
+    for pkg in KEY_PACKAGES:
+        try:
+            versions[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            versions[pkg] = None
+    return {"python": sys.version, **versions}
+
+
+def store_key(builder: Builder, fp: Fingerprint) -> tuple[str, str]:
+    """(key, code version) of a build: the key hashes the fingerprint, the code and the environment."""
+    code = code_version(builder.entry)
+    blob = {"parts": fp.parts, "code": code, "environment": environment_fingerprint()}
+    return sha256_bytes(json.dumps(blob, sort_keys=True, default=str).encode())[:16], code
+
+
+def build(builder: Builder, profile: str, rebuild: bool = False, **options) -> Artifacts:
+    """The artifacts of `builder` under `profile`: reused when present and intact, else built."""
+    if profile not in PROFILES:
+        raise ShiptwoError(f"build: unknown profile {profile!r} (known: {', '.join(PROFILES)})")
+    model_name = builder.name
+    fp = builder.fingerprint(profile, options)
+    key, code = store_key(builder, fp)
+    base = artifact_root() / model_name / profile
+    base.mkdir(parents=True, exist_ok=True)
+    final = base / key
+    with FileLock(str(base / ARTIFACT_LOCK)):
+        for stale in base.glob(".tmp-*"):  # left by a builder that was killed (builders hold the lock)
+            log.warning("removing %s left by an interrupted build", stale)
+            shutil.rmtree(stale, ignore_errors=True)
+        if final.exists():
+            problem = verify(final)
+            if problem is None:
+                log.info("reusing %s artifacts %s", model_name, final)
+                return _load(final, model_name, profile, key, reused=True)
+            if not rebuild:
+                raise ShiptwoError(f"{problem}; refusing to use it (rerun with --rebuild to replace it)")
+            log.warning("%s; rebuilding", problem)
+            shutil.rmtree(final)
+        tmp = Path(tempfile.mkdtemp(dir=base, prefix=f".tmp-{key}-"))
+        tmp.chmod(0o755)  # mkdtemp makes it private; a built artifact is readable like any other file
+        try:
+            t0 = time.perf_counter()
+            roles, recipe, summary = builder.run(profile, dataclasses.replace(fp, parts={**fp.parts, "code": code}), tmp)
+            files = {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
+            missing = sorted(r for r in roles.values() if not (tmp / r).exists())
+            if missing:
+                raise ShiptwoError(f"build {model_name}/{profile}: builder did not write {', '.join(missing)}")
+            atomic_write_json(tmp / ARTIFACT_MANIFEST, {
+                "model": model_name, "profile": profile, "key": key, "code_version": code,
+                "build_seconds": time.perf_counter() - t0, "roles": roles, "files": files,
+                "recipe": recipe, "summary": summary,
+            })
+            os.rename(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return _load(final, model_name, profile, key, reused=False)
+
+
+def verify(root: Path) -> str | None:
+    """None if every file the manifest lists exists with its SHA-256; else a one-line problem."""
+    mpath = root / ARTIFACT_MANIFEST
+    try:
+        manifest = json.loads(mpath.read_text(encoding="utf-8"))
+        files = manifest["files"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError):
+        return f"{mpath}: artifact manifest missing or unreadable"
+    for rel, digest in files.items():
+        p = root / rel
+        if not p.is_file():
+            return f"{p}: artifact file missing"
+        if sha256_file(p) != digest:
+            return f"{p}: SHA-256 differs from {ARTIFACT_MANIFEST} (tampered or corrupt)"
+    return None
+
+
+def _load(root: Path, model_name: str, profile: str, key: str, reused: bool) -> Artifacts:
+    manifest = json.loads((root / ARTIFACT_MANIFEST).read_text(encoding="utf-8"))
+    files = {role: root / rel for role, rel in manifest["roles"].items()}
+    known = {f.name for f in dataclasses.fields(Artifacts)}
+    return Artifacts(
+        model=model_name, profile=profile, key=key, root=root, manifest=root / ARTIFACT_MANIFEST,
+        recipe=manifest["recipe"], summary=manifest["summary"], files=files, reused=reused,
+        **{role: p for role, p in files.items() if role in known},
+    )
+
+
+def prune(current: dict[tuple[str, str], str], dry_run: bool = False) -> list[Path]:
+    """Remove every artifact directory whose key is not `current[(model, profile)]`, under each
+    model/profile's lock; model/profile pairs absent from `current` are left alone. Returns what went."""
+    removed = []
+    for (model_name, profile), keep in sorted(current.items()):
+        base = artifact_root() / model_name / profile
+        if not base.is_dir():
+            continue
+        with FileLock(str(base / ARTIFACT_LOCK)):
+            for d in sorted(base.iterdir()):
+                if d.is_dir() and not d.name.startswith(".") and d.name != keep:
+                    removed.append(d)
+                    if not dry_run:
+                        shutil.rmtree(d)
+    return removed

@@ -1,0 +1,1 @@
+"""Acceptance metrics: each measures an artifact from outside; thresholds come in as arguments."""

@@ -1,0 +1,1 @@
+"""Training data: the corpus, the chat format and instruction pairs."""

@@ -1,1 +1,0 @@
-"""Evaluations of a model artifact: held-out loss, Python validity of completions, HumanEval."""

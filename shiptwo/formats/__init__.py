@@ -1,0 +1,1 @@
+"""Release formats: tensor-name tables, Hugging Face directory, GGUF, published releases."""

@@ -1,0 +1,192 @@
+"""Publish and verify a release: provenance in every format, a manifest of SHA-256s that re-hashes.
+
+`publish` copies the artifacts into a release directory and writes manifest.json (each file's
+size and SHA-256, the spec's SHA-256, the git commit, the provenance, and the manifest's own
+hash over its content). `verify` re-hashes everything and names each missing, extra or
+tampered file.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from shiptwo.model.checkpoint import read_safetensors_metadata
+from shiptwo.errors import ShiptwoError
+from shiptwo.fileio import atomic_output_dir, atomic_write_bytes, atomic_write_json, sha256_bytes, sha256_file
+from shiptwo.formats.gguf_load import provenance_of, read_gguf
+from shiptwo.checkout import run_info
+
+from shiptwo.formats.hf import HF_CONFIG_FILE, HF_WEIGHTS_FILE
+from shiptwo.model.checkpoint import PROVENANCE_KEYS
+from shiptwo.paths import SPEC_PATH
+
+RELEASE_MANIFEST = "manifest.json"
+RELEASE_MANIFEST_SCHEMA = 1
+
+
+_SELF_HASH = "manifest_sha256"
+
+# --- provenance in every format -----------------------------------------------------------
+
+
+def _safetensors_metadata(path: Path) -> dict[str, str]:
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(8)
+            n = int.from_bytes(head, "little") if len(head) == 8 else 0
+            data = head + fh.read(min(n, 100 * 1024 * 1024))
+    except OSError as exc:
+        raise ShiptwoError(f"{path}: cannot read ({exc.strerror})") from None
+    return read_safetensors_metadata(data, path)
+
+
+def provenance_by_part(path: str | Path) -> dict[str, dict[str, str]]:
+    """Provenance as recorded in each part of an artifact (an HF export has two: config, weights)."""
+    path = Path(path)
+    if path.is_dir():
+        cfg_path = path / HF_CONFIG_FILE
+        try:
+            cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ShiptwoError(f"{cfg_path}: cannot read config ({str(exc).splitlines()[0]})") from None
+        meta = _safetensors_metadata(path / HF_WEIGHTS_FILE)
+        return {str(cfg_path): _pick(cfg), str(path / HF_WEIGHTS_FILE): _pick(meta)}
+    if path.suffix == ".gguf":
+        return {str(path): provenance_of(read_gguf(path))}
+    return {str(path): _pick(_safetensors_metadata(path))}
+
+
+def _pick(d: dict) -> dict[str, str]:
+    return {k: d[k] for k in PROVENANCE_KEYS if isinstance(d.get(k), str) and d[k]}
+
+
+def missing_provenance(paths) -> dict[str, list[str]]:
+    """{part: [missing fields]} over all artifacts; empty when every format records all three."""
+    out = {}
+    for path in paths:
+        for part, prov in provenance_by_part(path).items():
+            missing = [k for k in PROVENANCE_KEYS if k not in prov]
+            if missing:
+                out[part] = missing
+    return out
+
+
+def common_provenance(paths) -> dict[str, str]:
+    """The one provenance all artifacts agree on; a missing field or a disagreement is an error."""
+    missing = missing_provenance(paths)
+    if missing:
+        raise ShiptwoError("; ".join(f"{p}: provenance field(s) {', '.join(m)} missing" for p, m in missing.items()))
+    seen: dict[str, str] = {}
+    for path in paths:
+        for part, prov in provenance_by_part(path).items():
+            for k, v in prov.items():
+                if seen.setdefault(k, v) != v:
+                    raise ShiptwoError(f"{part}: provenance {k}={v!r} disagrees with {seen[k]!r}")
+    return seen
+
+
+# --- manifest -----------------------------------------------------------------------------
+
+
+def _manifest_hash(manifest: dict) -> str:
+    body = {k: v for k, v in manifest.items() if k != _SELF_HASH}
+    return sha256_bytes(json.dumps(body, sort_keys=True, separators=(",", ":")).encode("utf-8"))
+
+
+def _release_files(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and p.name != RELEASE_MANIFEST)
+
+
+def publish(artifacts, out_dir: str | Path, spec_path: str | Path = SPEC_PATH, repo_root: str | Path = ".") -> Path:
+    """Copy `artifacts` (files or HF directories) into `out_dir` with a manifest; returns the manifest path."""
+    artifacts = [Path(a) for a in artifacts]
+    if not artifacts:
+        raise ShiptwoError("publish: no artifacts given")
+    for a in artifacts:
+        if not a.exists():
+            raise ShiptwoError(f"{a}: no such artifact")
+    names = [a.name for a in artifacts]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ShiptwoError(f"publish: artifact name(s) {', '.join(dupes)} given twice")
+    spec_path = Path(spec_path)
+    if not spec_path.is_file():
+        raise ShiptwoError(f"{spec_path}: spec not found (the manifest records its SHA-256)")
+    provenance = common_provenance(artifacts)
+    info = run_info(repo_root, sha256_file(spec_path), profile="release")
+    out_dir = Path(out_dir)
+    with atomic_output_dir(out_dir) as tmp:
+        for a in artifacts:
+            if a.is_dir():
+                shutil.copytree(a, tmp / a.name)
+            else:
+                shutil.copy2(a, tmp / a.name)
+        files = [{"path": rel, "size": (tmp / rel).stat().st_size, "sha256": sha256_file(tmp / rel)}
+                 for rel in _release_files(tmp)]
+        manifest = {
+            "schema": RELEASE_MANIFEST_SCHEMA,
+            "files": files,
+            "spec_sha256": info["spec_sha256"],
+            "git_commit": info["commit"],
+            "git_dirty": info["dirty"],
+            "provenance": provenance,
+            "created": info["time"],
+        }
+        manifest[_SELF_HASH] = _manifest_hash(manifest)
+        atomic_write_json(tmp / RELEASE_MANIFEST, manifest)
+    return out_dir / RELEASE_MANIFEST
+
+
+def verify(release_dir: str | Path) -> list[str]:
+    """Every problem with the release, one line each naming the file; empty when all verify."""
+    root = Path(release_dir)
+    mpath = root / RELEASE_MANIFEST
+    if not mpath.is_file():
+        return [f"{mpath}: manifest missing"]
+    try:
+        manifest = json.loads(mpath.read_text(encoding="utf-8"))
+        listed = {f["path"]: f for f in manifest["files"]}
+        if not isinstance(manifest[_SELF_HASH], str):
+            raise TypeError(_SELF_HASH)
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        return [f"{mpath}: corrupt manifest ({type(exc).__name__}: {exc})"]
+    problems = []
+    if manifest[_SELF_HASH] != _manifest_hash(manifest):
+        problems.append(f"{mpath}: tampered manifest (its content does not match {_SELF_HASH})")
+    missing_prov = [k for k in PROVENANCE_KEYS if not (manifest.get("provenance") or {}).get(k)]
+    if missing_prov:
+        problems.append(f"{mpath}: provenance field(s) {', '.join(missing_prov)} missing")
+    present = set(_release_files(root))
+    for rel, entry in sorted(listed.items()):
+        path = root / rel
+        if rel not in present:
+            problems.append(f"{path}: missing")
+        elif path.stat().st_size != entry.get("size") or sha256_file(path) != entry.get("sha256"):
+            problems.append(f"{path}: tampered (SHA-256 or size differs from the manifest)")
+    for rel in sorted(present - set(listed)):
+        problems.append(f"{root / rel}: extra file not in the manifest")
+    return problems
+
+
+def audit_release(release_dir: str | Path, work_dir: str | Path) -> dict:
+    """Verify a published release, then tamper one byte of a copy and verify again (the check must be
+    able to fail). `defects` counts verify problems on the genuine release, plus one if tampering went unseen."""
+    release_dir, work_dir = Path(release_dir), Path(work_dir)
+    problems = verify(release_dir)
+    tampered = work_dir / "tampered"
+    shutil.copytree(release_dir, tampered)
+    victim = max((p for p in tampered.rglob("*") if p.is_file() and p.name != RELEASE_MANIFEST), key=lambda p: p.stat().st_size)
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    atomic_write_bytes(victim, bytes(data))
+    tamper_problems = verify(tampered)
+    detected = any(str(victim) in p for p in tamper_problems)
+    return {
+        "manifest": str(release_dir / RELEASE_MANIFEST),
+        "problems": problems,
+        "tampered_file": str(victim),
+        "tamper_detected": detected,
+        "defects": len(problems) + (0 if detected else 1),
+    }

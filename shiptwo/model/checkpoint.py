@@ -1,0 +1,169 @@
+"""The native checkpoint: one safetensors file (no pickle) whose metadata carries everything a
+downstream tool needs — architecture, every config field, the tokenizer, provenance and the
+training summary — so that no consumer can refuse it for a missing piece (background, lesson 2).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from shiptwo import __version__
+from shiptwo.errors import ShiptwoError
+from shiptwo.fileio import atomic_write_bytes
+from shiptwo.model.llama import LlamaModel, ModelConfig
+from shiptwo.model.tokenizer import BPETokenizer
+
+FORMAT_NAME = "shiptwo-checkpoint"
+FORMAT_VERSION = "1"
+ARCHITECTURE = "llama"  # the llama.cpp / transformers model_type name, never a class name
+META_FORMAT = "format"
+META_FORMAT_VERSION = "format_version"
+META_ARCHITECTURE = "architecture"
+META_CONFIG = "config"  # JSON of ModelConfig, every field
+META_TOKENIZER = "tokenizer_json"  # the embedded tokenizer.json text
+META_CHAT_TEMPLATE = "chat_template"  # Jinja text, only for chat models
+META_LICENSE = "license"
+META_DATA_SOURCE = "data_source"
+META_DATA_LICENSE = "data_license"
+META_TRAINING = "training_summary"  # JSON: steps, tokens, D/N, losses, seed, device, stop reason
+META_GOLDEN = "golden_outputs"  # JSON: greedy outputs on the canary prompts at build time
+META_CODE_VERSION = "code_version"
+PROVENANCE_KEYS = (META_LICENSE, META_DATA_SOURCE, META_DATA_LICENSE)
+REQUIRED_META_KEYS = (
+    META_FORMAT,
+    META_FORMAT_VERSION,
+    META_ARCHITECTURE,
+    META_CONFIG,
+    META_TOKENIZER,
+    *PROVENANCE_KEYS,
+)
+
+
+
+@dataclass
+class Checkpoint:
+    """A loaded (or to-be-saved) checkpoint: config, HF-named tensors and metadata."""
+
+    config: ModelConfig
+    tensors: dict[str, torch.Tensor]
+    tokenizer_json: str
+    provenance: dict[str, str]
+    training: dict = field(default_factory=dict)
+    golden: dict | None = None
+    chat_template: str | None = None
+    path: Path | None = None
+
+    def tokenizer(self) -> BPETokenizer:
+        return BPETokenizer.from_json(self.tokenizer_json, source=f"{self.path}: embedded tokenizer")
+
+    def build_model(self) -> LlamaModel:
+        """A model in eval mode holding exactly these tensors (strict contract check)."""
+        model = LlamaModel(self.config)
+        model.load_tensors(self.tensors, source=str(self.path or "checkpoint"))
+        return model.eval()
+
+    def metadata(self) -> dict[str, str]:
+        meta = {
+            META_FORMAT: FORMAT_NAME,
+            META_FORMAT_VERSION: FORMAT_VERSION,
+            META_ARCHITECTURE: ARCHITECTURE,
+            META_CONFIG: self.config.to_json(),
+            META_TOKENIZER: self.tokenizer_json,
+            META_TRAINING: json.dumps(self.training, sort_keys=True),
+            META_CODE_VERSION: __version__,
+        }
+        meta.update({k: self.provenance[k] for k in PROVENANCE_KEYS if k in self.provenance})
+        if self.golden is not None:
+            meta[META_GOLDEN] = json.dumps(self.golden, sort_keys=True)
+        if self.chat_template is not None:
+            meta[META_CHAT_TEMPLATE] = self.chat_template
+        return meta
+
+
+def save_checkpoint(ckpt: Checkpoint, path: str | Path) -> Path:
+    """Validate, serialize and write atomically: a crash mid-save leaves the old file intact."""
+    missing = [k for k in PROVENANCE_KEYS if not ckpt.provenance.get(k)]
+    if missing:
+        raise ShiptwoError(f"{path}: provenance field(s) {', '.join(missing)} missing")
+    LlamaModel(ckpt.config).load_tensors(ckpt.tensors, source=str(path))  # contract check
+    tensors = {k: v.detach().contiguous().cpu() for k, v in ckpt.tensors.items()}
+    data = st_save(tensors, metadata=ckpt.metadata())
+    out = atomic_write_bytes(path, data)
+    ckpt.path = out
+    return out
+
+
+def checkpoint_from_model(model: LlamaModel, tokenizer_json: str, provenance: dict, **kwargs) -> Checkpoint:
+    return Checkpoint(model.config, model.state_dict_for_save(), tokenizer_json, dict(provenance), **kwargs)
+
+
+def load_checkpoint(path: str | Path, check_finite: bool = True) -> Checkpoint:
+    """Read and validate a native checkpoint; any defect is one ShiptwoError naming the file."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ShiptwoError(f"{path}: cannot read checkpoint ({exc.strerror})") from None
+    meta = read_safetensors_metadata(data, path)
+    if meta.get(META_FORMAT) != FORMAT_NAME:
+        raise ShiptwoError(f"{path}: not a shiptwo checkpoint (metadata '{META_FORMAT}' is {meta.get(META_FORMAT)!r})")
+    missing = [k for k in REQUIRED_META_KEYS if not meta.get(k)]
+    if missing:
+        raise ShiptwoError(f"{path}: metadata field(s) {', '.join(missing)} missing")
+    if meta[META_ARCHITECTURE] != ARCHITECTURE:
+        raise ShiptwoError(f"{path}: unsupported architecture {meta[META_ARCHITECTURE]!r} (expected {ARCHITECTURE!r})")
+    config = ModelConfig.from_dict(_json_field(meta, META_CONFIG, path), source=f"{path}: config")
+    try:
+        tensors = st_load(data)
+    except (SafetensorError, RuntimeError, ValueError) as exc:
+        raise ShiptwoError(f"{path}: corrupt tensor data ({str(exc).splitlines()[0]})") from None
+    LlamaModel(config).load_tensors(tensors, source=str(path))
+    if check_finite:
+        for name, t in tensors.items():
+            if not torch.isfinite(t).all():
+                raise ShiptwoError(f"{path}: tensor {name} contains NaN or Inf")
+    ckpt = Checkpoint(
+        config=config,
+        tensors=tensors,
+        tokenizer_json=meta[META_TOKENIZER],
+        provenance={k: meta[k] for k in PROVENANCE_KEYS},
+        training=_json_field(meta, META_TRAINING, path) if meta.get(META_TRAINING) else {},
+        golden=_json_field(meta, META_GOLDEN, path) if meta.get(META_GOLDEN) else None,
+        chat_template=meta.get(META_CHAT_TEMPLATE),
+        path=path,
+    )
+    ckpt.tokenizer()  # the embedded tokenizer must parse
+    return ckpt
+
+
+def read_safetensors_metadata(data: bytes, path: Path) -> dict[str, str]:
+    """Parse the safetensors header by hand so a truncated or foreign file gets a clear error."""
+    if len(data) < 8:
+        raise ShiptwoError(f"{path}: truncated safetensors file ({len(data)} bytes)")
+    n = int.from_bytes(data[:8], "little")
+    if n <= 0 or 8 + n > len(data):
+        raise ShiptwoError(f"{path}: not a safetensors file or truncated (header length {n}, file {len(data)} bytes)")
+    try:
+        header = json.loads(data[8 : 8 + n].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ShiptwoError(f"{path}: corrupt safetensors header") from None
+    if not isinstance(header, dict):
+        raise ShiptwoError(f"{path}: corrupt safetensors header")
+    meta = header.get("__metadata__") or {}
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise ShiptwoError(f"{path}: corrupt safetensors metadata")
+    return meta
+
+
+def _json_field(meta: dict, key: str, path: Path):
+    try:
+        return json.loads(meta[key])
+    except json.JSONDecodeError:
+        raise ShiptwoError(f"{path}: metadata field {key} is not valid JSON") from None

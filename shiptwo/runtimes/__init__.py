@@ -1,0 +1,1 @@
+"""Independent runtimes shiptwo checks itself against: llama.cpp and transformers."""

@@ -1,0 +1,1 @@
+"""The trainer: config, schedule, sampler, the loop, resumable state, and recipes."""
