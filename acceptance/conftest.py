@@ -53,6 +53,22 @@ def model1_artifacts(profile):
     return build("model1", profile)
 
 
+@pytest.fixture(scope="session")
+def model2_checkpoint(model2_artifacts):
+    """MODEL-2's best checkpoint, loaded once (its SHA-256 verified by the store)."""
+    from shiptwo.model.checkpoint import load_checkpoint
+
+    return load_checkpoint(model2_artifacts.checkpoint)
+
+
+@pytest.fixture(scope="session")
+def model1_checkpoint(model1_artifacts):
+    """MODEL-1's shipped checkpoint, loaded once."""
+    from shiptwo.model.checkpoint import load_checkpoint
+
+    return load_checkpoint(model1_artifacts.checkpoint)
+
+
 # --- exports (issue 4): HF directory and GGUF files of each model's best checkpoint ------------
 # Built once per session into a temp dir (not the artifact store, whose directories are hashed).
 

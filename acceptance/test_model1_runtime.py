@@ -18,13 +18,6 @@ from shiptwo.measure.qa import QA_REPORT_FILE
 
 
 @pytest.fixture(scope="module")
-def ckpt1(model1_artifacts):
-    from shiptwo.model.checkpoint import load_checkpoint
-
-    return load_checkpoint(model1_artifacts.checkpoint)
-
-
-@pytest.fixture(scope="module")
 def evidence_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("model1-runtime")
 
@@ -44,7 +37,7 @@ def test_run_emits_valid_python(criterion, model1_hf_dir, evidence_dir):
 
 
 @pytest.mark.ac("AC-SHIP1-005")
-def test_humaneval_reproduces_reference(criterion, ckpt1, model1_artifacts, evidence_dir):
+def test_humaneval_reproduces_reference(criterion, model1_checkpoint, model1_artifacts, evidence_dir):
     from shiptwo.measure.evals.humaneval import evaluate_humaneval, read_reference, reference_gap, write_results
     from shiptwo.training.recipes import load_sft_recipe
 
@@ -52,7 +45,7 @@ def test_humaneval_reproduces_reference(criterion, ckpt1, model1_artifacts, evid
     if recipe.humaneval_reference is None:
         raise ShiptwoError(f"{recipe.path}: profiles.{recipe.profile}.sft.humaneval_reference: no reference recorded")
     ref = read_reference(recipe.humaneval_reference)  # committed, recorded from an earlier build
-    res = evaluate_humaneval(ckpt1, limit=ref["n_problems"])
+    res = evaluate_humaneval(model1_checkpoint, limit=ref["n_problems"])
     results, samples = write_results(res, evidence_dir, {"artifact": str(model1_artifacts.checkpoint)})
     criterion.check(reference_gap(res, ref, str(recipe.humaneval_reference)), evidence={
         "pass@1": res.pass_at_1, "reference_pass@1": ref["pass@1"], "reference": recipe.humaneval_reference,
@@ -71,11 +64,11 @@ def test_qa_passes_all_gates(criterion, threshold, model1_artifacts, evidence_di
 
 
 @pytest.mark.ac("AC-SHIP1-007")
-def test_quantized_decode_throughput(criterion, ckpt1, model1_gguf_q8_0, evidence_dir):
+def test_quantized_decode_throughput(criterion, model1_checkpoint, model1_gguf_q8_0, evidence_dir):
     from shiptwo.measure.bench import BenchConfig, bench_llamacpp
     from shiptwo.fileio import atomic_write_json
 
     cfg = BenchConfig()
-    res = bench_llamacpp(model1_gguf_q8_0, ckpt1.tokenizer().encode(cfg.prompt), cfg, runtime="llama.cpp q8_0")
+    res = bench_llamacpp(model1_gguf_q8_0, model1_checkpoint.tokenizer().encode(cfg.prompt), cfg, runtime="llama.cpp q8_0")
     path = atomic_write_json(evidence_dir / BENCH_REPORT_FILE, res.to_dict())
     criterion.check(res.decode_tok_s.median, evidence={"bench": path, "gguf": model1_gguf_q8_0, "threads": res.threads})

@@ -11,13 +11,6 @@ from shiptwo.measure.qa import QA_REPORT_FILE
 
 
 @pytest.fixture(scope="module")
-def ckpt2(model2_artifacts):
-    from shiptwo.model.checkpoint import load_checkpoint
-
-    return load_checkpoint(model2_artifacts.checkpoint)
-
-
-@pytest.fixture(scope="module")
 def evidence_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("model2-runtime")  # the artifact store is hashed: evidence goes beside it
 
@@ -35,33 +28,33 @@ def test_qa_passes_all_gates(criterion, threshold, model2_artifacts, evidence_di
 
 
 @pytest.mark.ac("AC-SHIP2-007")
-def test_generations_parse(criterion, ckpt2, evidence_dir):
+def test_generations_parse(criterion, model2_checkpoint, evidence_dir):
     from shiptwo.measure.evals.loss import split_texts
     from shiptwo.measure.evals.python_validity import evaluate_python_validity
     from shiptwo.fileio import atomic_write_json
 
-    res = evaluate_python_validity(ckpt2, split_texts(criterion.profile, "test", "model2"), n=VALIDITY_PROMPTS)
+    res = evaluate_python_validity(model2_checkpoint, split_texts(criterion.profile, "test", "model2"), n=VALIDITY_PROMPTS)
     path = atomic_write_json(evidence_dir / VALIDITY_RESULTS_FILE, res.to_dict())
     criterion.check(res.valid_pct, evidence={"results": path, "prompts": res.n_prompts, "requested": res.requested, "valid": res.n_valid,
                                              "empty_bodies": res.n_empty})
 
 
 @pytest.mark.ac("AC-SHIP2-008")
-def test_humaneval_pass_at_1(criterion, ckpt2, model2_artifacts, evidence_dir):
+def test_humaneval_pass_at_1(criterion, model2_checkpoint, model2_artifacts, evidence_dir):
     from shiptwo.measure.evals.humaneval import evaluate_humaneval, write_results
 
-    res = evaluate_humaneval(ckpt2)
+    res = evaluate_humaneval(model2_checkpoint)
     results, samples = write_results(res, evidence_dir, {"artifact": str(model2_artifacts.checkpoint)})
     criterion.check(res.pass_at_1, evidence={"results": results, "samples": samples, "problems": res.n_problems,
                                              "prompts_truncated": res.prompts_truncated, "sandbox_network": res.sandbox_network})
 
 
 @pytest.mark.ac("AC-SHIP2-010")
-def test_decode_throughput(criterion, ckpt2, model2_artifacts, evidence_dir):
+def test_decode_throughput(criterion, model2_checkpoint, model2_artifacts, evidence_dir):
     from shiptwo.measure.bench import BenchConfig, bench_ours
     from shiptwo.fileio import atomic_write_json
 
-    res = bench_ours(ckpt2, BenchConfig())
+    res = bench_ours(model2_checkpoint, BenchConfig())
     path = atomic_write_json(evidence_dir / BENCH_REPORT_FILE, res.to_dict())
     criterion.check(res.decode_tok_s.median, evidence={"bench": path, "threads": res.threads,
                                                        "new_tokens": res.new_tokens, "min": res.decode_tok_s.min})

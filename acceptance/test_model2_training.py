@@ -18,22 +18,15 @@ def recipe(profile):
 
 
 @pytest.fixture(scope="module")
-def best(model2_artifacts):
-    from shiptwo.model.checkpoint import load_checkpoint
-
-    return load_checkpoint(model2_artifacts.checkpoint)
-
-
-@pytest.fixture(scope="module")
-def summary(best):
+def summary(model2_checkpoint):
     """The training summary as recorded in the shipped checkpoint's metadata."""
-    return best.training
+    return model2_checkpoint.training
 
 
 @pytest.mark.ac("AC-SHIP2-001")
-def test_architecture_contract(criterion, recipe, best):
+def test_architecture_contract(criterion, recipe, model2_checkpoint):
     from shiptwo.checks.checkpoint import architecture_mismatches
-    built = best.build_model()  # the module the trained tensors load into
+    built = model2_checkpoint.build_model()  # the module the trained tensors load into
     measured, problems = architecture_mismatches(recipe.model_declared, recipe.declared_parameters,
                                                  recipe.parameter_tolerance, model=built)
     criterion.check(measured, evidence={"recipe": recipe.path, "declared_parameters": recipe.declared_parameters,
@@ -55,12 +48,12 @@ def test_tokenizer_roundtrip(criterion, recipe, model2_artifacts):
 
 
 @pytest.mark.ac("AC-SHIP2-003")
-def test_validation_cross_entropy(criterion, recipe, best, model2_artifacts):
+def test_validation_cross_entropy(criterion, recipe, model2_checkpoint, model2_artifacts):
     from shiptwo.builds.model2 import load_tokens
     from shiptwo.training.loop import evaluate_loss
 
     val = load_tokens(model2_artifacts.root)["validation"]
-    ce = evaluate_loss(best.build_model(), val, recipe.train.seq_len, recipe.train.batch_size)
+    ce = evaluate_loss(model2_checkpoint.build_model(), val, recipe.train.seq_len, recipe.train.batch_size)
     criterion.check(ce, evidence={"checkpoint": model2_artifacts.checkpoint, "validation_tokens": len(val),
                                   EVIDENCE_LOSS_CURVE: model2_artifacts.loss_curve})
 

@@ -16,7 +16,7 @@ from shiptwo.harness.spec import load_spec
 
 from shiptwo.harness.results import BLOCKED, ERROR, FAIL, NOT_RUN, NO_TEST, PASS, SKIPPED
 
-GOLDEN = Path(__file__).parent / "golden"
+GOLDEN = Path(__file__).parents[1] / "golden"
 BOUND = {"AC-G2-001", "AC-G2-002", "AC-G2-003", "AC-G2-004", "AC-G2-005", "AC-G2-006", "AC-G2-008", "AC-G1-001"}
 
 

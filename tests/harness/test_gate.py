@@ -16,7 +16,7 @@ from shiptwo.harness.spec import load_spec
 
 from shiptwo.harness.results import FAIL, PASS
 
-GOLDEN = Path(__file__).parent / "golden"
+GOLDEN = Path(__file__).parents[1] / "golden"
 SPEC = str(GOLDEN / "spec.yaml")
 # The gate judges this checkout: results must name its commit and the spec's SHA-256 to count.
 HEAD = run_info(Path(__file__).parent, "", "")["commit"]

@@ -10,7 +10,7 @@ from shiptwo.cli import main
 from shiptwo.errors import ShiptwoError
 from shiptwo.harness.spec import check_spec, load_spec, scan_bindings, strict_defects
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 VALID = """\
 version: 1
