@@ -19,7 +19,7 @@ from shiptwo.errors import ShiptwoError
 from shiptwo.fileio import atomic_write_bytes, atomic_write_json
 from shiptwo.builds.store import Builder, Fingerprint
 from shiptwo.training.recipes import Recipe
-from shiptwo.model.tokenizer import BPETokenizer, train_tokenizer
+from shiptwo.model.tokenizer import BPETokenizer, encode_split, train_tokenizer
 from shiptwo.training.loop import TrainResult, train
 
 from shiptwo.model.checkpoint import META_DATA_LICENSE, META_DATA_SOURCE, META_LICENSE
@@ -31,15 +31,6 @@ TOKENS_FILE = "tokens.safetensors"  # the tokenized splits, one int32 tensor per
 
 
 WEIGHTS_LICENSE = "Apache-2.0"
-
-
-def encode_split(tok: BPETokenizer, texts: list[str]) -> torch.Tensor:
-    """Documents joined into one stream, each followed by the end-of-text token (int32)."""
-    ids: list[int] = []
-    for doc in tok.encode_batch(texts):
-        ids.extend(doc)
-        ids.append(tok.eot_id)
-    return torch.tensor(ids, dtype=torch.int32)
 
 
 def prepare_data(recipe: Recipe, out_dir: str | Path, corpus: Corpus | None = None) -> dict[str, Path]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from shiptwo.builds import model1, model2, store
 from shiptwo.builds.store import Artifacts, Builder
 from shiptwo.errors import ShiptwoError
+from shiptwo.paths import artifact_root
 
 BUILDERS: dict[str, Builder] = {b.name: b for b in (model2.BUILDER, model1.BUILDER)}
 
@@ -25,5 +26,6 @@ def current_keys(profiles: tuple[str, ...]) -> dict[tuple[str, str], str]:
     keys = {}
     for name, b in BUILDERS.items():
         for profile in profiles:
-            keys[(name, profile)] = store.store_key(b, b.fingerprint(profile, {}))[0]
+            if (artifact_root() / name / profile).is_dir():  # MODEL-1's key needs MODEL-2 built: only where present
+                keys[(name, profile)] = store.store_key(b, b.fingerprint(profile, {}))[0]
     return keys

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+import torch
+
 from shiptwo.errors import ShiptwoError
 from shiptwo.fileio import atomic_write_text
 
@@ -89,3 +91,12 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, extra_special_tokens:
     )
     tok.train_from_iterator(texts, trainer)
     return BPETokenizer(tok)
+
+
+def encode_split(tok: BPETokenizer, texts: list[str]) -> torch.Tensor:
+    """Documents joined into one stream, each followed by the end-of-text token (int32)."""
+    ids: list[int] = []
+    for doc in tok.encode_batch(texts):
+        ids.extend(doc)
+        ids.append(tok.eot_id)
+    return torch.tensor(ids, dtype=torch.int32)

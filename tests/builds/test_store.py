@@ -167,3 +167,15 @@ def test_prune_removes_superseded_keys_only(store_root, counting_builder):
     b = build("toy", "smoke", text="other")
     removed = store.prune({("toy", "smoke"): b.key})
     assert removed == [a.root] and not a.root.exists() and verify(b.root) is None
+
+
+def test_profile_comes_from_the_environment_in_the_cli(store_root, counting_builder, monkeypatch, capsys):
+    """`SHIPTWO_PROFILE=smoke shiptwo build …` builds the smoke profile (the CLI honours the variable)."""
+    from shiptwo.cli import main
+
+    monkeypatch.setenv("SHIPTWO_PROFILE", "smoke")
+    assert main(["build", "toy"]) == 0
+    assert "toy/smoke built at" in capsys.readouterr().out
+    monkeypatch.setenv("SHIPTWO_PROFILE", "huge")
+    assert main(["build", "toy"]) == 2
+    assert "SHIPTWO_PROFILE" in capsys.readouterr().err

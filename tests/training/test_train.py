@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 from shiptwo.model.checkpoint import load_checkpoint
 from shiptwo.errors import ShiptwoError
 from shiptwo.model.llama import LlamaModel
-from shiptwo.builds.model2 import encode_split
+from shiptwo.model.tokenizer import encode_split
 from shiptwo.checks.checkpoint import checkpoint_reload_defects
 from shiptwo.checks.tokenizer import roundtrip_mismatches
 from shiptwo.checks.training import (

@@ -30,8 +30,8 @@ def evaluate_split_loss(ckpt: Checkpoint, texts: Sequence[str], split: str, seq_
                         batch: int = 8, max_windows: int | None = None) -> LossResult:
     """Cross-entropy of `ckpt` on `texts` (one split), in non-overlapping windows of seq_len tokens
     (default: the training seq_len recorded in the checkpoint's summary, else the full context)."""
-    from shiptwo.builds.model2 import encode_split
-    from shiptwo.training.loop import evaluate_loss
+    from shiptwo.model.tokenizer import encode_split
+    from shiptwo.training.objective import evaluate_loss
 
     if not texts:
         raise ShiptwoError(f"eval loss: split {split!r} has no documents")

@@ -1,0 +1,3 @@
+from shiptwo.cli import main
+
+raise SystemExit(main())
