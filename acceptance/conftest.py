@@ -55,29 +55,33 @@ def model1_artifacts(profile):
 
 @pytest.fixture(scope="session")
 def model2_checkpoint(model2_artifacts):
-    """MODEL-2's best checkpoint, loaded once (its SHA-256 verified by the store)."""
-    from shiptwo.model.checkpoint import load_checkpoint
+    """MODEL-2's best checkpoint, loaded once (its SHA-256 checked against the store's manifest)."""
+    from shiptwo.formats.artifact import load_artifact
 
-    return load_checkpoint(model2_artifacts.checkpoint)
+    return load_artifact(model2_artifacts.checkpoint)
 
 
 @pytest.fixture(scope="session")
 def model1_checkpoint(model1_artifacts):
-    """MODEL-1's shipped checkpoint, loaded once."""
-    from shiptwo.model.checkpoint import load_checkpoint
+    """MODEL-1's shipped checkpoint, loaded once (its SHA-256 checked against the store's manifest)."""
+    from shiptwo.formats.artifact import load_artifact
 
-    return load_checkpoint(model1_artifacts.checkpoint)
+    return load_artifact(model1_artifacts.checkpoint)
 
 
 # --- exports (issue 4): HF directory and GGUF files of each model's best checkpoint ------------
-# Built once per session into a temp dir (not the artifact store, whose directories are hashed).
+# Built once per session (per xdist worker) into the run's evidence directory, which survives the
+# run for the gate to re-hash (not the artifact store, whose directories are hashed).
 
 
-def _export(tmp_path_factory, artifacts, fmt: str, dtype: str = "f32"):
+def _export(run_evidence_dir, artifacts, fmt: str, dtype: str = "f32"):
+    import os
+
     from shiptwo.model.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(artifacts.checkpoint)
-    out = tmp_path_factory.mktemp(f"{artifacts.model}-{fmt}-{dtype}")
+    out = run_evidence_dir / "exports" / os.environ.get("PYTEST_XDIST_WORKER", "main") / f"{artifacts.model}-{fmt}-{dtype}"
+    out.mkdir(parents=True, exist_ok=True)
     if fmt == "hf":
         from shiptwo.formats.hf import export_hf
 
@@ -88,18 +92,18 @@ def _export(tmp_path_factory, artifacts, fmt: str, dtype: str = "f32"):
 
 
 @pytest.fixture(scope="session")
-def model2_hf_dir(tmp_path_factory, model2_artifacts):
-    return _export(tmp_path_factory, model2_artifacts, "hf")
+def model2_hf_dir(run_evidence_dir, model2_artifacts):
+    return _export(run_evidence_dir, model2_artifacts, "hf")
 
 
 @pytest.fixture(scope="session")
-def model2_gguf_f32(tmp_path_factory, model2_artifacts):
-    return _export(tmp_path_factory, model2_artifacts, "gguf", "f32")
+def model2_gguf_f32(run_evidence_dir, model2_artifacts):
+    return _export(run_evidence_dir, model2_artifacts, "gguf", "f32")
 
 
 @pytest.fixture(scope="session")
-def model2_gguf_q8_0(tmp_path_factory, model2_artifacts):
-    return _export(tmp_path_factory, model2_artifacts, "gguf", "q8_0")
+def model2_gguf_q8_0(run_evidence_dir, model2_artifacts):
+    return _export(run_evidence_dir, model2_artifacts, "gguf", "q8_0")
 
 
 @pytest.fixture(scope="session")
@@ -109,11 +113,17 @@ def model1_hf_dir(model1_artifacts):
 
 
 @pytest.fixture(scope="session")
-def model1_gguf_f32(tmp_path_factory, model1_artifacts):
-    return _export(tmp_path_factory, model1_artifacts, "gguf", "f32")
+def model1_gguf_f32(run_evidence_dir, model1_artifacts):
+    return _export(run_evidence_dir, model1_artifacts, "gguf", "f32")
 
 
 @pytest.fixture(scope="session")
 def model1_gguf_q8_0(model1_artifacts):
     """MODEL-1 ships as a Q8_0 GGUF: the file its build wrote."""
     return model1_artifacts.files["gguf_q8_0"]
+
+
+@pytest.fixture(scope="session")
+def model1_quantized_ggufs(model1_artifacts) -> dict:
+    """Every quantized GGUF MODEL-1's build wrote, by type (q8_0 ours, q4_k_m llama.cpp's)."""
+    return {role.removeprefix("gguf_"): path for role, path in model1_artifacts.files.items() if role.startswith("gguf_")}

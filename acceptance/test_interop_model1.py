@@ -1,9 +1,12 @@
-"""MODEL-1 release path: HF weights load in our runtime and transformers, Q8_0 round trip,
-GGUF loads and generates in llama.cpp, provenance in every format, a verified release.
+"""MODEL-1 release path: HF weights load in our runtime and transformers and are the upstream
+model's, the round trip of every quantized format, GGUF loads and generates in llama.cpp,
+provenance in every format, a verified release.
 
 `model1_artifacts` comes from MODEL-1's builder; until it exists these tests ERROR (honestly)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 
 import pytest
@@ -12,43 +15,66 @@ import torch
 from shiptwo.errors import ShiptwoError
 
 from shiptwo.model.canaries import CANARY_PROMPTS
-from shiptwo.runtimes.llamacpp import LLAMACPP_GREEDY_STEPS, Q8_0_MIN_LOGIT_COSINE
-from shiptwo.runtimes.transformers import LOAD_PARITY_TOL
+from shiptwo.runtimes.llamacpp import LLAMACPP_GREEDY_STEPS
 
 
 @pytest.mark.ac("AC-SHIP1-001")
 @torch.inference_mode()
-def test_hf_weights_load_in_both_runtimes(criterion, model1_checkpoint, model1_hf_dir):
+def test_hf_weights_load_in_both_runtimes(criterion, request, model1_checkpoint, model1_hf_dir):
+    """The HF directory loads in our runtime and in transformers; and its weights are the upstream
+    model's: our runtime on them against llama.cpp on the upstream file (same token ids, KL, top-1)."""
+    from shiptwo.builds.model1 import upstream_gguf
     from shiptwo.formats.hf import read_hf
+    from shiptwo.runtimes.llamacpp import compare_distributions
     from shiptwo.runtimes.transformers import compare_with_transformers
+    from shiptwo.training.recipes import load_model1_recipe
 
-    failures, evidence = 0, {"hf_dir": model1_hf_dir, "tolerance": LOAD_PARITY_TOL}
+    tol = criterion.param("load_parity_tol")
+    failures, evidence = 0, {"hf_dir": model1_hf_dir, "tolerance": tol}
+    hf = model1_checkpoint
     try:  # our runtime, from the directory alone
-        ours = read_hf(model1_hf_dir).build_model()
+        hf = read_hf(model1_hf_dir)
+        ours = hf.build_model()
         ids = torch.tensor([model1_checkpoint.tokenizer().encode(CANARY_PROMPTS[0])])
         diff = float((ours(ids) - model1_checkpoint.build_model()(ids)).abs().max())
         evidence["ours_max_abs_logit_diff"] = diff
-        failures += diff > LOAD_PARITY_TOL
+        failures += diff > tol
     except ShiptwoError as exc:
         evidence["ours_error"] = str(exc)
         failures += 1
     try:
         r = compare_with_transformers(model1_checkpoint, model1_hf_dir)
         evidence.update(r.evidence())
-        failures += bool(r.token_id_mismatches) or r.max_logit_diff > LOAD_PARITY_TOL
+        failures += bool(r.token_id_mismatches) or r.max_logit_diff > tol
     except ShiptwoError as exc:
         evidence["transformers_error"] = str(exc)
         failures += 1
-    criterion.check(failures, evidence=evidence)
+    upstream = upstream_gguf(load_model1_recipe(criterion.profile))
+    evidence["upstream"] = upstream or "no upstream GGUF (base is not one): the release's own F32 GGUF"
+    parity = compare_distributions(hf, upstream or request.getfixturevalue("model1_gguf_f32"))
+    evidence["import_parity"] = parity.evidence()
+    criterion.check(failures, evidence=evidence, legs={
+        "import_token_id_mismatches": len(parity.token_id_mismatches), "import_kl_mean": parity.kl_mean,
+        "import_top1_agreement": parity.top1_agreement})
 
 
 @pytest.mark.ac("AC-SHIP1-003")
-def test_q8_0_round_trip_cosine(criterion, model1_checkpoint, model1_gguf_q8_0):
-    from shiptwo.formats.gguf_load import quantization_cosines
+def test_quantized_round_trip_cosine(criterion, model1_checkpoint, model1_quantized_ggufs):
+    """Per-tensor cosine of every quantized GGUF the release ships (read back from the file) against
+    the F32 checkpoint; the report names the tensor types each file actually holds."""
+    from collections import Counter
 
-    cos = quantization_cosines(model1_checkpoint, model1_gguf_q8_0)  # read back from the file
-    worst = min(cos, key=cos.get)
-    criterion.check(cos[worst], evidence={"gguf": model1_gguf_q8_0, "tensors": len(cos), "worst_tensor": worst})
+    from shiptwo.formats.gguf_load import quantization_cosines, tensor_types
+
+    per_format, worst_of_all = {}, 1.0
+    for dtype, path in model1_quantized_ggufs.items():
+        cos = quantization_cosines(model1_checkpoint, path)
+        worst = min(cos, key=cos.get)
+        worst_of_all = min(worst_of_all, cos[worst])
+        per_format[dtype] = {"gguf": str(path), "min_cosine": cos[worst], "worst_tensor": worst, "tensors": len(cos),
+                             "below_threshold": sorted(t for t, c in cos.items() if c < criterion.threshold),
+                             "tensor_types": dict(Counter(tensor_types(path).values()))}
+    criterion.check(worst_of_all, n=sum(f["tensors"] for f in per_format.values()), evidence={"formats": per_format})
 
 
 @pytest.mark.ac("AC-SHIP1-004")
@@ -56,7 +82,8 @@ def test_gguf_loads_and_generates_in_llamacpp(criterion, threshold, model1_check
     from shiptwo.runtimes.llamacpp import compare_with_llamacpp, llamacpp_generate
 
     tol = threshold("AC-SHIP2-009")  # the F32 GGUF logits tolerance
-    failures, evidence = 0, {"f32_tolerance": tol, "q8_0_min_logit_cosine": Q8_0_MIN_LOGIT_COSINE}
+    min_cosine = criterion.param("q8_0_min_logit_cosine")
+    failures, evidence = 0, {"f32_tolerance": tol, "q8_0_min_logit_cosine": min_cosine}
     for label, path in (("f32", model1_gguf_f32), ("q8_0", model1_gguf_q8_0)):
         try:
             _, evidence[f"{label}_generated"] = llamacpp_generate(path, CANARY_PROMPTS[0], LLAMACPP_GREEDY_STEPS)
@@ -65,7 +92,7 @@ def test_gguf_loads_and_generates_in_llamacpp(criterion, threshold, model1_check
             # weights and activations move each logit by ~1% of its range, so no absolute bound fits).
             r = compare_with_llamacpp(model1_checkpoint, path)
             evidence[f"{label}_parity"] = r.evidence()
-            failures += not r.ok(tol) if label == "f32" else bool(r.ids_mismatch) or r.min_logit_cosine < Q8_0_MIN_LOGIT_COSINE
+            failures += not r.ok(tol) if label == "f32" else bool(r.ids_mismatch) or r.min_logit_cosine < min_cosine
         except ShiptwoError as exc:
             evidence[f"{label}_error"] = str(exc)
             failures += 1
@@ -77,5 +104,9 @@ def test_published_release_verifies(criterion, tmp_path, model1_artifacts):
     from shiptwo.formats.release import audit_release
 
     # The release directory MODEL-1's build published (checkpoint, HF directory, Q8_0 GGUF).
-    audit = audit_release(model1_artifacts.files["release_manifest"].parent, tmp_path)
-    criterion.check(audit["defects"], evidence=audit)
+    from shiptwo.checks.gate_verifiers import EVIDENCE_RELEASE
+
+    manifest = model1_artifacts.files["release_manifest"]  # in the artifact store: it survives the run
+    audit = audit_release(manifest.parent, tmp_path)  # tmp_path: the tampered scratch copy
+    scratch = {"tampered_file": Path(audit["tampered_file"]).name}  # named, not hashed: the scratch copy is temporary
+    criterion.check(audit["defects"], evidence={**audit, **scratch, EVIDENCE_RELEASE: manifest.parent})

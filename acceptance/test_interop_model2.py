@@ -4,6 +4,7 @@ provenance in every format and a release manifest that verifies (and catches tam
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
@@ -25,10 +26,14 @@ def test_release_manifest_verifies(criterion, spec_path, tmp_path, model2_artifa
 
     from shiptwo.formats.release import publish
 
-    manifest = publish([model2_artifacts.checkpoint, model2_hf_dir, model2_gguf_q8_0], tmp_path / "release",
+    from shiptwo.checks.gate_verifiers import EVIDENCE_RELEASE
+
+    # published into the run's evidence (it survives: the gate verifies the release again)
+    manifest = publish([model2_artifacts.checkpoint, model2_hf_dir, model2_gguf_q8_0], criterion.evidence_dir / "release",
                        spec_path)
-    audit = audit_release(manifest.parent, tmp_path)
-    criterion.check(audit["defects"], evidence=audit)
+    audit = audit_release(manifest.parent, tmp_path)  # tmp_path: the tampered scratch copy
+    scratch = {"tampered_file": Path(audit["tampered_file"]).name}  # named, not hashed: the scratch copy is temporary
+    criterion.check(audit["defects"], evidence={**audit, **scratch, EVIDENCE_RELEASE: manifest.parent})
 
 
 @pytest.mark.ac("AC-SHIP2-013")

@@ -10,51 +10,62 @@ from shiptwo.measure.qa import QA_REPORT_FILE
 
 
 
-@pytest.fixture(scope="module")
-def evidence_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("model2-runtime")  # the artifact store is hashed: evidence goes beside it
-
 
 @pytest.mark.ac("AC-SHIP2-006")
-def test_qa_passes_all_gates(criterion, threshold, model2_artifacts, evidence_dir):
+def test_qa_passes_all_gates(criterion, threshold, model2_artifacts):
     from shiptwo.fileio import atomic_write_json
-    from shiptwo.measure.qa import QAConfig, run_qa
+    from shiptwo.measure.qa import run_qa
 
-    cfg = QAConfig(min_decode_tok_s=threshold("AC-SHIP2-010"), parity_tol=threshold("AC-SHIP2-009"), profile=criterion.profile)
+    from shiptwo.checks.qa import qa_config
+
+    # every bound from the spec: this criterion's parameters, and the floor/tolerance other criteria own
+    cfg = qa_config(criterion.spec, criterion.profile, min_decode_tok_s=threshold("AC-SHIP2-010"), parity_tol=threshold("AC-SHIP2-009"))
     report = run_qa(model2_artifacts.checkpoint, cfg)
-    path = atomic_write_json(evidence_dir / QA_REPORT_FILE, report.to_dict())
+    path = atomic_write_json(criterion.evidence_dir / QA_REPORT_FILE, report.to_dict())
     failed = [g.name for g in report.gates if not g.passed]
     criterion.check(report.failed, evidence={"qa_report": path, "failed_gates": failed})
 
 
 @pytest.mark.ac("AC-SHIP2-007")
-def test_generations_parse(criterion, model2_checkpoint, evidence_dir):
+def test_generations_parse(criterion, model2_checkpoint):
     from shiptwo.measure.evals.loss import split_texts
     from shiptwo.measure.evals.python_validity import evaluate_python_validity
     from shiptwo.fileio import atomic_write_json
 
+    from shiptwo.checks.samples import validity_samples, write_samples
+
     res = evaluate_python_validity(model2_checkpoint, split_texts(criterion.profile, "test", "model2"), n=VALIDITY_PROMPTS)
-    path = atomic_write_json(evidence_dir / VALIDITY_RESULTS_FILE, res.to_dict())
-    criterion.check(res.valid_pct, evidence={"results": path, "prompts": res.n_prompts, "requested": res.requested, "valid": res.n_valid,
-                                             "empty_bodies": res.n_empty})
+    path = atomic_write_json(criterion.evidence_dir / VALIDITY_RESULTS_FILE, res.to_dict())
+    samples = write_samples(validity_samples(res.samples), criterion.evidence_dir / "validity-samples.jsonl")
+    criterion.check(res.valid_pct, samples=samples, n=res.n_prompts,
+                    evidence={"results": path, "prompts": res.n_prompts, "requested": res.requested, "valid": res.n_valid,
+                              "empty_bodies": res.n_empty})
 
 
 @pytest.mark.ac("AC-SHIP2-008")
-def test_humaneval_pass_at_1(criterion, model2_checkpoint, model2_artifacts, evidence_dir):
+def test_humaneval_pass_at_1(criterion, model2_checkpoint, model2_artifacts):
     from shiptwo.measure.evals.humaneval import evaluate_humaneval, write_results
 
+    from shiptwo.checks.gate_verifiers import EVIDENCE_ARTIFACT
+    from shiptwo.checks.samples import humaneval_samples, write_samples
+    from shiptwo.measure.evals.humaneval import load_problems
+
     res = evaluate_humaneval(model2_checkpoint)
-    results, samples = write_results(res, evidence_dir, {"artifact": str(model2_artifacts.checkpoint)})
-    criterion.check(res.pass_at_1, evidence={"results": results, "samples": samples, "problems": res.n_problems,
-                                             "prompts_truncated": res.prompts_truncated, "sandbox_network": res.sandbox_network})
+    results, records = write_results(res, criterion.evidence_dir, {"artifact": str(model2_artifacts.checkpoint)})
+    samples = write_samples(humaneval_samples(res.records, load_problems()), criterion.evidence_dir / "samples.jsonl")
+    # the artifact is recorded with its SHA-256: `shiptwo gate --recheck K` regenerates samples with it
+    criterion.check(res.pass_at_1, samples=samples, n=res.n_problems,
+                    evidence={"results": results, "records": records, EVIDENCE_ARTIFACT: model2_artifacts.checkpoint,
+                              "problems": res.n_problems, "prompts_truncated": res.prompts_truncated,
+                              "sandbox_network": res.sandbox_network})
 
 
 @pytest.mark.ac("AC-SHIP2-010")
-def test_decode_throughput(criterion, model2_checkpoint, model2_artifacts, evidence_dir):
+def test_decode_throughput(criterion, model2_checkpoint, model2_artifacts):
     from shiptwo.measure.bench import BenchConfig, bench_ours
     from shiptwo.fileio import atomic_write_json
 
     res = bench_ours(model2_checkpoint, BenchConfig())
-    path = atomic_write_json(evidence_dir / BENCH_REPORT_FILE, res.to_dict())
+    path = atomic_write_json(criterion.evidence_dir / BENCH_REPORT_FILE, res.to_dict())
     criterion.check(res.decode_tok_s.median, evidence={"bench": path, "threads": res.threads,
                                                        "new_tokens": res.new_tokens, "min": res.decode_tok_s.min})

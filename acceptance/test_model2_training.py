@@ -1,4 +1,5 @@
-"""MODEL-2 training criteria, measured on the real artifacts `shiptwo build model2` produces."""
+"""MODEL-2 training criteria, measured on the real artifacts `shiptwo build model2` produces, and
+on live training runs of the shipped recipe where a criterion is about the trainer itself."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import json
 import pytest
 
 from shiptwo.harness.results import EVIDENCE_LOSS_CURVE
+
+LIVE_STEPS = 3  # AC-SHIP2-016: live training steps whose tensors are inspected
 
 
 
@@ -23,14 +26,21 @@ def summary(model2_checkpoint):
     return model2_checkpoint.training
 
 
+@pytest.fixture(scope="module")
+def provenance(model2_artifacts):
+    from shiptwo.builds.model2 import provenance_of
+
+    return provenance_of(json.loads(model2_artifacts.corpus_manifest.read_text(encoding="utf-8")))
+
+
 @pytest.mark.ac("AC-SHIP2-001")
-def test_architecture_contract(criterion, recipe, model2_checkpoint):
-    from shiptwo.checks.checkpoint import architecture_mismatches
-    built = model2_checkpoint.build_model()  # the module the trained tensors load into
-    measured, problems = architecture_mismatches(recipe.model_declared, recipe.declared_parameters,
-                                                 recipe.parameter_tolerance, model=built)
-    criterion.check(measured, evidence={"recipe": recipe.path, "declared_parameters": recipe.declared_parameters,
-                                        "live_parameters": built.num_parameters(), "problems": problems})
+def test_architecture_contract(criterion, recipe, model2_artifacts):
+    """The tensors in the shipped checkpoint file against the shapes the recipe's declaration implies."""
+    from shiptwo.checks.checkpoint import checkpoint_contract_violations
+
+    measured, evidence = checkpoint_contract_violations(model2_artifacts.checkpoint, recipe.model_declared,
+                                                        recipe.declared_parameters, recipe.parameter_tolerance)
+    criterion.check(measured, evidence={**evidence, "recipe": recipe.path, "checkpoint": model2_artifacts.checkpoint})
 
 
 @pytest.mark.ac("AC-SHIP2-002")
@@ -77,27 +87,37 @@ def test_checkpoint_reload_bit_exact(criterion, model2_artifacts):
 
 
 @pytest.mark.ac("AC-SHIP2-011")
-def test_reproducible_training(criterion, tmp_path_factory):
-    """Measured with the smoke profile's model and data whatever the active profile (seconds, not minutes)."""
-    from shiptwo.builds.model2 import load_tokens, provenance_of
-    from shiptwo.training.recipes import load_recipe
-    from shiptwo.builds.registry import build
+def test_reproducible_training(criterion, recipe, model2_artifacts, provenance, tmp_path_factory):
+    """The shipped recipe's model, training config and data for this profile, first `steps` steps, three runs."""
+    from shiptwo.builds.model2 import load_tokens
     from shiptwo.checks.training import reproducibility_runs
 
-    smoke = build("model2", "smoke")
-    recipe = load_recipe("model2", "smoke")
-    tokens = load_tokens(smoke.root)
+    tokens = load_tokens(model2_artifacts.root)
     violations, evidence = reproducibility_runs(
-        recipe.train, recipe.model, tokens["train"], tokens["validation"], 100, tmp_path_factory.mktemp("repro"),
-        smoke.tokenizer.read_text(encoding="utf-8"),
-        provenance_of(json.loads(smoke.corpus_manifest.read_text(encoding="utf-8"))))
-    criterion.check(violations, evidence={**evidence, "measured_with": "smoke model config and data, 100 steps"})
+        recipe.train, recipe.model, tokens["train"], tokens["validation"], criterion.param("steps"),
+        tmp_path_factory.mktemp("repro"), model2_artifacts.tokenizer.read_text(encoding="utf-8"), provenance,
+        loss_tol=criterion.param("loss_tolerance"))
+    criterion.check(violations, evidence={**evidence, "recipe": recipe.path, "profile": recipe.profile,
+                                          "parameters": recipe.model.num_parameters()})
 
 
 @pytest.mark.ac("AC-SHIP2-014")
-def test_chinchilla_ratio(criterion, summary):
-    criterion.check(summary["tokens_per_param"], evidence={"tokens": summary["tokens"], "parameters": summary["parameters"],
-                                                           "forced": summary["chinchilla_forced"]})
+def test_chinchilla_ratio(criterion, summary, model2_artifacts, model2_checkpoint):
+    """D = unique training tokens: the train split the build tokenized (at most what was seen);
+    N = the parameters in the shipped checkpoint file; tokens seen from the step log, beside it."""
+    from safetensors import safe_open
+
+    from shiptwo.builds.model2 import TOKENS_FILE
+    from shiptwo.checks.training import chinchilla_figures
+
+    with safe_open(str(model2_artifacts.root / TOKENS_FILE), framework="pt") as fh:
+        train_split = fh.get_slice("train").get_shape()[0]
+    log = [json.loads(x) for x in model2_artifacts.train_log.read_text(encoding="utf-8").splitlines() if x]
+    seen = max((e["tokens"] for e in log if e.get("type") == "train"), default=0)
+    parameters = sum(t.numel() for t in model2_checkpoint.tensors.values())
+    figures = chinchilla_figures(train_split, seen, parameters)
+    criterion.check(figures["tokens_per_parameter"], evidence={**figures, "forced": summary["chinchilla_forced"],
+                                                               "train_log": model2_artifacts.train_log})
 
 
 @pytest.mark.ac("AC-SHIP2-015")
@@ -113,10 +133,29 @@ def test_no_silent_wraparound(criterion, summary, model2_artifacts):
 
 
 @pytest.mark.ac("AC-SHIP2-016")
-def test_no_silent_device_fallback(criterion, summary):
-    from shiptwo.checks.training import device_mismatches
-    criterion.check(device_mismatches(summary), evidence={k: summary.get(k) for k in
-                                                          ("device_requested", "device_resolved", "device_used")})
+def test_no_silent_device_fallback(criterion, recipe, model2_artifacts, provenance, tmp_path_factory):
+    """A few live training steps of the shipped recipe's model: every parameter, gradient and
+    optimizer-state tensor inspected for its device; and a missing device must be refused."""
+    import dataclasses
+
+    from shiptwo.builds.model2 import load_tokens
+    from shiptwo.checks.training import expected_device, missing_device_refused, tensor_device_census, token_prefix_data
+    from shiptwo.training.loop import train
+
+    work = tmp_path_factory.mktemp("device")
+    windows = 8 * recipe.train.batch_size * recipe.train.grad_accum
+    data = token_prefix_data(model2_artifacts.root, work / "data", windows * (recipe.train.seq_len + 1))
+    tokens = load_tokens(data)
+    expected = expected_device(recipe.train.device)
+    census = []
+    cfg = dataclasses.replace(recipe.train, checkpoint_interval=None, force_under_provisioned=True)  # a few steps only
+    train(cfg, recipe.model, tokens["train"], tokens["validation"], work / "run",
+          model2_artifacts.tokenizer.read_text(encoding="utf-8"), provenance, stop_after=LIVE_STEPS,
+          observe=lambda model, opt, step: census.append(tensor_device_census(model, opt, expected)))
+    not_refused, fault = missing_device_refused(data, criterion.profile, work / "fault")
+    criterion.check(sum(n for n, _ in census), legs={"missing_device_not_refused": not_refused}, evidence={
+        "requested": recipe.train.device, "steps_observed": len(census), "census_last_step": census[-1][1] if census else None,
+        "fault_leg": fault})
 
 
 @pytest.mark.ac("AC-SHIP2-017")

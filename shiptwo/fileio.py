@@ -112,3 +112,32 @@ def atomic_output_dir(path: str | os.PathLike):
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+# --- manifests: one scheme for the artifact store, releases and verdict bundles --------------
+
+
+def tree_digests(root: str | os.PathLike, exclude: tuple[str, ...] = ()) -> dict[str, str]:
+    """SHA-256 of every file under `root` by POSIX relative path, sorted; `exclude` names relative
+    paths left out (the manifest itself)."""
+    root = Path(root)
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    return {rel: sha256_file(p) for p in files if (rel := p.relative_to(root).as_posix()) not in exclude}
+
+
+def tree_problems(root: str | os.PathLike, digests: dict[str, str], exclude: tuple[str, ...] = (),
+                  allow_extra: bool = False) -> list[str]:
+    """One line per file that is missing, differs from its recorded SHA-256, or (unless
+    `allow_extra`) is present but not listed; empty when the tree matches `digests`."""
+    root = Path(root)
+    problems = []
+    for rel, digest in sorted(digests.items()):
+        path = root / rel
+        if not path.is_file():
+            problems.append(f"{path}: missing")
+        elif sha256_file(path) != digest:
+            problems.append(f"{path}: SHA-256 differs from the manifest (tampered or corrupt)")
+    if not allow_extra:
+        present = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+        problems += [f"{root / rel}: extra file not in the manifest" for rel in sorted(present - set(digests) - set(exclude))]
+    return problems

@@ -113,9 +113,13 @@ def _model2_fingerprint(profile: str, options: dict):
 
 
 def _model2_run(profile: str, fp, workdir: Path) -> tuple[dict[str, str], dict, dict]:
+    """Prepare the data and train; in the work directory of an interrupted build of the same key
+    (the store hands it over), continue from its saved training state instead."""
     recipe, corpus = fp.context
-    prepare_data(recipe, workdir, corpus)
-    result = train_recipe(recipe, workdir, workdir, code_version=fp.parts["code"])
+    resume = all((workdir / f).is_file() for f in (TRAIN_STATE, TOKENS_FILE, TOKENIZER_FILE, CORPUS_MANIFEST))
+    if not resume:
+        prepare_data(recipe, workdir, corpus)
+    result = train_recipe(recipe, workdir, workdir, resume=resume, code_version=fp.parts["code"])
     roles = {
         "tokenizer": TOKENIZER_FILE, "tokens": TOKENS_FILE, "corpus_manifest": CORPUS_MANIFEST,
         "checkpoint": BEST_CHECKPOINT, "final_checkpoint": FINAL_CHECKPOINT, "train_log": TRAIN_LOG,
@@ -124,4 +128,4 @@ def _model2_run(profile: str, fp, workdir: Path) -> tuple[dict[str, str], dict, 
     return roles, {**recipe.to_dict(), "train": dataclasses.asdict(recipe.train)}, result.summary
 
 
-BUILDER = Builder("model2", _model2_fingerprint, _model2_run, entry=__name__)
+BUILDER = Builder("model2", _model2_fingerprint, _model2_run, entry=__name__, resumable=True)

@@ -4,6 +4,9 @@ Layout: <root>/<model>/<profile>/<key>/ with a manifest.json (SHA-256 of every f
 last. Builders write into a temp directory that is renamed into place, under a file lock, so
 nobody sees a half-written artifact. A reused artifact whose files no longer match the
 manifest is REFUSED with an error naming the file; `rebuild=True` (`--rebuild`) replaces it.
+A build killed mid-way leaves its work directory (`.tmp-<key>-*`, with the owner's pid in
+`.owner.json`): the next build removes it under the lock unless its owner is still alive, or,
+for a resumable builder of the same key, continues from the last training state saved in it.
 
 A Builder is a plain value (builds/registry.py lists them). Its key covers everything the build
 depends on: the builder's fingerprint (recipe, corpus files' SHA-256, base model), the source of
@@ -22,6 +25,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import sys
 import tempfile
 import time
@@ -32,12 +36,13 @@ from pathlib import Path
 from filelock import FileLock
 
 from shiptwo.errors import ShiptwoError
-from shiptwo.fileio import atomic_write_json, sha256_bytes, sha256_file
+from shiptwo.fileio import atomic_write_json, sha256_bytes, tree_digests, tree_problems
 
 from shiptwo.paths import PROFILES, artifact_root
 
 ARTIFACT_MANIFEST = "manifest.json"  # SHA-256 of every artifact file; written last
 ARTIFACT_LOCK = ".lock"
+OWNER_FILE = ".owner.json"  # in a build's work directory: pid, host and start time of the process building it
 
 
 log = logging.getLogger(__name__)
@@ -82,6 +87,7 @@ class Builder:
     fingerprint: Callable[[str, dict], Fingerprint]
     run: Callable[[str, Fingerprint, Path], tuple[dict[str, str], dict, dict]]
     entry: str  # the module whose import closure (within shiptwo) is hashed into the key
+    resumable: bool = False  # run() continues from what an interrupted run of the same key left in workdir
 
 
 KEY_PACKAGES = ("torch", "tokenizers", "gguf", "safetensors")  # third-party code that shapes an artifact
@@ -156,24 +162,26 @@ def build(builder: Builder, profile: str, rebuild: bool = False, **options) -> A
     base.mkdir(parents=True, exist_ok=True)
     final = base / key
     with FileLock(str(base / ARTIFACT_LOCK)):
-        for stale in base.glob(".tmp-*"):  # left by a builder that was killed (builders hold the lock)
-            log.warning("removing %s left by an interrupted build", stale)
-            shutil.rmtree(stale, ignore_errors=True)
+        adopted = _sweep_work_dirs(base, key if builder.resumable else None)
         if final.exists():
             problem = verify(final)
             if problem is None:
+                if adopted is not None:  # an interrupted build of what is already built: nothing to resume
+                    shutil.rmtree(adopted, ignore_errors=True)
                 log.info("reusing %s artifacts %s", model_name, final)
                 return _load(final, model_name, profile, key, reused=True)
             if not rebuild:
                 raise ShiptwoError(f"{problem}; refusing to use it (rerun with --rebuild to replace it)")
             log.warning("%s; rebuilding", problem)
             shutil.rmtree(final)
-        tmp = Path(tempfile.mkdtemp(dir=base, prefix=f".tmp-{key}-"))
+        tmp = adopted or Path(tempfile.mkdtemp(dir=base, prefix=f".tmp-{key}-"))
         tmp.chmod(0o755)  # mkdtemp makes it private; a built artifact is readable like any other file
+        atomic_write_json(tmp / OWNER_FILE, _this_process())
         try:
             t0 = time.perf_counter()
             roles, recipe, summary = builder.run(profile, dataclasses.replace(fp, parts={**fp.parts, "code": code}), tmp)
-            files = {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
+            (tmp / OWNER_FILE).unlink()
+            files = tree_digests(tmp)
             missing = sorted(r for r in roles.values() if not (tmp / r).exists())
             if missing:
                 raise ShiptwoError(f"build {model_name}/{profile}: builder did not write {', '.join(missing)}")
@@ -183,10 +191,70 @@ def build(builder: Builder, profile: str, rebuild: bool = False, **options) -> A
                 "recipe": recipe, "summary": summary,
             })
             os.rename(tmp, final)
+        except KeyboardInterrupt:
+            if builder.resumable:  # its work directory stays, ownerless, for the next build to continue
+                (tmp / OWNER_FILE).unlink(missing_ok=True)
+            else:
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     return _load(final, model_name, profile, key, reused=False)
+
+
+# --- work directories of interrupted builds ------------------------------------------------
+
+
+def _process_start(pid: int) -> str | None:
+    """The kernel's start time of `pid` (clock ticks since boot): tells a live owner from a reused pid."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat[stat.rindex(")") + 2:].split()[19]  # field 22, counted after the command name
+
+
+def _this_process() -> dict:
+    return {"pid": os.getpid(), "host": socket.gethostname(), "start": _process_start(os.getpid())}
+
+
+def owner_alive(work_dir: Path) -> bool:
+    """Whether the build that owns `work_dir` (per its owner record) is still running. No record
+    (killed before writing it, or finished) means no live owner; another host's build is assumed alive."""
+    try:
+        owner = json.loads((work_dir / OWNER_FILE).read_text(encoding="utf-8"))
+        pid, host = int(owner["pid"]), owner["host"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    if host != socket.gethostname():
+        return True  # its liveness cannot be checked from here
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, another user's
+    start = _process_start(pid)
+    return start is None or owner.get("start") in (None, start)
+
+
+def _sweep_work_dirs(base: Path, resumable_key: str | None) -> Path | None:
+    """Under the store's lock: leave work directories whose owner is alive, adopt one of a dead
+    build of `resumable_key` (its stray half-written temp files removed) and remove the rest."""
+    adopted = None
+    for work in sorted(base.glob(".tmp-*")):
+        if owner_alive(work):
+            log.warning("leaving %s: the build that owns it is still running", work)
+        elif adopted is None and resumable_key is not None and work.name.startswith(f".tmp-{resumable_key}-"):
+            for stray in work.rglob(".*.tmp"):  # an atomic write cut short by the kill
+                stray.unlink()
+            log.warning("resuming the interrupted build in %s", work)
+            adopted = work
+        else:
+            log.warning("removing %s left by an interrupted build", work)
+            shutil.rmtree(work, ignore_errors=True)
+    return adopted
 
 
 def verify(root: Path) -> str | None:
@@ -197,13 +265,8 @@ def verify(root: Path) -> str | None:
         files = manifest["files"]
     except (OSError, json.JSONDecodeError, KeyError, TypeError):
         return f"{mpath}: artifact manifest missing or unreadable"
-    for rel, digest in files.items():
-        p = root / rel
-        if not p.is_file():
-            return f"{p}: artifact file missing"
-        if sha256_file(p) != digest:
-            return f"{p}: SHA-256 differs from {ARTIFACT_MANIFEST} (tampered or corrupt)"
-    return None
+    problems = tree_problems(root, files, allow_extra=True)
+    return problems[0] if problems else None
 
 
 def _load(root: Path, model_name: str, profile: str, key: str, reused: bool) -> Artifacts:

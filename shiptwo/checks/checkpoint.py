@@ -1,7 +1,9 @@
-"""Acceptance metrics on a checkpoint: the architecture contract and the bit-exact reload."""
+"""Acceptance metrics on a checkpoint: the architecture contract (recipe and artifact) and the bit-exact reload."""
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 
 import torch
@@ -33,13 +35,53 @@ def architecture_mismatches(declared: dict, declared_parameters: int, tolerance:
     return len(problems), problems
 
 
+def checkpoint_contract_violations(checkpoint: str | Path, declared: dict, declared_parameters: int,
+                                   tolerance: float) -> tuple[int, dict]:
+    """AC-SHIP2-001 on the artifact: the tensors in the checkpoint file against the shapes the
+    recipe's declared config implies, the parameter count of those tensors against the declared
+    count (± tolerance), and each config field the file records against the declaration.
+
+    Shapes and count come from the file's safetensors header, never from a module built from it,
+    so a tensor of the wrong shape is seen even where the loader would refuse it.
+    """
+    from safetensors import safe_open
+
+    from shiptwo.model.checkpoint import META_CONFIG
+
+    path = Path(checkpoint)
+    expected = ModelConfig.from_dict(declared, source="recipe.model").tensor_shapes()
+    with safe_open(str(path), framework="pt") as fh:
+        shapes = {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}
+        meta = fh.metadata() or {}
+    problems = [f"tensor {n} missing" for n in sorted(set(expected) - set(shapes))]
+    problems += [f"tensor {n} not implied by the declared config" for n in sorted(set(shapes) - set(expected))]
+    problems += [f"tensor {n} has shape {shapes[n]}, declared config implies {s}" for n, s in sorted(expected.items())
+                 if n in shapes and shapes[n] != s]
+    count = sum(math.prod(s) for s in shapes.values())
+    if abs(count - declared_parameters) > tolerance * declared_parameters:
+        problems.append(f"parameters: the file holds {count}, declared {declared_parameters} ±{tolerance:.1%}")
+    try:
+        recorded = json.loads(meta[META_CONFIG])
+    except (KeyError, json.JSONDecodeError):
+        recorded = None
+        problems.append(f"metadata {META_CONFIG} missing or unreadable")
+    if isinstance(recorded, dict):
+        for name in sorted(set(declared) | set(recorded)):
+            a, b = declared.get(name), recorded.get(name)
+            if a != b or isinstance(a, bool) != isinstance(b, bool):
+                problems.append(f"config {name}: declared {a!r}, recorded {b!r}")
+    return len(problems), {"checkpoint": str(path), "tensors": len(shapes), "expected_tensors": len(expected),
+                           "parameters_in_file": count, "declared_parameters": declared_parameters,
+                           "problems": problems[:20]}
+
+
 def checkpoint_reload_defects(checkpoint: str | Path, state: str | Path, tokenizer: str | Path,
                               prefix: str = "best/") -> tuple[int, list[str]]:
     """AC-SHIP2-005: tensors of a saved checkpoint that differ (bitwise) from the trained tensors kept in
     the training state, plus metadata defects (format, embedded tokenizer, re-save round trip)."""
     import tempfile
 
-    from shiptwo.model.checkpoint import load_checkpoint, read_safetensors_metadata, save_checkpoint
+    from shiptwo.model.checkpoint import load_checkpoint, safetensors_metadata, save_checkpoint
 
     checkpoint, problems = Path(checkpoint), []
     ckpt = load_checkpoint(checkpoint)
@@ -56,8 +98,8 @@ def checkpoint_reload_defects(checkpoint: str | Path, state: str | Path, tokeniz
         problems.append(f"metadata {META_TRAINING} missing")
     with tempfile.TemporaryDirectory() as tmp:
         again = load_checkpoint(save_checkpoint(ckpt, Path(tmp) / "resaved.safetensors"))
-        meta_a = read_safetensors_metadata(checkpoint.read_bytes(), checkpoint)
-        meta_b = read_safetensors_metadata(again.path.read_bytes(), again.path)
+        meta_a = safetensors_metadata(checkpoint)
+        meta_b = safetensors_metadata(again.path)
         problems += [f"metadata {k} changes on re-save" for k in sorted(set(meta_a) | set(meta_b)) if meta_a.get(k) != meta_b.get(k)]
         problems += [f"tensor {k} changes on re-save" for k in ckpt.tensors if not torch.equal(ckpt.tensors[k], again.tensors[k])]
     return len(problems), problems

@@ -1,4 +1,4 @@
-"""Acceptance metrics on a training run: wrap-arounds, early stop, device, reproducibility.
+"""Acceptance metrics on a training run: wrap-arounds, early stop, device, reproducibility, Chinchilla.
 
 Each takes what it judges and its tolerances as arguments; none reads a threshold itself.
 """
@@ -8,16 +8,18 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
 
 from shiptwo.model.llama import ModelConfig
 from shiptwo.training.config import TrainConfig
+from shiptwo.training.guards import unique_training_tokens
 from shiptwo.training.loop import STOP_EARLY, STOP_MAX_STEPS, STOP_TOKEN_BUDGET, STOP_WALL_CLOCK, train
-
-REPRO_LOSS_TOLERANCE = 1e-6  # "identical" per the criterion: abs loss difference per step
-
+from shiptwo.training.state import optimizer_state_sha256
 
 def unreported_wraps(summary: dict) -> int:
     """AC-SHIP2-015: wraps implied by windows consumed vs windows per epoch, minus those recorded."""
@@ -42,43 +44,146 @@ def early_stop_violations(summary: dict) -> int:
     return int(step < min_steps or len(evals_after_best) < patience)
 
 
-def device_mismatches(summary: dict) -> int:
-    """AC-SHIP2-016: 0 if the device used is the one requested (auto: the one it resolved to, recorded), else 1."""
-    req, resolved, used = summary.get("device_requested"), summary.get("device_resolved"), summary.get("device_used")
-    if not (req and resolved and used):
-        return 1
-    if req != "auto" and resolved != req:
-        return 1
-    return int(used != resolved)
+def expected_device(requested: str) -> torch.device:
+    """The device a request must land on, resolved here rather than read from the trainer: `auto`
+    means cuda when this process sees one, else cpu."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+def _on(t: torch.Tensor, expected: torch.device) -> bool:
+    return t.device.type == expected.type and (expected.index is None or t.device.index == expected.index)
+
+
+def tensor_device_census(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                         expected: torch.device) -> tuple[int, dict]:
+    """AC-SHIP2-016: tensors of a live training step that are not on `expected`, looked at directly.
+
+    Every parameter, its gradient and every optimizer-state tensor is inspected. A parameter with
+    no gradient or no optimizer state counts too (it was not observed, so it cannot be vouched
+    for). 0-dim `step` counters are exempt: torch.optim keeps them on the CPU unless fused or
+    capturable; they are counted apart in the evidence.
+    """
+    wrong: list[str] = []
+    seen = {"parameters": 0, "gradients": 0, "optimizer_state": 0, "exempt_step_counters": 0}
+    devices: dict[str, int] = {}
+
+    def look(kind: str, name: str, t: torch.Tensor) -> None:
+        seen[kind] += 1
+        devices[str(t.device)] = devices.get(str(t.device), 0) + 1
+        if not _on(t, expected):
+            wrong.append(f"{kind[:-1] if kind.endswith('s') else kind} {name} on {t.device}")
+
+    for name, p in model.named_parameters():
+        look("parameters", name, p)
+        if p.grad is None:
+            wrong.append(f"gradient {name} missing (not observed)")
+        else:
+            look("gradients", name, p.grad)
+        state = optimizer.state.get(p, {})
+        if not state:
+            wrong.append(f"optimizer state of {name} missing (not observed)")
+        for key, t in state.items():
+            if not isinstance(t, torch.Tensor):
+                continue
+            if key == "step" and t.dim() == 0:
+                seen["exempt_step_counters"] += 1
+                continue
+            look("optimizer_state", f"{name}.{key}", t)
+    return len(wrong), {"expected_device": str(expected), "inspected": seen, "devices": devices,
+                        "not_on_expected_device": wrong[:20]}
+
+
+def missing_device_refused(data_dir: str | Path, profile: str, out_dir: str | Path, device: str = "cuda",
+                           timeout: float = 600) -> tuple[int, dict]:
+    """AC-SHIP2-016 fault leg: `shiptwo train --device cuda` with no CUDA device visible must refuse
+    (non-zero exit, an error naming the device, nothing written). Returns (1 if it did not refuse, evidence)."""
+    out_dir = Path(out_dir)
+    cmd = [sys.executable, "-m", "shiptwo", "train", "--profile", profile, "--data", str(data_dir),
+           "--out", str(out_dir), "--device", device, "--max-steps", "2", "--force-under-provisioned"]
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # hide any real GPU: the requested device is not there
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    written = sorted(str(p.relative_to(out_dir)) for p in out_dir.rglob("*")) if out_dir.exists() else []
+    refused = proc.returncode != 0 and device in proc.stderr and not written
+    return int(not refused), {"command": " ".join(cmd[1:]), "exit_status": proc.returncode,
+                              "stderr": proc.stderr.strip()[-500:], "files_written": written[:10]}
+
+
+def token_prefix_data(data_dir: str | Path, out_dir: str | Path, n_tokens: int) -> Path:
+    """A copy of a prepared data directory holding only the first `n_tokens` of each split (read
+    without loading the rest): for checks that need a few live training steps, not the data."""
+    import shutil
+
+    from safetensors import safe_open
+    from safetensors.torch import save as st_save
+
+    from shiptwo.builds.model2 import CORPUS_MANIFEST, TOKENIZER_FILE, TOKENS_FILE
+    from shiptwo.fileio import atomic_write_bytes
+
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in (TOKENIZER_FILE, CORPUS_MANIFEST):
+        shutil.copy(data_dir / name, out_dir / name)
+    with safe_open(str(data_dir / TOKENS_FILE), framework="pt") as fh:
+        prefix = {k: fh.get_slice(k)[:n_tokens].contiguous() for k in fh.keys()}
+    atomic_write_bytes(out_dir / TOKENS_FILE, st_save(prefix))
+    return out_dir
+
+
+def chinchilla_figures(train_split_tokens: int, tokens_seen: int, parameters: int) -> dict:
+    """AC-SHIP2-014: D/N with D the unique training tokens (the train split, at most what was seen),
+    with the tokens seen and the passes over the data beside it: looping a corpus is not more data."""
+    unique = unique_training_tokens(train_split_tokens, tokens_seen)
+    return {"tokens_per_parameter": unique / parameters, "unique_training_tokens": unique,
+            "train_split_tokens": train_split_tokens, "tokens_seen": tokens_seen, "parameters": parameters,
+            "tokens_seen_per_parameter": tokens_seen / parameters, "passes_over_data": tokens_seen / train_split_tokens}
 
 
 def reproducibility_violations(same_a: tuple[list[float], str], same_b: tuple[list[float], str],
-                               other: tuple[list[float], str]) -> tuple[int, dict]:
+                               other: tuple[list[float], str], loss_tol: float,
+                               same_a_at_other: tuple[list[float], str] | None = None) -> tuple[int, dict]:
     """Count violations over three runs' (losses, optimizer-state SHA-256): two with one seed, one with another.
 
-    Same seed: any step whose loss differs by more than REPRO_LOSS_TOLERANCE, or different optimizer
-    hashes, is a violation; different seed: identical losses or identical hashes are a violation.
+    Same seed: any step whose loss differs by more than `loss_tol`, or different optimizer
+    hashes, is a violation; different seed: identical losses or identical hashes are a violation,
+    compared with run A after as many steps as the other run made (`same_a_at_other`; default A itself).
     """
     (la, ha), (lb, hb), (lc, hc) = same_a, same_b, other
+    ref_losses, ref_hash = same_a_at_other or same_a
     same_diff = max((abs(x - y) for x, y in zip(la, lb)), default=math.inf) if len(la) == len(lb) else math.inf
-    other_diff = max((abs(x - y) for x, y in zip(la, lc)), default=0.0)
-    violations = int(not same_diff <= REPRO_LOSS_TOLERANCE) + int(ha != hb) + int(other_diff == 0.0) + int(ha == hc)
-    return violations, {"steps": len(la), "max_abs_loss_diff_same_seed": same_diff,
-                        "max_abs_loss_diff_other_seed": other_diff, "optimizer_sha256_same_seed": [ha, hb],
-                        "optimizer_sha256_other_seed": hc}
+    other_diff = max((abs(x - y) for x, y in zip(ref_losses, lc)), default=0.0)
+    violations = int(not same_diff <= loss_tol) + int(ha != hb) + int(other_diff == 0.0) + int(ref_hash == hc)
+    return violations, {"steps": len(la), "other_seed_steps": len(lc), "loss_tolerance": loss_tol,
+                        "max_abs_loss_diff_same_seed": same_diff, "max_abs_loss_diff_other_seed": other_diff,
+                        "optimizer_sha256_same_seed": [ha, hb], "optimizer_sha256_other_seed": [ref_hash, hc]}
 
 
 def reproducibility_runs(cfg: TrainConfig, model_config: ModelConfig, train_tokens: torch.Tensor,
                          val_tokens: torch.Tensor, steps: int, workdir: str | Path, tokenizer_json: str,
-                         provenance: dict) -> tuple[int, dict]:
-    """Train `steps` steps three times (seed, seed, seed+1) with the real loop and compare."""
+                         provenance: dict, loss_tol: float, other_steps: int = 10) -> tuple[int, dict]:
+    """Train the first `steps` steps of `cfg` twice with its seed, and `other_steps` with seed+1, with
+    the real loop, and compare (the other seed against the first run's state after as many steps).
+
+    The configuration is the recipe's own (its schedule over the full run included); the runs halt
+    as an interrupted run would (`stop_after`), so no checkpoint is written.
+    """
+    steps = min(steps, cfg.total_steps())
+    other_steps = min(other_steps, steps)
+    at_other: dict[int, str] = {}
+
+    def hash_at_other(model, opt, step):
+        if step == other_steps:
+            at_other[step] = optimizer_state_sha256(model, opt)
+
     runs = []
-    for n, seed in enumerate((cfg.seed, cfg.seed, cfg.seed + 1)):
-        c = dataclasses.replace(cfg, seed=seed, max_steps=steps, token_budget=None, eval_interval=steps,
-                                force_under_provisioned=True, checkpoint_interval=None, max_wall_seconds=None)
-        r = train(c, model_config, train_tokens, val_tokens, Path(workdir) / f"run{n}", tokenizer_json, provenance)
-        runs.append((r.losses, r.optimizer_sha256))
-    return reproducibility_violations(*runs)
+    for n, (seed, stop) in enumerate(((cfg.seed, steps), (cfg.seed, steps), (cfg.seed + 1, other_steps))):
+        c = dataclasses.replace(cfg, seed=seed, checkpoint_interval=None)
+        r = train(c, model_config, train_tokens, val_tokens, Path(workdir) / f"run{n}", tokenizer_json, provenance,
+                  stop_after=stop, observe=hash_at_other if n == 0 else None)
+        runs.append((r.losses[:stop], r.optimizer_sha256))
+    a_at_other = (runs[0][0][:other_steps], at_other.get(other_steps, ""))
+    return reproducibility_violations(*runs, loss_tol=loss_tol, same_a_at_other=a_at_other)
 
 
 def wraps_in_log(log_path: str | Path) -> int:

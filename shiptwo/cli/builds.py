@@ -29,7 +29,7 @@ def _add_build(sub) -> None:
     p.add_argument("--force-under-provisioned", action="store_true", help="train even when D/N < 10 (recorded)")
     p.add_argument("--rebuild", action="store_true", help="replace a stored artifact that fails verification")
     p.add_argument("--base", default=None,
-                   help="model1 only: start from this Hugging Face directory or native checkpoint instead of model2")
+                   help="model1 only: start from this Hugging Face directory, native checkpoint or GGUF file")
     p.set_defaults(func=_cmd_build)
 
 
@@ -44,7 +44,8 @@ def _cmd_build(args) -> int:
     s = a.summary
     print(f"shiptwo: {a.model}/{a.profile} {'reused' if a.reused else 'built'} at {a.root}")
     if "best_val_loss" in s:
-        print(f"shiptwo: steps {s['steps']}, best val CE {s['best_val_loss']:.4f}, D/N {s['tokens_per_param']:.2f}, "
+        passes = f" over {s['passes_over_data']:.2f} passes" if "passes_over_data" in s else ""
+        print(f"shiptwo: steps {s['steps']}, best val CE {s['best_val_loss']:.4f}, D/N {s['tokens_per_param']:.2f} (unique tokens{passes}), "
               f"{s['wall_seconds']:.0f} s, {s['tokens_per_second']:.0f} tok/s, stop {s['stop_reason']}")
     return 0
 

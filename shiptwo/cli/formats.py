@@ -45,21 +45,25 @@ def _cmd_export(args) -> int:
 
 
 def _add_import(sub) -> None:
-    p = sub.add_parser("import", help="import a LLaMA Hugging Face directory as a native checkpoint")
-    p.add_argument("directory")
+    p = sub.add_parser("import", help="import a LLaMA Hugging Face directory or GGUF file as a native checkpoint")
+    p.add_argument("source", help="Hugging Face directory, or a .gguf file of any tensor type gguf-py dequantizes")
     p.add_argument("-o", "--output", required=True, help="native checkpoint (.safetensors) to write")
-    p.add_argument("--license", default=None, help="model license (overrides config.json)")
-    p.add_argument("--data-source", default=None, help="training data source (overrides config.json)")
-    p.add_argument("--data-license", default=None, help="training data license (overrides config.json)")
+    p.add_argument("--license", default=None, help="model license (overrides config.json / general.license)")
+    p.add_argument("--data-source", default=None, help="training data source (overrides the source's)")
+    p.add_argument("--data-license", default=None, help="training data license (overrides the source's)")
     p.set_defaults(func=_cmd_import)
 
 
 def _cmd_import(args) -> int:
-    from shiptwo.formats.hf import import_hf
+    from shiptwo.formats.artifact import KIND_GGUF, artifact_kind
 
     flags = {META_LICENSE: args.license, META_DATA_SOURCE: args.data_source, META_DATA_LICENSE: args.data_license}
-    out = import_hf(args.directory, args.output, flags)
-    print(f"shiptwo: imported {args.directory} to {out}")
+    if artifact_kind(args.source) == KIND_GGUF:
+        from shiptwo.formats.gguf_import import import_gguf as importer
+    else:
+        from shiptwo.formats.hf import import_hf as importer
+    out = importer(args.source, args.output, flags)
+    print(f"shiptwo: imported {args.source} to {out}")
     return 0
 
 

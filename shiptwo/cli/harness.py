@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from shiptwo import paths
+from shiptwo.errors import ShiptwoError
 
 from shiptwo.harness.report import REPORT_FORMATS
 from shiptwo.paths import ACCEPTANCE_DIR
@@ -33,6 +35,11 @@ def _cmd_spec_check(args) -> int:
     if outcome.defects:
         return 2
     print(outcome.summary)
+    from shiptwo.harness.resolution import resolution_warnings
+    from shiptwo.harness.spec import load_spec
+
+    for warning in resolution_warnings(load_spec(args.path)):  # issue 13: bands finer than the noise
+        print(warning, file=sys.stderr)
     return 0
 
 
@@ -41,7 +48,8 @@ def _add_report(sub) -> None:
     p = sub.add_parser("report", help="render the ship report from results.json")
     p.add_argument("--results", default=None, help="results file (default: the project's reports/results.json)")
     p.add_argument("--spec", default=None, help="spec file (default: the project's spec/ship-two.yaml)")
-    p.add_argument("--baseline", default=None, help="an older results.json to diff against")
+    p.add_argument("--baseline", default=None,
+                   help="an older results.json: each criterion's change with a paired test, p-value and effect size")
     p.add_argument("-o", "--output", default=None, help="output file ('-' for stdout; default: the project's reports/ship-two.md)")
     p.add_argument("--template", default=None, help="a Jinja template to use instead of the packaged one")
     p.add_argument("--format", choices=REPORT_FORMATS, default="md")
@@ -75,30 +83,83 @@ def _cmd_report(args) -> int:
 
 def _add_gate(sub) -> None:
 
-    p = sub.add_parser("gate", help="exit 0 when each selected model meets its release rule, else 1")
+    p = sub.add_parser("gate", help="re-derive every verdict; exit 0 only on RELEASE (1 hold/refused, 3 clean rehearsal)")
     p.add_argument("--model", action="append", default=None, help="model key (repeatable; default: all)")
     p.add_argument("--results", default=None, help="results file (default: the project's reports/results.json)")
     p.add_argument("--spec", default=None, help="spec file (default: the project's spec/ship-two.yaml)")
+    p.add_argument("--acceptance", default=None, help="acceptance tests whose bindings must all have run (default: acceptance/ beside spec/)")
     p.add_argument("--allow-stale", action="store_true",
                    help="accept results from another commit, profile or spec version, or from an uncommitted tree")
+    p.add_argument("--recheck", type=int, default=0, metavar="K",
+                   help="re-execute K randomly chosen samples of each sampled criterion and refuse on any disagreement")
+    p.add_argument("--seed", type=int, default=None, help="seed for choosing the --recheck samples (default: random)")
+    p.add_argument("--baseline", default=None, help="an older results.json: hold on a significant regression of a blocking change rule")
+    p.add_argument("--bundle", default=None, metavar="DIR", help="also write a verdict bundle (spec, results, evidence, hashes) to DIR")
+    p.add_argument("--from-bundle", default=None, metavar="DIR", help="recompute the verdict offline from a bundle alone")
     p.set_defaults(func=_cmd_gate)
 
 
 def _cmd_gate(args) -> int:
-    from shiptwo.harness.release_gate import decide, format_decisions
+    from shiptwo.checkout import run_info
+    from shiptwo.checks import gate_verifiers  # noqa: F401 (registers the model wing's verifiers)
+    from shiptwo.harness.bindings import bound_tests, scan_bindings
+    from shiptwo.harness.release_gate import decide, exit_code, format_decisions
     from shiptwo.harness.results import load_results
     from shiptwo.harness.spec import load_spec
+    from shiptwo.harness.verifiers import registered
 
+    if args.recheck < 0:
+        raise ShiptwoError(f"gate: --recheck must be >= 0, not {args.recheck}")
+    if args.from_bundle:
+        from shiptwo.harness.bundle import gate_from_bundle
 
-    from shiptwo.checkout import run_info
-
+        decisions, lines = gate_from_bundle(args.from_bundle, args.spec)
+        print("\n".join(lines))
+        return exit_code(decisions)
     spec = load_spec(args.spec)
-    checkout = run_info(paths.root_of_spec(args.spec), spec.sha256, "")  # the code being gated: this checkout's HEAD
-    decisions = decide(spec, load_results(args.results), args.model, args.allow_stale, checkout)
-    print(format_decisions(decisions, spec))
-    return 0 if all(d.released for d in decisions) else 1
+    results = load_results(args.results)
+    root = paths.root_of_spec(args.spec)
+    bound = bound_tests(scan_bindings(args.acceptance), root) if Path(args.acceptance).is_dir() else None
+    checkout = run_info(root, spec.sha256, "")  # the code being gated: this checkout's HEAD
+    baseline = load_results(args.baseline) if args.baseline else None
+    decisions = decide(spec, results, args.model, args.allow_stale, checkout, bound, args.recheck, args.seed, baseline)
+    print(format_decisions(decisions, spec, results))
+    if args.bundle:
+        from shiptwo.checkout import environment
+        from shiptwo.harness.bundle import bundle_gate_run
+
+        gate = {"models": args.model, "allow_stale": args.allow_stale, "bound": bound}
+        print(f"bundle written to {bundle_gate_run(args.bundle, spec, results, decisions, gate, environment(), baseline)}")
+    checks = registered()
+    print(f"re-derived: outcomes, bound tests, evidence hashes, sample figures; verifiers: "
+          f"{', '.join(checks['evidence']) or 'none'}; rechecks: {', '.join(checks['recheck']) or 'none'}"
+          f"{f' (K={args.recheck})' if args.recheck else ' (not requested)'}")
+    return exit_code(decisions)
 
 
-COMMANDS = [_add_spec, _add_report, _add_gate]
+def _add_evidence(sub) -> None:
+    p = sub.add_parser("evidence", help="manage the evidence directories of past runs")
+    ev = p.add_subparsers(dest="evidence_command", required=True)
+    prune = ev.add_parser("prune", help="remove all but the newest runs' evidence (never the runs results.json uses)")
+    prune.add_argument("--keep", type=int, default=3, help="newest runs to keep (default 3)")
+    prune.add_argument("--results", default=None, help="results file whose runs are kept (default: the project's)")
+    prune.add_argument("--root", default=None, help="evidence root (default: the project's reports/evidence)")
+    prune.set_defaults(func=_cmd_evidence_prune)
+
+
+def _cmd_evidence_prune(args) -> int:
+    from shiptwo.harness.evidence import prune_runs
+    from shiptwo.harness.results import load_results
+
+    in_use = set()
+    if Path(args.results).exists():
+        results = load_results(args.results)
+        in_use = {e.get("run_id") for e in results.criteria.values()} | {results.run.get("run_id")}
+    removed = prune_runs(paths.evidence_root(args.root), args.keep, {r for r in in_use if r})
+    print(f"shiptwo: removed {len(removed)} run(s) of evidence" + "".join(f"\n  {p}" for p in removed))
+    return 0
+
+
+COMMANDS = [_add_spec, _add_report, _add_gate, _add_evidence]
 
 

@@ -63,22 +63,28 @@ def _add_qa(sub) -> None:
                    help="criterion whose threshold is the decode floor (AC-SHIP1-007 for MODEL-1)")
     p.add_argument("--parity-criterion", default="AC-SHIP2-009",
                    help="criterion whose threshold is the llama.cpp logits tolerance")
+    p.add_argument("--qa-criterion", default="AC-SHIP2-006",
+                   help="criterion whose parameters bound the golden and quantized-parity gates (AC-SHIP1-006 for MODEL-1)")
     p.add_argument("--min-tok-s", type=float, default=None, help="decode floor overriding the spec's")
     p.add_argument("--parity-tol", type=float, default=None, help="logits tolerance overriding the spec's")
+    p.add_argument("--reference", default=None,
+                   help="F32 reference of a quantized GGUF (default: the unquantized model in the same release)")
     p.set_defaults(func=_cmd_qa)
 
 
 def _cmd_qa(args) -> int:
-    from shiptwo.measure.qa import QAConfig, run_qa
+    from pathlib import Path
 
+    from shiptwo.checks.qa import qa_config
     from shiptwo.harness.spec import load_spec
+    from shiptwo.measure.qa import run_qa
 
-    spec = None
-    if args.min_tok_s is None or args.parity_tol is None:
-        spec = load_spec(args.spec)
+    spec = load_spec(args.spec)
     floor = args.min_tok_s if args.min_tok_s is not None else spec.criterion(args.throughput_criterion).threshold_for(args.profile)
     tol = args.parity_tol if args.parity_tol is not None else spec.criterion(args.parity_criterion).threshold_for(args.profile)
-    report = run_qa(args.artifact, QAConfig(min_decode_tok_s=floor, parity_tol=tol, profile=args.profile))
+    cfg = qa_config(spec.criterion(args.qa_criterion), args.profile, min_decode_tok_s=floor, parity_tol=tol,
+                    reference=Path(args.reference) if args.reference else None)
+    report = run_qa(args.artifact, cfg)
     if args.json:
         _print_json(report.to_dict())
     else:
@@ -94,16 +100,19 @@ def _add_bench(sub) -> None:
     p.add_argument("--compare", default="", help="comma-separated peers: transformers,llama.cpp")
     p.add_argument("--prompt", default=BENCH_PROMPT)
     p.add_argument("--tokens", type=int, default=None, help="new tokens per timed run (default 128, capped by the context)")
-    p.add_argument("--iterations", type=int, default=5)
+    p.add_argument("--iterations", type=int, default=5, help="rounds (each runtime and each limit once per round)")
     p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--threads", type=int, default=1, help="intra-op threads for every runtime (default 1)")
+    p.add_argument("--threads", type=int, default=None, help="threads for every runtime (default: all available cores)")
+    p.add_argument("--no-limits", action="store_true", help="skip measuring the hardware limits")
     p.set_defaults(func=_cmd_bench)
 
 
 def _cmd_bench(args) -> int:
     from shiptwo.measure.bench import BenchConfig, run_bench
 
-    cfg = BenchConfig(prompt=args.prompt, new_tokens=args.tokens, warmup=args.warmup, iterations=args.iterations, threads=args.threads)
+    threads = {} if args.threads is None else {"threads": args.threads}  # default: all available cores
+    cfg = BenchConfig(prompt=args.prompt, new_tokens=args.tokens, warmup=args.warmup, iterations=args.iterations,
+                      limits=not args.no_limits, **threads)
     peers = tuple(c.strip() for c in args.compare.split(",") if c.strip())
     report = run_bench(args.artifact, cfg, peers)
     if args.json:

@@ -11,6 +11,7 @@ from shiptwo.errors import ShiptwoError
 
 from shiptwo.formats.hf import HF_CONFIG_FILE
 from shiptwo.formats.names import GGUF_MAGIC
+from shiptwo.formats.release import verify_recorded
 
 KIND_NATIVE = "native"
 KIND_HF = "hf"
@@ -37,14 +38,19 @@ def artifact_kind(path: str | Path) -> str:
 
 
 def load_artifact(path: str | Path) -> Checkpoint:
-    """Load `path` as a Checkpoint whatever its kind; every defect is one ShiptwoError naming the file."""
+    """Load `path` as a Checkpoint whatever its kind; every defect is one ShiptwoError naming the file.
+
+    An artifact that a release or artifact-store manifest lists is first checked against the
+    SHA-256 recorded there: a file changed since it was built or published is refused, not loaded.
+    """
+    verify_recorded(path)
     kind = artifact_kind(path)
     if kind == KIND_NATIVE:
         return load_checkpoint(path)
     if kind == KIND_HF:
         from shiptwo.formats.hf import read_hf as loader
     else:
-        from shiptwo.formats.gguf_load import load_gguf as loader
+        from shiptwo.formats.gguf_import import load_gguf as loader
     ckpt = loader(path)
     if ckpt.path is None:
         ckpt.path = Path(path)

@@ -18,14 +18,15 @@ import numpy as np
 import torch
 
 from shiptwo import __version__
-from shiptwo.model.checkpoint import Checkpoint
+from shiptwo.model.checkpoint import Checkpoint, missing_provenance
 from shiptwo.errors import ShiptwoError
 from shiptwo.fileio import atomic_output_file
+from shiptwo.formats.gguf_import import gguf_pre_name
 from shiptwo.formats.gguf_load import validate_gguf
-from shiptwo.formats.names import hf_to_gguf, is_key, is_query, llamacpp_architecture, permute_qk
+from shiptwo.formats.names import hf_to_gguf, llamacpp_architecture, permute_qk, qk_heads
 
-from shiptwo.formats.names import GGUF_DATASET_ID, GGUF_DATASET_LICENSE, GGUF_TOKENIZER_MODEL, GGUF_TOKENIZER_PRE, HF_ARCHITECTURE_CLASS
-from shiptwo.model.checkpoint import META_DATA_LICENSE, META_DATA_SOURCE, META_LICENSE, PROVENANCE_KEYS
+from shiptwo.formats.names import GGUF_DATASET_ID, GGUF_DATASET_LICENSE, GGUF_TOKENIZER_MODEL, HF_ARCHITECTURE_CLASS
+from shiptwo.model.checkpoint import META_DATA_LICENSE, META_DATA_SOURCE, META_LICENSE
 
 GGUF_DTYPES = ("f32", "f16", "q8_0")
 GGUF_QUANT_BLOCK = 32  # Q8_0 block length: row length must be a multiple
@@ -103,7 +104,7 @@ def tokenizer_arrays(ckpt: Checkpoint) -> tuple[list[str], list[int], list[str]]
 def _add_tokenizer(w: gguf.GGUFWriter, ckpt: Checkpoint, with_merges: bool) -> None:
     tokens, types, merges = tokenizer_arrays(ckpt)
     w.add_tokenizer_model(GGUF_TOKENIZER_MODEL)
-    w.add_tokenizer_pre(GGUF_TOKENIZER_PRE)
+    w.add_tokenizer_pre(gguf_pre_name(ckpt.tokenizer_json))  # the split llama.cpp must reproduce
     w.add_token_list(tokens)
     w.add_token_types(types)
     w.add_token_merges(merges if with_merges else [])  # [] is dropped by the writer: the trap
@@ -120,10 +121,9 @@ def _add_tensors(w: gguf.GGUFWriter, ckpt: Checkpoint, dtype: str, permute: bool
     cfg = ckpt.config
     for name in cfg.tensor_shapes():
         arr = ckpt.tensors[name].detach().to(torch.float32).cpu().numpy()
-        if permute and is_query(name):
-            arr = permute_qk(arr, cfg.num_attention_heads)
-        elif permute and is_key(name):
-            arr = permute_qk(arr, cfg.num_key_value_heads)
+        heads = qk_heads(name, cfg)
+        if permute and heads:
+            arr = permute_qk(arr, heads)
         qtype = tensor_qtype(arr.shape, dtype)
         data = gguf.quants.quantize(np.ascontiguousarray(arr), qtype)
         w.add_tensor(hf_to_gguf(name), data, raw_dtype=qtype if qtype == gguf.GGMLQuantizationType.Q8_0 else None)
@@ -143,7 +143,7 @@ def write_gguf(
     defective files a release must refuse (HF class as architecture, no tokenizer, no permutation)."""
     if dtype not in _QTYPE:
         raise ShiptwoError(f"gguf export: unknown dtype {dtype!r} (choose from {', '.join(GGUF_DTYPES)})")
-    missing = [k for k in PROVENANCE_KEYS if not ckpt.provenance.get(k)]
+    missing = missing_provenance(ckpt.provenance)
     if missing:
         raise ShiptwoError(f"{ckpt.path}: provenance field(s) {', '.join(missing)} missing; refusing to export")
     ckpt.build_model()  # tensor contract before writing

@@ -1,9 +1,10 @@
-"""Our GGUF reader: validate a llama GGUF the way llama.cpp would, and load it as a Checkpoint.
+"""Our GGUF reader: parse and validate a llama GGUF the way llama.cpp would, and read its tensors.
 
 Validation checks what llama.cpp refuses (architecture name, hyper-parameters, rope dims, the
-tokenizer with its merges) plus our provenance keys. Loading dequantizes with `gguf.quants`
-and undoes the Q/K permutation, so the runtime can run a GGUF and the quantization round-trip
-can be measured from the file itself.
+tokenizer with its merges and a pre-tokenizer we can reproduce) plus, for our own exports, the
+provenance keys. Tensors are dequantized with `gguf.quants` and the Q/K permutation undone, so
+the quantization round-trip can be measured from the file itself; `gguf_import` turns a file
+into a Checkpoint.
 """
 
 from __future__ import annotations
@@ -14,17 +15,20 @@ from pathlib import Path
 import gguf
 import numpy as np
 import torch
-from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 
 from shiptwo.model.checkpoint import Checkpoint
 from shiptwo.errors import ShiptwoError
 from shiptwo.model.llama import ModelConfig
-from shiptwo.formats.names import gguf_to_hf, hf_class_for, is_key, is_query, unpermute_qk
+from shiptwo.formats.names import gguf_to_hf, hf_class_for, qk_heads, unpermute_qk
 
 from shiptwo.formats.names import GGUF_DATASET_ID, GGUF_DATASET_LICENSE, GGUF_MAGIC, GGUF_TOKENIZER_MODEL, GGUF_TOKENIZER_PRE
 from shiptwo.model.checkpoint import META_DATA_LICENSE, META_DATA_SOURCE, META_LICENSE, PROVENANCE_KEYS
 
 K = gguf.Keys
+# tokenizer.ggml.pre names whose split a Hugging Face pre-tokenizer reproduces: GPT-2's regex
+# alone, or (llama.cpp's smollm/starcoder family) every digit split off first, then GPT-2's regex.
+GGUF_PRE_DIGITS = ("smollm", "starcoder", "refact", "codeshell")
+GGUF_PRE_SUPPORTED = (GGUF_TOKENIZER_PRE, *GGUF_PRE_DIGITS)
 
 
 @dataclass
@@ -81,8 +85,9 @@ def _hparam_keys() -> tuple[str, ...]:
     )
 
 
-def gguf_problems(g: GGUFFile) -> list[str]:
-    """Everything llama.cpp (or our provenance rule) would refuse in this file; empty when fine."""
+def gguf_problems(g: GGUFFile, require_provenance: bool = True) -> list[str]:
+    """Everything llama.cpp (or, with `require_provenance`, our provenance rule) would refuse in
+    this file, and a pre-tokenizer we cannot reproduce; empty when fine."""
     problems = []
     try:
         hf_class_for(g.arch)
@@ -102,8 +107,8 @@ def gguf_problems(g: GGUFFile) -> list[str]:
     types = g.fields.get(K.Tokenizer.TOKEN_TYPE) or []
     if g.fields.get(K.Tokenizer.MODEL) != GGUF_TOKENIZER_MODEL:
         problems.append(f"{K.Tokenizer.MODEL} is {g.fields.get(K.Tokenizer.MODEL)!r}, expected {GGUF_TOKENIZER_MODEL!r}")
-    if g.fields.get(K.Tokenizer.PRE) != GGUF_TOKENIZER_PRE:
-        problems.append(f"{K.Tokenizer.PRE} is {g.fields.get(K.Tokenizer.PRE)!r}, expected {GGUF_TOKENIZER_PRE!r}")
+    if g.fields.get(K.Tokenizer.PRE) not in GGUF_PRE_SUPPORTED:
+        problems.append(f"{K.Tokenizer.PRE} is {g.fields.get(K.Tokenizer.PRE)!r}, supported: {', '.join(GGUF_PRE_SUPPORTED)}")
     if not tokens:
         problems.append(f"missing tokenizer ({K.Tokenizer.LIST})")
     if len(types) != len(tokens):
@@ -119,56 +124,19 @@ def gguf_problems(g: GGUFFile) -> list[str]:
     vocab = g.fields.get(g.key(K.LLM.VOCAB_SIZE))
     if tokens and vocab is not None and vocab != len(tokens):
         problems.append(f"{g.key(K.LLM.VOCAB_SIZE)}={vocab} but the tokenizer has {len(tokens)} tokens")
-    prov = provenance_of(g)
-    problems += [f"provenance field {k} missing" for k in PROVENANCE_KEYS if k not in prov]
+    if require_provenance:
+        prov = provenance_of(g)
+        problems += [f"provenance field {k} missing" for k in PROVENANCE_KEYS if k not in prov]
     return problems
 
 
-def validate_gguf(path: str | Path) -> GGUFFile:
+def validate_gguf(path: str | Path, require_provenance: bool = True) -> GGUFFile:
     """Read and validate; raises one ShiptwoError listing every problem."""
     g = read_gguf(path)
-    problems = gguf_problems(g)
+    problems = gguf_problems(g, require_provenance)
     if problems:
         raise ShiptwoError(f"{g.path}: invalid GGUF: {'; '.join(problems)}")
     return g
-
-
-def config_of(g: GGUFFile) -> ModelConfig:
-    f, k = g.fields, g.key
-    names = {t.name for t in g.reader.tensors}
-    return ModelConfig.from_dict({
-        "vocab_size": f[k(K.LLM.VOCAB_SIZE)],
-        "hidden_size": f[k(K.LLM.EMBEDDING_LENGTH)],
-        "intermediate_size": f[k(K.LLM.FEED_FORWARD_LENGTH)],
-        "num_hidden_layers": f[k(K.LLM.BLOCK_COUNT)],
-        "num_attention_heads": f[k(K.Attention.HEAD_COUNT)],
-        "num_key_value_heads": f[k(K.Attention.HEAD_COUNT_KV)],
-        "max_position_embeddings": f[k(K.LLM.CONTEXT_LENGTH)],
-        # float32 in the file: round to float32's 7 significant digits to get the written value back
-        "rope_theta": float(np.format_float_positional(np.float32(f[k(K.Rope.FREQ_BASE)]), unique=True)),
-        "rms_norm_eps": float(np.format_float_scientific(np.float32(f[k(K.Attention.LAYERNORM_RMS_EPS)]), unique=True)),
-        "tie_word_embeddings": "output.weight" not in names,
-        "bos_token_id": f[K.Tokenizer.BOS_ID],
-        "eos_token_id": f[K.Tokenizer.EOS_ID],
-    }, source=f"{g.path}: hyper-parameters")
-
-
-def tokenizer_json_of(g: GGUFFile) -> str:
-    """Rebuild a byte-level BPE tokenizer.json from tokens, merges and token types."""
-    tokens, types = g.fields[K.Tokenizer.LIST], g.fields[K.Tokenizer.TOKEN_TYPE]
-    merges = [tuple(m.split(" ", 1)) for m in g.fields[K.Tokenizer.MERGES]]
-    if any(len(m) != 2 for m in merges):
-        raise ShiptwoError(f"{g.path}: malformed {K.Tokenizer.MERGES} entry")
-    vocab = {t: i for i, t in enumerate(tokens) if types[i] != gguf.TokenType.UNUSED}
-    try:
-        tok = Tokenizer(models.BPE(vocab=vocab, merges=merges))
-    except Exception as exc:  # tokenizers raises plain Exceptions
-        raise ShiptwoError(f"{g.path}: tokenizer cannot be rebuilt ({str(exc).splitlines()[0]})") from None
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    tok.decoder = decoders.ByteLevel()
-    tok.add_special_tokens([AddedToken(t, special=True, normalized=False)
-                            for i, t in enumerate(tokens) if types[i] == gguf.TokenType.CONTROL])
-    return tok.to_str()
 
 
 def read_tensors(g: GGUFFile, config: ModelConfig) -> dict[str, torch.Tensor]:
@@ -185,39 +153,11 @@ def read_tensors(g: GGUFFile, config: ModelConfig) -> dict[str, torch.Tensor]:
             arr = arr.reshape(tuple(int(d) for d in reversed(t.shape)))
         except Exception as exc:
             raise ShiptwoError(f"{g.path}: tensor {t.name} cannot be decoded ({type(exc).__name__}: {exc})") from None
-        if is_query(name):
-            arr = unpermute_qk(arr, config.num_attention_heads)
-        elif is_key(name):
-            arr = unpermute_qk(arr, config.num_key_value_heads)
+        heads = qk_heads(name, config)
+        if heads:
+            arr = unpermute_qk(arr, heads)
         out[name] = torch.from_numpy(np.array(arr, dtype=np.float32, copy=True))
     return out
-
-
-def load_gguf(path: str | Path, check_finite: bool = True) -> Checkpoint:
-    """A validated llama GGUF as a Checkpoint (F32 tensors), ready for `build_model()`."""
-    g = validate_gguf(path)
-    try:
-        config = config_of(g)
-    except (KeyError, TypeError) as exc:
-        raise ShiptwoError(f"{g.path}: bad hyper-parameter ({exc})") from None
-    if config.head_dim % 2 or config.num_attention_heads % config.num_key_value_heads:
-        raise ShiptwoError(f"{g.path}: inconsistent head counts")
-    tensors = read_tensors(g, config)
-    ckpt = Checkpoint(
-        config=config,
-        tensors=tensors,
-        tokenizer_json=tokenizer_json_of(g),
-        provenance=provenance_of(g),
-        chat_template=g.fields.get(K.Tokenizer.CHAT_TEMPLATE),
-        path=g.path,
-    )
-    ckpt.build_model()  # strict tensor contract, names the file
-    if check_finite:
-        for name, t in tensors.items():
-            if not torch.isfinite(t).all():
-                raise ShiptwoError(f"{g.path}: tensor {name} contains NaN or Inf")
-    ckpt.tokenizer()
-    return ckpt
 
 
 def quantization_cosines(original: Checkpoint, path: str | Path) -> dict[str, float]:
@@ -234,3 +174,8 @@ def quantization_cosines(original: Checkpoint, path: str | Path) -> dict[str, fl
             raise ShiptwoError(f"{g.path}: tensor {name} has {b.numel()} elements, original {a.numel()}")
         out[name] = float(torch.nn.functional.cosine_similarity(a, b, dim=0))
     return out
+
+
+def tensor_types(path: str | Path) -> dict[str, str]:
+    """The stored type of every tensor in the file, by GGUF name (what a quantizer actually wrote)."""
+    return {t.name: gguf.GGMLQuantizationType(t.tensor_type).name for t in read_gguf(path).reader.tensors}

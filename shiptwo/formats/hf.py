@@ -11,12 +11,10 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from shiptwo import __version__
-from shiptwo.model.checkpoint import Checkpoint, read_safetensors_metadata, save_checkpoint
+from shiptwo.model.checkpoint import Checkpoint, finite_defects, missing_provenance, read_safetensors, save_checkpoint
 from shiptwo.errors import ShiptwoError
 from shiptwo.fileio import atomic_output_dir, atomic_write_bytes, atomic_write_json, atomic_write_text
 from shiptwo.model.llama import ModelConfig
@@ -106,7 +104,7 @@ def _model_card(ckpt: Checkpoint) -> str:
 def export_hf(ckpt: Checkpoint, out_dir: str | Path) -> Path:
     """Write `ckpt` as a Hugging Face directory (F32 weights) and return its path."""
     out_dir = Path(out_dir)
-    missing = [k for k in PROVENANCE_KEYS if not ckpt.provenance.get(k)]
+    missing = missing_provenance(ckpt.provenance)
     if missing:
         raise ShiptwoError(f"{ckpt.path}: provenance field(s) {', '.join(missing)} missing; refusing to export")
     tok = ckpt.tokenizer()
@@ -260,9 +258,9 @@ def read_hf(src: str | Path, provenance: dict | None = None) -> Checkpoint:
         path=src,
     )
     ckpt.build_model()  # strict tensor contract: missing, extra or misshapen tensors are named
-    for name, t in tensors.items():
-        if not torch.isfinite(t).all():
-            raise ShiptwoError(f"{weights}: tensor {name} contains NaN or Inf")
+    bad = finite_defects(tensors)
+    if bad:
+        raise ShiptwoError(f"{weights}: tensor {bad[0]} contains NaN or Inf")
     return ckpt
 
 
@@ -272,13 +270,5 @@ def import_hf(src: str | Path, out: str | Path, provenance: dict | None = None) 
 
 
 def _load_weights(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ShiptwoError(f"{path}: cannot read weights ({exc.strerror})") from None
-    read_safetensors_metadata(data, path)  # clear errors for truncated / foreign files
-    try:
-        tensors = st_load(data)
-    except (SafetensorError, RuntimeError, ValueError) as exc:
-        raise ShiptwoError(f"{path}: corrupt tensor data ({str(exc).splitlines()[0]})") from None
+    _, tensors = read_safetensors(path)
     return {k: v.to(torch.float32) for k, v in tensors.items()}

@@ -118,6 +118,15 @@ def is_key(hf_name: str) -> bool:
 # --- Q/K layout ---------------------------------------------------------------------------
 
 
+def qk_heads(hf_name: str, config) -> int | None:
+    """The head count a tensor's Q/K permutation groups its rows by (q: heads, k: KV heads); None for others."""
+    if is_query(hf_name):
+        return config.num_attention_heads
+    if is_key(hf_name):
+        return config.num_key_value_heads
+    return None
+
+
 def permute_qk(weight: np.ndarray, n_head: int) -> np.ndarray:
     """Hugging Face rotate-half rows -> llama.cpp's interleaved-pair rows (convert_hf_to_gguf's
     `LlamaModel.permute`): q uses head_count, k uses head_count_kv."""

@@ -12,14 +12,16 @@ import json
 import shutil
 from pathlib import Path
 
-from shiptwo.model.checkpoint import read_safetensors_metadata
+from shiptwo.model.checkpoint import safetensors_metadata
 from shiptwo.errors import ShiptwoError
-from shiptwo.fileio import atomic_output_dir, atomic_write_bytes, atomic_write_json, sha256_bytes, sha256_file
+from shiptwo.fileio import (atomic_output_dir, atomic_write_bytes, atomic_write_json, sha256_bytes, sha256_file,
+                            tree_digests, tree_problems)
 from shiptwo.formats.gguf_load import provenance_of, read_gguf
 from shiptwo.checkout import run_info
 
 from shiptwo.formats.hf import HF_CONFIG_FILE, HF_WEIGHTS_FILE
 from shiptwo.model.checkpoint import PROVENANCE_KEYS
+from shiptwo.model.checkpoint import missing_provenance as checkpoint_missing_provenance
 from shiptwo.paths import SPEC_PATH
 
 RELEASE_MANIFEST = "manifest.json"
@@ -31,17 +33,6 @@ _SELF_HASH = "manifest_sha256"
 # --- provenance in every format -----------------------------------------------------------
 
 
-def _safetensors_metadata(path: Path) -> dict[str, str]:
-    try:
-        with path.open("rb") as fh:
-            head = fh.read(8)
-            n = int.from_bytes(head, "little") if len(head) == 8 else 0
-            data = head + fh.read(min(n, 100 * 1024 * 1024))
-    except OSError as exc:
-        raise ShiptwoError(f"{path}: cannot read ({exc.strerror})") from None
-    return read_safetensors_metadata(data, path)
-
-
 def provenance_by_part(path: str | Path) -> dict[str, dict[str, str]]:
     """Provenance as recorded in each part of an artifact (an HF export has two: config, weights)."""
     path = Path(path)
@@ -51,11 +42,11 @@ def provenance_by_part(path: str | Path) -> dict[str, dict[str, str]]:
             cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ShiptwoError(f"{cfg_path}: cannot read config ({str(exc).splitlines()[0]})") from None
-        meta = _safetensors_metadata(path / HF_WEIGHTS_FILE)
+        meta = safetensors_metadata(path / HF_WEIGHTS_FILE)
         return {str(cfg_path): _pick(cfg), str(path / HF_WEIGHTS_FILE): _pick(meta)}
     if path.suffix == ".gguf":
         return {str(path): provenance_of(read_gguf(path))}
-    return {str(path): _pick(_safetensors_metadata(path))}
+    return {str(path): _pick(safetensors_metadata(path))}
 
 
 def _pick(d: dict) -> dict[str, str]:
@@ -67,7 +58,7 @@ def missing_provenance(paths) -> dict[str, list[str]]:
     out = {}
     for path in paths:
         for part, prov in provenance_by_part(path).items():
-            missing = [k for k in PROVENANCE_KEYS if k not in prov]
+            missing = checkpoint_missing_provenance(prov)
             if missing:
                 out[part] = missing
     return out
@@ -95,10 +86,6 @@ def _manifest_hash(manifest: dict) -> str:
     return sha256_bytes(json.dumps(body, sort_keys=True, separators=(",", ":")).encode("utf-8"))
 
 
-def _release_files(root: Path) -> list[str]:
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and p.name != RELEASE_MANIFEST)
-
-
 def publish(artifacts, out_dir: str | Path, spec_path: str | Path = SPEC_PATH, repo_root: str | Path = ".") -> Path:
     """Copy `artifacts` (files or HF directories) into `out_dir` with a manifest; returns the manifest path."""
     artifacts = [Path(a) for a in artifacts]
@@ -123,8 +110,8 @@ def publish(artifacts, out_dir: str | Path, spec_path: str | Path = SPEC_PATH, r
                 shutil.copytree(a, tmp / a.name)
             else:
                 shutil.copy2(a, tmp / a.name)
-        files = [{"path": rel, "size": (tmp / rel).stat().st_size, "sha256": sha256_file(tmp / rel)}
-                 for rel in _release_files(tmp)]
+        files = [{"path": rel, "size": (tmp / rel).stat().st_size, "sha256": digest}
+                 for rel, digest in tree_digests(tmp, exclude=(RELEASE_MANIFEST,)).items()]
         manifest = {
             "schema": RELEASE_MANIFEST_SCHEMA,
             "files": files,
@@ -155,19 +142,75 @@ def verify(release_dir: str | Path) -> list[str]:
     problems = []
     if manifest[_SELF_HASH] != _manifest_hash(manifest):
         problems.append(f"{mpath}: tampered manifest (its content does not match {_SELF_HASH})")
-    missing_prov = [k for k in PROVENANCE_KEYS if not (manifest.get("provenance") or {}).get(k)]
+    missing_prov = checkpoint_missing_provenance(manifest.get("provenance"))
     if missing_prov:
         problems.append(f"{mpath}: provenance field(s) {', '.join(missing_prov)} missing")
-    present = set(_release_files(root))
-    for rel, entry in sorted(listed.items()):
-        path = root / rel
-        if rel not in present:
-            problems.append(f"{path}: missing")
-        elif path.stat().st_size != entry.get("size") or sha256_file(path) != entry.get("sha256"):
-            problems.append(f"{path}: tampered (SHA-256 or size differs from the manifest)")
-    for rel in sorted(present - set(listed)):
-        problems.append(f"{root / rel}: extra file not in the manifest")
+    problems += tree_problems(root, {rel: entry.get("sha256") for rel, entry in listed.items()}, exclude=(RELEASE_MANIFEST,))
     return problems
+
+
+# --- verification on load: an artifact a manifest lists must still be what it recorded -------
+
+MANIFEST_SEARCH_DEPTH = 3  # directories above an artifact searched for the manifest that lists it
+
+
+def _listed_digests(manifest_path: Path, release_only: bool = False) -> dict[str, str] | None:
+    """{relative path: SHA-256} from a release manifest (files: [{path, sha256}]) or, unless
+    `release_only`, an artifact-store manifest (files: {path: sha256}); None when it is neither."""
+    try:
+        files = json.loads(manifest_path.read_text(encoding="utf-8")).get("files")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        return None
+    if isinstance(files, dict) and all(isinstance(v, str) for v in files.values()):
+        return None if release_only else dict(files)
+    if isinstance(files, list) and all(isinstance(f, dict) and "path" in f and "sha256" in f for f in files):
+        return {f["path"]: f["sha256"] for f in files}
+    return None
+
+
+def recorded_digests(path: str | Path) -> tuple[Path, dict[str, str]] | None:
+    """The manifest (release or artifact store) in a directory above `path` that lists it, with
+    the SHA-256 it records for each of its files (one for a file, every file under a directory);
+    None when no manifest within MANIFEST_SEARCH_DEPTH levels lists it."""
+    path = Path(path).absolute()
+    for base in list(path.parents)[:MANIFEST_SEARCH_DEPTH]:
+        listed = _listed_digests(base / RELEASE_MANIFEST)
+        if listed is None:
+            continue
+        rel = path.relative_to(base).as_posix()
+        mine = {r: d for r, d in listed.items() if r == rel or r.startswith(rel + "/")}
+        if mine:
+            return base / RELEASE_MANIFEST, mine
+    return None
+
+
+def verify_recorded(path: str | Path) -> Path | None:
+    """Check `path` against the manifest that lists it (see recorded_digests): a missing file or a
+    SHA-256 that differs is a ShiptwoError naming the file. Returns the manifest, None if unlisted."""
+    found = recorded_digests(path)
+    if found is None:
+        return None
+    manifest, digests = found
+    base = manifest.parent
+    for rel, digest in sorted(digests.items()):
+        f = base / rel
+        if not f.is_file():
+            raise ShiptwoError(f"{f}: missing, but listed in {manifest}")
+        if sha256_file(f) != digest:
+            raise ShiptwoError(f"{f}: SHA-256 differs from the one {manifest} records (tampered or corrupt)")
+    return manifest
+
+
+def release_reference(path: str | Path) -> Path | None:
+    """The unquantized model shipped beside `path` in the same release (a native checkpoint or a
+    Hugging Face directory the release manifest lists): the reference a quantized file is held to."""
+    path = Path(path).absolute()
+    listed = _listed_digests(path.parent / RELEASE_MANIFEST, release_only=True)
+    for top in sorted({rel.split("/")[0] for rel in listed or {}} - {path.name}):
+        candidate = path.parent / top
+        if (candidate / HF_CONFIG_FILE).is_file() or (candidate.is_file() and candidate.suffix == ".safetensors"):
+            return candidate
+    return None
 
 
 def audit_release(release_dir: str | Path, work_dir: str | Path) -> dict:

@@ -4,6 +4,9 @@ and reports/results.json. Logic lives in shiptwo.harness.spec / shiptwo.harness.
 Inert for tests without an `ac` mark: the spec is loaded only when a bound test is collected,
 and results.json is written only when a bound test ran. Under pytest-xdist each worker attaches
 its records to `report.user_properties`; the controller gathers them and writes the file once.
+One run id per session (shared with xdist workers) names the session's evidence directory.
+Every test bound to a criterion, collected or not (a static scan of acceptance/), is expected:
+a session that ran only some of them records the criterion NOT RUN.
 """
 
 from __future__ import annotations
@@ -15,14 +18,17 @@ import pytest
 
 from shiptwo.errors import ShiptwoError
 from shiptwo.checkout import run_info
+from shiptwo.harness.bindings import bound_tests, scan_bindings
+from shiptwo.harness.evidence import criterion_dir, new_run_id
 from shiptwo.harness.results import CriterionCheck, TestOutcome, combine_records, make_record, write_results
 from shiptwo.harness.spec import Spec, load_spec
 
 from shiptwo.harness.spec import AC_MARKER, MODELS
 from shiptwo import paths
-from shiptwo.paths import DEFAULT_PROFILE, PROFILES, PROFILE_ENV, RESULTS_PATH, SPEC_PATH
+from shiptwo.paths import ACCEPTANCE_DIR, DEFAULT_PROFILE, EVIDENCE_DIR, PROFILES, PROFILE_ENV, RESULTS_PATH, SPEC_PATH
 
 USER_PROPERTY_KEY = "shiptwo_result"  # carries one test's record from an xdist worker to the controller
+RUN_ID_KEY = "shiptwo_run_id"  # carries the controller's run id to xdist workers
 
 
 _CID = pytest.StashKey[str]()
@@ -36,6 +42,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--profile", dest="shiptwo_profile", default=None,
                     help=f"threshold profile: {', '.join(PROFILES)} (default: ${PROFILE_ENV} or {DEFAULT_PROFILE})")
     group.addoption("--results", dest="shiptwo_results", default=None, help=f"results file (default: <rootdir>/{RESULTS_PATH})")
+    group.addoption("--evidence-root", dest="shiptwo_evidence", default=None,
+                    help=f"where each run's evidence directory goes (default: <rootdir>/{EVIDENCE_DIR})")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -54,9 +62,19 @@ def criterion(request: pytest.FixtureRequest) -> CriterionCheck:
     if cid is None:
         raise pytest.UsageError(f"{request.node.nodeid}: the criterion fixture needs @pytest.mark.ac(\"ID\")")
     state = request.config.stash[_STATE]
-    check = CriterionCheck(state.spec.criterion(cid), state.profile)
+    check = CriterionCheck(state.spec.criterion(cid), state.profile, criterion_dir(state.evidence_root, state.run_id, cid))
     request.node.stash[_CHECK] = check
     return check
+
+
+@pytest.fixture(scope="session")
+def run_evidence_dir(request: pytest.FixtureRequest) -> Path:
+    """reports/evidence/<run-id>/ (created): where session-wide evidence (exports several criteria
+    measure) lives beside the per-criterion directories, so it survives the run."""
+    state = request.config.stash[_STATE]
+    path = state.evidence_root / state.run_id
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def active_profile(config: pytest.Config) -> str:
@@ -97,6 +115,31 @@ class _ShiptwoSession:
         self._spec: Spec | None = None
         self.records: list[dict] = []
         self.written = ""
+        self.collected: dict[str, set[str]] = defaultdict(set)  # cid -> node ids bound to it (before -k/-m)
+        self._static: dict[str, set[str]] | None = None
+        worker = getattr(config, "workerinput", None)
+        self.run_id = worker[RUN_ID_KEY] if worker and RUN_ID_KEY in worker else new_run_id()
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node) -> None:
+        """xdist controller: every worker records into this session's evidence directory."""
+        node.workerinput[RUN_ID_KEY] = self.run_id
+
+    @property
+    def evidence_root(self) -> Path:
+        explicit = self._option("shiptwo_evidence")
+        return explicit or paths.project_root(self.config.rootpath, checkout_fallback=False) / EVIDENCE_DIR
+
+    def expected_tests(self, cid: str) -> set[str]:
+        """Every test bound to `cid`: node ids collected in this session plus `file::function` keys
+        found by scanning the acceptance directory (tests in files this session did not collect)."""
+        return self.collected.get(cid, set()) | self._static_bindings().get(cid, set())
+
+    def _static_bindings(self) -> dict[str, set[str]]:
+        if self._static is None:
+            acceptance = paths.root_of_spec(self.spec_path) / ACCEPTANCE_DIR
+            self._static = bound_tests(scan_bindings(acceptance), self.config.rootpath) if acceptance.is_dir() else {}
+        return self._static
 
     def _option(self, name: str) -> Path | None:
         value = self.config.getoption(name)
@@ -135,8 +178,11 @@ class _ShiptwoSession:
             return []
         try:
             spec, _ = self.spec, self.profile
+            self._static_bindings()  # an unparseable acceptance file is a collection error, not a crash later
         except pytest.UsageError as exc:
             return [str(exc).removeprefix("shiptwo: ")]
+        except ShiptwoError as exc:
+            return [str(exc)]
         errors = []
         for item in bound:
             try:
@@ -149,6 +195,7 @@ class _ShiptwoSession:
                 continue
             item.stash[_CID] = cid
             item.add_marker(spec.criteria[cid].model)
+            self.collected[cid].add(item.nodeid)
         return errors
 
     @pytest.hookimpl(wrapper=True)
@@ -172,7 +219,8 @@ class _ShiptwoSession:
             report.when == "teardown" and report.failed)
         if cid is not None and decisive:
             outcome = TestOutcome(report.when, report.outcome, report.duration, _report_text(report))
-            record = make_record(item.nodeid, self.spec.criteria[cid], self.profile, outcome, item.stash.get(_CHECK, None))
+            record = make_record(item.nodeid, self.spec.criteria[cid], self.profile, outcome, item.stash.get(_CHECK, None),
+                                 sorted(self.expected_tests(cid)))
             report.user_properties.append((USER_PROPERTY_KEY, record))
         return report
 
@@ -197,7 +245,8 @@ class _ShiptwoSession:
             grouped[record["id"]].append(record)
         entries = {cid: combine_records(records) for cid, records in grouped.items()}
         try:
-            run = run_info(self.config.rootpath, self.spec.sha256, self.profile)
+            run = {**run_info(self.config.rootpath, self.spec.sha256, self.profile, with_environment=True), "run_id": self.run_id,
+                   "evidence_dir": str(self.evidence_root / self.run_id)}
             write_results(self.results_path, entries, run)
             self.written = f"shiptwo: {len(entries)} criteria recorded in {self.results_path} (profile {self.profile})"
             return True

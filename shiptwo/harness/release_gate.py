@@ -1,20 +1,37 @@
-"""The release gate: does each selected model meet its release rule on the recorded results?
+"""The release gate: does each selected model meet its release rule on re-derived results?
 
-A model passes when its ship-% reaches `min_ship_pct` and every `required` criterion PASSes.
-Results from another commit or profile than the latest run count as not passed (a release is
-decided on one run's evidence) unless `allow_stale` is set.
+The gate trusts no recorded verdict it can re-check. A PASS counts only when `rederive` agrees
+with it (every leg holds on the recorded figures against the current spec's thresholds for the
+recorded profile, every bound test ran, every evidence file is unaltered, the sample file yields
+the figure, registered verifiers agree); any disagreement is a refusal, never a release.
+Results from another commit or profile than the latest run count as not passed unless
+`allow_stale` is set. A run whose profile is not among the model's `release_profiles` is a
+REHEARSAL: judged the same way, but it never releases.
+
+Verdicts and exit codes: RELEASE 0; HOLD (some criterion does not pass) 1; REFUSED (a recorded
+verdict disagrees with what the gate re-derives) 1; REHEARSAL 3 when everything would pass,
+else 1. Several models: the worst code wins (1 over 3 over 0).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from shiptwo.errors import ShiptwoError
+from shiptwo.harness.compare import blocking_regressions, change_text, compare
+from shiptwo.harness.rederive import recheck, rederive
 from shiptwo.harness.results import Results
-from shiptwo.harness.scoring import CriterionStatus, score
+from shiptwo.harness.scoring import CriterionStatus, score, ship_percentage
 from shiptwo.harness.spec import Spec
 
 from shiptwo.harness.results import BLOCKED, NOT_RUN, NO_TEST, PASS, SKIPPED
+
+RELEASE = "RELEASE"
+HOLD = "HOLD"
+REFUSED = "REFUSED"
+REHEARSAL = "REHEARSAL"
+REGRESSED = "REGRESSED"  # a significant regression against the baseline beyond a blocking change rule
+EXIT_RELEASE, EXIT_HOLD, EXIT_REHEARSAL = 0, 1, 3
 
 
 @dataclass(frozen=True)
@@ -32,55 +49,131 @@ class ModelDecision:
 
     key: str
     name: str
+    profile: str
     ship_pct: float | None
     min_ship_pct: float
-    released: bool
+    verdict: str
     holdbacks: list[Holdback] = field(default_factory=list)
+    refusals: list[Holdback] = field(default_factory=list)  # recorded PASS the gate could not re-derive
+    release_profiles: tuple[str, ...] = ()
+    required_all: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def released(self) -> bool:
+        return self.verdict == RELEASE
+
+    @property
+    def would_release(self) -> bool:
+        """Every rule holds (a clean rehearsal, or a release)."""
+        return not self.holdbacks and not self.refusals
+
+    @property
+    def exit_code(self) -> int:
+        if self.verdict == RELEASE:
+            return EXIT_RELEASE
+        return EXIT_REHEARSAL if self.verdict == REHEARSAL and self.would_release else EXIT_HOLD
 
 
 def _why(st: CriterionStatus) -> str:
     entry = st.entry or {}
     if st.status == BLOCKED:
         return f"blocked by {', '.join(st.blocked_by)} (own outcome {st.own})"
-    if st.stale:
+    if st.stale and st.own == NOT_RUN:
         return f"stale result: {st.stale}"
     if st.status == SKIPPED:
         return f"skipped: {entry.get('reason', '')}"
+    if st.status in (NOT_RUN, NO_TEST) and entry.get("missing_tests"):
+        return entry.get("message", "not every bound test ran")
     if st.status in (NOT_RUN, NO_TEST):
         return "no result in the results file"
     return entry.get("message") or st.status
 
 
+def exit_code(decisions: list[ModelDecision]) -> int:
+    """The gate's exit status over several models: 1 over 3 over 0."""
+    codes = {d.exit_code for d in decisions}
+    return EXIT_HOLD if EXIT_HOLD in codes else EXIT_REHEARSAL if EXIT_REHEARSAL in codes else EXIT_RELEASE
+
+
 def decide(spec: Spec, results: Results, models: list[str] | None = None, allow_stale: bool = False,
-           checkout: dict | None = None) -> list[ModelDecision]:
-    """One decision per selected model (all models of the spec by default); with `checkout`
-    ({"commit": ...}), results from other code count as stale."""
+           checkout: dict | None = None, bound: dict[str, set[str]] | None = None,
+           recheck_k: int = 0, seed: int | None = None, baseline: Results | None = None) -> list[ModelDecision]:
+    """One decision per selected model (all models of the spec by default). `bound` maps each id
+    to the tests bound to it (None: unknown, so no PASS can be re-derived); with `checkout`
+    ({"commit": ...}) results from other code count as stale; `recheck_k` > 0 re-executes that many
+    samples of each sampled criterion through the registered rechecker."""
     selected = models or list(spec.models)
     for key in selected:
         if key not in spec.models:
             raise ShiptwoError(f"{spec.path}: unknown model {key!r} (spec has {', '.join(spec.models)})")
-    card = score(spec, results, reject_stale=not allow_stale, checkout=checkout)
+    profile = results.run.get("profile", "")
+    card = score(spec, results, reject_stale=not allow_stale, checkout=checkout, count_stale=allow_stale)
+    regressions = blocking_regressions(compare(spec, results, baseline)) if baseline is not None else []  # issue 13
     decisions = []
     for key in selected:
         model, ms = spec.models[key], card.models[key]
         mine = [card.statuses[c.id] for c in spec.for_model(key)]
-        open_ = [st for st in mine if st.status != PASS]
-        pct_ok = ms.ship_pct is not None and ms.ship_pct >= model.min_ship_pct
-        missing_required = [st for st in open_ if st.criterion.id in model.required]
-        holding = open_ if not pct_ok else missing_required
+        refusals, notes = [], []
+        for st in mine:
+            if st.own != PASS or st.entry is None:
+                continue
+            entry_profile = st.entry.get("profile", profile)
+            bound_here = None if bound is None else bound.get(st.criterion.id, set())
+            problems = rederive(st.criterion, st.entry, entry_profile, bound_here)
+            if not problems and recheck_k > 0:
+                more, note = recheck(st.criterion, st.entry, entry_profile, recheck_k, seed)
+                problems += more
+                if note:
+                    notes.append(f"{st.criterion.id}: {note}")
+            refusals += [Holdback(st.criterion.id, REFUSED, p) for p in problems]
+        refused = {r.cid for r in refusals}
+        open_ = [st for st in mine if st.status != PASS and st.criterion.id not in refused]
+        if ms.ship_pct is not None and refused:  # a refused PASS is no progress either
+            counted = [(st.criterion.weight, REFUSED if st.criterion.id in refused else st.status) for st in mine]
+            ms = replace(ms, ship_pct=ship_percentage(counted))
+        required = set(spec.required_ids(key))
+        if model.required_all:
+            holding = open_
+        else:
+            pct_ok = ms.ship_pct is not None and ms.ship_pct >= model.min_ship_pct
+            holding = open_ if not pct_ok else [st for st in open_ if st.criterion.id in required]
         holdbacks = [Holdback(st.criterion.id, st.status, _why(st)) for st in holding]
-        decisions.append(ModelDecision(key, model.name, ms.ship_pct, model.min_ship_pct, pct_ok and not missing_required, holdbacks))
+        holdbacks += [Holdback(ch.cid, REGRESSED, change_text(ch)) for ch in regressions if spec.criteria[ch.cid].model == key]
+        if profile not in model.release_profiles:
+            verdict = REHEARSAL
+        else:
+            verdict = REFUSED if refusals else HOLD if holdbacks else RELEASE
+        decisions.append(ModelDecision(key, model.name, profile, ms.ship_pct, model.min_ship_pct, verdict, holdbacks,
+                                       refusals, model.release_profiles, model.required_all, notes))
     return decisions
 
 
-def format_decisions(decisions: list[ModelDecision], spec: Spec) -> str:
-    """Human-readable gate output: one verdict line per model, one line per holdback."""
+def _headline(d: ModelDecision) -> str:
+    pct = "not run" if d.ship_pct is None else f"{d.ship_pct:.1f}%"
+    rule = "every criterion must pass" if d.required_all else f"needs ≥ {d.min_ship_pct:.1f}%"
+    if d.verdict == REHEARSAL:
+        outcome = "would release" if d.would_release else "would not release"
+        return (f"{d.key} ({d.name}): REHEARSAL — profile {d.profile} may not release it (release profiles: "
+                f"{', '.join(d.release_profiles)}); {outcome} — ship-% {pct}, {rule}")
+    return f"{d.key} ({d.name}): {d.verdict} — ship-% {pct}, {rule}"
+
+
+def format_decisions(decisions: list[ModelDecision], spec: Spec, results: Results | None = None) -> str:
+    """Human-readable gate output: the judged run and profile, one verdict line per model, one line
+    per refusal and per holdback."""
     lines = []
+    if results is not None:
+        run = results.run
+        lines.append(f"profile {run.get('profile')} (run {run.get('run_id', '—')}, commit {str(run.get('commit'))[:12]}, "
+                     f"{run.get('time')})")
     for d in decisions:
-        pct = "not run" if d.ship_pct is None else f"{d.ship_pct:.1f}%"
-        verdict = "RELEASE" if d.released else "HOLD"
-        lines.append(f"{d.key} ({d.name}): {verdict} — ship-% {pct}, needs ≥ {d.min_ship_pct:.1f}%")
+        lines.append(_headline(d))
+        required = set(spec.required_ids(d.key))
+        for h in d.refusals:
+            lines.append(f"  {h.cid} REFUSED: {h.why}")
         for h in d.holdbacks:
-            required = " [required]" if h.cid in spec.models[d.key].required else ""
-            lines.append(f"  {h.cid} {h.status}{required}: {h.why}")
+            tag = " [required]" if h.cid in required and not d.required_all else ""
+            lines.append(f"  {h.cid} {h.status}{tag}: {h.why}")
+        lines += [f"  note: {n}" for n in d.notes]
     return "\n".join(lines)

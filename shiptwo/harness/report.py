@@ -1,31 +1,39 @@
 """The ship report: a scorecard turned into plain data, rendered by a Jinja template or as JSON.
 
 `build_report` gathers everything the report shows (run identity, ship-% per model, every
-criterion with its status and threshold, failures by root-cause class, blocked criteria, the
-fixes that would move ship-% most, and the change against a baseline); templates only lay it out.
+criterion with its figure, 95% interval and n, failures by root-cause class, blocked criteria, the
+fixes that would move ship-% most per unit of effort, and the tested change against a baseline);
+templates only lay it out. The markdown is made to be pasted into a pull request: Mermaid charts
+instead of image links, details folded, and never over GitHub's comment limit.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import jinja2
 
+from shiptwo import stats
 from shiptwo.errors import ShiptwoError
 from shiptwo.fileio import atomic_write_text
+from shiptwo.harness import charts
+from shiptwo.harness.compare import compare, repeats, samples_path
+from shiptwo.harness.evidence import is_file_record, read_samples, sample_value
 from shiptwo.harness.results import Results, format_number
 from shiptwo.harness.scoring import CriterionStatus, Scorecard, opportunities, score
 from shiptwo.harness.spec import Criterion, Spec, scan_bindings
 
-from shiptwo.harness.results import BLOCKED, ERROR, EVIDENCE_LOSS_CURVE, FAIL, PASS, STATUSES
+from shiptwo.harness.results import BLOCKED, ERROR, FAIL, PASS, STATUSES
 from shiptwo.harness.spec import ROOT_CAUSE_CLASSES
 from shiptwo.paths import ACCEPTANCE_DIR, DEFAULT_PROFILE
 
 REPORT_TEMPLATE = "report.md.j2"
 REPORT_FORMATS = ("md", "json")
-
+GITHUB_COMMENT_LIMIT = 65536  # characters GitHub accepts in one comment
+MAX_CELL = 300  # characters of a message shown in a table cell or list item
+EVIDENCE_TRAIN_LOG = "train_log"  # evidence key of a trainer's step log: drawn as the loss curve
+DEFAULT_EFFORT = 1.0  # person-days assumed for ranking a criterion whose spec gives no `effort`
 
 _TEMPLATE_DIR = Path(__file__).parent / "templates"
 
@@ -47,13 +55,9 @@ def _threshold_text(criterion: Criterion) -> str:
     return format_number(criterion.threshold)
 
 
-def _evidence_link(evidence: dict, output_dir: Path | None) -> str:
-    """Path of the loss-curve image relative to the report, or '' when the evidence has none."""
-    entry = evidence.get(EVIDENCE_LOSS_CURVE)
-    path = entry.get("path") if isinstance(entry, dict) else entry if isinstance(entry, str) else None
-    if not path:
-        return ""
-    return os.path.relpath(path, output_dir) if output_dir else str(path)
+def _clip(text: str, limit: int = MAX_CELL) -> str:
+    text = str(text)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def _measured_text(entry: dict | None) -> str:
@@ -61,36 +65,97 @@ def _measured_text(entry: dict | None) -> str:
     return "—" if measured is None else format_number(measured)
 
 
-def _criterion_row(st: CriterionStatus, profile: str, output_dir: Path | None) -> dict:
+# --- uncertainty ------------------------------------------------------------------------------
+
+
+def uncertainty(criterion: Criterion, entry: dict | None) -> dict:
+    """The primary figure's 95% interval and n: as recorded, else derived from the entry's
+    per-sample file (Wilson for pass/fail, bootstrap of the mean for values) or its repeated
+    measurements (bootstrap of the median); `source` says which."""
+    entry = entry or {}
+    interval, n = entry.get("interval"), entry.get("n")
+    if interval:
+        return {"interval": list(interval), "n": n, "source": "recorded"}
+    rule = getattr(criterion, "samples", None)
+    path = samples_path(entry)
+    if path and rule is not None and rule.statistic != "sum" and Path(path).is_file():
+        try:
+            samples = read_samples(path)
+        except ShiptwoError:
+            samples = []
+        values = [sample_value(s) for s in samples]
+        if values and all("outcome" in s for s in samples):
+            lo, hi = stats.wilson_interval(int(sum(values)), len(values))
+            scale = 100.0 if rule.statistic == "pass_pct" else 1.0
+            return {"interval": [scale * lo, scale * hi], "n": len(values), "source": "samples"}
+        if len(values) >= 2 and rule.statistic == "mean":
+            return {"interval": list(stats.bootstrap_ci(values)), "n": len(values), "source": "samples"}
+    runs = repeats(entry)
+    if runs:
+        return {"interval": list(stats.bootstrap_ci(runs, stat="median")), "n": len(runs), "source": "repeats"}
+    return {"interval": None, "n": n, "source": ""}
+
+
+def _interval_text(u: dict) -> str:
+    if not u["interval"]:
+        return "—"
+    lo, hi = u["interval"]
+    return f"[{format_number(round(lo, 4))}, {format_number(round(hi, 4))}]"
+
+
+# --- rows -------------------------------------------------------------------------------------
+
+
+def _legs_text(entry: dict) -> str:
+    """The extra legs' figures: `metric value [lo, hi] (n=..)`."""
+    parts = []
+    for leg in (entry.get("legs") or [])[1:]:
+        text = f"{leg.get('metric')} {format_number(leg.get('measured'))}"
+        if leg.get("interval"):
+            text += f" [{format_number(leg['interval'][0])}, {format_number(leg['interval'][1])}]"
+        if leg.get("n") is not None:
+            text += f" (n={leg['n']})"
+        parts.append(text + ("" if leg.get("met", True) else " — not met"))
+    return "; ".join(parts)
+
+
+def _criterion_row(st: CriterionStatus, profile: str) -> dict:
     c, entry = st.criterion, st.entry or {}
     threshold = entry.get("threshold", c.threshold_for(profile))
-    measured = entry.get("measured")
+    u = uncertainty(c, st.entry)
     return {
         "id": c.id,
         "model": c.model,
         "title": c.title,
         "status": st.status,
         "own": st.own,
-        "measured": measured,
+        "measured": entry.get("measured"),
         "measured_text": _measured_text(entry),
+        "interval": u["interval"],
+        "interval_text": _interval_text(u),
+        "interval_source": u["source"],
+        "n": u["n"],
+        "n_text": "—" if u["n"] is None else str(u["n"]),
+        "legs_text": _legs_text(entry),
         "threshold": threshold,
         "threshold_text": f"{c.comparison} {format_number(threshold)}",
+        "judged_on": getattr(c, "judged_on", "point"),
         "comparison": c.comparison,
         "unit": c.unit,
         "class": c.root_cause,
         "weight": c.weight,
+        "effort": getattr(c, "effort", None),
         "blocked_by": list(st.blocked_by),
         "root_blockers": list(st.root_blockers),
         "stale": st.stale,
-        "message": entry.get("message", ""),
-        "reason": entry.get("reason", ""),
+        "message": _clip(entry.get("message", "")),
+        "reason": _clip(entry.get("reason", "")),
         "profile": entry.get("profile", ""),
         "commit": entry.get("commit", ""),
         "nodeids": entry.get("nodeids", []),
         "evidence": entry.get("evidence", {}),
-        "loss_curve": _evidence_link(entry.get("evidence", {}), output_dir),
         "all_thresholds": _threshold_text(c),
-        "rationale": c.rationale,
+        "rationale": _clip(c.rationale),
     }
 
 
@@ -103,6 +168,7 @@ def _model_rows(card: Scorecard) -> list[dict]:
             "ship_pct_text": _pct_text(ms.ship_pct),
             "passed_weight": ms.passed_weight,
             "total_weight": ms.total_weight,
+            "stale_passed_weight": getattr(ms, "stale_passed_weight", 0.0),
             "min_ship_pct": ms.model.min_ship_pct,
             "required": list(ms.model.required),
             "counts": ms.counts,
@@ -111,25 +177,43 @@ def _model_rows(card: Scorecard) -> list[dict]:
     ]
 
 
-def _baseline_section(card: Scorecard, old: Scorecard, path: str, old_run: dict) -> dict:
-    """Status and measurement changes per criterion, ship-% change per model."""
-    changes = []
+def _opportunities(card: Scorecard) -> list[dict]:
+    """Open criteria ranked by ship-% gained per person-day of `effort` (the spec's estimate)."""
+    ranked = []
+    for o in opportunities(card):
+        if o.gain_pct <= 0:
+            continue
+        effort = getattr(card.spec.criteria[o.cid], "effort", None)
+        per_day = o.gain_pct / (effort or DEFAULT_EFFORT)
+        st = card.statuses[o.cid]
+        ranked.append({"id": o.cid, "model": o.model, "status": st.status + (" †" if st.stale else ""),
+                       "gain_pct": round(o.gain_pct, 6), "gain_text": f"+{o.gain_pct:.1f} pts",
+                       "effort": effort, "effort_text": format_number(effort) if effort else f"{format_number(DEFAULT_EFFORT)}?",
+                       "per_day": round(per_day, 6), "per_day_text": f"{per_day:.1f}",
+                       "unblocks": list(o.unblocks), "still_blocked_by": list(o.still_blocked_by)})
+    return sorted(ranked, key=lambda r: (-r["per_day"], -r["gain_pct"], r["id"]))
+
+
+def _baseline_section(spec: Spec, card: Scorecard, old: Scorecard, results: Results, baseline: Results) -> dict:
+    """Per criterion: status and figure before and after, and the tested change; ship-% per model."""
+    changes = {ch.cid: ch for ch in compare(spec, results, baseline)}
+    rows = []
     for cid, st in card.statuses.items():
-        before = old.statuses[cid]
-        old_m = (before.entry or {}).get("measured")
-        new_m = (st.entry or {}).get("measured")
-        if before.status != st.status or old_m != new_m:
-            changes.append({"id": cid, "before": before.status, "after": st.status,
-                            "measured_before": _measured_text(before.entry), "measured_after": _measured_text(st.entry)})
+        before, ch = old.statuses[cid], changes[cid]
+        if before.entry is None and st.entry is None:
+            continue
+        rows.append({"id": cid, "before": before.status, "after": st.status,
+                     "measured_before": _measured_text(before.entry), "measured_after": _measured_text(st.entry),
+                     "change": ch.to_json(), "change_text": _clip(ch.to_json()["text"], 2 * MAX_CELL)})
     models = []
     for key, ms in card.models.items():
-        before = old.models[key].ship_pct
-        delta = None if before is None or ms.ship_pct is None else ms.ship_pct - before
-        models.append({"key": key, "before": _pct_text(before), "after": _pct_text(ms.ship_pct),
+        was = old.models[key].ship_pct
+        delta = None if was is None or ms.ship_pct is None else ms.ship_pct - was
+        models.append({"key": key, "before": _pct_text(was), "after": _pct_text(ms.ship_pct),
                        "delta": None if delta is None else round(delta, 6),
                        "delta_text": "n/a" if delta is None else f"{delta:+.1f} pts"})
-    return {"path": path, "run": old_run, "criteria": changes, "models": models,
-            "unchanged": len(card.statuses) - len(changes)}
+    return {"path": baseline.path, "run": baseline.run, "criteria": rows, "models": models,
+            "blocking": [r["id"] for r in rows if r["change"]["blocks"]]}
 
 
 def _artifacts(rows: list[dict]) -> list[dict]:
@@ -138,33 +222,51 @@ def _artifacts(rows: list[dict]) -> list[dict]:
         {"id": r["id"], "name": name, "path": value["path"], "sha256": value["sha256"]}
         for r in rows
         for name, value in sorted(r["evidence"].items())
-        if isinstance(value, dict) and "sha256" in value and "path" in value
+        if is_file_record(value)
     ]
+
+
+def _loss_charts(rows: list[dict]) -> list[dict]:
+    """One Mermaid loss chart per distinct train log named in the evidence."""
+    seen, out = set(), []
+    for r in rows:
+        rec = r["evidence"].get(EVIDENCE_TRAIN_LOG)
+        if not is_file_record(rec) or rec["sha256"] in seen:
+            continue
+        seen.add(rec["sha256"])
+        try:
+            chart = charts.loss_chart(*charts.read_train_log(rec["path"]), f"Training loss, {r['model']} ({r['id']})")
+        except ShiptwoError as exc:
+            out.append({"id": r["id"], "chart": "", "problem": str(exc)})
+            continue
+        out.append({"id": r["id"], "chart": chart, "problem": "" if chart else "the train log holds no step"})
+    return out
+
+
+def _pass_rate_rows(rows: list[dict]) -> list[dict]:
+    return [{"id": r["id"], "value": r["measured"], "lo": r["interval"][0], "hi": r["interval"][1], "n": r["n"]}
+            for r in rows if r["unit"] == "%" and r["interval"] and r["measured"] is not None and r["n"]]
 
 
 def build_report(spec: Spec, results: Results | None, bound: set[str] | None = None,
                  baseline: Results | None = None, output_dir: str | Path | None = None,
                  checkout: dict | None = None) -> dict:
     """All data the report shows, JSON-safe (the `--format json` output is exactly this); with
-    `checkout`, results from another commit than the one reported on are marked stale."""
+    `checkout`, results from another commit than the one reported on are marked stale.
+    (`output_dir` is accepted for callers of the earlier signature; charts need no relative links.)"""
     card = score(spec, results, bound, checkout=checkout)
     run = results.run if results else {}
     profile = run.get("profile", DEFAULT_PROFILE)
-    out_dir = Path(output_dir) if output_dir else None
-    rows = [_criterion_row(st, profile, out_dir) for st in card.statuses.values()]
+    rows = [_criterion_row(st, profile) for st in card.statuses.values()]
     failures = {cls: [r for r in rows if r["status"] in (FAIL, ERROR) and r["class"] == cls] for cls in ROOT_CAUSE_CLASSES}
-    ranked = [
-        {"id": o.cid, "model": o.model, "status": card.statuses[o.cid].status, "gain_pct": round(o.gain_pct, 6),
-         "gain_text": f"+{o.gain_pct:.1f} pts", "unblocks": list(o.unblocks), "still_blocked_by": list(o.still_blocked_by)}
-        for o in opportunities(card)
-        if o.gain_pct > 0
-    ]
-    open_count = sum(1 for st in card.statuses.values() if st.status != PASS)
+    ranked = _opportunities(card)
+    open_count = sum(1 for st in card.statuses.values() if st.status != PASS or st.stale)  # a stale PASS counts nothing
     return {
         "run": run,
         "results_path": results.path if results else "",
         "profile": profile,
         "spec": {"path": spec.path, "sha256": spec.sha256, "matches_results": run.get("spec_sha256") in (None, spec.sha256)},
+        "environment": run.get("environment") or {},
         "models": _model_rows(card),
         "criteria": rows,
         "failures_by_class": {cls: rows_ for cls, rows_ in failures.items() if rows_},
@@ -172,10 +274,13 @@ def build_report(spec: Spec, results: Results | None, bound: set[str] | None = N
         "stale": [r for r in rows if r["stale"]],
         "opportunities": ranked,
         "open_without_gain": open_count - len(ranked),
-        "loss_curves": [r for r in rows if r["loss_curve"]],
+        "pass_rate_chart": charts.pass_rate_chart(_pass_rate_rows(rows)),
+        "loss_charts": _loss_charts(rows),
         "artifacts": _artifacts(rows),
-        "baseline": _baseline_section(card, score(spec, baseline, bound), baseline.path, baseline.run) if baseline else None,
+        "baseline": _baseline_section(spec, card, score(spec, baseline, bound), results, baseline) if baseline and results else None,
         "statuses": list(STATUSES),
+        "compact": False,
+        "limit": GITHUB_COMMENT_LIMIT,
     }
 
 
@@ -185,7 +290,8 @@ def _md_cell(value) -> str:
 
 
 def render_markdown(data: dict, template: str | Path | None = None) -> str:
-    """Render report data with the packaged template or a user-supplied one."""
+    """Render report data with the packaged template or a user-supplied one; the packaged one is
+    re-rendered compact (folded details left out) when the full text would exceed GitHub's limit."""
     if template is not None:
         template = Path(template)
         if not template.is_file():
@@ -197,9 +303,15 @@ def render_markdown(data: dict, template: str | Path | None = None) -> str:
                              lstrip_blocks=True, keep_trailing_newline=True, autoescape=False)
     env.filters["cell"] = _md_cell
     try:
-        return env.get_template(name).render(**data)
+        text = env.get_template(name).render(**data)
+        if template is None and len(text) > GITHUB_COMMENT_LIMIT:
+            text = env.get_template(name).render(**{**data, "compact": True})
     except jinja2.TemplateError as exc:
         raise ShiptwoError(f"{template or name}: template error: {exc}") from exc
+    if template is None and len(text) > GITHUB_COMMENT_LIMIT:
+        raise ShiptwoError(f"report: {len(text)} characters even compact, over GitHub's {GITHUB_COMMENT_LIMIT}; "
+                           "use --format json")
+    return text
 
 
 def render(data: dict, fmt: str = "md", template: str | Path | None = None) -> str:

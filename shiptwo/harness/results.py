@@ -1,8 +1,9 @@
 """The results store: one record per executed test, combined per criterion into results.json.
 
-Flow: an acceptance test calls `CriterionCheck.check(measured, evidence)`; the plugin turns the
-test's outcome into a record (`make_record`), ships it to the controller (xdist-safe), and at the
-end of the session `write_results` merges the combined entries into `reports/results.json`.
+Flow: an acceptance test calls `CriterionCheck.check(measured, evidence=..., legs=...)`; the plugin
+turns the test's outcome into a record (`make_record`), ships it to the controller (xdist-safe),
+and `write_results` merges the combined entries into `reports/results.json`. A criterion is PASS
+only when every test bound to it ran in this session and passed; a partial run is NOT RUN.
 
 Merge policy across runs: results.json is merged per criterion. A criterion executed in this run
 replaces its old entry; every other entry is kept as it was, with its own commit, profile and
@@ -16,15 +17,16 @@ from __future__ import annotations
 import json
 import math
 import numbers
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from filelock import FileLock
 
 from shiptwo.errors import ShiptwoError
-from shiptwo.fileio import atomic_write_json, sha256_bytes, sha256_file
-from shiptwo.harness.spec import Criterion
+from shiptwo.fileio import atomic_write_json
+from shiptwo.harness.bindings import key_of_nodeid
+from shiptwo.harness.evidence import describe_evidence, keep_file, read_samples, same_figure, sample_statistic
+from shiptwo.harness.spec import Criterion, Leg
 
 PASS = "PASS"
 FAIL = "FAIL"
@@ -34,8 +36,9 @@ SKIPPED = "SKIPPED"
 NOT_RUN = "NOT RUN"
 NO_TEST = "NO TEST"
 STATUSES = (PASS, FAIL, ERROR, BLOCKED, SKIPPED, NOT_RUN, NO_TEST)
-RESULTS_SCHEMA_VERSION = 1
+RESULTS_SCHEMA_VERSION = 2
 OUTCOME_ORDER = (ERROR, FAIL, SKIPPED, PASS)  # combining several tests of one criterion: worst wins
+RECORDED_OUTCOMES = (*OUTCOME_ORDER, NOT_RUN)  # NOT RUN: only some of the criterion's tests ran
 EVIDENCE_LOSS_CURVE = "loss_curve"  # evidence key whose file the report links as an image
 
 
@@ -65,71 +68,146 @@ def format_number(value: float | None) -> str:
     return f"{value:.6g}"
 
 
-def _hash_directory(path: Path) -> dict:
-    """A combined SHA-256 over (relative name, file SHA-256) of every file, sorted."""
-    files = sorted(p for p in path.rglob("*") if p.is_file())
-    lines = [f"{p.relative_to(path).as_posix()}  {sha256_file(p)}" for p in files]
-    return {"path": str(path.absolute()), "sha256": sha256_bytes("\n".join(lines).encode()), "files": len(files)}
-
-
-def describe_evidence(evidence: dict | None) -> dict:
-    """JSON-safe evidence; values naming an existing file or directory carry its SHA-256."""
-    described = {}
-    for key, value in (evidence or {}).items():
-        if isinstance(value, (str, os.PathLike)) and str(value) and Path(value).exists():
-            path = Path(value)
-            described[key] = _hash_directory(path) if path.is_dir() else {"path": str(path.absolute()), "sha256": sha256_file(path)}
-        elif isinstance(value, os.PathLike):  # a Path that names nothing: say so, never drop it
-            described[key] = {"path": str(Path(value).absolute()), "sha256": None, "missing": True}
-        else:
-            try:
-                json.dumps(value, allow_nan=True)
-                described[key] = value
-            except (TypeError, ValueError):
-                described[key] = repr(value)
-    return described
-
-
 class CriterionCheck:
-    """What the `criterion` fixture hands a test: the criterion, its threshold, and `check`."""
+    """What the `criterion` fixture hands a test: the criterion, its threshold and parameters for
+    this profile, a surviving evidence directory, and `check`."""
 
-    def __init__(self, criterion: Criterion, profile: str):
+    def __init__(self, criterion: Criterion, profile: str, evidence_dir: Path | None = None):
         self.spec = criterion
         self.id = criterion.id
         self.profile = profile
         self.threshold = criterion.threshold_for(profile)
+        self._evidence_dir = evidence_dir
         self.called = False
         self.passed = False
         self.measured: float | None = None
         self.message = ""
         self.evidence: dict = {}
+        self.legs: list[dict] = []
+        self.interval: list[float] | None = None
+        self.n: int | None = None
+        self.samples: dict | None = None
 
-    def evaluate(self, measured, evidence: dict | None = None) -> bool:
-        """Compare and record without failing the test; returns whether the criterion is met."""
+    @property
+    def evidence_dir(self) -> Path:
+        """reports/evidence/<run-id>/<criterion-id>/ (created): write evidence files here, not in tmp_path."""
+        if self._evidence_dir is None:
+            raise ShiptwoError(f"{self.id}: no evidence directory (the criterion was not made by the shiptwo plugin)")
+        self._evidence_dir.mkdir(parents=True, exist_ok=True)
+        return self._evidence_dir
+
+    def param(self, name: str):
+        """The spec's value of parameter `name` for this run's profile."""
+        return self.spec.param(name, self.profile)
+
+    def evaluate(self, measured, evidence: dict | None = None, legs: dict | None = None,
+                 interval=None, n: int | None = None, samples=None) -> bool:
+        """Judge every leg and record, without failing the test; returns whether all legs hold.
+        A leg the spec has but `legs` lacks (or one it does not have) is a ShiptwoError (ERROR)."""
         if self.called:
             raise ShiptwoError(f"{self.id}: criterion.check called twice in one test")
+        extra = _leg_figures(self.spec, legs)
+        self.interval, self.n = _interval(self.id, "measured", interval), _count(self.id, "measured", n)
+        figures = {self.spec.metric: (as_number(measured), self.interval, self.n), **extra}
+        if samples is not None:
+            self.samples = self._samples(samples, figures)
+        elif self.spec.samples is not None:
+            raise ShiptwoError(f"{self.id}: the spec judges this criterion on samples: pass samples=PATH")
         self.called = True
-        self.evidence = describe_evidence(evidence)
-        number = as_number(measured)
-        self.measured = number
-        unit = self.spec.unit
-        limit = f"threshold {self.spec.comparison} {format_number(self.threshold)} (profile {self.profile})"
-        if number is None or math.isnan(number):
-            self.passed = False
-            self.message = f"{self.id}: measured {measured!r} is not a number vs {limit}"
-        else:
-            self.passed = self.spec.is_met(number, self.profile)
-            verdict = "" if self.passed else " — not met"
-            self.message = f"{self.id}: measured {format_number(number)} {unit} vs {limit}{verdict}"
+        self.evidence = describe_evidence(evidence, self._evidence_dir)
+        self.measured = figures[self.spec.metric][0]
+        self.legs = [judge_leg(leg, *figures[leg.metric], self.profile) for leg in self.spec.legs]
+        self.passed = all(g["met"] for g in self.legs)
+        self.message = leg_message(self.id, self.spec.legs, self.legs, self.profile, measured)
         return self.passed
 
-    def check(self, measured, evidence: dict | None = None) -> float | None:
-        """Record the measurement and fail the test (pytest.fail) when the threshold is not met."""
+    def _samples(self, path, figures: dict) -> dict:
+        """Validate the per-sample file, keep it, and check that it yields the judged figure."""
+        samples = read_samples(path)
+        record = {**keep_file(Path(path), self._evidence_dir, "samples"), "n": len(samples)}
+        rule = self.spec.samples
+        if rule is not None:
+            metric = rule.metric or self.spec.metric
+            value = sample_statistic(samples, rule.statistic)
+            if not same_figure(value, figures[metric][0]):
+                raise ShiptwoError(f"{self.id}: {path}: the samples give {metric} = {format_number(value)} "
+                                   f"({rule.statistic} of {len(samples)}), but {format_number(figures[metric][0])} was measured")
+            record.update(statistic=rule.statistic, metric=metric, value=value)
+        return record
+
+    def check(self, measured, evidence: dict | None = None, legs: dict | None = None,
+              interval=None, n: int | None = None, samples=None) -> float | None:
+        """Record the measurements and fail the test (pytest.fail) when a leg does not hold."""
         import pytest
 
-        if not self.evaluate(measured, evidence):
+        if not self.evaluate(measured, evidence, legs, interval, n, samples):
             pytest.fail(self.message, pytrace=False)
         return self.measured
+
+
+def _interval(cid: str, metric: str, interval) -> list[float] | None:
+    if interval is None:
+        return None
+    try:
+        lo, hi = (as_number(v) for v in interval)
+    except (TypeError, ValueError):
+        raise ShiptwoError(f"{cid}: {metric}: interval must be (low, high), not {interval!r}") from None
+    if lo is None or hi is None or math.isnan(lo) or math.isnan(hi) or lo > hi:
+        raise ShiptwoError(f"{cid}: {metric}: interval must be two numbers, low <= high, not {interval!r}")
+    return [lo, hi]
+
+
+def _count(cid: str, metric: str, n) -> int | None:
+    if n is None:
+        return None
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
+        raise ShiptwoError(f"{cid}: {metric}: n must be a non-negative integer, not {n!r}")
+    return int(n)
+
+
+def _leg_figures(criterion: Criterion, legs: dict | None) -> dict:
+    """metric -> (value, interval, n) for every extra leg; a missing or unknown leg is an error."""
+    legs = dict(legs or {})
+    out = {}
+    for leg in criterion.extra_legs:
+        if leg.metric not in legs:
+            raise ShiptwoError(f"{criterion.id}: leg {leg.metric!r} not measured (pass legs={{{leg.metric!r}: value}})")
+        raw = legs.pop(leg.metric)
+        if isinstance(raw, dict):
+            out[leg.metric] = (as_number(raw.get("value")), _interval(criterion.id, leg.metric, raw.get("interval")),
+                               _count(criterion.id, leg.metric, raw.get("n")))
+        else:
+            out[leg.metric] = (as_number(raw), None, None)
+    if legs:
+        raise ShiptwoError(f"{criterion.id}: legs {sorted(legs)} are not in the spec (legs: "
+                           f"{', '.join(g.metric for g in criterion.extra_legs) or 'none besides the primary'})")
+    return out
+
+
+def judge_leg(leg: Leg, value: float | None, interval, n, profile: str) -> dict:
+    """One leg's record: what was measured, what was compared, against what, and whether it held."""
+    judged = leg.judged_value(value, interval)
+    return {"metric": leg.metric, "measured": None if _is_nan(value) else value, "interval": interval, "n": n,
+            "judged_on": leg.judged_on, "judged": None if _is_nan(judged) else judged,
+            "comparison": leg.comparison, "threshold": leg.threshold_for(profile), "unit": leg.unit,
+            "met": leg.holds(judged, profile)}
+
+
+def leg_message(cid: str, legs: tuple[Leg, ...], records: list[dict], profile: str, raw_measured=None) -> str:
+    """`ID: measured X unit vs threshold >= T (profile p)[; leg Y unit vs ...][ — not met]`."""
+    parts = []
+    for i, (leg, rec) in enumerate(zip(legs, records)):
+        what = "measured" if i == 0 else leg.metric
+        limit = f"threshold {leg.comparison} {format_number(rec['threshold'])}"
+        if rec["measured"] is None:
+            parts.append(f"{what} {raw_measured if i == 0 else rec['measured']!r} is not a number vs {limit}")
+            continue
+        bound = ""
+        if leg.judged_on != "point":
+            bound = f" ({leg.judged_on} {format_number(rec['judged'])})" if rec["judged"] is not None else f" (no interval for {leg.judged_on})"
+        parts.append(f"{what} {format_number(rec['measured'])} {leg.unit}{bound} vs {limit}")
+    text = f"{cid}: {parts[0]} (profile {profile})" + "".join(f"; {p}" for p in parts[1:])
+    return text if all(r["met"] for r in records) else text + " — not met"
 
 
 # --- records and entries --------------------------------------------------------------------
@@ -138,6 +216,8 @@ class CriterionCheck:
 @dataclass
 class TestOutcome:
     """What pytest said about one phase of a bound test."""
+
+    __test__ = False  # not a test class, whatever its name
 
     phase: str  # setup | call | teardown
     outcome: str  # passed | failed | skipped
@@ -149,22 +229,31 @@ def _is_nan(value: float | None) -> bool:
     return value is not None and math.isnan(value)
 
 
-def make_record(nodeid: str, criterion: Criterion, profile: str, result: TestOutcome, check: CriterionCheck | None) -> dict:
-    """One test's record for its criterion (a JSON-safe dict, shipped between xdist processes)."""
+def make_record(nodeid: str, criterion: Criterion, profile: str, result: TestOutcome, check: CriterionCheck | None,
+                expected: list[str] = ()) -> dict:
+    """One test's record for its criterion (a JSON-safe dict, shipped between xdist processes);
+    `expected` names every test bound to the criterion (node ids or `file::function` keys)."""
     status, message, reason = _classify(result, check)
+    called = check is not None and check.called
     return {
         "id": criterion.id,
         "nodeid": nodeid,
+        "expected": sorted(expected),
         "outcome": status,
         "reason": reason,
         "message": message,
-        "measured": check.measured if check and check.called and not _is_nan(check.measured) else None,
+        "measured": check.measured if called and not _is_nan(check.measured) else None,
         "threshold": criterion.threshold_for(profile),
         "comparison": criterion.comparison,
         "unit": criterion.unit,
+        "legs": check.legs if called else [],
+        "interval": check.interval if called else None,
+        "n": check.n if called else None,
+        "samples": check.samples if called else None,
+        "parameters": {name: criterion.param(name, profile) for name in criterion.parameters},
         "profile": profile,
         "duration_s": round(result.duration, 6),
-        "evidence": check.evidence if check and check.called else {},
+        "evidence": check.evidence if called else {},
     }
 
 
@@ -186,22 +275,37 @@ def _classify(result: TestOutcome, check: CriterionCheck | None) -> tuple[str, s
     return FAIL, f"failed after criterion.check passed: {result.text}", ""
 
 
+def missing_tests(expected, nodeids) -> list[str]:
+    """The expected tests (node ids or `file::function` keys) that none of `nodeids` ran."""
+    ran = set(nodeids) | {key_of_nodeid(n) for n in nodeids}
+    return sorted(e for e in set(expected) if e not in ran)
+
+
 def combine_records(records: list[dict]) -> dict:
-    """One entry per criterion from its tests' records: the worst outcome decides (all must pass)."""
+    """One entry per criterion from its tests' records: the worst outcome decides (all must pass),
+    and a criterion whose bound tests did not all run is NOT RUN unless what ran already failed."""
     rank = {status: i for i, status in enumerate(OUTCOME_ORDER)}
     worst = min(records, key=lambda r: rank.get(r["outcome"], 0))
     entry = dict(worst)
     entry.pop("nodeid", None)
     entry["nodeids"] = sorted(r["nodeid"] for r in records)
+    entry["expected"] = sorted({e for r in records for e in r.get("expected", [])})
     entry["duration_s"] = round(sum(r["duration_s"] for r in records), 6)
     evidence = {}
     for r in records:
         evidence.update(r["evidence"])
     entry["evidence"] = evidence
+    if len(records) > 1:  # each test's own figures, so the gate re-derives every one, not only the worst
+        entry["per_test"] = [{k: r.get(k) for k in ("nodeid", "outcome", "measured", "legs")} for r in records]
+    missing = missing_tests(entry["expected"], entry["nodeids"])
+    if missing:
+        entry["missing_tests"] = missing
+        if entry["outcome"] in (PASS, SKIPPED):
+            entry["ran_outcome"] = entry["outcome"]
+            entry["outcome"] = NOT_RUN
+            entry["message"] = (f"{entry['id']}: only {len(entry['nodeids'])} of its bound tests ran "
+                                f"(outcome {entry['ran_outcome']}); not run: {', '.join(missing)}")
     return entry
-
-
-# --- run identity ---------------------------------------------------------------------------
 
 
 # --- the store ------------------------------------------------------------------------------
@@ -236,7 +340,7 @@ def results_from_json(doc, path: str = "results") -> Results:
         for key in _ENTRY_KEYS:
             if key not in entry:
                 raise ShiptwoError(f"{path}: criteria.{cid}: missing {key!r}")
-        if entry["outcome"] not in OUTCOME_ORDER:
+        if entry["outcome"] not in RECORDED_OUTCOMES:
             raise ShiptwoError(f"{path}: criteria.{cid}: unknown outcome {entry['outcome']!r}")
     return Results(doc["run"], doc["criteria"], path)
 
@@ -254,11 +358,14 @@ def load_results(path: str | Path) -> Results:
     return results_from_json(doc, str(path))
 
 
+_RUN_FIELDS = ("commit", "dirty", "time", "spec_sha256", "run_id", "environment")  # environment: issue 13's fingerprint
+
+
 def merge_results(existing: Results | None, entries: dict[str, dict], run: dict) -> Results:
     """Per-criterion merge: this run's entries replace old ones; the rest keep their own run data."""
     merged = dict(existing.criteria) if existing else {}
     for cid, entry in entries.items():
-        merged[cid] = {**entry, "commit": run["commit"], "dirty": run["dirty"], "time": run["time"], "spec_sha256": run["spec_sha256"]}
+        merged[cid] = {**entry, **{k: run[k] for k in _RUN_FIELDS if k in run}}
     return Results(run, dict(sorted(merged.items())))
 
 

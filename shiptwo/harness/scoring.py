@@ -1,8 +1,9 @@
 """Ship-% math: statuses from results and the spec's prerequisite DAG, weighted pass share.
 
 A criterion passes or fails; there is no partial credit. A criterion whose prerequisite did not
-PASS is BLOCKED (its own outcome is still kept). ship-% of a model = 100 * (weight of PASS) /
-(weight of all its criteria); a model without any result is "not run" (None), not 0%.
+PASS is BLOCKED (its own outcome is still kept). ship-% of a model = 100 * (weight of current
+PASS) / (weight of all its criteria): a stale PASS (another commit, profile or spec) is shown
+apart and never counted; a model without any result is "not run" (None), not 0%.
 """
 
 from __future__ import annotations
@@ -37,10 +38,11 @@ class ModelScore:
     """Ship-% and status counts of one model."""
 
     model: Model
-    ship_pct: float | None  # None: no result at all ("not run")
+    ship_pct: float | None  # None: no result at all ("not run"); counts current results only
     passed_weight: float
     total_weight: float
     counts: dict[str, int] = field(default_factory=dict)
+    stale_passed_weight: float = 0.0  # weight of PASS results that are stale (shown apart, not counted)
 
 
 @dataclass(frozen=True)
@@ -135,46 +137,53 @@ def resolve_statuses(spec: Spec, own: dict[str, tuple[str, dict | None, str]]) -
     return {cid: resolved[cid] for cid in spec.criteria}
 
 
-def score_models(spec: Spec, statuses: dict[str, CriterionStatus]) -> dict[str, ModelScore]:
-    """Ship-% and status counts per model; None ship-% for a model with no executed result."""
+def score_models(spec: Spec, statuses: dict[str, CriterionStatus], count_stale: bool = False) -> dict[str, ModelScore]:
+    """Ship-% and status counts per model; None ship-% for a model with no executed result. A
+    stale PASS counts only with `count_stale` (the gate's --allow-stale)."""
     scores = {}
     for key, model in spec.models.items():
         mine = [statuses[c.id] for c in spec.for_model(key)]
         counts = {s: sum(1 for st in mine if st.status == s) for s in STATUSES}
         ran = any(st.own in _EXECUTED for st in mine)
         total = sum(st.criterion.weight for st in mine)
-        passed = sum(st.criterion.weight for st in mine if st.status == PASS)
-        pct = ship_percentage((st.criterion.weight, st.status) for st in mine) if ran else None
-        scores[key] = ModelScore(model, pct, passed, total, counts)
+        stale_of = (lambda st: False) if count_stale else (lambda st: bool(st.stale))
+        passed = sum(st.criterion.weight for st in mine if st.status == PASS and not stale_of(st))
+        stale = sum(st.criterion.weight for st in mine if st.status == PASS and stale_of(st))
+        pct = ship_percentage((st.criterion.weight, NOT_RUN if stale_of(st) else st.status) for st in mine) if ran else None
+        scores[key] = ModelScore(model, pct, passed, total, counts, stale)
     return scores
 
 
 def score(spec: Spec, results: Results | None, bound_ids: set[str] | None = None,
-          reject_stale: bool = False, checkout: dict | None = None) -> Scorecard:
+          reject_stale: bool = False, checkout: dict | None = None, count_stale: bool = False) -> Scorecard:
     """The scorecard of `results` against `spec` (bound_ids tells NOT RUN from NO TEST); `checkout`
     ({"commit": ...}) is the code being judged, so results from other code are marked stale."""
     statuses = resolve_statuses(spec, own_outcomes(spec, results, bound_ids, reject_stale, checkout))
-    return Scorecard(spec, statuses, score_models(spec, statuses))
+    return Scorecard(spec, statuses, score_models(spec, statuses, count_stale))
+
+
+def _model_pct(spec: Spec, statuses: dict[str, CriterionStatus], model: str) -> float:
+    """Ship-% of `model` counting current PASS results only."""
+    return ship_percentage((statuses[c.id].criterion.weight, NOT_RUN if statuses[c.id].stale else statuses[c.id].status)
+                           for c in spec.for_model(model))
 
 
 def _pct_if_passed(card: Scorecard, cid: str) -> tuple[float, dict[str, CriterionStatus]]:
     """The model's ship-% (and new statuses) if `cid`'s own outcome became PASS."""
     own = {k: (s.own, s.entry, s.stale) for k, s in card.statuses.items()}
-    own[cid] = (PASS, own[cid][1], own[cid][2])
+    own[cid] = (PASS, own[cid][1], "")
     statuses = resolve_statuses(card.spec, own)
-    model = card.spec.criteria[cid].model
-    pct = ship_percentage((statuses[c.id].criterion.weight, statuses[c.id].status) for c in card.spec.for_model(model))
-    return pct, statuses
+    return _model_pct(card.spec, statuses, card.spec.criteria[cid].model), statuses
 
 
 def opportunities(card: Scorecard) -> list[Opportunity]:
     """Open criteria ranked by the ship-% their model gains if they pass (unblocking counted)."""
     ranked = []
     for cid, st in card.statuses.items():
-        if st.own == PASS:
+        if st.own == PASS and not st.stale:
             continue
         model = st.criterion.model
-        before = ship_percentage((card.statuses[c.id].criterion.weight, card.statuses[c.id].status) for c in card.spec.for_model(model))
+        before = _model_pct(card.spec, card.statuses, model)
         after, statuses = _pct_if_passed(card, cid)
         unblocks = tuple(k for k, s in statuses.items() if s.status == PASS and card.statuses[k].status == BLOCKED)
         ranked.append(Opportunity(cid, model, after - before, unblocks, st.blocked_by))

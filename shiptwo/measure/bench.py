@@ -1,19 +1,22 @@
-"""`shiptwo bench`: decode and prefill throughput, time to first token and peak memory of our
-runtime, optionally beside transformers (`generate` on the HF export) and llama.cpp (the GGUF)
-measured in the same run with the same prompt, token count and thread count.
+"""`shiptwo bench`: decode and prefill throughput, time to first token and memory of our runtime,
+optionally beside transformers (`generate` on the HF export) and llama.cpp (the GGUF), with the
+hardware's limits measured in the same run: same prompt, token count and thread count for all.
 
-Each runtime gets warm-up runs and then N timed runs; figures are median, min and max. Decode
-tok/s counts the tokens after the first over the time after the first (prefill excluded).
+Runs go in rounds (each runtime once per round, then one sample of each limit), so a load change
+on a shared machine hits every figure of a round alike; figures are median, min and max over the
+rounds, and ratios between runtimes are taken per round (paired). Decode tok/s counts the tokens
+after the first over the time after the first (prefill excluded). Memory is the peak growth of
+anonymous (not file-backed) RSS while a runtime loads and runs: a memory-mapped file costs none.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import os
 import statistics
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,17 +24,20 @@ from pathlib import Path
 
 import torch
 
-from shiptwo.model.checkpoint import Checkpoint
 from shiptwo.errors import ShiptwoError
-from shiptwo.model.generate import SamplingConfig, generate_ids
+from shiptwo.measure import limits as hw
+from shiptwo.model.checkpoint import Checkpoint
 
 BENCH_PROMPT = "def fibonacci(n):\n"
 BENCH_REPORT_FILE = "bench.json"
 BENCH_PEERS = ("transformers", "llama.cpp")
-
-
 RUNTIME_OURS = "shiptwo"
 DEFAULT_NEW_TOKENS = 128
+
+
+def available_cores() -> int:
+    """The cores this process may run on: bench's default thread count for every runtime."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 @dataclass
@@ -39,11 +45,9 @@ class BenchConfig:
     prompt: str = BENCH_PROMPT
     new_tokens: int | None = None  # None: DEFAULT_NEW_TOKENS, or fewer when the context is shorter
     warmup: int = 1
-    iterations: int = 5
-    # One thread by default: a few-M-parameter decode gains little from more, and on a shared
-    # machine a second OpenMP thread stalls at every op's barrier behind other jobs (10-50x
-    # slower, measured). Peers get the same number; every result records it.
-    threads: int = 1
+    iterations: int = 5  # rounds
+    threads: int = field(default_factory=available_cores)  # every runtime gets the same; every result records it
+    limits: bool = True  # measure the hardware limits (run_bench); bench_ours alone never does
 
     def __post_init__(self):
         if self.new_tokens is not None and self.new_tokens < 2:
@@ -64,6 +68,9 @@ class Stat:
     def of(cls, values: list[float]) -> "Stat":
         return cls(statistics.median(values), min(values), max(values))
 
+    def text(self, scale: float = 1.0, fmt: str = ".1f") -> str:
+        return f"{self.median * scale:{fmt}} [{self.min * scale:{fmt}}-{self.max * scale:{fmt}}]"
+
 
 @dataclass
 class BenchResult:
@@ -71,85 +78,142 @@ class BenchResult:
     decode_tok_s: Stat
     prefill_tok_s: Stat
     ttft_s: Stat
-    peak_rss_delta_bytes: int
+    peak_anon_rss_delta_bytes: int  # load and runs, anonymous memory only
     prompt_tokens: int
     new_tokens: int
     threads: int
     iterations: int
+    engine: str = ""  # how the runtime decoded (ours: the compiled kernel or torch ops)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
 @dataclass
+class Limits:
+    """The hardware's limits for this artifact, one sample per round."""
+
+    threads: int
+    weight_bytes: int  # the matrices a batch-1 decode step streams
+    matmul_params: int
+    head_params: int
+    read_bandwidth: Stat  # bytes/s, an array of weight_bytes summed
+    torch_stored: Stat  # tok/s: every matrix through F.linear as stored (out, in)
+    torch_transposed: Stat  # tok/s: x @ W^T as a contiguous (in, out) copy
+    matmul_peak: Stat  # FLOP/s, fp32 n x n matmul
+
+    @property
+    def roofline_tok_s(self) -> float:
+        return self.read_bandwidth.median / self.weight_bytes
+
+    @property
+    def torch_ceiling_tok_s(self) -> float:
+        return max(self.torch_stored.median, self.torch_transposed.median)
+
+    def prefill_flops(self, prompt_tokens: int) -> float:
+        """The matmul work of a prefill: every layer for every token, the head for the last one."""
+        return 2.0 * ((self.matmul_params - self.head_params) * prompt_tokens + self.head_params)
+
+    def shares(self, r: BenchResult) -> dict[str, float]:
+        return {"decode_vs_roofline": r.decode_tok_s.median / self.roofline_tok_s,
+                "decode_vs_torch_ceiling": r.decode_tok_s.median / self.torch_ceiling_tok_s,
+                "prefill_vs_matmul_peak": r.prefill_tok_s.median / r.prompt_tokens * self.prefill_flops(r.prompt_tokens)
+                / self.matmul_peak.median}
+
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "roofline_tok_s": self.roofline_tok_s, "torch_ceiling_tok_s": self.torch_ceiling_tok_s}
+
+
+@dataclass
 class BenchReport:
     artifact: str
     results: list[BenchResult] = field(default_factory=list)
+    limits: Limits | None = None
+    paired: dict[str, Stat] = field(default_factory=dict)  # ours / peer decode tok/s, per round
 
     def ratios(self) -> dict[str, float]:
-        """Our decode tok/s over each peer's, measured in this same run."""
-        ours = next(r for r in self.results if r.runtime == RUNTIME_OURS)
-        return {f"decode_vs_{r.runtime}": ours.decode_tok_s.median / r.decode_tok_s.median
-                for r in self.results if r.runtime != RUNTIME_OURS}
+        """Our decode tok/s over each peer's (median of the per-round ratios)."""
+        return {k: v.median for k, v in self.paired.items()}
+
+    def shares(self) -> dict[str, dict[str, float]]:
+        return {r.runtime: self.limits.shares(r) for r in self.results} if self.limits else {}
 
     def to_dict(self) -> dict:
-        return {"artifact": self.artifact, "results": [r.to_dict() for r in self.results], "ratios": self.ratios()}
+        return {"artifact": self.artifact, "results": [r.to_dict() for r in self.results], "ratios": self.ratios(),
+                "paired_ratios": {k: dataclasses.asdict(v) for k, v in self.paired.items()},
+                "limits": self.limits.to_dict() if self.limits else None, "shares": self.shares()}
 
     def to_text(self) -> str:
-        lines = [f"bench {self.artifact}"]
+        r0 = self.results[0]
+        lines = [f"bench {self.artifact}: {r0.threads} threads, {r0.prompt_tokens}+{r0.new_tokens} tokens, "
+                 f"{r0.iterations} rounds; median [min-max]"]
+        lim = self.limits
+        if lim:
+            mb = lim.weight_bytes / 1e6
+            lines.append(f"  limits: read bandwidth {lim.read_bandwidth.text(1e-9)} GB/s -> roofline {lim.roofline_tok_s:.1f} tok/s "
+                         f"({mb:.0f} MB of weights a token); torch weight streaming {lim.torch_stored.text()} tok/s as stored, "
+                         f"{lim.torch_transposed.text()} transposed; matmul peak {lim.matmul_peak.text(1e-9)} GFLOP/s")
         for r in self.results:
             lines.append(
-                f"  {r.runtime:<13} decode {r.decode_tok_s.median:9.1f} tok/s (min {r.decode_tok_s.min:.1f}, max {r.decode_tok_s.max:.1f})"
-                f"  prefill {r.prefill_tok_s.median:9.1f} tok/s  ttft {r.ttft_s.median * 1e3:7.2f} ms"
-                f"  peak rss +{r.peak_rss_delta_bytes / 2**20:.1f} MiB  ({r.prompt_tokens}+{r.new_tokens} tokens, {r.threads} threads)"
-            )
-        for k, v in self.ratios().items():
-            lines.append(f"  {k}: {v:.2f}x")
+                f"  {r.runtime + (f' ({r.engine})' if r.engine else ''):<20} decode {r.decode_tok_s.text()} tok/s  "
+                f"prefill {r.prefill_tok_s.text()} tok/s  ttft {r.ttft_s.median * 1e3:.2f} ms  "
+                f"anon RSS +{r.peak_anon_rss_delta_bytes / 2**20:.1f} MiB")
+            if lim:
+                s = lim.shares(r)
+                lines.append(f"  {'':<20} = {s['decode_vs_torch_ceiling']:.2f}x torch ceiling, {s['decode_vs_roofline']:.2f}x roofline; "
+                             f"prefill {s['prefill_vs_matmul_peak']:.1%} of matmul peak")
+        for k, v in self.paired.items():
+            lines.append(f"  {k}: {v.text(fmt='.2f')}x (paired per round)")
         return "\n".join(lines)
 
 
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+@dataclass
+class _Runtime:
+    """One runtime under test: `once()` generates new_tokens and returns (start, per-token stamps)."""
+
+    name: str
+    once: Callable[[], tuple[float, list[float]]]
+    engine: str = ""
+    close: Callable[[], None] = lambda: None
+    load_peak: int = 0
+    load_kept: int = 0
+    run_peak: int = 0
+    runs: list[tuple[float, list[float]]] = field(default_factory=list)
+    model: torch.nn.Module | None = None  # ours: the limits stream this model's matrices
+
+    def result(self, prompt_tokens: int, cfg: BenchConfig) -> BenchResult:
+        decode = [(len(s) - 1) / (s[-1] - s[0]) for _, s in self.runs]
+        ttft = [s[0] - t0 for t0, s in self.runs]
+        return BenchResult(self.name, Stat.of(decode), Stat.of([prompt_tokens / t for t in ttft]), Stat.of(ttft),
+                           max(self.load_peak, self.load_kept + self.run_peak), prompt_tokens, cfg.new_tokens,
+                           cfg.threads, cfg.iterations, self.engine)
 
 
-class _PeakRSS:
-    """Samples resident memory in a thread while the block runs; `delta` is the peak above the start."""
-
-    def __enter__(self):
-        self.start = self.peak = _rss_bytes()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-        self._thread.start()
-        return self
-
-    def _poll(self):
-        while not self._stop.wait(0.005):
-            self.peak = max(self.peak, _rss_bytes())
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, _rss_bytes())
-        self.delta = self.peak - self.start
+def _loaded(factory: Callable[[], _Runtime]) -> _Runtime:
+    with hw.AnonPeak() as mem:
+        rt = factory()
+    rt.load_peak, rt.load_kept = mem.delta, mem.end - mem.start
+    return rt
 
 
-def _measure(runtime: str, run_once: Callable[[], tuple[float, list[float]]], prompt_tokens: int, cfg: BenchConfig, threads: int) -> BenchResult:
-    """`run_once` returns (start time, per-token timestamps) for one generation of cfg.new_tokens."""
-    with _PeakRSS() as mem:
+def _run(rt: _Runtime, cfg: BenchConfig) -> tuple[float, list[float]]:
+    with hw.AnonPeak() as mem:
+        t0, stamps = rt.once()
+    rt.run_peak = max(rt.run_peak, mem.delta)
+    if len(stamps) != cfg.new_tokens:
+        raise ShiptwoError(f"bench: {rt.name} produced {len(stamps)} tokens, expected {cfg.new_tokens}")
+    return t0, stamps
+
+
+def _rounds(runtimes: list[_Runtime], cfg: BenchConfig, probe: Callable[[], None] | None = None) -> None:
+    for rt in runtimes:
         for _ in range(cfg.warmup):
-            run_once()
-        decode, prefill, ttft = [], [], []
-        for _ in range(cfg.iterations):
-            t0, stamps = run_once()
-            if len(stamps) != cfg.new_tokens:
-                raise ShiptwoError(f"bench: {runtime} produced {len(stamps)} tokens, expected {cfg.new_tokens}")
-            first = stamps[0] - t0
-            ttft.append(first)
-            prefill.append(prompt_tokens / first)
-            decode.append((len(stamps) - 1) / (stamps[-1] - stamps[0]))
-    return BenchResult(runtime, Stat.of(decode), Stat.of(prefill), Stat.of(ttft), mem.delta,
-                       prompt_tokens, cfg.new_tokens, threads, cfg.iterations)
+            _run(rt, cfg)
+    for _ in range(cfg.iterations):
+        for rt in runtimes:
+            rt.runs.append(_run(rt, cfg))
+        if probe is not None:
+            probe()
 
 
 def resolve_tokens(cfg: BenchConfig, prompt_tokens: int, context: int) -> BenchConfig:
@@ -167,7 +231,7 @@ def resolve_tokens(cfg: BenchConfig, prompt_tokens: int, context: int) -> BenchC
 
 
 @contextlib.contextmanager
-def _torch_threads(n: int):
+def torch_threads(n: int):
     """torch's intra-op thread count set to `n` for the block, restored after."""
     before = torch.get_num_threads()
     torch.set_num_threads(n)
@@ -177,12 +241,13 @@ def _torch_threads(n: int):
         torch.set_num_threads(before)
 
 
-def bench_ours(ckpt: Checkpoint, cfg: BenchConfig | None = None) -> BenchResult:
+def _ours(load: Callable[[], Checkpoint], cfg: BenchConfig) -> _Runtime:
     """Our runtime: greedy `generate_ids` with the KV cache, EOS ignored so every run is full length."""
-    cfg = cfg or BenchConfig()
-    model, tok = ckpt.build_model(), ckpt.tokenizer()
-    ids = tok.encode(cfg.prompt)
-    cfg = resolve_tokens(cfg, len(ids), ckpt.config.max_position_embeddings)
+    from shiptwo.model.decode import engine
+    from shiptwo.model.generate import SamplingConfig, generate_ids
+
+    ckpt = load()
+    model, ids = ckpt.build_model(), ckpt.tokenizer().encode(cfg.prompt)
     scfg = SamplingConfig(max_new_tokens=cfg.new_tokens)
 
     def once():
@@ -191,16 +256,13 @@ def bench_ours(ckpt: Checkpoint, cfg: BenchConfig | None = None) -> BenchResult:
         generate_ids(model, ids, scfg, eos_id=None, clock=clock)
         return t0, clock
 
-    with _torch_threads(cfg.threads):
-        return _measure(RUNTIME_OURS, once, len(ids), cfg, cfg.threads)
+    return _Runtime(RUNTIME_OURS, once, engine(model), model=model)
 
 
-def bench_transformers(hf_dir: str | Path, prompt_ids: list[int], cfg: BenchConfig) -> BenchResult:
+def _transformers(hf_dir: str | Path, prompt_ids: list[int], cfg: BenchConfig) -> _Runtime:
     """transformers' `generate` (greedy, same token count) on the Hugging Face export."""
     from transformers import AutoModelForCausalLM, LogitsProcessor, LogitsProcessorList
 
-    if cfg.new_tokens is None:
-        cfg = dataclasses.replace(cfg, new_tokens=DEFAULT_NEW_TOKENS)
     model = AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=torch.float32).eval()
 
     class _Clock(LogitsProcessor):
@@ -221,23 +283,18 @@ def bench_transformers(hf_dir: str | Path, prompt_ids: list[int], cfg: BenchConf
                            do_sample=False, logits_processor=LogitsProcessorList([clock]), pad_token_id=0)
         return t0, clock.stamps
 
-    with _torch_threads(cfg.threads):
-        return _measure("transformers", once, len(prompt_ids), cfg, cfg.threads)
+    return _Runtime("transformers", once)
 
 
-def bench_llamacpp(gguf_path: str | Path, prompt_ids: list[int], cfg: BenchConfig, runtime: str = "llama.cpp") -> BenchResult:
+def _llamacpp(gguf_path: str | Path, prompt_ids: list[int], cfg: BenchConfig, runtime: str) -> _Runtime:
     """llama.cpp (llama-cpp-python) on the GGUF: prefill the prompt, then one greedy token per eval."""
     import numpy as np
 
     from shiptwo.runtimes.llamacpp import load_llama
 
-    if cfg.new_tokens is None:
-        cfg = dataclasses.replace(cfg, new_tokens=DEFAULT_NEW_TOKENS)  # llama.cpp's context is sized to fit
-    threads = cfg.threads
-    n_ctx = len(prompt_ids) + cfg.new_tokens + 1
     # The project's one loader: it switches off llama.cpp's extra (AMX/repacked) weight buffers,
     # which crash Q8_0 matmuls on some Xeons; a benchmark runs with the default F16 KV cache.
-    llm = load_llama(gguf_path, n_ctx, logits_all=False, n_threads=threads, f32_kv_cache=False)
+    llm = load_llama(gguf_path, len(prompt_ids) + cfg.new_tokens + 1, logits_all=False, n_threads=cfg.threads, f32_kv_cache=False)
 
     def once():
         stamps: list[float] = []
@@ -251,14 +308,65 @@ def bench_llamacpp(gguf_path: str | Path, prompt_ids: list[int], cfg: BenchConfi
                 llm.eval([nxt])
         return t0, stamps
 
+    return _Runtime(runtime, once, close=llm.close)
+
+
+def bench_ours(ckpt: Checkpoint, cfg: BenchConfig | None = None) -> BenchResult:
+    """Our runtime alone on a loaded checkpoint (its memory figure counts building the model, not reading the file)."""
+    cfg = cfg or BenchConfig()
+    cfg = resolve_tokens(cfg, len(ckpt.tokenizer().encode(cfg.prompt)), ckpt.config.max_position_embeddings)
+    with torch_threads(cfg.threads):
+        rt = _loaded(lambda: _ours(lambda: ckpt, cfg))
+        _rounds([rt], cfg)
+    return rt.result(len(ckpt.tokenizer().encode(cfg.prompt)), cfg)
+
+
+def bench_transformers(hf_dir: str | Path, prompt_ids: list[int], cfg: BenchConfig) -> BenchResult:
+    cfg = cfg if cfg.new_tokens is not None else dataclasses.replace(cfg, new_tokens=DEFAULT_NEW_TOKENS)
+    with torch_threads(cfg.threads):
+        rt = _loaded(lambda: _transformers(hf_dir, prompt_ids, cfg))
+        _rounds([rt], cfg)
+    return rt.result(len(prompt_ids), cfg)
+
+
+def bench_llamacpp(gguf_path: str | Path, prompt_ids: list[int], cfg: BenchConfig, runtime: str = "llama.cpp") -> BenchResult:
+    cfg = cfg if cfg.new_tokens is not None else dataclasses.replace(cfg, new_tokens=DEFAULT_NEW_TOKENS)
+    rt = _loaded(lambda: _llamacpp(gguf_path, prompt_ids, cfg, runtime))
     try:
-        return _measure(runtime, once, len(prompt_ids), cfg, threads)
+        _rounds([rt], cfg)
     finally:
-        llm.close()
+        rt.close()
+    return rt.result(len(prompt_ids), cfg)
+
+
+class _LimitProbe:
+    """One sample of each hardware limit per call, for this model's decode matrices."""
+
+    def __init__(self, model: torch.nn.Module, threads: int):
+        self.threads = threads
+        mats = hw.decode_matrices(model)
+        self.stream = hw.WeightStream(mats)
+        self.head_params = model.lm_head.weight.numel()
+        self.array = torch.ones(max(self.stream.bytes // 4, 1 << 20))
+        self.samples: dict[str, list[float]] = {"bw": [], "stored": [], "transposed": [], "peak": []}
+        self.stream.stored(), self.stream.transposed_layout()  # warm-up
+
+    def __call__(self) -> None:
+        s = self.samples
+        s["bw"].append(max(hw.read_bandwidth(self.array) for _ in range(3)))
+        s["stored"].append(max(self.stream.stored() for _ in range(2)))
+        s["transposed"].append(max(self.stream.transposed_layout() for _ in range(2)))
+        s["peak"].append(hw.matmul_peak())
+
+    def limits(self) -> Limits:
+        s = self.samples
+        return Limits(self.threads, self.stream.bytes, sum(w.numel() for w in self.stream.mats), self.head_params,
+                      Stat.of(s["bw"]), Stat.of(s["stored"]), Stat.of(s["transposed"]), Stat.of(s["peak"]))
 
 
 def run_bench(path: str | Path, cfg: BenchConfig | None = None, compare: tuple[str, ...] = ()) -> BenchReport:
-    """Bench the artifact in our runtime and in each peer of `compare` (exports made to a temp dir)."""
+    """Bench the artifact in our runtime and each peer of `compare` (exports made to a temp dir),
+    in rounds, with the hardware limits (cfg.limits) sampled once per round."""
     from shiptwo.formats.artifact import KIND_GGUF, artifact_kind, load_artifact
 
     cfg = cfg or BenchConfig()
@@ -269,18 +377,36 @@ def run_bench(path: str | Path, cfg: BenchConfig | None = None, compare: tuple[s
     ids = ckpt.tokenizer().encode(cfg.prompt)
     cfg = resolve_tokens(cfg, len(ids), ckpt.config.max_position_embeddings)
     report = BenchReport(artifact=str(path))
-    report.results.append(bench_ours(ckpt, cfg))
-    with tempfile.TemporaryDirectory(prefix="shiptwo-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="shiptwo-bench-") as tmp, torch_threads(cfg.threads):
+        exports = {}
         if "transformers" in compare:
             from shiptwo.formats.hf import export_hf
 
-            report.results.append(bench_transformers(export_hf(ckpt, Path(tmp) / "hf"), ids, cfg))
+            exports["transformers"] = export_hf(ckpt, Path(tmp) / "hf")
         if "llama.cpp" in compare:
             if artifact_kind(path) == KIND_GGUF:
-                gguf_path = Path(path)
+                exports["llama.cpp"] = Path(path)
             else:
                 from shiptwo.formats.gguf_export import export_gguf
 
-                gguf_path = export_gguf(ckpt, Path(tmp) / "bench-f32.gguf", "f32")
-            report.results.append(bench_llamacpp(gguf_path, ids, cfg))
+                exports["llama.cpp"] = export_gguf(ckpt, Path(tmp) / "bench-f32.gguf", "f32")
+        del ckpt
+        gc.collect()
+        runtimes = [_loaded(lambda: _ours(lambda: load_artifact(path), cfg))]
+        if "transformers" in exports:
+            runtimes.append(_loaded(lambda: _transformers(exports["transformers"], ids, cfg)))
+        if "llama.cpp" in exports:
+            runtimes.append(_loaded(lambda: _llamacpp(exports["llama.cpp"], ids, cfg, "llama.cpp")))
+        probe = _LimitProbe(runtimes[0].model, cfg.threads) if cfg.limits else None
+        try:
+            _rounds(runtimes, cfg, probe)
+        finally:
+            for rt in runtimes:
+                rt.close()
+    report.results = [rt.result(len(ids), cfg) for rt in runtimes]
+    report.limits = probe.limits() if probe else None
+    for rt, res in zip(runtimes[1:], report.results[1:]):
+        per_round = [(len(a) - 1) / (a[-1] - a[0]) / ((len(b) - 1) / (b[-1] - b[0]))
+                     for (_, a), (_, b) in zip(runtimes[0].runs, rt.runs)]
+        report.paired[f"decode_vs_{res.runtime}"] = Stat.of(per_round)
     return report

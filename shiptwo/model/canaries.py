@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-# Canary prompts and strings shared by qa, parity checks and golden outputs.
+# Canary prompts and strings shared by qa, parity checks and benchmarks.
 CANARY_PROMPTS = (
     "def fibonacci(n):\n",
     "import os\n\n\ndef read_file(path):\n",

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as st_load
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file as st_load_file
 from safetensors.torch import save as st_save
 
 from shiptwo import __version__
@@ -33,7 +33,6 @@ META_LICENSE = "license"
 META_DATA_SOURCE = "data_source"
 META_DATA_LICENSE = "data_license"
 META_TRAINING = "training_summary"  # JSON: steps, tokens, D/N, losses, seed, device, stop reason
-META_GOLDEN = "golden_outputs"  # JSON: greedy outputs on the canary prompts at build time
 META_CODE_VERSION = "code_version"
 PROVENANCE_KEYS = (META_LICENSE, META_DATA_SOURCE, META_DATA_LICENSE)
 REQUIRED_META_KEYS = (
@@ -56,7 +55,6 @@ class Checkpoint:
     tokenizer_json: str
     provenance: dict[str, str]
     training: dict = field(default_factory=dict)
-    golden: dict | None = None
     chat_template: str | None = None
     path: Path | None = None
 
@@ -64,9 +62,11 @@ class Checkpoint:
         return BPETokenizer.from_json(self.tokenizer_json, source=f"{self.path}: embedded tokenizer")
 
     def build_model(self) -> LlamaModel:
-        """A model in eval mode holding exactly these tensors (strict contract check)."""
-        model = LlamaModel(self.config)
-        model.load_tensors(self.tensors, source=str(self.path or "checkpoint"))
+        """A model in eval mode holding exactly these tensors (strict contract check). It shares
+        them, no copy: a loaded checkpoint's tensors are memory-mapped from its file."""
+        with torch.device("meta"):
+            model = LlamaModel(self.config)
+        model.load_tensors(self.tensors, source=str(self.path or "checkpoint"), assign=True)
         return model.eval()
 
     def metadata(self) -> dict[str, str]:
@@ -80,19 +80,22 @@ class Checkpoint:
             META_CODE_VERSION: __version__,
         }
         meta.update({k: self.provenance[k] for k in PROVENANCE_KEYS if k in self.provenance})
-        if self.golden is not None:
-            meta[META_GOLDEN] = json.dumps(self.golden, sort_keys=True)
         if self.chat_template is not None:
             meta[META_CHAT_TEMPLATE] = self.chat_template
         return meta
 
 
+def missing_provenance(provenance: dict | None) -> list[str]:
+    """Provenance keys (license, data source, data license) absent or empty in `provenance`."""
+    return [k for k in PROVENANCE_KEYS if not (provenance or {}).get(k)]
+
+
 def save_checkpoint(ckpt: Checkpoint, path: str | Path) -> Path:
     """Validate, serialize and write atomically: a crash mid-save leaves the old file intact."""
-    missing = [k for k in PROVENANCE_KEYS if not ckpt.provenance.get(k)]
+    missing = missing_provenance(ckpt.provenance)
     if missing:
         raise ShiptwoError(f"{path}: provenance field(s) {', '.join(missing)} missing")
-    LlamaModel(ckpt.config).load_tensors(ckpt.tensors, source=str(path))  # contract check
+    ckpt.config.check_tensors(ckpt.tensors, source=str(path))  # contract check
     tensors = {k: v.detach().contiguous().cpu() for k, v in ckpt.tensors.items()}
     data = st_save(tensors, metadata=ckpt.metadata())
     out = atomic_write_bytes(path, data)
@@ -107,11 +110,7 @@ def checkpoint_from_model(model: LlamaModel, tokenizer_json: str, provenance: di
 def load_checkpoint(path: str | Path, check_finite: bool = True) -> Checkpoint:
     """Read and validate a native checkpoint; any defect is one ShiptwoError naming the file."""
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ShiptwoError(f"{path}: cannot read checkpoint ({exc.strerror})") from None
-    meta = read_safetensors_metadata(data, path)
+    meta, tensors = read_safetensors(path)
     if meta.get(META_FORMAT) != FORMAT_NAME:
         raise ShiptwoError(f"{path}: not a shiptwo checkpoint (metadata '{META_FORMAT}' is {meta.get(META_FORMAT)!r})")
     missing = [k for k in REQUIRED_META_KEYS if not meta.get(k)]
@@ -120,22 +119,16 @@ def load_checkpoint(path: str | Path, check_finite: bool = True) -> Checkpoint:
     if meta[META_ARCHITECTURE] != ARCHITECTURE:
         raise ShiptwoError(f"{path}: unsupported architecture {meta[META_ARCHITECTURE]!r} (expected {ARCHITECTURE!r})")
     config = ModelConfig.from_dict(_json_field(meta, META_CONFIG, path), source=f"{path}: config")
-    try:
-        tensors = st_load(data)
-    except (SafetensorError, RuntimeError, ValueError) as exc:
-        raise ShiptwoError(f"{path}: corrupt tensor data ({str(exc).splitlines()[0]})") from None
-    LlamaModel(config).load_tensors(tensors, source=str(path))
-    if check_finite:
-        for name, t in tensors.items():
-            if not torch.isfinite(t).all():
-                raise ShiptwoError(f"{path}: tensor {name} contains NaN or Inf")
+    config.check_tensors(tensors, source=str(path))
+    bad = finite_defects(tensors) if check_finite else []
+    if bad:
+        raise ShiptwoError(f"{path}: tensor {bad[0]} contains NaN or Inf")
     ckpt = Checkpoint(
         config=config,
         tensors=tensors,
         tokenizer_json=meta[META_TOKENIZER],
         provenance={k: meta[k] for k in PROVENANCE_KEYS},
         training=_json_field(meta, META_TRAINING, path) if meta.get(META_TRAINING) else {},
-        golden=_json_field(meta, META_GOLDEN, path) if meta.get(META_GOLDEN) else None,
         chat_template=meta.get(META_CHAT_TEMPLATE),
         path=path,
     )
@@ -143,23 +136,33 @@ def load_checkpoint(path: str | Path, check_finite: bool = True) -> Checkpoint:
     return ckpt
 
 
-def read_safetensors_metadata(data: bytes, path: Path) -> dict[str, str]:
-    """Parse the safetensors header by hand so a truncated or foreign file gets a clear error."""
-    if len(data) < 8:
-        raise ShiptwoError(f"{path}: truncated safetensors file ({len(data)} bytes)")
-    n = int.from_bytes(data[:8], "little")
-    if n <= 0 or 8 + n > len(data):
-        raise ShiptwoError(f"{path}: not a safetensors file or truncated (header length {n}, file {len(data)} bytes)")
+def safetensors_metadata(path: str | Path) -> dict[str, str]:
+    """The `__metadata__` of a safetensors file (header only, via safetensors' own reader); a missing,
+    truncated or foreign file is one ShiptwoError naming it."""
+    path = Path(path)
     try:
-        header = json.loads(data[8 : 8 + n].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise ShiptwoError(f"{path}: corrupt safetensors header") from None
-    if not isinstance(header, dict):
-        raise ShiptwoError(f"{path}: corrupt safetensors header")
-    meta = header.get("__metadata__") or {}
-    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
-        raise ShiptwoError(f"{path}: corrupt safetensors metadata")
-    return meta
+        with safe_open(str(path), framework="pt") as fh:
+            return dict(fh.metadata() or {})
+    except FileNotFoundError:
+        raise ShiptwoError(f"{path}: no such file") from None
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ShiptwoError(f"{path}: not a readable safetensors file ({str(exc).splitlines()[0]})") from None
+
+
+def read_safetensors(path: str | Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """Metadata and tensors of a safetensors file, with one-line errors for a corrupt or foreign file."""
+    path = Path(path)
+    meta = safetensors_metadata(path)
+    try:
+        tensors = st_load_file(str(path))
+    except (SafetensorError, RuntimeError, ValueError, OSError) as exc:
+        raise ShiptwoError(f"{path}: corrupt tensor data ({str(exc).splitlines()[0]})") from None
+    return meta, tensors
+
+
+def finite_defects(tensors: dict[str, torch.Tensor]) -> list[str]:
+    """Names of tensors holding NaN or Inf."""
+    return [name for name, t in tensors.items() if t.is_floating_point() and not torch.isfinite(t).all()]
 
 
 def _json_field(meta: dict, key: str, path: Path):

@@ -1,6 +1,6 @@
 """Text generation with a KV cache: greedy or sampled (temperature, top-k, top-p, seeded),
-stopping at EOS, at text-level stop sequences or at a caller's stop rule, one prompt or a
-left-padded batch (finished rows leave the batch so they cost nothing).
+stopping at EOS, at text-level stop sequences or at a caller's stop rule, one prompt or many
+decoded together (a finished sequence hands its slot to the next prompt at once).
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 import torch
 
 from shiptwo.errors import ShiptwoError
-from shiptwo.model.llama import KVCache, LlamaModel
+from shiptwo.model.decode import Decoder
+from shiptwo.model.llama import LlamaModel
 from shiptwo.model.tokenizer import BPETokenizer
 
 # A stop rule sees the decoded completion so far and returns where to cut it, or None to go on.
@@ -36,12 +37,14 @@ class SamplingConfig:
     def __post_init__(self):
         if self.max_new_tokens < 1:
             raise ShiptwoError(f"sampling: max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if self.temperature < 0:
-            raise ShiptwoError(f"sampling: temperature must be >= 0, got {self.temperature}")
+        if not self.temperature >= 0:  # NaN too
+            raise ShiptwoError(f"sampling: temperature must be a number >= 0, got {self.temperature}")
         if not 0.0 < self.top_p <= 1.0:
             raise ShiptwoError(f"sampling: top_p must be in (0, 1], got {self.top_p}")
         if self.top_k < 0:
             raise ShiptwoError(f"sampling: top_k must be >= 0, got {self.top_k}")
+        if not -(2**63) <= self.seed < 2**63:  # what torch.Generator.manual_seed accepts
+            raise ShiptwoError(f"sampling: seed must fit in 64 bits, got {self.seed}")
         self.stop = tuple(self.stop)
 
 
@@ -83,7 +86,9 @@ def _pick(logits: torch.Tensor, cfg: SamplingConfig, gen: torch.Generator) -> to
     """Next token ids (B,) from last-position logits (B, V)."""
     if cfg.temperature <= 0:
         return logits.argmax(dim=-1)
-    logits = logits.float() / cfg.temperature
+    logits = logits.float()
+    # shifted so the top logit is 0: a tiny temperature then sends the rest to -inf, never to NaN
+    logits = (logits - logits.max(dim=-1, keepdim=True).values) / cfg.temperature
     if cfg.top_k > 0:
         kth = torch.topk(logits, min(cfg.top_k, logits.shape[-1])).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -98,7 +103,17 @@ def _pick(logits: torch.Tensor, cfg: SamplingConfig, gen: torch.Generator) -> to
     return torch.multinomial(probs, 1, generator=gen).squeeze(-1)
 
 
-@torch.inference_mode()
+def _budgets(model: LlamaModel, rows: list[list[int]], cfg: SamplingConfig) -> list[int]:
+    """New tokens each prompt may get: cfg.max_new_tokens, fewer where the context ends first."""
+    if not rows or any(not r for r in rows):
+        raise ShiptwoError("generate: every prompt must have at least one token")
+    limit = model.config.max_position_embeddings
+    longest = max(len(r) for r in rows)
+    if longest >= limit:
+        raise ShiptwoError(f"generate: prompt of {longest} tokens leaves no room below max_position_embeddings {limit}")
+    return [min(cfg.max_new_tokens, limit - len(r)) for r in rows]
+
+
 def _decode(
     model: LlamaModel,
     rows: list[list[int]],
@@ -107,59 +122,65 @@ def _decode(
     tokenizer: BPETokenizer | None = None,
     stop: StopRule | None = None,
     clock: list[float] | None = None,
+    slots: int = 1,
 ) -> list[Completion]:
-    """The one decode loop: left-pad `rows`, prefill, then one token a step for the live rows;
-    `clock`, when given, receives perf_counter() after each step (the benchmark's timestamps)."""
-    if not rows or any(not r for r in rows):
-        raise ShiptwoError("generate: every prompt must have at least one token")
+    """The one decode loop, continuous batching: up to `slots` sequences decode together; a
+    finished one frees its slot for the next prompt at once. Every sequence gets exactly the
+    tokens it would get alone (greedy, or sampled from its own generator seeded cfg.seed).
+    `clock`, when given, receives perf_counter() after each token is picked (the benchmark's timestamps)."""
     if stop is not None and tokenizer is None:
         raise ShiptwoError("generate: stop rules need the tokenizer")
-    limit = model.config.max_position_embeddings
-    longest = max(len(r) for r in rows)
-    if longest >= limit:
-        raise ShiptwoError(f"generate: prompt of {longest} tokens leaves no room below max_position_embeddings {limit}")
-    param = next(model.parameters())
-    device, dtype = param.device, param.dtype
-    total = min(longest + cfg.max_new_tokens, limit)
-    pad = eos_id if eos_id is not None else 0
-    idx = torch.tensor([[pad] * (longest - len(r)) + list(r) for r in rows], device=device)
-    mask = None
-    if any(len(r) != longest for r in rows):
-        mask = torch.tensor([[0] * (longest - len(r)) + [1] * len(r) for r in rows], dtype=torch.bool, device=device)
-    cache = KVCache(model.config, len(rows), total, device, dtype)
-    gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
+    budgets = _budgets(model, rows, cfg)
+    # A slot caches its prompt and every generated token but the last.
+    capacity = max(len(r) + b - 1 for r, b in zip(rows, budgets))
+    decoder = Decoder(model, max(1, min(slots, len(rows))), capacity)
+    gens = [torch.Generator().manual_seed(cfg.seed) for _ in rows] if cfg.temperature > 0 else None
     results = [Completion(text="", prompt_tokens=len(r)) for r in rows]
-    live = list(range(len(rows)))  # original row of each batch row still generating
-    steps = total - longest
-    for step in range(steps):
-        logits = model(idx, cache, mask)[:, -1, :]
-        picked = _pick(logits.cpu(), cfg, gen).tolist()
+
+    def pick(logits: torch.Tensor, who: list[int]) -> list[int]:
+        if gens is None:
+            picked = logits.argmax(dim=-1).tolist()
+        else:
+            picked = [int(_pick(logits[j : j + 1].cpu(), cfg, gens[i])[0]) for j, i in enumerate(who)]
         if clock is not None:
             clock.append(time.perf_counter())
-        keep = []
-        for j, token in enumerate(picked):
-            res = results[live[j]]
-            if eos_id is not None and token == eos_id:
-                res.finish_reason = FINISH_EOS
-                continue
-            res.token_ids.append(token)
-            if stop is not None:
-                cut = stop(tokenizer.decode(res.token_ids))
-                if cut is not None:
-                    res.finish_reason, res.text = FINISH_STOP, tokenizer.decode(res.token_ids)[:cut]
-                    continue
-            keep.append(j)
-        if not keep or step == steps - 1:
-            break
-        if len(keep) < len(live):  # drop finished rows from the batch and the cache
-            sel = torch.tensor(keep, device=device)
-            cache.k = [t.index_select(0, sel) for t in cache.k]
-            cache.v = [t.index_select(0, sel) for t in cache.v]
-            mask = mask.index_select(0, sel) if mask is not None else None
-            live = [live[j] for j in keep]
-        idx = torch.tensor([[picked[j]] for j in keep], device=device)
-        if mask is not None:
-            mask = torch.cat([mask, torch.ones(len(keep), 1, dtype=torch.bool, device=device)], dim=1)
+        return picked
+
+    def goes_on(i: int, token: int) -> bool:
+        res = results[i]
+        if eos_id is not None and token == eos_id:
+            res.finish_reason = FINISH_EOS
+            return False
+        res.token_ids.append(token)
+        if stop is not None:
+            text = tokenizer.decode(res.token_ids)
+            cut = stop(text)
+            if cut is not None:
+                res.finish_reason, res.text = FINISH_STOP, text[:cut]
+                return False
+        return len(res.token_ids) < budgets[i]
+
+    queue = list(range(len(rows)))[::-1]  # popped from the end: input order
+    free = list(range(len(decoder.lengths)))[::-1]
+    live: dict[int, tuple[int, int]] = {}  # slot -> (row, token to feed next)
+    while queue or live:
+        while queue and free:
+            i, slot = queue.pop(), free.pop()
+            token = pick(decoder.prefill(slot, rows[i])[None], [i])[0]
+            if goes_on(i, token):
+                live[slot] = (i, token)
+            else:
+                free.append(slot)
+        if not live:
+            continue
+        order = sorted(live)
+        logits = decoder.step(order, [live[s][1] for s in order])
+        for s, token in zip(order, pick(logits, [live[s][0] for s in order])):
+            i = live.pop(s)[0]
+            if goes_on(i, token):
+                live[s] = (i, token)
+            else:
+                free.append(s)
     for res in results:
         if res.finish_reason == FINISH_LENGTH and len(res.token_ids) < cfg.max_new_tokens:
             res.finish_reason = FINISH_CONTEXT  # said, not silent: fewer tokens than asked for
@@ -191,14 +212,9 @@ def generate_batch(
     stop: StopRule | None = None,
     batch_size: int = 16,
 ) -> list[Completion]:
-    """Complete many prompts (text or ids) in left-padded batches of similar length; results in input order."""
+    """Complete many prompts (text or ids), up to `batch_size` decoding at once; results in input
+    order, each identical to completing that prompt alone."""
     rows = [tokenizer.encode(p) if isinstance(p, str) else list(p) for p in prompts]
     rule = _either(stop_at_strings(cfg.stop), stop)
-    order = sorted(range(len(rows)), key=lambda i: len(rows[i]))  # similar lengths pad least
-    out: list[Completion | None] = [None] * len(rows)
-    for start in range(0, len(order), max(1, batch_size)):
-        chunk = order[start : start + batch_size]
-        # The config's EOS: end-of-text for a base model, end-of-turn for a chat model.
-        for i, res in zip(chunk, _decode(model, [rows[i] for i in chunk], cfg, model.config.eos_token_id, tokenizer, rule)):
-            out[i] = res
-    return out  # type: ignore[return-value]
+    # The config's EOS: end-of-text for a base model, end-of-turn for a chat model.
+    return _decode(model, rows, cfg, model.config.eos_token_id, tokenizer, rule, slots=batch_size)

@@ -6,6 +6,7 @@ model *is* a Hugging Face state dict; the GGUF names are mapped in `tensor_names
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -110,6 +111,22 @@ class ModelConfig:
             shapes["lm_head.weight"] = (v, h)
         return shapes
 
+    def check_tensors(self, tensors: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
+        """The tensor contract, strictly: a missing, extra or misshapen tensor is an error naming it."""
+        expected = self.tensor_shapes()
+        missing = sorted(set(expected) - set(tensors))
+        extra = sorted(set(tensors) - set(expected))
+        if missing:
+            raise ShiptwoError(f"{source}: missing tensor(s) {', '.join(missing[:5])}")
+        if extra:
+            raise ShiptwoError(f"{source}: unexpected tensor(s) {', '.join(extra[:5])}")
+        for name, shape in expected.items():
+            if tuple(tensors[name].shape) != shape:
+                raise ShiptwoError(
+                    f"{source}: tensor {name} has shape {tuple(tensors[name].shape)}, "
+                    f"config implies {shape}"
+                )
+
 
 def _as_bool(value) -> bool:
     if isinstance(value, bool):
@@ -160,7 +177,8 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, ssin: torch.Tensor) -> torch.
 
 
 class KVCache:
-    """Preallocated per-layer key/value buffers for incremental decoding."""
+    """Preallocated key/value buffers, (layers, batch, kv_heads, max_len, head_dim) each, for
+    incremental decoding; `row(b)` is a one-sequence view whose writes land in row b."""
 
     def __init__(self, config: ModelConfig, batch_size: int, max_len: int, device, dtype):
         if max_len > config.max_position_embeddings:
@@ -168,11 +186,17 @@ class KVCache:
                 f"KV cache length {max_len} exceeds max_position_embeddings "
                 f"{config.max_position_embeddings}"
             )
-        shape = (batch_size, config.num_key_value_heads, max_len, config.head_dim)
-        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.num_hidden_layers)]
-        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.num_hidden_layers)]
+        shape = (config.num_hidden_layers, batch_size, config.num_key_value_heads, max_len, config.head_dim)
+        # Uninitialized: attention only ever reads positions already written.
+        self.k = torch.empty(shape, device=device, dtype=dtype)
+        self.v = torch.empty(shape, device=device, dtype=dtype)
         self.max_len = max_len
         self.length = 0  # tokens already stored
+
+    def row(self, b: int) -> "KVCache":
+        view = copy.copy(self)
+        view.k, view.v, view.length = self.k[:, b : b + 1], self.v[:, b : b + 1], 0
+        return view
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         start, end = self.length, self.length + k.shape[2]
@@ -182,26 +206,6 @@ class KVCache:
         self.k[layer].narrow(2, start, T).copy_(k)
         self.v[layer].narrow(2, start, T).copy_(v)
         return self.k[layer].narrow(2, 0, end), self.v[layer].narrow(2, 0, end)
-
-
-def _inference_weight(module: nn.Module, key: str, linears: tuple[nn.Linear, ...]) -> torch.Tensor:
-    """`linears`' weights concatenated and transposed to (in, out), contiguous, for `x @ w` under
-    inference mode; rebuilt whenever a weight is replaced or modified in place. Decoding is
-    dispatch-bound, so one matmul on a pre-transposed weight beats three linears."""
-    ws = [lin.weight for lin in linears]
-    # a move or cast gives new storage; inference tensors (loaded under inference mode) have no version
-    stamp = [(w.data_ptr(), w.is_inference() or w._version) for w in ws]
-    cached = module.__dict__.get(key)
-    if cached is None or cached[0] != stamp:
-        cached = (stamp, torch.cat(ws).t().contiguous())
-        module.__dict__[key] = cached
-    return cached[1]
-
-
-def _project(module: nn.Module, key: str, linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    if torch.is_inference_mode_enabled():
-        return x @ _inference_weight(module, key, (linear,))
-    return linear(x)
 
 
 class Attention(nn.Module):
@@ -219,18 +223,9 @@ class Attention(nn.Module):
         token-major, so they broadcast over heads before the head transpose."""
         B, T, _ = x.shape
         H, KV, hd = self.n_head, self.n_kv, self.head_dim
-        if torch.is_inference_mode_enabled():
-            # One matmul for q, k and v; rope on q and k together, before the head transpose.
-            qkv = x @ _inference_weight(self, "_qkv", (self.q_proj, self.k_proj, self.v_proj))
-            qk = apply_rope(qkv[..., : (H + KV) * hd].view(B, T, H + KV, hd), cos, ssin)
-            q, k = qk[:, :, :H].transpose(1, 2), qk[:, :, H:].transpose(1, 2)
-            v = qkv[..., (H + KV) * hd :].view(B, T, KV, hd).transpose(1, 2)
-        else:
-            q = self.q_proj(x).view(B, T, H, hd).transpose(1, 2)
-            k = self.k_proj(x).view(B, T, KV, hd).transpose(1, 2)
-            v = self.v_proj(x).view(B, T, KV, hd).transpose(1, 2)
-            cos, ssin = cos.transpose(-2, -3), ssin.transpose(-2, -3)
-            q, k = apply_rope(q, cos, ssin), apply_rope(k, cos, ssin)
+        q = apply_rope(self.q_proj(x).view(B, T, H, hd), cos, ssin).transpose(1, 2)
+        k = apply_rope(self.k_proj(x).view(B, T, KV, hd), cos, ssin).transpose(1, 2)
+        v = self.v_proj(x).view(B, T, KV, hd).transpose(1, 2)
         past = 0
         if cache is not None:
             past = cache.length
@@ -250,7 +245,7 @@ class Attention(nn.Module):
                 own[torch.arange(T), past + torch.arange(T)] = True
                 mask = (mask & key_mask[:, None, None, :S]) | own
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
-        return _project(self, "_o", self.o_proj, y.transpose(1, 2).reshape(B, T, -1))
+        return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))
 
 
 class MLP(nn.Module):
@@ -261,9 +256,6 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
 
     def forward(self, x):
-        if torch.is_inference_mode_enabled():
-            gate, up = (x @ _inference_weight(self, "_gate_up", (self.gate_proj, self.up_proj))).chunk(2, -1)
-            return _project(self, "_down", self.down_proj, F.silu(gate) * up)
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
@@ -330,6 +322,10 @@ class LlamaModel(nn.Module):
     def forward(self, idx: torch.Tensor, cache: KVCache | None = None, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Logits for `idx`; `attention_mask` (B, past+T, 1 = real token) supports left padding:
         padded keys are hidden and each row's positions count only its real tokens."""
+        return self.lm_head(self.hidden(idx, cache, attention_mask))
+
+    def hidden(self, idx: torch.Tensor, cache: KVCache | None = None, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The final-norm hidden states (B, T, hidden): a prompt's prefill needs the head only at its last position."""
         B, T = idx.shape
         start = cache.length if cache is not None else 0
         if start + T > self.config.max_position_embeddings:
@@ -352,7 +348,7 @@ class LlamaModel(nn.Module):
             x = layer(x, cos, sin, n, cache, key_mask)
         if cache is not None:
             cache.length += T
-        return _project(self, "_lm_head", self.lm_head, self.model.norm(x))
+        return self.model.norm(x)
 
     def state_dict_for_save(self) -> dict[str, torch.Tensor]:
         """The Hugging Face-named tensors to save: `lm_head.weight` omitted when tied."""
@@ -361,22 +357,16 @@ class LlamaModel(nn.Module):
             sd.pop("lm_head.weight", None)
         return sd
 
-    def load_tensors(self, tensors: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
-        """Load Hugging Face-named tensors, strictly: a missing, extra or misshapen tensor is an error."""
-        expected = self.config.tensor_shapes()
-        missing = sorted(set(expected) - set(tensors))
-        extra = sorted(set(tensors) - set(expected))
-        if missing:
-            raise ShiptwoError(f"{source}: missing tensor(s) {', '.join(missing[:5])}")
-        if extra:
-            raise ShiptwoError(f"{source}: unexpected tensor(s) {', '.join(extra[:5])}")
-        for name, shape in expected.items():
-            if tuple(tensors[name].shape) != shape:
-                raise ShiptwoError(
-                    f"{source}: tensor {name} has shape {tuple(tensors[name].shape)}, "
-                    f"config implies {shape}"
-                )
-        sd = dict(tensors)
+    def load_tensors(self, tensors: dict[str, torch.Tensor], source: str = "checkpoint", assign: bool = False) -> None:
+        """Load Hugging Face-named tensors, strictly: a missing, extra or misshapen tensor is an error.
+        `assign` makes the parameters these tensors (for a model built on the meta device) instead of copying."""
+        self.config.check_tensors(tensors, source)
+        if assign:  # the module holds these very tensors (float32, contiguous): no copy of the weights
+            sd = {k: v.float().contiguous() for k, v in tensors.items()}
+        else:
+            sd = dict(tensors)
         if self.config.tie_word_embeddings:
             sd["lm_head.weight"] = sd["model.embed_tokens.weight"]
-        self.load_state_dict(sd, strict=True)
+        self.load_state_dict(sd, strict=True, assign=assign)
+        if assign and self.config.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight  # one Parameter, as built

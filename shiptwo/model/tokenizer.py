@@ -35,7 +35,13 @@ class BPETokenizer:
         return self.tok.get_vocab_size(with_added_tokens=True)
 
     def encode(self, text: str) -> list[int]:
-        return self.tok.encode(text, add_special_tokens=False).ids
+        try:
+            return self.tok.encode(text, add_special_tokens=False).ids
+        except TypeError:  # tokenizers refuses a str holding lone surrogates (undecodable bytes)
+            bad = next((i for i, ch in enumerate(text) if "\ud800" <= ch <= "\udfff"), None) if isinstance(text, str) else None
+            if bad is None:
+                raise
+            raise ShiptwoError(f"tokenizer: text holds a lone surrogate at character {bad} (invalid UTF-8 input?)") from None
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         return [e.ids for e in self.tok.encode_batch(texts, add_special_tokens=False)]
@@ -76,13 +82,19 @@ class BPETokenizer:
         return atomic_write_text(path, self.to_json())
 
 
+def byte_level_bpe(vocab: dict[str, int] | None = None, merges: list[tuple[str, str]] | None = None) -> Tokenizer:
+    """A GPT-2-style byte-level BPE tokenizer (empty, to train, or from a vocabulary and merges)."""
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges) if vocab is not None else models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    return tok
+
+
 def train_tokenizer(texts: Iterable[str], vocab_size: int, extra_special_tokens: tuple[str, ...] = ()) -> BPETokenizer:
     """Train byte-level BPE on `texts`; the end-of-text token gets id 0."""
     if vocab_size < 256 + 1 + len(extra_special_tokens):
         raise ShiptwoError(f"tokenizer: vocab_size {vocab_size} is below the 256 byte symbols plus specials")
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    tok.decoder = decoders.ByteLevel()
+    tok = byte_level_bpe()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         special_tokens=[EOT_TOKEN, *extra_special_tokens],

@@ -21,12 +21,9 @@ from shiptwo.model.checkpoint import Checkpoint
 from shiptwo.errors import ShiptwoError
 from shiptwo.model.generate import SamplingConfig, generate_ids
 
-from shiptwo.model.canaries import CANARY_PROMPTS
+from shiptwo.model.canaries import CANARY_PROMPTS, CANARY_STRINGS
 
 LLAMACPP_GREEDY_STEPS = 32  # AC-SHIP2-009: greedy tokens that must agree with our runtime
-# llama.cpp on a Q8_0 GGUF vs our F32 logits, per position; measured >= 0.9995 on MODEL-1 default,
-# the same bar as AC-SHIP1-003's weight cosine; another model's weights fall below it.
-Q8_0_MIN_LOGIT_COSINE = 0.999
 
 
 GGML_TYPE_F32 = 0  # ggml_type enum value for the KV cache
@@ -184,3 +181,140 @@ def llamacpp_generate(gguf_path: str | Path, prompt: str, steps: int) -> tuple[l
         return out, text
     finally:
         llm.close()
+
+
+# --- MODEL-1's release path: llama.cpp's own chat engine, quantizer and log-likelihoods -------
+
+# llama.cpp's file types (llama_ftype) for the formats its quantizer writes for a release.
+LLAMACPP_FTYPES = {"q8_0": 7, "q4_k_m": 15, "q2_k": 10}
+_CHAT_BUFFER = 1 << 16
+
+
+def llamacpp_chat_render(template: str, messages: list[dict], add_generation_prompt: bool) -> str:
+    """Render with llama.cpp's C template engine (`llama_chat_apply_template`): it recognises the
+    template by its markers and formats turns itself, not through Jinja."""
+    import ctypes
+
+    import llama_cpp
+
+    arr = (llama_cpp.llama_chat_message * len(messages))(
+        *[llama_cpp.llama_chat_message(role=m["role"].encode(), content=m["content"].encode()) for m in messages])
+    size = _CHAT_BUFFER + sum(len(m["content"].encode()) for m in messages) * 2
+    buf = ctypes.create_string_buffer(size)
+    n = llama_cpp.llama_chat_apply_template(template.encode(), arr, len(messages), add_generation_prompt, buf, size)
+    if n < 0:
+        raise ShiptwoError("llama.cpp: chat template not supported by llama_chat_apply_template")
+    if n > size:
+        raise ShiptwoError(f"llama.cpp: rendered conversation of {n} bytes exceeds the {size}-byte buffer")
+    return buf.raw[:n].decode("utf-8")
+
+
+def llamacpp_quantize(src: str | Path, dst: str | Path, ftype: str, threads: int | None = None) -> Path:
+    """Quantize a GGUF with llama.cpp's own quantizer (`llama_model_quantize`), atomically.
+    K-quants need rows that are multiples of 256; llama.cpp picks its fallback types itself."""
+    import ctypes
+
+    import llama_cpp
+
+    from shiptwo.fileio import atomic_output_file
+
+    if ftype not in LLAMACPP_FTYPES:
+        raise ShiptwoError(f"llama.cpp quantize: unknown type {ftype!r} (choose from {', '.join(LLAMACPP_FTYPES)})")
+    src, dst = Path(src), Path(dst)
+    if not src.is_file():
+        raise ShiptwoError(f"{src}: no such GGUF file")
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = LLAMACPP_FTYPES[ftype]
+    params.nthread = threads or LLAMACPP_SETTINGS["n_threads"]
+    with atomic_output_file(dst) as tmp:
+        with _quiet_stderr():
+            rc = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), ctypes.byref(params))
+        if rc != 0:
+            raise ShiptwoError(f"{src}: llama.cpp could not quantize to {ftype} (status {rc})")
+    return dst
+
+
+def _log_softmax_rows(logits: np.ndarray) -> np.ndarray:
+    x = logits.astype(np.float64)
+    m = x.max(-1, keepdims=True)
+    return x - m - np.log(np.exp(x - m).sum(-1, keepdims=True))
+
+
+def llamacpp_token_logprobs(llm, context_ids: list[int], continuation_ids: list[int]) -> list[float]:
+    """log p(token) of each continuation token after the context, from llama.cpp's logits."""
+    if not context_ids or not continuation_ids:
+        raise ShiptwoError("llama.cpp log-likelihood: context and continuation must be non-empty")
+    ids = list(context_ids) + list(continuation_ids)
+    logits = llamacpp_logits(llm, ids)[len(context_ids) - 1 : len(ids) - 1]
+    logp = _log_softmax_rows(logits)
+    return [float(logp[i, t]) for i, t in enumerate(continuation_ids)]
+
+
+def llamacpp_greedy_until(llm, ids: list[int], max_new_tokens: int, stop=None) -> tuple[str, list[int], str]:
+    """Greedy decoding by llama.cpp: argmax of its logits until an end-of-generation token (llama.cpp's
+    own set), `stop(text)` returns a cut, or max_new_tokens; returns (text, ids, finish reason)."""
+    import llama_cpp
+
+    vocab = llama_cpp.llama_model_get_vocab(llm.model)
+    llm.reset()
+    llm.eval(ids)
+    out: list[int] = []
+    for step in range(max_new_tokens):
+        nxt = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        if llama_cpp.llama_vocab_is_eog(vocab, nxt):
+            return llm.detokenize(out).decode("utf-8", errors="replace"), out, "eos"
+        out.append(nxt)
+        text = llm.detokenize(out).decode("utf-8", errors="replace")
+        cut = stop(text) if stop is not None else None
+        if cut is not None:
+            return text[:cut], out, "stop"
+        if step < max_new_tokens - 1:
+            llm.eval([nxt])
+    return llm.detokenize(out).decode("utf-8", errors="replace"), out, "length"
+
+
+# Texts whose next-token distributions are compared: code, whitespace, unicode, digits, specials.
+DISTRIBUTION_TEXTS = (*CANARY_PROMPTS, *(s for s in CANARY_STRINGS if s),
+                      "total = 12345 + 678 * 9.01\nprint(f'{total:,.2f}')\n")
+
+
+@dataclass
+class DistributionParity:
+    """Our runtime's next-token distributions vs llama.cpp's on the same ids, position by position."""
+
+    positions: int
+    kl_mean: float  # mean KL(llama.cpp || ours), nats
+    kl_max: float
+    top1_agreement: float  # share of positions whose argmax agrees
+    token_id_mismatches: list[str] = field(default_factory=list)
+
+    def evidence(self) -> dict:
+        return {"positions": self.positions, "kl_mean": self.kl_mean, "kl_max": self.kl_max,
+                "top1_agreement": self.top1_agreement, "token_id_mismatches": self.token_id_mismatches,
+                "llamacpp_settings": LLAMACPP_SETTINGS}
+
+
+@torch.inference_mode()
+def compare_distributions(ckpt: Checkpoint, gguf_path: str | Path, texts=DISTRIBUTION_TEXTS) -> DistributionParity:
+    """KL divergence and top-1 agreement of our runtime on `ckpt` against llama.cpp on `gguf_path`
+    (for a quantized file, where llama.cpp also quantizes activations, exact logits are not expected),
+    plus the texts whose token ids differ between the two tokenizers."""
+    model, tok = ckpt.build_model(), ckpt.tokenizer()
+    rows = [(t, tok.encode(t)) for t in texts]
+    llm = load_llama(gguf_path, n_ctx=max(len(ids) for _, ids in rows) + 1)
+    kls, agree, mismatches = [], [], []
+    try:
+        if llm.n_vocab() != ckpt.config.vocab_size:
+            raise ShiptwoError(f"{gguf_path}: llama.cpp vocab {llm.n_vocab()} != checkpoint vocab {ckpt.config.vocab_size}")
+        for text, ids in rows:
+            theirs_ids = llamacpp_tokenize(llm, text)
+            if theirs_ids != ids:
+                mismatches.append(f"{text!r}: ours {ids[:8]}... llama.cpp {theirs_ids[:8]}...")
+            theirs = _log_softmax_rows(llamacpp_logits(llm, ids))
+            ours = _log_softmax_rows(model(torch.tensor([ids]))[0].double().numpy())
+            kls += (np.exp(theirs) * (theirs - ours)).sum(-1).tolist()
+            agree += (theirs.argmax(-1) == ours.argmax(-1)).tolist()
+    finally:
+        llm.close()
+    return DistributionParity(positions=len(kls), kl_mean=float(np.mean(kls)), kl_max=float(np.max(kls)),
+                              top1_agreement=float(np.mean(agree)), token_id_mismatches=mismatches)

@@ -14,7 +14,6 @@ from shiptwo.errors import ShiptwoError
 
 from shiptwo.model.canaries import CANARY_PROMPTS
 
-LOAD_PARITY_TOL = 1e-4  # AC-SHIP1-001: a runtime "loads" the HF weights when its F32 logits agree this closely
 
 
 

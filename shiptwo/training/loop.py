@@ -16,6 +16,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,11 +27,10 @@ from shiptwo import __version__
 from shiptwo.model.checkpoint import checkpoint_from_model, save_checkpoint
 from shiptwo.errors import ShiptwoError
 from shiptwo.fileio import atomic_write_text
-from shiptwo.model.generate import SamplingConfig, generate_ids
 from shiptwo.model.llama import LlamaModel, ModelConfig
 
-from shiptwo.model.canaries import CANARY_PROMPTS
-from shiptwo.training.config import DEVICES, TrainConfig, lr_at
+from shiptwo.training.config import TrainConfig, lr_at
+from shiptwo.training.guards import CHINCHILLA_MIN_RATIO, chinchilla_gate, resolve_device, unique_training_tokens
 from shiptwo.training.objective import autocast, evaluate_loss, token_loss, windows
 from shiptwo.training.sampler import WindowSampler
 from shiptwo.training.state import TrainState, load_state, optimizer_state_sha256, save_state, unique_named_parameters
@@ -44,39 +44,10 @@ TRAIN_STATE = "state.safetensors"
 
 log = logging.getLogger(__name__)
 
-CHINCHILLA_MIN_RATIO = 10.0  # refuse below this tokens-per-parameter unless forced (background, lesson 4)
 STOP_MAX_STEPS = "max_steps"
 STOP_TOKEN_BUDGET = "token_budget"
 STOP_WALL_CLOCK = "wall_clock"
 STOP_EARLY = "early_stop"
-GOLDEN_MAX_NEW_TOKENS = 32
-
-
-# --- small pure pieces (each unit-tested) ----------------------------------------------------
-
-
-def resolve_device(requested: str) -> torch.device:
-    """auto → cuda if present else cpu (logged); cuda requested without one is an error, never a fallback."""
-    if requested not in DEVICES:
-        raise ShiptwoError(f"train: device {requested!r} is not one of {', '.join(DEVICES)}")
-    has_cuda = torch.cuda.is_available()
-    if requested == "cuda" and not has_cuda:
-        raise ShiptwoError("train: device 'cuda' requested but torch.cuda.is_available() is False (no silent CPU fallback)")
-    resolved = "cuda" if requested == "cuda" or (requested == "auto" and has_cuda) else "cpu"
-    log.info("device requested %s, resolved %s", requested, resolved)
-    return torch.device(resolved)
-
-
-def chinchilla_gate(tokens: int, params: int, force: bool) -> float:
-    """D/N; below CHINCHILLA_MIN_RATIO a ShiptwoError unless forced (then a logged warning)."""
-    ratio = tokens / params
-    if ratio < CHINCHILLA_MIN_RATIO:
-        msg = (f"train: under-provisioned run: D={tokens} tokens / N={params} parameters = {ratio:.3f} "
-               f"< {CHINCHILLA_MIN_RATIO:g} (Chinchilla-optimal is ~20)")
-        if not force:
-            raise ShiptwoError(msg + "; set force_under_provisioned (--force-under-provisioned) to run anyway")
-        log.warning("%s; forced", msg)
-    return ratio
 
 
 # --- the run ---------------------------------------------------------------------------------
@@ -144,11 +115,14 @@ def train(
     code_version: str = __version__,
     stop_after: int | None = None,
     finetune: FineTune | None = None,
+    observe: Callable[[LlamaModel, torch.optim.Optimizer, int], None] | None = None,
 ) -> TrainResult:
     """Train from scratch (or resume from out_dir/state.safetensors); write best/final checkpoints and logs.
 
     `stop_after` halts after that many steps as if interrupted (state saved, no checkpoints): for tests.
     `finetune` starts from given weights with masked losses instead of from a seeded init.
+    `observe(model, optimizer, step)` is called after each optimizer step, before the gradients are
+    cleared: an outside check can inspect every parameter, gradient and optimizer-state tensor.
     """
     out = Path(out_dir)
     device = resolve_device(cfg.device)
@@ -164,7 +138,7 @@ def train(
         raise ShiptwoError(f"train: seq_len {cfg.seq_len} exceeds max_position_embeddings {model_config.max_position_embeddings}")
     with _deterministic(prev_threads):
         return _run(_Run(cfg, model_config, train_tokens, val_tokens, out, tokenizer_json, provenance, resume,
-                         code_version, stop_after, device, dist_, finetune))
+                         code_version, stop_after, device, dist_, finetune, observe))
 
 
 @contextlib.contextmanager
@@ -196,6 +170,7 @@ class _Run:
     device: torch.device
     dist: _Dist
     finetune: FineTune | None
+    observe: Callable | None = None
 
 
 def _run(run: _Run) -> TrainResult:
@@ -211,7 +186,8 @@ def _run(run: _Run) -> TrainResult:
     n_params = raw.num_parameters()
     total = cfg.total_steps()
     if finetune is None:
-        planned_ratio = chinchilla_gate(total * cfg.tokens_per_step, n_params, cfg.force_under_provisioned)
+        unique = unique_training_tokens(len(train_tokens), total * cfg.tokens_per_step)
+        planned_ratio = chinchilla_gate(unique, n_params, cfg.force_under_provisioned)
     else:
         planned_ratio = total * cfg.tokens_per_step / n_params
         log.info("fine-tuning from existing weights: Chinchilla gate not applied (D/N of this stage %.3f)", planned_ratio)
@@ -229,6 +205,8 @@ def _run(run: _Run) -> TrainResult:
     state_path = out / TRAIN_STATE
     if run.resume:
         load_state(state_path, raw, opt, sampler, st)
+        st.log.append({"type": "resume", "step": st.step})
+        log.warning("resuming from %s at step %d", state_path, st.step)
     model = raw
     if dist_.active:
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -264,6 +242,8 @@ def _run(run: _Run) -> TrainResult:
         if cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.grad_clip)
         opt.step()
+        if run.observe is not None:
+            run.observe(raw, opt, step + 1)
         opt.zero_grad(set_to_none=True)
         step_loss = loss_sum / cfg.grad_accum
         if dist_.active:
@@ -318,7 +298,7 @@ def _run(run: _Run) -> TrainResult:
 
     opt_sha = optimizer_state_sha256(raw, opt)
     summary = _summary(cfg, st, sampler, n_params, planned_ratio, stop_reason, wall, device, run.code_version,
-                       dist_, opt_sha, total)
+                       dist_, opt_sha, total, len(train_tokens))
     summary["objective"] = "finetune" if finetune else "pretrain"
     summary["chinchilla_gate"] = "applied" if finetune is None else "not applicable: fine-tune from existing weights"
     result = _result(out, summary, losses, opt_sha)
@@ -337,14 +317,21 @@ def _result(out: Path, summary: dict, losses: list[float], opt_sha: str) -> Trai
                        out / LOSS_CURVE, out / TRAIN_STATE, losses, opt_sha)
 
 
-def _summary(cfg, st, sampler, n_params, planned_ratio, stop_reason, wall, device, code_version, dist_, opt_sha, total) -> dict:
+def _summary(cfg, st, sampler, n_params, planned_ratio, stop_reason, wall, device, code_version, dist_, opt_sha, total,
+             train_split_tokens) -> dict:
+    unique = unique_training_tokens(train_split_tokens, st.tokens)
     return {
         "steps": st.step,
         "planned_steps": total,
-        "tokens": st.tokens,
+        "tokens": st.tokens,  # tokens seen, repeats included
         "tokens_per_step": cfg.tokens_per_step,
         "parameters": n_params,
-        "tokens_per_param": st.tokens / n_params,
+        "train_split_tokens": train_split_tokens,
+        "unique_tokens": unique,
+        "tokens_per_param": unique / n_params,  # Chinchilla's D/N: unique tokens
+        "tokens_seen_per_param": st.tokens / n_params,
+        "passes_over_data": st.tokens / train_split_tokens,
+        "resumed_at_steps": [e["step"] for e in st.log if e["type"] == "resume"],
         "planned_tokens_per_param": planned_ratio,
         "chinchilla_forced": bool(cfg.force_under_provisioned and planned_ratio < CHINCHILLA_MIN_RATIO),
         "best_val_loss": st.best_val,
@@ -373,11 +360,9 @@ def _summary(cfg, st, sampler, n_params, planned_ratio, stop_reason, wall, devic
 
 
 def _finish(raw, st, summary, result, tokenizer_json, provenance, val_tokens, cfg, finetune=None) -> None:
-    """Write final and best checkpoints (with golden outputs), the JSONL log and the loss curve."""
+    """Write final and best checkpoints, the JSONL log and the loss curve."""
     from shiptwo.training.plots import plot_loss_curve
-    from shiptwo.model.tokenizer import BPETokenizer
 
-    tok = BPETokenizer.from_json(tokenizer_json)
     device_used = next(raw.parameters()).device.type
     summary["device_used"] = device_used
     final_tensors = {k: v.detach().cpu().clone() for k, v in raw.state_dict_for_save().items()}
@@ -390,26 +375,11 @@ def _finish(raw, st, summary, result, tokenizer_json, provenance, val_tokens, cf
     for tensors, path in ((final_tensors, result.final_checkpoint), (best_tensors, result.best_checkpoint)):
         cpu_model.load_tensors(tensors)
         cpu_model.eval()
-        golden = golden_outputs(cpu_model, tok)
-        ckpt = checkpoint_from_model(cpu_model, tokenizer_json, provenance, training=summary, golden=golden,
+        ckpt = checkpoint_from_model(cpu_model, tokenizer_json, provenance, training=summary,
                                      chat_template=finetune.chat_template if finetune else None)
         save_checkpoint(ckpt, path)
     _write_log(result.log_path, st.log)
     plot_loss_curve(st.log, result.loss_curve)
-
-
-def golden_outputs(model: LlamaModel, tokenizer) -> dict:
-    """Greedy continuations of the canary prompts: QA later checks the shipped model still produces them."""
-    cfg = SamplingConfig(max_new_tokens=GOLDEN_MAX_NEW_TOKENS)
-    prompts, ids, texts = [], [], []
-    for prompt in CANARY_PROMPTS:
-        p = tokenizer.encode(prompt)
-        out = generate_ids(model, p, cfg)
-        prompts.append(p)
-        ids.append(out)
-        texts.append(tokenizer.decode(out))
-    return {"prompts": list(CANARY_PROMPTS), "prompt_ids": prompts, "output_ids": ids, "output_texts": texts,
-            "sampling": dataclasses.asdict(cfg)}
 
 
 def _write_log(path: Path, entries: list[dict]) -> None:

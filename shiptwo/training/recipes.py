@@ -107,25 +107,72 @@ def recipe_summary(recipe: Recipe) -> dict:
             "declared_parameters": recipe.declared_parameters}
 
 
-# --- MODEL-1: instruction tuning from a base checkpoint --------------------------------------
+# --- MODEL-1: a release-path model, optionally instruction-tuned --------------------------
 
-SFT_PROFILE_KEYS = ("rationale", "base", "corpus", "sft", "train")
-SFT_KEYS = ("max_pairs", "max_answer_chars", "validation_pairs", "humaneval_reference")
+MODEL1_PROFILE_KEYS = ("rationale", "base", "sft", "release", "humaneval")
+SFT_KEYS = ("corpus", "max_pairs", "max_answer_chars", "validation_pairs", "train")
+PACKAGED_BASE_KEYS = ("package", "file", "sha256", "name", "source", "license", "data_source", "data_license")
+HUMANEVAL_KEYS = ("reference", "limit", "prompt")
+BASE_MODEL2 = "model2"
+
+
+@dataclass(frozen=True)
+class PackagedBase:
+    """A model file inside an installed Python package, pinned by SHA-256, with its upstream provenance."""
+
+    package: str
+    file: str
+    sha256: str
+    name: str
+    source: str
+    license: str
+    data_source: str
+    data_license: str
+
+    def locate(self, where: str = "base") -> Path:
+        """The file's path, found without importing the package; its SHA-256 must match the recipe's."""
+        import importlib.util
+
+        from shiptwo.fileio import sha256_file
+
+        spec = importlib.util.find_spec(self.package)
+        if spec is None or not spec.submodule_search_locations:
+            raise ShiptwoError(f"{where}: package {self.package!r} is not installed (make venv installs it)")
+        path = Path(list(spec.submodule_search_locations)[0]) / self.file
+        if not path.is_file():
+            raise ShiptwoError(f"{where}: {path}: no such file in package {self.package!r}")
+        digest = sha256_file(path)
+        if digest != self.sha256:
+            raise ShiptwoError(f"{where}: {path}: SHA-256 {digest} differs from the recipe's {self.sha256}")
+        return path
+
+    def provenance(self) -> dict[str, str]:
+        return {"license": self.license, "data_source": self.data_source, "data_license": self.data_license}
 
 
 @dataclass
-class SFTRecipe:
-    """MODEL-1's recipe under one profile: the base to start from, where the pairs come from, training."""
+class SFTConfig:
+    """Instruction tuning: where the docstring -> function pairs come from, how many, the training run."""
 
-    profile: str
-    path: Path
-    base: str  # "model2" (MODEL-2 of the same profile), or a Hugging Face directory / native checkpoint
     corpus: CorpusConfig
     max_pairs: int
     max_answer_chars: int
     validation_pairs: int
-    humaneval_reference: Path | None  # the recorded pass@1 that AC-SHIP1-005 must reproduce (None: none yet)
     train: TrainConfig
+
+
+@dataclass
+class Model1Recipe:
+    """MODEL-1's recipe under one profile: the base, optional tuning, the release formats, HumanEval."""
+
+    profile: str
+    path: Path
+    base: str | PackagedBase  # "model2", a path (HF directory, native checkpoint, GGUF), or a packaged file
+    sft: SFTConfig | None
+    quantized: tuple[str, ...]  # GGUF types shipped: q8_0 (ours), q4_k_m (llama.cpp's quantizer)
+    humaneval_reference: Path | None  # the committed reference AC-SHIP1-005 reproduces (None: none)
+    humaneval_limit: int | None  # first N problems; None: all
+    humaneval_prompt: dict  # the chat prompt format (validated by measure.evals.humaneval_chat)
     rationale: str
     raw: dict
 
@@ -133,20 +180,52 @@ class SFTRecipe:
         return {"model_name": "model1", "profile": self.profile, **self.raw}
 
 
-def load_sft_recipe(profile: str, path: str | Path | None = None) -> SFTRecipe:
-    """Load and validate `profile` of MODEL-1's recipe (spec/recipes/model1.yaml)."""
-    path, block, where = _profile_block("model1", profile, path, SFT_PROFILE_KEYS)
-    sft = block["sft"]
-    if not isinstance(sft, dict) or sorted(sft) != sorted(SFT_KEYS):
-        raise ShiptwoError(f"{where}.sft: needs exactly the fields {', '.join(SFT_KEYS)}")
-    if not isinstance(block["base"], str) or not block["base"]:
-        raise ShiptwoError(f"{where}.base: must name 'model2' or a Hugging Face directory")
+def _exact_keys(block, keys: tuple[str, ...], where: str) -> dict:
+    if not isinstance(block, dict) or sorted(block) != sorted(keys):
+        raise ShiptwoError(f"{where}: needs exactly the fields {', '.join(keys)}")
+    return block
+
+
+def _base(value, where: str) -> str | PackagedBase:
+    if isinstance(value, dict):
+        fields = _exact_keys(value, PACKAGED_BASE_KEYS, where)
+        if not all(isinstance(v, str) and v for v in fields.values()):
+            raise ShiptwoError(f"{where}: every field must be a non-empty string")
+        return PackagedBase(**fields)
+    if not isinstance(value, str) or not value:
+        raise ShiptwoError(f"{where}: must be 'model2', a path, or a packaged model mapping")
+    return value
+
+
+def _sft(block, where: str) -> SFTConfig | None:
+    if block is None:
+        return None
+    block = _exact_keys(block, SFT_KEYS, where)
     try:
-        ints = {k: int(sft[k]) for k in ("max_pairs", "max_answer_chars", "validation_pairs")}
-        ref = sft["humaneval_reference"]
-        humaneval = None if ref is None else path.parents[2] / str(ref)  # relative to the repository root
+        ints = {k: int(block[k]) for k in ("max_pairs", "max_answer_chars", "validation_pairs")}
     except (TypeError, ValueError):
-        raise ShiptwoError(f"{where}.sft: max_pairs, max_answer_chars, validation_pairs must be integers") from None
-    return SFTRecipe(profile=profile, path=path, base=block["base"], corpus=_corpus_config(block, where),
-                     humaneval_reference=humaneval, train=TrainConfig.from_dict(block["train"], source=f"{where}.train"),
-                     rationale=str(block["rationale"]), raw=block, **ints)
+        raise ShiptwoError(f"{where}: max_pairs, max_answer_chars, validation_pairs must be integers") from None
+    return SFTConfig(corpus=_corpus_config(block, where), train=TrainConfig.from_dict(block["train"], source=f"{where}.train"),
+                     **ints)
+
+
+def load_model1_recipe(profile: str, path: str | Path | None = None) -> Model1Recipe:
+    """Load and validate `profile` of MODEL-1's recipe (spec/recipes/model1.yaml)."""
+    path, block, where = _profile_block("model1", profile, path, MODEL1_PROFILE_KEYS)
+    release = _exact_keys(block["release"], ("quantized",), f"{where}.release")
+    quantized = release["quantized"]
+    if not isinstance(quantized, list) or not all(isinstance(q, str) for q in quantized):
+        raise ShiptwoError(f"{where}.release.quantized: must be a list of GGUF type names")
+    he = _exact_keys(block["humaneval"], HUMANEVAL_KEYS, f"{where}.humaneval")
+    limit = he["limit"]
+    if limit is not None and (not isinstance(limit, int) or limit < 1):
+        raise ShiptwoError(f"{where}.humaneval.limit: must be a positive integer or null")
+    ref = he["reference"]
+    if ref is not None and not isinstance(ref, str):
+        raise ShiptwoError(f"{where}.humaneval.reference: must be a path or null")
+    return Model1Recipe(
+        profile=profile, path=path, base=_base(block["base"], f"{where}.base"), sft=_sft(block["sft"], f"{where}.sft"),
+        quantized=tuple(quantized), humaneval_limit=limit, humaneval_prompt=he["prompt"],
+        humaneval_reference=None if ref is None else path.parents[2] / ref,  # relative to the repository root
+        rationale=str(block["rationale"]), raw=block,
+    )

@@ -14,7 +14,7 @@ from safetensors.torch import save as st_save
 
 from shiptwo.errors import ShiptwoError
 from shiptwo.fileio import atomic_write_bytes
-from shiptwo.model.checkpoint import read_safetensors_metadata
+from shiptwo.model.checkpoint import safetensors_metadata
 from shiptwo.model.llama import LlamaModel
 from shiptwo.training.sampler import WindowSampler
 
@@ -58,7 +58,7 @@ def load_state(path: Path, raw: LlamaModel, opt, sampler: WindowSampler, st: Tra
     """Restore what save_state wrote into `raw`, `opt`, `sampler` and `st`."""
     if not path.exists():
         raise ShiptwoError(f"{path}: no training state to resume from")
-    meta = json.loads(read_safetensors_metadata(path.read_bytes(), path)["train_state"])
+    meta = json.loads(safetensors_metadata(path)["train_state"])
     tensors = st_load_file(str(path))
     device = next(raw.parameters()).device
     raw.load_tensors({k[6:]: v for k, v in tensors.items() if k.startswith("model/")}, source=str(path))

@@ -55,6 +55,15 @@ def test_real_smoke_build_then_reuse(store_root):
     assert corpus["data_license"] == "PSF-2.0" and corpus["splits"]["train"]["tokens"] > 0
     b = build("model2", "smoke")
     assert b.reused and b.root == a.root and b.summary == a.summary
+    # loading a stored artifact checks it against the store's manifest: one flipped bit is refused
+    from shiptwo.formats.artifact import load_artifact
+
+    good = a.checkpoint.read_bytes()
+    assert load_artifact(a.checkpoint).config.vocab_size == a.recipe["model"]["vocab_size"]
+    a.checkpoint.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
+    with pytest.raises(ShiptwoError, match=r"best\.safetensors: SHA-256 differs from the one .*manifest\.json records"):
+        load_artifact(a.checkpoint)
+    a.checkpoint.write_bytes(good)
 
 
 def test_reuse_and_key_changes_with_the_inputs(store_root, counting_builder):
@@ -74,7 +83,7 @@ def test_tampered_artifact_is_refused_then_rebuilt_on_request(store_root, counti
     again = build("toy", "smoke", rebuild=True)
     assert not again.reused and verify(again.root) is None and len(counting_builder) == 2
     (again.root / "a.txt").unlink()
-    with pytest.raises(ShiptwoError, match="artifact file missing"):
+    with pytest.raises(ShiptwoError, match=r"a\.txt: missing"):
         build("toy", "smoke")
 
 
@@ -136,6 +145,80 @@ def test_a_killed_builders_temp_dir_is_cleaned_under_the_lock(store_root, counti
     (stale / "sub").mkdir(parents=True)
     a = build("toy", "smoke")
     assert not stale.exists() and verify(a.root) is None
+
+
+def _work_dir(base: Path, name: str, owner: dict | None) -> Path:
+    d = base / name
+    d.mkdir(parents=True)
+    if owner is not None:
+        (d / store.OWNER_FILE).write_text(json.dumps(owner))
+    return d
+
+
+def test_a_work_dir_whose_owner_is_alive_is_never_removed(store_root, counting_builder):
+    import os
+    import subprocess
+    import sys
+
+    base = store_root / "toy" / "smoke"
+    me = store._this_process()
+    live = _work_dir(base, ".tmp-aaaa-live", me)
+    elsewhere = _work_dir(base, ".tmp-aaaa-other-host", {**me, "host": "another-host"})
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = _work_dir(base, ".tmp-aaaa-dead", {**me, "pid": int(done.stdout)})
+    reused_pid = _work_dir(base, ".tmp-aaaa-reused", {**me, "start": "0"})  # our pid, another process's start time
+    a = build("toy", "smoke")
+    assert live.is_dir() and elsewhere.is_dir() and not dead.exists() and not reused_pid.exists()
+    assert store.owner_alive(live) and not store.owner_alive(base / "nothing-here")
+    assert sorted(p.name for p in base.iterdir()) == sorted([store.ARTIFACT_LOCK, live.name, elsewhere.name, a.key])
+    assert os.getpid() == me["pid"]
+
+
+def test_a_build_killed_mid_way_resumes_from_its_last_state(tmp_path, monkeypatch):
+    """A real smoke build in a subprocess, SIGKILLed after its first saved state: the next build
+    adopts the work directory and continues from that state, and nothing stale remains."""
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    from shiptwo.paths import recipe_path, spec_path
+    from shiptwo.training.loop import TRAIN_STATE
+
+    project, artifacts = tmp_path / "project", tmp_path / "artifacts"
+    (project / "spec" / "recipes").mkdir(parents=True)
+    shutil.copy(spec_path(), project / "spec" / "ship-two.yaml")
+    doc = yaml.safe_load(recipe_path("model2").read_text())
+    doc["profiles"]["smoke"]["train"].update(max_steps=300, checkpoint_interval=20)  # long enough to be caught
+    (project / "spec" / "recipes" / "model2.yaml").write_text(yaml.safe_dump(doc))
+    env = {**os.environ, ARTIFACT_ROOT_ENV: str(artifacts), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "shiptwo", "build", "model2", "--profile", "smoke"], cwd=project,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = artifacts / "model2" / "smoke"
+    deadline = time.monotonic() + 240
+    try:
+        while not list(base.glob(f".tmp-*/{TRAIN_STATE}")):
+            assert proc.poll() is None and time.monotonic() < deadline, "the build ended before it could be killed"
+            time.sleep(0.01)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    (work,) = base.glob(".tmp-*")
+    assert (work / store.OWNER_FILE).is_file() and not store.owner_alive(work)
+
+    monkeypatch.chdir(project)
+    monkeypatch.setenv(ARTIFACT_ROOT_ENV, str(artifacts))
+    a = build("model2", "smoke")
+    (resumed_at,) = a.summary["resumed_at_steps"]
+    assert resumed_at % 20 == 0 and 0 < resumed_at < 300 and a.summary["steps"] == 300
+    assert not list(base.glob(".tmp-*")) and verify(a.root) is None and a.root.name == work.name.split("-")[1]
+    assert store.OWNER_FILE not in json.loads(a.manifest.read_text())["files"]
+    train_steps = [json.loads(x)["step"] for x in a.train_log.read_text().splitlines() if '"train"' in x]
+    assert train_steps == list(range(1, 301))  # one record per step: the steps after the kill were redone, once
 
 
 def test_cache_key_covers_the_import_closure_not_a_hand_list():

@@ -23,9 +23,36 @@ from shiptwo.builds.model1 import add_chat_tokens
 from shiptwo.checks.chat import chat_defects
 
 
+SMOLLM2_TEMPLATE = (  # SmolLM2-Instruct's chat template, as its GGUF carries it
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\n"
+    "You are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>'"
+    " + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}"
+    "{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
 def test_reference_conversations_render_exactly():
-    for case in load_reference_conversations():
-        assert render_chat(case["messages"], case["add_generation_prompt"]) == case["expected"], case["name"]
+    ref = load_reference_conversations()
+    assert ref.format_of(CHAT_TEMPLATE).name == "shiptwo" and ref.format_of(SMOLLM2_TEMPLATE).name == "chatml"
+    for case in ref.conversations:
+        if not case.get("defaults"):
+            assert render_chat(case["messages"], case["add_generation_prompt"]) == case["expected"]["shiptwo"], case["name"]
+
+
+@pytest.mark.parametrize("template,fmt", [(CHAT_TEMPLATE, "shiptwo"), (SMOLLM2_TEMPLATE, "chatml")])
+def test_llamacpp_c_engine_renders_the_references(template, fmt):
+    """llama.cpp's own template engine agrees with our Jinja rendering on every judged conversation;
+    on the one without a system turn the two differ exactly by the Jinja template's default system prompt."""
+    from shiptwo.runtimes.llamacpp import llamacpp_chat_render
+
+    ref = load_reference_conversations()
+    for case in ref.conversations:
+        ours = render_chat(case["messages"], case["add_generation_prompt"], template)
+        theirs = llamacpp_chat_render(template, case["messages"], case["add_generation_prompt"])
+        if not case.get("defaults"):
+            assert ours == theirs == case["expected"][fmt], case["name"]
+        elif fmt == "chatml":
+            assert ours.startswith("<|im_start|>system\nYou are a helpful") and ours.endswith(theirs)
 
 
 def test_unknown_role_is_an_error():
@@ -35,7 +62,7 @@ def test_unknown_role_is_an_error():
 
 def test_reference_file_defects_are_named(tmp_path):
     bad = tmp_path / "ref.yaml"
-    bad.write_text("conversations:\n  - name: x\n    messages: []\n")
+    bad.write_text("formats: {f: {markers: [a], end_of_turn: a}}\nconversations:\n  - name: x\n    messages: []\n")
     with pytest.raises(ShiptwoError, match="conversation 0 lacks field 'add_generation_prompt'"):
         load_reference_conversations(bad)
 
@@ -116,7 +143,7 @@ def test_chat_check_fails_on_a_wrong_template(tiny_checkpoint, tmp_path):
     wrong = CHAT_TEMPLATE.replace("<|end|>\n'", "<|end|>'")
     assert wrong != CHAT_TEMPLATE
     defects, _ = chat_defects(_chat_checkpoint(tiny_checkpoint, tmp_path, always=END_OF_TURN_TOKEN, template=wrong))
-    assert sum("template renders" in d for d in defects) == 3
+    assert sum("shiptwo renders" in d for d in defects) == 3
 
 
 def test_chat_check_fails_when_generation_never_ends(tiny_checkpoint, tmp_path):

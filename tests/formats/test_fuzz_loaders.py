@@ -1,5 +1,6 @@
 """Fuzz the loaders: mutated bytes of a small GGUF or safetensors file either load or raise
-ShiptwoError — never another exception, never a crash."""
+ShiptwoError — never another exception, never a crash; and inside a release, every mutation is
+DETECTED (the recorded SHA-256 no longer matches), whether or not the bytes would still parse."""
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -8,7 +9,7 @@ from hypothesis import strategies as st
 from shiptwo.model.checkpoint import load_checkpoint
 from shiptwo.errors import ShiptwoError
 from shiptwo.formats.gguf_export import export_gguf
-from shiptwo.formats.gguf_load import load_gguf
+from shiptwo.formats.gguf_import import load_gguf
 
 FUZZ = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -54,3 +55,55 @@ def test_safetensors_loader_only_raises_shiptwo_error(small_files, m):
     path = small_files["dir"] / "mutant.safetensors"
     path.write_bytes(_mutate(small_files["safetensors"], *m))
     _load_or_shiptwo_error(load_checkpoint, path)
+
+
+@pytest.fixture(scope="module")
+def release(small_files, tiny_checkpoint):
+    """A published release holding the small GGUF and the tiny checkpoint."""
+    from shiptwo.formats.release import publish
+    from shiptwo.paths import project_root, spec_path
+
+    src = small_files["dir"] / "src"
+    src.mkdir()
+    (src / "small.gguf").write_bytes(small_files["gguf"])
+    (src / "model.safetensors").write_bytes(small_files["safetensors"])
+    manifest = publish([src / "small.gguf", src / "model.safetensors"], small_files["dir"] / "release",
+                       spec_path=spec_path(), repo_root=project_root())
+    return manifest.parent
+
+
+def _detected(path, original: bytes, mutated: bytes):
+    from shiptwo.formats.artifact import load_artifact
+
+    path.write_bytes(mutated)
+    try:
+        if mutated == original:
+            load_artifact(path)  # no change, nothing to detect: it loads
+        else:
+            with pytest.raises(ShiptwoError, match="SHA-256 differs") as exc:
+                load_artifact(path)
+            assert str(path) in str(exc.value) and "\n" not in str(exc.value)
+    finally:
+        path.write_bytes(original)
+
+
+@FUZZ
+@given(m=_mutations(40_000))
+def test_a_mutated_gguf_in_a_release_is_detected(release, small_files, m):
+    _detected(release / "small.gguf", small_files["gguf"], _mutate(small_files["gguf"], *m))
+
+
+@FUZZ
+@given(m=_mutations(30_000))
+def test_a_mutated_checkpoint_in_a_release_is_detected(release, small_files, m):
+    _detected(release / "model.safetensors", small_files["safetensors"], _mutate(small_files["safetensors"], *m))
+
+
+def test_a_mutation_that_still_loads_is_the_case_verification_exists_for(release, small_files):
+    """One flipped bit in a weight: the file still parses and loads without its manifest, but not from the release."""
+    data = bytearray(small_files["safetensors"])
+    data[-5] ^= 0x01  # inside the last tensor's data
+    loose = small_files["dir"] / "loose.safetensors"
+    loose.write_bytes(bytes(data))
+    load_checkpoint(loose)  # a valid checkpoint on its own
+    _detected(release / "model.safetensors", small_files["safetensors"], bytes(data))

@@ -9,7 +9,8 @@ from shiptwo.model.checkpoint import load_checkpoint
 from shiptwo.cli import main
 from shiptwo.errors import ShiptwoError
 from shiptwo.formats.gguf_export import export_gguf, write_gguf
-from shiptwo.formats.gguf_load import load_gguf, quantization_cosines, read_gguf, validate_gguf
+from shiptwo.formats.gguf_import import load_gguf
+from shiptwo.formats.gguf_load import quantization_cosines, read_gguf, validate_gguf
 from shiptwo.formats.release import missing_provenance
 
 from shiptwo.formats.gguf_export import GGUF_DTYPES

@@ -231,6 +231,10 @@ def test_xdist_workers_merge_on_controller(project):
     assert sorted(crit) == ["AC-P1-001", "AC-P2-001", "AC-P2-002"]
     assert crit["AC-P2-002"]["outcome"] == "FAIL" and len(crit["AC-P2-002"]["nodeids"]) == 2
     assert crit["AC-P2-001"]["evidence"]["artifact"]["sha256"] == sha256_bytes(b"real bytes")
+    # every worker kept its evidence under the controller's one run id
+    run_dir = project.path / "reports" / "evidence" / _results(project)["run"]["run_id"]
+    assert crit["AC-P2-001"]["evidence"]["artifact"]["path"] == str(run_dir / "AC-P2-001" / "artifact.bin")
+    assert {e["run_id"] for e in crit.values()} == {run_dir.name}
 
 
 def test_inert_without_ac_marks_and_without_spec(pytester):
@@ -251,7 +255,7 @@ def test_inert_without_ac_marks_and_without_spec(pytester):
 
 
 def test_describe_evidence_hashes_files_and_directories(tmp_path):
-    from shiptwo.harness.results import describe_evidence
+    from shiptwo.harness.evidence import describe_evidence
 
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "a.bin").write_bytes(b"a")
@@ -261,3 +265,164 @@ def test_describe_evidence_hashes_files_and_directories(tmp_path):
     assert before["files"] == 1 and before["sha256"] != after["dir"]["sha256"]
     assert after["gone"]["missing"] is True and after["gone"]["sha256"] is None
     assert after["n"] == 3 and after["obj"].startswith("<object")
+
+
+LEG_SPEC = SPEC.replace(
+    "  - {id: AC-P1-001, model: model1,",
+    """  - id: AC-P2-003
+    model: model2
+    title: quantized agrees with its reference
+    metric: kl
+    comparison: "<="
+    threshold: 0.05
+    unit: nats
+    class: packaging
+    legs:
+      - {metric: top1, comparison: ">=", threshold: 0.9, unit: share, judged_on: lower_95}
+    parameters:
+      tol: {smoke: 0.1, default: 0.01, full: 0.001}
+    samples: {statistic: mean}
+  - {id: AC-P1-001, model: model1,""")
+
+LEG_TESTS = '''
+import json, pytest
+
+def _samples(path, values):
+    path.write_text("".join(json.dumps({"id": str(i), "prompt_sha256": "0" * 64, "output": "x", "value": v}) + "\\n"
+                            for i, v in enumerate(values)))
+    return path
+
+@pytest.mark.ac("AC-P2-003")
+def test_legs(criterion):
+    assert criterion.param("tol") == 0.01
+    out = criterion.evidence_dir / "note.txt"
+    out.write_text("kept")
+    samples = _samples(criterion.evidence_dir / "s.jsonl", [0.02, 0.04])
+    criterion.check(0.03, evidence={"note": out}, legs={"top1": {"value": 0.95, "interval": (0.91, 0.98), "n": 200}},
+                    interval=(0.02, 0.04), n=2, samples=samples)
+'''
+
+
+def test_legs_interval_samples_param_and_evidence_dir(project):
+    (project.path / "spec" / "ship-two.yaml").write_text(LEG_SPEC)
+    project.makepyfile(test_legs=LEG_TESTS)
+    project.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
+    data = _results(project)
+    entry, run_id = data["criteria"]["AC-P2-003"], data["run"]["run_id"]
+    assert entry["outcome"] == "PASS" and entry["run_id"] == run_id
+    assert [(g["metric"], g["judged"], g["met"]) for g in entry["legs"]] == [("kl", 0.03, True), ("top1", 0.91, True)]
+    assert entry["legs"][1]["interval"] == [0.91, 0.98] and entry["legs"][1]["n"] == 200
+    assert entry["interval"] == [0.02, 0.04] and entry["n"] == 2 and entry["parameters"] == {"tol": 0.01}
+    kept = project.path / "reports" / "evidence" / run_id / "AC-P2-003"
+    assert entry["evidence"]["note"]["path"] == str(kept / "note.txt") and (kept / "note.txt").read_text() == "kept"
+    assert entry["samples"]["n"] == 2 and entry["samples"]["value"] == pytest.approx(0.03)
+    assert entry["samples"]["path"] == str(kept / "s.jsonl")
+
+
+def _leg_check(tmp_path, samples_rule: bool = False):
+    from shiptwo.harness.results import CriterionCheck
+    from shiptwo.harness.spec import load_spec
+
+    spec = LEG_SPEC if samples_rule else LEG_SPEC.replace("    samples: {statistic: mean}\n", "")
+    (tmp_path / "spec.yaml").write_text(spec)
+    return CriterionCheck(load_spec(tmp_path / "spec.yaml").criterion("AC-P2-003"), "default", tmp_path / "ev" / "run" / "AC-P2-003")
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    # the interval's lower bound (0.85) fails the top1 leg although its point figure (0.95) would pass
+    ({"legs": {"top1": {"value": 0.95, "interval": (0.85, 0.99)}}}, "top1 0.95 share (lower_95 0.85) vs threshold >= 0.9 — not met"),
+    ({"legs": {"top1": 0.95}}, "top1 0.95 share (no interval for lower_95) vs threshold >= 0.9 — not met"),
+])
+def test_every_leg_must_hold(tmp_path, kwargs, message):
+    check = _leg_check(tmp_path)
+    assert not check.evaluate(0.03, **kwargs) and check.message.endswith(message), check.message
+    assert [g["met"] for g in check.legs] == [True, False]
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda c: c.evaluate(0.03), "leg 'top1' not measured"),
+    (lambda c: c.evaluate(0.03, legs={"top1": 1, "kl2": 0}), "legs ['kl2'] are not in the spec"),
+    (lambda c: c.evaluate(0.03, legs={"top1": {"value": 1, "interval": (1, 0.5)}}), "interval must be two numbers"),
+    (lambda c: c.evaluate(0.03, legs={"top1": 1}, n=-1), "n must be a non-negative integer"),
+    (lambda c: c.param("nope"), "AC-P2-003: no parameter 'nope'"),
+])
+def test_an_unmeasured_or_unknown_leg_is_an_error(tmp_path, call, message):
+    from shiptwo.errors import ShiptwoError
+
+    check = _leg_check(tmp_path)
+    with pytest.raises(ShiptwoError, match=message.replace("[", r"\[").replace("(", r"\(")):
+        call(check)
+    assert not check.called  # the test errors before any verdict is recorded
+
+
+@pytest.mark.parametrize("values, measured, message", [
+    ([0.02, 0.04], 0.05, "the samples give kl = 0.03 (mean of 2), but 0.05 was measured"),
+    (None, 0.03, "judges this criterion on samples: pass samples=PATH"),
+])
+def test_samples_must_yield_the_measured_figure(tmp_path, values, measured, message):
+    from shiptwo.errors import ShiptwoError
+
+    check = _leg_check(tmp_path, samples_rule=True)
+    kwargs = {}
+    if values is not None:
+        path = tmp_path / "s.jsonl"
+        path.write_text("".join(json.dumps({"id": str(i), "prompt_sha256": "0", "output": "x", "value": v}) + "\n"
+                                for i, v in enumerate(values)))
+        kwargs["samples"] = path
+    with pytest.raises(ShiptwoError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        check.evaluate(measured, legs={"top1": {"value": 1, "interval": (1, 1)}}, **kwargs)
+
+
+@pytest.mark.parametrize("line, message", [
+    ('{"id": "a", "prompt_sha256": "0", "output": "x"}', "needs exactly one of 'outcome' and 'value'"),
+    ('{"id": "a", "prompt_sha256": "0", "output": "x", "outcome": "maybe"}', "outcome must be one of pass, fail"),
+    ('{"id": "a", "output": "x", "value": 1}', "sample needs a string 'prompt_sha256'"),
+    ('{"id": "a", "prompt_sha256": "0", "output": "x", "value": NaN}', "value must be a finite number"),
+    ("[1]", "a sample must be a JSON object"),
+    ("{", "malformed JSON"),
+])
+def test_malformed_samples_name_file_and_line(tmp_path, line, message):
+    from shiptwo.errors import ShiptwoError
+    from shiptwo.harness.evidence import read_samples
+
+    path = tmp_path / "s.jsonl"
+    path.write_text('{"id": "z", "prompt_sha256": "0", "output": "", "outcome": "pass"}\n' + line + "\n")
+    with pytest.raises(ShiptwoError, match=f"{path}:2: .*{message}"):
+        read_samples(path)
+
+
+TWO_TESTS = """
+import pytest
+
+@pytest.mark.ac("AC-P2-001")
+def test_first(criterion):
+    criterion.check(0)
+
+@pytest.mark.ac("AC-P2-001")
+def test_second(criterion):
+    criterion.check(1)
+"""
+
+
+def test_partial_rerun_of_a_criterion_is_not_run(project):
+    """`pytest -k test_first` runs one of AC-P2-001's two tests: it must not record PASS (issue 11)."""
+    project.makepyfile(test_two=TWO_TESTS)
+    project.runpytest("-p", "no:cacheprovider", "-k", "test_first").assert_outcomes(passed=1)
+    entry = _results(project)["criteria"]["AC-P2-001"]
+    assert entry["outcome"] == "NOT RUN" and entry["ran_outcome"] == "PASS"
+    assert entry["missing_tests"] == ["test_two.py::test_second"] and "not run: test_two.py::test_second" in entry["message"]
+    project.runpytest("-p", "no:cacheprovider", "-k", "test_second")
+    assert _results(project)["criteria"]["AC-P2-001"]["outcome"] == "FAIL"  # what ran failed: FAIL, however partial
+
+
+def test_partial_run_sees_tests_in_files_it_did_not_collect(project):
+    """A bound test in another acceptance/ file counts although this session never collected it."""
+    (project.path / "acceptance").mkdir()
+    (project.path / "acceptance" / "test_a.py").write_text(TWO_TESTS.split('@pytest.mark.ac("AC-P2-001")\ndef test_second')[0])
+    (project.path / "acceptance" / "test_b.py").write_text(
+        "import pytest\n\n@pytest.mark.ac('AC-P2-001')\ndef test_other(criterion):\n    criterion.check(0)\n")
+    project.runpytest("-p", "no:cacheprovider", "acceptance/test_a.py").assert_outcomes(passed=1)
+    entry = _results(project)["criteria"]["AC-P2-001"]
+    assert entry["outcome"] == "NOT RUN" and entry["missing_tests"] == ["acceptance/test_b.py::test_other"]
+    project.runpytest("-p", "no:cacheprovider", "acceptance").assert_outcomes(passed=2)
+    assert _results(project)["criteria"]["AC-P2-001"]["outcome"] == "PASS"

@@ -60,10 +60,10 @@ def test_every_status_is_rendered(golden_dir):
     assert "fails \\| with a pipe" in rows["AC-G2-002"]
     assert "**AC-G2-003** blocked by AC-G2-002; own outcome PASS" in text
     assert "| MODEL-1 (`model1`) | **not run** |" in text
-    assert "| MODEL-2 (`model2`) | **33.3%** |" in text  # (2 + 1) of 9 weight units
-    assert "### data" in text and "### infrastructure" in text
+    assert "| MODEL-2 (`model2`) | **22.2%** (stale PASS of weight 1.0 not counted) |" in text  # 2 of 9 weight units: the stale PASS of AC-G2-008 is not counted
+    assert "<summary><b>data</b>: 1 (AC-G2-002)</summary>" in text and "<b>infrastructure</b>" in text
     assert "PASS †" in rows["AC-G2-008"] and "commit 0ld0ld0ld0ld" in text
-    assert "[![loss curve AC-G2-008](curves/loss.png)](curves/loss.png)" in text
+    assert "](curves/loss.png)" not in text  # no local image links: they do not render in a PR comment
     assert f"| AC-G2-001 | checkpoint | `artifacts/model.safetensors` | `{'ab' * 32}` |" in text
 
 
@@ -83,13 +83,13 @@ def test_baseline_diff_per_criterion_and_model(golden_dir):
     assert changes["AC-G2-004"] == (PASS, ERROR)
     assert changes["AC-G2-005"] == (NOT_RUN, SKIPPED)
     model2 = next(m for m in base["models"] if m["key"] == "model2")
-    assert (model2["before"], model2["after"]) == ("11.1%", "33.3%") and model2["delta_text"] == "+22.2 pts"
+    assert (model2["before"], model2["after"]) == ("11.1%", "22.2%") and model2["delta_text"] == "+11.1 pts"
 
 
 def test_json_format_is_the_same_data(golden_dir):
     data = _data(baseline=True)
     parsed = json.loads(render(data, "json"))
-    assert parsed["models"][1]["ship_pct"] == pytest.approx(100 / 3)
+    assert parsed["models"][1]["ship_pct"] == pytest.approx(200 / 9)  # current results only
     assert [c["status"] for c in parsed["criteria"]] == [c["status"] for c in data["criteria"]]
     assert parsed["profile"] == "default" and parsed["run"]["commit"] == "c0ffee1234567890"
 
@@ -109,7 +109,7 @@ def test_cli_report_writes_file_and_accepts_a_template(golden_dir, tmp_path, cap
     assert main(args + ["-o", str(out)]) == 0
     assert out.read_text().startswith("# Ship report")
     assert main(args + ["-o", "-", "--template", str(template)]) == 0
-    assert capsys.readouterr().out.rstrip().endswith("model1=not run;model2=33.3%;")
+    assert capsys.readouterr().out.rstrip().endswith("model1=not run;model2=0.0%;")  # the golden run is not this checkout: nothing current
 
 
 def test_cli_report_malformed_results_is_one_line_exit_2(golden_dir, tmp_path, capsys):

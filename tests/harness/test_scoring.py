@@ -108,6 +108,16 @@ def test_stale_entries_flagged_and_rejected_on_request():
     assert strict.statuses["AC-T-004"].status == NOT_RUN
 
 
+def test_headline_ship_pct_counts_current_results_only():
+    """A stale PASS is shown (status PASS, stale reason) but not counted; --allow-stale counts it."""
+    results = _results({"AC-T-001": PASS, "AC-T-004": PASS})
+    results.criteria["AC-T-004"]["commit"] = "old"
+    card = score(_spec(DAG), results)
+    assert card.models["model2"].ship_pct == 25.0 and card.models["model2"].stale_passed_weight == 1.0
+    assert score(_spec(DAG), results, count_stale=True).models["model2"].ship_pct == 50.0
+    assert [o.cid for o in opportunities(card)].count("AC-T-004") == 1  # re-running it would move ship-%
+
+
 def test_opportunities_count_unblocked_dependents():
     spec = _spec(DAG, weight={"AC-T-004": 3.0})
     card = score(spec, _results({"AC-T-001": FAIL, "AC-T-002": PASS, "AC-T-003": PASS, "AC-T-004": FAIL}))

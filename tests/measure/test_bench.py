@@ -23,7 +23,7 @@ def test_ours_measures_every_figure(tiny_checkpoint):
     assert r.prompt_tokens == len(load_checkpoint(tiny_checkpoint).tokenizer().encode(BENCH_PROMPT))
     for s in (r.decode_tok_s, r.prefill_tok_s, r.ttft_s):
         assert 0 < s.min <= s.median <= s.max
-    assert r.peak_rss_delta_bytes >= 0
+    assert r.peak_anon_rss_delta_bytes >= 0
 
 
 def test_peers_run_the_same_weights(tiny_checkpoint):

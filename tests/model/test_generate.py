@@ -38,15 +38,6 @@ def test_cached_greedy_equals_full_recompute(loaded):
     assert ids + out == _greedy_without_cache(model, ids, 24)
 
 
-def test_left_padded_batch_equals_single_prompts(loaded):
-    model, tok = loaded
-    cfg = SamplingConfig(max_new_tokens=20)
-    single = [generate(model, tok, p, cfg) for p in PROMPTS]
-    batch = generate_batch(model, tok, PROMPTS, cfg, batch_size=4)
-    assert [s.token_ids for s in single] == [b.token_ids for b in batch]
-    assert [s.text for s in single] == [b.text for b in batch]
-
-
 @torch.inference_mode()
 def test_padding_mask_gives_unpadded_logits(loaded):
     model, tok = loaded

@@ -67,3 +67,57 @@ def test_recipe_defects_are_one_line_errors_naming_the_file(tmp_path, mutate, ma
 def test_unknown_profile_is_refused():
     with pytest.raises(ShiptwoError, match="no profile 'huge'"):
         load_recipe("model2", "huge")
+
+
+@pytest.fixture
+def smoke_checkpoint(tmp_path, tiny_tokenizer):
+    """A checkpoint of the smoke recipe's declared architecture, as the trainer would save it."""
+    from shiptwo.model.checkpoint import checkpoint_from_model, save_checkpoint
+
+    r = load_recipe("model2", "smoke")
+    model = LlamaModel(r.model)
+    model.init_weights(0)
+    prov = {"license": "Apache-2.0", "data_source": "test", "data_license": "PSF-2.0"}
+    return r, save_checkpoint(checkpoint_from_model(model, tiny_tokenizer.to_json(), prov), tmp_path / "ok.safetensors")
+
+
+def _rewritten(src, dst, tensors=None, meta=None):
+    from safetensors.torch import load_file, save_file
+
+    from shiptwo.model.checkpoint import safetensors_metadata
+
+    t, m = load_file(str(src)), safetensors_metadata(src)
+    (tensors or (lambda x: None))(t)
+    (meta or (lambda x: None))(m)
+    save_file(t, str(dst), metadata=m)
+    return dst
+
+
+def test_checkpoint_contract_reads_the_tensors_in_the_file(smoke_checkpoint, tmp_path):
+    import json
+
+    from shiptwo.checks.checkpoint import checkpoint_contract_violations
+
+    r, path = smoke_checkpoint
+    args = (r.model_declared, r.declared_parameters, r.parameter_tolerance)
+    n, ev = checkpoint_contract_violations(path, *args)
+    assert n == 0 and ev["parameters_in_file"] == r.declared_parameters and ev["tensors"] == ev["expected_tensors"]
+
+    def narrow(t):  # the defect: one tensor of the wrong shape (the loader would refuse the file outright)
+        t["model.layers.1.mlp.up_proj.weight"] = t["model.layers.1.mlp.up_proj.weight"][:80].clone()
+
+    n, ev = checkpoint_contract_violations(_rewritten(path, tmp_path / "narrow.safetensors", narrow), *args)
+    assert n == 1 and "model.layers.1.mlp.up_proj.weight has shape (80, 32)" in ev["problems"][0]
+
+    def untie(t):  # an extra output head: also far outside the declared parameter band
+        t["lm_head.weight"] = t["model.embed_tokens.weight"].clone()
+
+    n, ev = checkpoint_contract_violations(_rewritten(path, tmp_path / "untied.safetensors", untie), *args)
+    assert n == 2 and any("lm_head.weight not implied" in p for p in ev["problems"])
+
+    def theta(m):  # the recorded config differs from the declaration in a field no shape shows
+        cfg = json.loads(m["config"])
+        m["config"] = json.dumps({**cfg, "rope_theta": 500000.0})
+
+    n, ev = checkpoint_contract_violations(_rewritten(path, tmp_path / "theta.safetensors", meta=theta), *args)
+    assert n == 1 and ev["problems"] == ["config rope_theta: declared 10000.0, recorded 500000.0"]

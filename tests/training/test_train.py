@@ -20,15 +20,15 @@ from shiptwo.model.tokenizer import encode_split
 from shiptwo.checks.checkpoint import checkpoint_reload_defects
 from shiptwo.checks.tokenizer import roundtrip_mismatches
 from shiptwo.checks.training import (
-    device_mismatches, early_stop_violations, reproducibility_runs, reproducibility_violations, unreported_wraps,
-    wraps_in_log,
+    chinchilla_figures, early_stop_violations, expected_device, reproducibility_runs, reproducibility_violations,
+    tensor_device_census, unreported_wraps, wraps_in_log,
 )
 from shiptwo.training.config import TrainConfig, lr_at
-from shiptwo.training.loop import chinchilla_gate, resolve_device, train
+from shiptwo.training.guards import chinchilla_gate, resolve_device
+from shiptwo.training.loop import train
 from shiptwo.training.objective import evaluate_loss
 from shiptwo.training.sampler import WindowSampler
 
-from shiptwo.model.canaries import CANARY_PROMPTS
 from shiptwo.training.loop import BEST_CHECKPOINT, TRAIN_LOG
 
 PROV = {"license": "Apache-2.0", "data_source": "python-stdlib test subset", "data_license": "PSF-2.0"}
@@ -58,7 +58,7 @@ def test_lr_schedule_warms_up_then_decays_to_min_lr():
 
 
 def test_chinchilla_gate_refuses_below_10_unless_forced():
-    with pytest.raises(ShiptwoError, match=r"D=9000 tokens / N=1000 parameters = 9\.000"):
+    with pytest.raises(ShiptwoError, match=r"D=9000 unique training tokens / N=1000 parameters = 9\.000"):
         chinchilla_gate(9000, 1000, force=False)
     assert chinchilla_gate(9000, 1000, force=True) == 9.0
     assert chinchilla_gate(25000, 1000, force=False) == 25.0
@@ -70,6 +70,22 @@ def test_trainer_refuses_an_under_provisioned_run_before_the_first_step(tmp_path
     assert not list(tmp_path.iterdir())
 
 
+def test_trainer_refuses_a_looped_corpus_that_only_seen_tokens_would_pass(tmp_path, tiny_config, tiny_tokenizer, data):
+    n = tiny_config.num_parameters()
+    steps = math.ceil(25 * n / (4 * 32))  # 25 x N tokens seen: D/N >= 10 if repeats counted
+    assert len(data[0]) < 10 * n  # ... but the train split holds far fewer unique tokens
+    with pytest.raises(ShiptwoError, match=r"unique training tokens.*looping the data does not add"):
+        _train(tmp_path, _cfg(max_steps=steps, force_under_provisioned=False), tiny_config, tiny_tokenizer, data)
+    assert not list(tmp_path.iterdir())
+
+
+def test_chinchilla_figure_counts_unique_tokens_so_a_looped_corpus_fails():
+    looped = chinchilla_figures(train_split_tokens=1_000, tokens_seen=30_000, parameters=1_000)
+    assert looped["tokens_seen_per_parameter"] == 30 and looped["passes_over_data"] == 30
+    assert looped["tokens_per_parameter"] == 1.0  # a corpus looped 30 times is 1 x N of data, not 30
+    assert chinchilla_figures(40_000, 25_000, 1_000)["tokens_per_parameter"] == 25  # a partial pass: what was seen
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA refusal")
 def test_cuda_requested_without_cuda_is_an_error_not_a_fallback(tmp_path, tiny_config, tiny_tokenizer, data):
     with pytest.raises(ShiptwoError, match="no silent CPU fallback"):
@@ -77,12 +93,40 @@ def test_cuda_requested_without_cuda_is_an_error_not_a_fallback(tmp_path, tiny_c
     assert resolve_device("auto").type == "cpu"
 
 
-def test_device_check_fails_on_a_mismatch():
-    ok = {"device_requested": "auto", "device_resolved": "cpu", "device_used": "cpu"}
-    assert device_mismatches(ok) == 0
-    assert device_mismatches({**ok, "device_requested": "cuda"}) == 1  # asked for cuda, resolved cpu
-    assert device_mismatches({**ok, "device_used": "cuda"}) == 1
-    assert device_mismatches({"device_requested": "cpu"}) == 1  # not recorded
+def test_device_census_looks_at_every_live_tensor_and_counts_one_elsewhere(tmp_path, tiny_config, tiny_tokenizer, data):
+    seen = []
+
+    def observe(model, opt, step):
+        seen.append(tensor_device_census(model, opt, expected_device("cpu")))
+        if step == 2:
+            seen.append(tensor_device_census(model, opt, torch.device("meta")))  # nothing is where "requested"
+            real = model.model.norm.weight  # the defect: one parameter not on the requested device
+            model.model.norm.weight = torch.nn.Parameter(torch.empty_like(real, device="meta"))
+            seen.append(tensor_device_census(model, opt, expected_device("cpu")))
+            model.model.norm.weight = real
+
+    _train(tmp_path, _cfg(max_steps=3), tiny_config, tiny_tokenizer, data, observe=observe, stop_after=2)
+    (n1, ev1), (n2, _), (n_all, _), (n_one, ev_one) = seen
+    n_params = len(list(LlamaModel(tiny_config).parameters()))
+    assert n1 == n2 == 0 and ev1["inspected"]["parameters"] == ev1["inspected"]["gradients"] == n_params
+    assert ev1["inspected"]["optimizer_state"] == 2 * n_params and ev1["devices"] == {"cpu": 4 * n_params}
+    assert n_all == 4 * n_params  # everything is on the cpu, "meta" was requested
+    # the swapped-in meta parameter: itself, its missing gradient and its missing optimizer state
+    assert n_one == 3 and any("model.norm.weight on meta" in w for w in ev_one["not_on_expected_device"])
+    assert expected_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_a_missing_device_is_refused_and_the_check_sees_a_trainer_that_went_ahead(tmp_path):
+    from shiptwo.builds.model2 import prepare_data
+    from shiptwo.checks.training import missing_device_refused
+    from shiptwo.training.recipes import load_recipe
+
+    prepare_data(load_recipe("model2", "smoke"), tmp_path / "data")
+    n, ev = missing_device_refused(tmp_path / "data", "smoke", tmp_path / "out")
+    assert n == 0 and ev["exit_status"] == 2 and "no silent CPU fallback" in ev["stderr"], ev
+    # the defect: a trainer that runs although the request cannot be met (here: a device that is there)
+    n, ev = missing_device_refused(tmp_path / "data", "smoke", tmp_path / "out-cpu", device="cpu")
+    assert n == 1 and ev["exit_status"] == 0 and ev["files_written"]
 
 
 def test_sampler_records_every_wrap():
@@ -110,8 +154,10 @@ def test_run_writes_checkpoints_log_curve_and_summary(tmp_path, tiny_config, tin
                 "device_used", "stop_reason", "wraps", "epochs", "wall_seconds", "code_version"):
         assert key in s, key
     assert s["steps"] == 6 and s["stop_reason"] == "max_steps" and early_stop_violations(s) == 0
-    assert s["tokens_per_param"] == pytest.approx(6 * 4 * 32 / tiny_config.num_parameters())
-    assert ckpt.golden and len(ckpt.golden["output_ids"]) == len(CANARY_PROMPTS)
+    seen = 6 * 4 * 32
+    assert s["tokens_seen_per_param"] == pytest.approx(seen / tiny_config.num_parameters())
+    assert s["tokens_per_param"] == pytest.approx(min(seen, len(data[0])) / tiny_config.num_parameters())
+    assert s["passes_over_data"] == pytest.approx(seen / len(data[0])) and s["resumed_at_steps"] == []
     assert ckpt.provenance["license"] == "Apache-2.0"
     lines = [json.loads(x) for x in res.log_path.read_text().splitlines()]
     assert sum(e["type"] == "train" for e in lines) == 6 and sum(e["type"] == "val" for e in lines) == 2
@@ -131,16 +177,38 @@ def test_early_stop_only_after_min_steps_and_patience(tmp_path, tiny_config, tin
 
 
 def test_same_seed_identical_other_seed_diverges(tmp_path, tiny_config, tiny_tokenizer, data):
-    n, ev = reproducibility_runs(_cfg(), tiny_config, data[0], data[1], 4, tmp_path, tiny_tokenizer.to_json(), PROV)
+    n, ev = reproducibility_runs(_cfg(), tiny_config, data[0], data[1], 4, tmp_path, tiny_tokenizer.to_json(), PROV, 1e-6)
     assert n == 0 and ev["max_abs_loss_diff_same_seed"] == 0.0 and ev["max_abs_loss_diff_other_seed"] > 0
+
+
+def test_reproducibility_runs_catch_a_nondeterministic_op(tmp_path, tiny_config, tiny_tokenizer, data, monkeypatch):
+    import random
+
+    forward = LlamaModel.forward
+    noise = random.SystemRandom()  # unseeded: differs between the two same-seed runs
+
+    def jittery(self, *args, **kwargs):
+        return forward(self, *args, **kwargs) * (1 + 1e-3 * noise.random())
+
+    monkeypatch.setattr(LlamaModel, "forward", jittery)
+    n, ev = reproducibility_runs(_cfg(), tiny_config, data[0], data[1], 3, tmp_path, tiny_tokenizer.to_json(), PROV, 1e-6)
+    assert n >= 2 and ev["max_abs_loss_diff_same_seed"] > 1e-6  # losses and optimizer state both differ
+
+
+def test_reproducibility_check_sees_two_seeds_passed_off_as_one(tmp_path, tiny_config, tiny_tokenizer, data):
+    run = lambda seed, d: _train(tmp_path / d, _cfg(seed=seed), tiny_config, tiny_tokenizer, data, stop_after=3)  # noqa: E731
+    a, b, c = run(7, "a"), run(8, "b"), run(9, "c")
+    n, ev = reproducibility_violations((a.losses, a.optimizer_sha256), (b.losses, b.optimizer_sha256),
+                                       (c.losses, c.optimizer_sha256), loss_tol=1e-6)
+    assert n == 2 and ev["max_abs_loss_diff_same_seed"] > 0
 
 
 def test_reproducibility_check_fails_on_defective_runs():
     a = ([2.0, 1.5], "h1")
-    assert reproducibility_violations(a, a, ([2.1, 1.4], "h2"))[0] == 0
-    assert reproducibility_violations(a, ([2.0, 1.5 + 1e-4], "h1"), ([2.1, 1.4], "h2"))[0] == 1
-    assert reproducibility_violations(a, ([2.0, 1.5], "hX"), ([2.1, 1.4], "h2"))[0] == 1
-    assert reproducibility_violations(a, a, a)[0] == 2  # other seed did not diverge
+    assert reproducibility_violations(a, a, ([2.1, 1.4], "h2"), 1e-6)[0] == 0
+    assert reproducibility_violations(a, ([2.0, 1.5 + 1e-4], "h1"), ([2.1, 1.4], "h2"), 1e-6)[0] == 1
+    assert reproducibility_violations(a, ([2.0, 1.5], "hX"), ([2.1, 1.4], "h2"), 1e-6)[0] == 1
+    assert reproducibility_violations(a, a, a, 1e-6)[0] == 2  # other seed did not diverge
 
 
 def test_resume_continues_the_same_trajectory(tmp_path, tiny_config, tiny_tokenizer, data):
@@ -204,7 +272,7 @@ def test_torchrun_two_gloo_ranks_match_one_process(tmp_path, tiny_tokenizer, tin
     data_dir = tmp_path / "data"
     prepare_data(recipe, data_dir, load_corpus(recipe.corpus))
     exe = Path(sys.executable)
-    args = ["-m", "shiptwo.cli", "train", "--profile", "smoke", "--data", str(data_dir), "--max-steps", "6",
+    args = ["-m", "shiptwo", "train", "--profile", "smoke", "--data", str(data_dir), "--max-steps", "6",
             "--device", "cpu", "--force-under-provisioned"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     corpus_override = ["--recipe", str(_recipe_with_source(tmp_path, src))]

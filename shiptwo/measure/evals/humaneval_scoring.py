@@ -1,0 +1,243 @@
+"""HumanEval scoring that a completion cannot game (issue 10): record, answer, replay.
+
+1. Record, once per problem: the check runs with the canonical solution behind a recording proxy
+   (sandboxed; `random` seeded), which writes down the arguments of every call, in order.
+2. Answer, per sample: the completion runs in the sandbox only to turn those arguments into
+   outputs, written back as plain data. Nothing it can see decides its verdict: not the check,
+   not an expected value, not a nonce; its exit status and anything it prints are ignored.
+3. The parent loads the outputs with `plain_data.loads` (builtin types only, size and depth
+   capped): an object with an overridden `__eq__` cannot come back.
+4. Replay, per sample, in a separate sandbox: the original check runs against a `candidate` that
+   returns those outputs in order; it passes only if the check returns having asked for exactly
+   the recorded calls. A check that asks for something else (its calls depend on the outputs)
+   is scored by the strict path: failed, with the reason, and counted in the result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+
+from shiptwo.errors import ShiptwoError
+from shiptwo.measure import plain_data
+from shiptwo.measure.evals import humaneval_calls
+from shiptwo.measure.sandbox import SandboxConfig, SandboxRun, run_isolated, shipped_program
+
+PASSED = "passed"
+TIMED_OUT = "timed out"
+FAILED = "failed: "
+STRICT = "strict: "  # after FAILED, for samples the strict path scored
+SCORING_METHOD = "record-replay"
+
+_recordings: dict[str, list[str]] = {}  # problem digest -> encoded calls, per process
+_recordings_lock = threading.Lock()
+
+
+@dataclass
+class Verdict:
+    passed: bool
+    result: str  # "passed", "timed out" or "failed: <reason>"
+    strict: bool = False  # the replay diverged from the recording: scored failed by the strict path
+
+
+@dataclass
+class Judged:
+    verdicts: list[Verdict]
+    isolation: dict = field(default_factory=dict)  # what the sandbox could isolate on this machine
+
+    @property
+    def network(self) -> str:
+        return self.isolation.get("network", "")
+
+    @property
+    def strict_scored(self) -> int:
+        return sum(v.strict for v in self.verdicts)
+
+
+@lru_cache(maxsize=None)
+def _program(mode: str) -> str:
+    return shipped_program([plain_data, humaneval_calls],
+                           f"import shiptwo.measure.evals.humaneval_calls as _calls\n_calls.main({mode!r})")
+
+
+def _digest(problem: dict) -> str:
+    keys = ("task_id", "prompt", "canonical_solution", "test", "entry_point")
+    return hashlib.sha256(json.dumps([problem[k] for k in keys]).encode()).hexdigest()
+
+
+def record_calls(problems: dict[str, dict], cfg: SandboxConfig | None = None) -> dict[str, list[str]]:
+    """Each problem's recorded calls (encoded argument lists, in order); recorded once per process.
+    A check that fails with its own canonical solution, or passes something that is not plain data,
+    is an error naming the problem: it cannot be scored safely."""
+    cfg = cfg or SandboxConfig()
+    with _recordings_lock:
+        todo = [p for p in problems.values() if _digest(p) not in _recordings]
+    if todo:
+        chunks = [todo[i::max(1, cfg.workers)] for i in range(max(1, cfg.workers))]
+        chunks = [c for c in chunks if c]
+        jobs = [(_program("record"), json.dumps({"problems": [
+            {"task_id": p["task_id"], "program": p["prompt"] + p["canonical_solution"], "test": p["test"],
+             "entry_point": p["entry_point"]} for p in chunk]}).encode()) for chunk in chunks]
+        runs = _run_parallel(jobs, [replace(cfg, timeout_s=cfg.timeout_s * len(c)) for c in chunks])
+        for chunk, run in zip(chunks, runs):
+            _store_recording(chunk, run)
+    return {t: _recordings[_digest(p)] for t, p in problems.items()}
+
+
+def _run_parallel(jobs: list[tuple[str, bytes]], cfgs: list[SandboxConfig]) -> list[SandboxRun]:
+    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+        return list(pool.map(lambda jc: run_isolated(jc[0][0], jc[0][1], jc[1]), zip(jobs, cfgs)))
+
+
+def _store_recording(chunk: list[dict], run: SandboxRun) -> None:
+    got = {}
+    for line in run.stdout.decode("utf-8", "replace").splitlines():
+        try:
+            rec = json.loads(line)
+            got[rec["task_id"]] = rec
+        except (ValueError, KeyError, TypeError):
+            continue  # a problem without its line is reported below
+    for p in chunk:
+        rec = got.get(p["task_id"])
+        if rec is None:
+            raise ShiptwoError(f"humaneval {p['task_id']}: recording its check did not finish "
+                               f"({run.failure() or 'no output'}; {run.stderr_tail.strip()[-200:]})")
+        if rec["error"] is not None:
+            raise ShiptwoError(f"humaneval {p['task_id']}: its check fails with the canonical solution while "
+                               f"recording ({rec['error']}); it cannot be scored")
+        if not rec["calls"]:
+            raise ShiptwoError(f"humaneval {p['task_id']}: its check never calls the candidate")
+        with _recordings_lock:
+            _recordings[_digest(p)] = rec["calls"]
+
+
+def read_answers(run: SandboxRun, n_calls: int) -> tuple[list[dict] | None, str | None]:
+    """The completion's outputs from an answer run, loaded and re-encoded canonically, or why
+    there are none. Everything in `run` is the adversary's; only plain data gets through."""
+    lines = run.stdout.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    try:
+        header = json.loads(lines[0]) if lines else None
+    except (ValueError, RecursionError):
+        header = None
+    if isinstance(header, dict) and isinstance(header.get("load_error"), str) and len(header) == 1:
+        return None, FAILED + header["load_error"][:300]
+    if header != {"loaded": True}:
+        return None, TIMED_OUT if run.timed_out else FAILED + f"the completion did not load ({run.failure() or 'no output'})"
+    if len(lines) - 1 > n_calls:
+        return None, FAILED + f"the completion wrote {len(lines) - 1} outputs for {n_calls} calls"
+    answers = []
+    for i, line in enumerate(lines[1:]):
+        answer = _answer(line)
+        if answer is None:
+            return None, FAILED + f"the output for call {i} is not plain data"
+        answers.append(answer)
+    if len(answers) < n_calls:
+        if run.timed_out:
+            return None, TIMED_OUT
+        return None, FAILED + f"the completion stopped after {len(answers)} of {n_calls} calls ({run.failure() or 'exited'})"
+    return answers, None
+
+
+def _answer(line: bytes) -> dict | None:
+    try:
+        rec = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(rec, dict) or not all(isinstance(v, str) for v in rec.values()):
+        return None
+    if set(rec) == {"ok"}:
+        try:
+            return {"ok": plain_data.dumps(plain_data.loads(rec["ok"]))}
+        except (plain_data.PlainDataError, ValueError, RecursionError):
+            return None
+    if set(rec) == {"raised", "message"} and rec["raised"].isidentifier():
+        return {"raised": rec["raised"], "message": rec["message"][:200]}
+    if set(rec) == {"unsupported"}:
+        return {"unsupported": rec["unsupported"][:200]}
+    return None
+
+
+def replay_verdict(rec: dict | None, n_calls: int) -> Verdict:
+    """The verdict of one replay (trusted code fed plain data; `rec` is its verdict line, None when
+    it gave none): passed only if the check returned, made exactly the recorded calls and never
+    asked for an unrecorded one."""
+    try:
+        error, made, diverged = rec["error"], rec["made"], rec["diverged_at"]
+    except (KeyError, TypeError):
+        return Verdict(False, FAILED + "the replay gave no verdict")
+    if not (error is None or isinstance(error, str)) or type(made) is not int or not (diverged is None or type(diverged) is int):
+        return Verdict(False, FAILED + "the replay's verdict is not well-formed")
+    if diverged is not None or (error is None and made != n_calls):
+        at = diverged if diverged is not None else made
+        return Verdict(False, FAILED + STRICT + f"the check's calls depend on the completion's outputs "
+                                               f"(replay left the recording at call {at} of {n_calls})", strict=True)
+    if error is not None:
+        return Verdict(False, FAILED + error[:300])
+    return Verdict(True, PASSED)
+
+
+def answer_calls(completion: str, problem: dict, calls: list[str], cfg: SandboxConfig) -> tuple[list[dict] | None, str | None, dict]:
+    """Run the completion on the recorded calls in its own sandbox: (answers or None, why none, isolation)."""
+    job = {"program": problem["prompt"] + completion, "entry_point": problem["entry_point"], "calls": calls}
+    run = run_isolated(_program("answer"), json.dumps(job).encode(), cfg)
+    answers, failure = read_answers(run, len(calls))
+    return answers, failure, run.isolation.to_dict()
+
+
+def replay(jobs: list[dict], cfg: SandboxConfig) -> dict[int, dict]:
+    """Replay jobs (each with an `index`) in one sandbox, each limited to cfg.timeout_s; the
+    verdict line of each that finished, by index."""
+    payload = {"replays": jobs, "timeout_s": cfg.timeout_s}
+    run = run_isolated(_program("replay"), json.dumps(payload).encode(), replace(cfg, timeout_s=cfg.timeout_s * (len(jobs) + 1)))
+    out = {}
+    for line in run.stdout.splitlines():
+        try:
+            rec = json.loads(line)
+            out[rec.pop("index")] = rec
+        except (ValueError, KeyError, TypeError, AttributeError):
+            continue
+    return out
+
+
+def _replay_job(index: int, problem: dict, calls: list[str], answers: list[dict]) -> dict:
+    """The replay sees the same program as the recording (prompt + canonical solution: its helpers,
+    and a prompt that compiles) with the entry point's name bound to the replaying candidate."""
+    return {"index": index, "program": problem["prompt"] + problem["canonical_solution"], "test": problem["test"],
+            "entry_point": problem["entry_point"], "calls": calls, "answers": answers}
+
+
+def judge_samples(samples: Sequence[dict], problems: dict[str, dict], sandbox: SandboxConfig | None = None) -> Judged:
+    """Verdicts for samples (task_id, completion), in order, and the isolation the runs had: each
+    completion answers in a sandbox of its own; the replays run in `workers` batches, and any a
+    batch did not finish runs again alone."""
+    cfg = sandbox or SandboxConfig()
+    needed = {s["task_id"]: problems[s["task_id"]] for s in samples}
+    calls = record_calls(needed, cfg)
+    with ThreadPoolExecutor(max_workers=max(1, cfg.workers)) as pool:
+        answered = list(pool.map(lambda s: answer_calls(s["completion"], problems[s["task_id"]], calls[s["task_id"]], cfg),
+                                 samples))
+        verdicts: list[Verdict | None] = [None if answers is not None else Verdict(False, failure)
+                                          for answers, failure, _ in answered]
+        jobs = [_replay_job(i, problems[s["task_id"]], calls[s["task_id"]], answered[i][0])
+                for i, s in enumerate(samples) if verdicts[i] is None]
+        n_batches = max(1, min(cfg.workers, len(jobs)))
+        done = {}
+        for part in pool.map(lambda b: replay(jobs[b::n_batches], cfg), range(n_batches)):
+            done.update(part)
+        left = [j for j in jobs if j["index"] not in done]
+        for part in pool.map(lambda j: replay([j], cfg), left):
+            done.update(part)
+    for job in jobs:
+        verdicts[job["index"]] = replay_verdict(done.get(job["index"]), len(job["calls"]))
+    isolations = {json.dumps(iso, sort_keys=True) for _, _, iso in answered}
+    if len(isolations) > 1:
+        raise ShiptwoError(f"humaneval: sandbox isolation changed during the run: {sorted(isolations)}")
+    isolation = json.loads(isolations.pop()) if isolations else {}
+    return Judged(verdicts=verdicts, isolation={**isolation, "scoring": SCORING_METHOD})

