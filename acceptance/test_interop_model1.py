@@ -78,21 +78,26 @@ def test_quantized_round_trip_cosine(criterion, model1_checkpoint, model1_quanti
 
 
 @pytest.mark.ac("AC-SHIP1-004")
-def test_gguf_loads_and_generates_in_llamacpp(criterion, threshold, model1_checkpoint, model1_gguf_f32, model1_gguf_q8_0):
-    from shiptwo.runtimes.llamacpp import compare_with_llamacpp, llamacpp_generate
+def test_gguf_loads_and_generates_in_llamacpp(criterion, threshold, model1_checkpoint, model1_gguf_f32, model1_quantized_ggufs):
+    """Every GGUF (an F32 export and each quantized file the release ships) loads and generates in
+    llama.cpp, with our token ids; and what it computes is this model: F32 within the spec's logits
+    tolerance with the same greedy tokens, Q8_0 within the KL / top-1 bounds (llama.cpp quantizes
+    activations too, so no absolute logit bound fits); coarser formats are AC-SHIP1-003/005's."""
+    from shiptwo.runtimes.llamacpp import compare_distributions, compare_with_llamacpp, llamacpp_generate
 
     tol = threshold("AC-SHIP2-009")  # the F32 GGUF logits tolerance
-    min_cosine = criterion.param("q8_0_min_logit_cosine")
-    failures, evidence = 0, {"f32_tolerance": tol, "q8_0_min_logit_cosine": min_cosine}
-    for label, path in (("f32", model1_gguf_f32), ("q8_0", model1_gguf_q8_0)):
+    max_kl, min_top1 = criterion.param("q8_0_max_kl"), criterion.param("q8_0_min_top1")
+    failures, evidence = 0, {"f32_tolerance": tol, "q8_0_max_kl": max_kl, "q8_0_min_top1": min_top1}
+    for label, path in (("f32", model1_gguf_f32), *model1_quantized_ggufs.items()):
         try:
             _, evidence[f"{label}_generated"] = llamacpp_generate(path, CANARY_PROMPTS[0], LLAMACPP_GREEDY_STEPS)
-            # ... and what it computes is this model: F32 within the spec's tolerance with the same
-            # greedy tokens; Q8_0 with the same token ids and logits of the same direction (quantized
-            # weights and activations move each logit by ~1% of its range, so no absolute bound fits).
-            r = compare_with_llamacpp(model1_checkpoint, path)
+            if label == "f32":
+                r = compare_with_llamacpp(model1_checkpoint, path)
+                failures += not r.ok(tol)
+            else:
+                r = compare_distributions(model1_checkpoint, path)
+                failures += bool(r.token_id_mismatches) or (label == "q8_0" and (r.kl_mean > max_kl or r.top1_agreement < min_top1))
             evidence[f"{label}_parity"] = r.evidence()
-            failures += not r.ok(tol) if label == "f32" else bool(r.ids_mismatch) or r.min_logit_cosine < min_cosine
         except ShiptwoError as exc:
             evidence[f"{label}_error"] = str(exc)
             failures += 1

@@ -27,7 +27,7 @@ def test_run_emits_valid_python(criterion, model1_hf_dir):
     from shiptwo.fileio import atomic_write_text
 
     cmd = [sys.executable, "-m", "shiptwo", "run", str(model1_hf_dir), "--prompt", "def fib(n):", "--max-tokens", "128"]
-    for stop in HUMANEVAL_STOP:
+    for stop in (*HUMANEVAL_STOP, "\n```"):  # an instruct model closes its code block and explains it
         cmd += ["--stop", stop]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     out = atomic_write_text(criterion.evidence_dir / "run-fib.txt", proc.stdout + proc.stderr)
@@ -74,11 +74,12 @@ def test_humaneval_reproduces_upstream(criterion, model1_artifacts, model1_quant
     f32 = read_hf(release / model1_artifacts.files["hf_config"].parent.name)  # the F32 weights as published
     samples, outs = generate_chat_samples(f32, problems, fmt)
     res = score_samples(samples, problems)
-    logliks = {"f32 (shiptwo runtime)": canonical_logliks(f32, problems)}
+    scored = dict(list(problems.items())[: criterion.param("loglik_problems")])
+    logliks = {"f32 (shiptwo runtime)": canonical_logliks(f32, scored)}
     for dtype, path in model1_quantized_ggufs.items():
-        logliks[f"{dtype} (llama.cpp)"] = gguf_canonical_logliks(release / path.name, problems)
+        logliks[f"{dtype} (llama.cpp)"] = gguf_canonical_logliks(release / path.name, scored)
     verdict = reproduction_verdict(ref, {r["task_id"]: bool(r["passed"]) for r in res.records},
-                                   {name: dict(zip(problems, v)) for name, v in logliks.items()}, criterion.param("loglik_margin"))
+                                   {name: dict(zip(scored, v)) for name, v in logliks.items()}, criterion.param("loglik_margin"))
     records = [{**r, "answer": o.text, "finish": o.finish_reason, "answer_tokens": len(o.token_ids)}
                for r, o in zip(res.records, outs)]
     details = atomic_write_json(criterion.evidence_dir / "reproduction.json", {**verdict, "records": records})

@@ -61,15 +61,17 @@ def outcome_comparison(reference: dict[str, bool], candidate: dict[str, bool]) -
 
 
 def loglik_equivalence(reference: dict[str, float], artifact: dict[str, float], margin: float) -> dict:
-    """Paired equivalence of an artifact's per-problem log-likelihoods with the reference's."""
-    tasks = sorted(reference)
-    if set(artifact) != set(tasks):
-        raise ShiptwoError(f"reproduction: log-likelihoods cover {len(artifact)} problems, the reference {len(tasks)}")
+    """Paired equivalence of an artifact's per-problem log-likelihoods with the reference's, on the
+    problems the artifact was scored on (all of them, or the spec's first N)."""
+    tasks = sorted(artifact)
+    unknown = sorted(set(tasks) - set(reference))
+    if unknown or not tasks:
+        raise ShiptwoError(f"reproduction: no reference log-likelihood for {unknown[:3] or 'any problem'}")
     a, b = [artifact[t] for t in tasks], [reference[t] for t in tasks]
     ok, (lo, hi) = stats.equivalent(a, b, margin)
     diffs = [x - y for x, y in zip(a, b)]
     worst = max(range(len(tasks)), key=lambda i: abs(diffs[i]))
-    return {"equivalent": ok, "mean_diff": sum(diffs) / len(diffs), "ci_90": [lo, hi], "margin": margin,
+    return {"equivalent": ok, "n": len(tasks), "mean_diff": sum(diffs) / len(diffs), "ci_90": [lo, hi], "margin": margin,
             "max_abs_diff": abs(diffs[worst]), "worst_problem": tasks[worst]}
 
 

@@ -140,6 +140,8 @@ def _add_eval(sub) -> None:
     h.add_argument("--temperature", type=float, default=0.0)
     h.add_argument("--limit", type=int, default=None, help="first N problems only")
     h.add_argument("--workers", type=int, default=2)
+    h.add_argument("--chat", action="store_true", help="ask through the model's chat template in the prompt format "
+                   "of spec/recipes/model1.yaml (profile from SHIPTWO_PROFILE), code block extracted")
     h.add_argument("--out", default=".", help="directory for the results JSON and per-sample JSONL")
     h.set_defaults(func=_cmd_eval_humaneval)
     lo = ev.add_parser("loss", help="cross-entropy and perplexity on a held-out split")
@@ -177,8 +179,17 @@ def _cmd_eval_humaneval(args) -> int:
     elif args.artifact:
         from shiptwo.formats.artifact import load_artifact
 
-        res = evaluate_humaneval(load_artifact(args.artifact), args.n_samples, args.temperature, args.limit, sandbox)
-        source = {"artifact": args.artifact}
+        chat = None
+        if args.chat:
+            from shiptwo.measure.evals.humaneval_chat import ChatPromptFormat
+            from shiptwo.training.recipes import load_model1_recipe
+
+            from shiptwo.paths import active_profile
+
+            recipe = load_model1_recipe(active_profile())
+            chat = ChatPromptFormat.from_dict(recipe.humaneval_prompt, f"{recipe.path}: profiles.{recipe.profile}.humaneval.prompt")
+        res = evaluate_humaneval(load_artifact(args.artifact), args.n_samples, args.temperature, args.limit, sandbox, chat=chat)
+        source = {"artifact": args.artifact, **({"prompt_format": chat.to_dict()} if chat else {})}
     else:
         raise ShiptwoError("eval humaneval: give an ARTIFACT or --samples FILE")
     results, samples = write_results(res, args.out, source)

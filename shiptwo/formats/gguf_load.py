@@ -80,7 +80,7 @@ def provenance_of(g: GGUFFile) -> dict[str, str]:
 def _hparam_keys() -> tuple[str, ...]:
     return (
         K.LLM.CONTEXT_LENGTH, K.LLM.EMBEDDING_LENGTH, K.LLM.BLOCK_COUNT, K.LLM.FEED_FORWARD_LENGTH,
-        K.LLM.VOCAB_SIZE, K.Attention.HEAD_COUNT, K.Attention.HEAD_COUNT_KV,
+        K.Attention.HEAD_COUNT, K.Attention.HEAD_COUNT_KV,
         K.Attention.LAYERNORM_RMS_EPS, K.Rope.FREQ_BASE, K.Rope.DIMENSION_COUNT,
     )
 

@@ -129,11 +129,12 @@ class BenchReport:
     artifact: str
     results: list[BenchResult] = field(default_factory=list)
     limits: Limits | None = None
-    paired: dict[str, Stat] = field(default_factory=dict)  # ours / peer decode tok/s, per round
+    # Per-round ratios: ours / each peer ("decode_vs_<peer>"), each runtime / torch's ceiling and / the roofline.
+    paired: dict[str, Stat] = field(default_factory=dict)
 
     def ratios(self) -> dict[str, float]:
         """Our decode tok/s over each peer's (median of the per-round ratios)."""
-        return {k: v.median for k, v in self.paired.items()}
+        return {k: v.median for k, v in self.paired.items() if k.startswith("decode_vs_")}
 
     def shares(self) -> dict[str, dict[str, float]]:
         return {r.runtime: self.limits.shares(r) for r in self.results} if self.limits else {}
@@ -405,8 +406,14 @@ def run_bench(path: str | Path, cfg: BenchConfig | None = None, compare: tuple[s
                 rt.close()
     report.results = [rt.result(len(ids), cfg) for rt in runtimes]
     report.limits = probe.limits() if probe else None
-    for rt, res in zip(runtimes[1:], report.results[1:]):
-        per_round = [(len(a) - 1) / (a[-1] - a[0]) / ((len(b) - 1) / (b[-1] - b[0]))
-                     for (_, a), (_, b) in zip(runtimes[0].runs, rt.runs)]
-        report.paired[f"decode_vs_{res.runtime}"] = Stat.of(per_round)
+    rates = {rt.name: [(len(s) - 1) / (s[-1] - s[0]) for _, s in rt.runs] for rt in runtimes}
+    ours = rates[RUNTIME_OURS]
+    for name, theirs in list(rates.items())[1:]:
+        report.paired[f"decode_vs_{name}"] = Stat.of([a / b for a, b in zip(ours, theirs)])
+    if probe:
+        ceiling = [max(a, b) for a, b in zip(probe.samples["stored"], probe.samples["transposed"])]
+        roofline = [bw / probe.stream.bytes for bw in probe.samples["bw"]]
+        for name, r in rates.items():
+            report.paired[f"{name}_vs_torch_ceiling"] = Stat.of([a / b for a, b in zip(r, ceiling)])
+            report.paired[f"{name}_vs_roofline"] = Stat.of([a / b for a, b in zip(r, roofline)])
     return report

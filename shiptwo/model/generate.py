@@ -211,10 +211,12 @@ def generate_batch(
     cfg: SamplingConfig,
     stop: StopRule | None = None,
     batch_size: int = 16,
+    ignore_eos: bool = False,
 ) -> list[Completion]:
     """Complete many prompts (text or ids), up to `batch_size` decoding at once; results in input
-    order, each identical to completing that prompt alone."""
+    order, each identical to completing that prompt alone. `ignore_eos` decodes past EOS (benchmarks)."""
     rows = [tokenizer.encode(p) if isinstance(p, str) else list(p) for p in prompts]
     rule = _either(stop_at_strings(cfg.stop), stop)
     # The config's EOS: end-of-text for a base model, end-of-turn for a chat model.
-    return _decode(model, rows, cfg, model.config.eos_token_id, tokenizer, rule, slots=batch_size)
+    eos = None if ignore_eos else model.config.eos_token_id
+    return _decode(model, rows, cfg, eos, tokenizer, rule, slots=batch_size)

@@ -186,7 +186,7 @@ def llamacpp_generate(gguf_path: str | Path, prompt: str, steps: int) -> tuple[l
 # --- MODEL-1's release path: llama.cpp's own chat engine, quantizer and log-likelihoods -------
 
 # llama.cpp's file types (llama_ftype) for the formats its quantizer writes for a release.
-LLAMACPP_FTYPES = {"q8_0": 7, "q4_k_m": 15, "q2_k": 10}
+LLAMACPP_FTYPES = {"q8_0": 7, "q2_k": 10, "q3_k_m": 12, "q4_k_m": 15, "q5_k_m": 17, "q6_k": 18}
 _CHAT_BUFFER = 1 << 16
 
 

@@ -38,6 +38,7 @@ class TrainConfig:
     threads: int | None = None
     max_wall_seconds: float | None = None
     checkpoint_interval: int | None = None  # steps between resumable state saves (None: only at the end)
+    compile: bool = False  # torch.compile the training forward (pays on runs of minutes; a failure is logged, eager runs)
 
     def __post_init__(self):
         if (self.max_steps is None) == (self.token_budget is None):

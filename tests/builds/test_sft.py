@@ -62,14 +62,26 @@ def test_model1_release_formats_are_written_and_verify(model1_smoke):
     assert verify(files["release_manifest"].parent) == []
 
 
-def test_humaneval_references_are_committed_files():
-    from shiptwo.measure.evals.humaneval import read_reference
-    from shiptwo.training.recipes import load_sft_recipe
+def test_recipes_name_their_base_and_reference():
+    from shiptwo.checks.reproduction import read_upstream_reference
+    from shiptwo.training.recipes import PackagedBase, load_model1_recipe
 
-    for profile in ("smoke", "default"):
-        ref = read_reference(load_sft_recipe(profile).humaneval_reference)
-        assert 0.0 <= ref["pass@1"] <= 100.0 and ref["n_problems"] > 0
-    assert load_sft_recipe("full").humaneval_reference is None
+    smoke, default = load_model1_recipe("smoke"), load_model1_recipe("default")
+    assert smoke.base == "model2" and smoke.sft is not None and smoke.humaneval_reference is None
+    assert isinstance(default.base, PackagedBase) and default.sft is None and default.quantized == ("q8_0", "q4_k_m")
+    ref = read_upstream_reference(default.humaneval_reference)  # committed, per problem
+    assert len(ref["problems"]) == 164 and ref["upstream"]["sha256"] == default.base.sha256
+    assert default.base.locate().name == default.base.file  # installed by make venv, SHA-256 verified
+
+
+def test_a_packaged_base_with_another_sha256_is_refused():
+    import dataclasses
+
+    from shiptwo.training.recipes import load_model1_recipe
+
+    base = dataclasses.replace(load_model1_recipe("default").base, sha256="0" * 64)
+    with pytest.raises(ShiptwoError, match="SHA-256 .* differs from the recipe's 0000"):
+        base.locate()
 
 
 def test_second_build_is_reused(model1_smoke):
@@ -105,5 +117,48 @@ def test_model1_from_a_users_hugging_face_model(store, transformers_dir, tmp_pat
 def test_unknown_base_is_refused(store, tmp_path):
     from shiptwo.builds.registry import build
 
-    with pytest.raises(ShiptwoError, match="no such directory or checkpoint"):
+    with pytest.raises(ShiptwoError, match="no such directory, checkpoint or GGUF file"):
         build("model1", "smoke", base=str(tmp_path / "missing"))
+
+
+def test_model1_from_a_gguf_base(store, tmp_path, tiny_checkpoint):
+    from shiptwo.builds.registry import build
+    from shiptwo.formats.gguf_export import export_gguf
+
+    gguf = export_gguf(load_checkpoint(tiny_checkpoint), tmp_path / "base-q8_0.gguf", "q8_0")
+    art = build("model1", "smoke", base=str(gguf))
+    assert art.summary["sft_data"]["base"]["base"] == str(gguf.resolve())
+    assert load_checkpoint(art.checkpoint).chat_template
+
+
+def test_a_packaged_base_ships_through_the_release_path(tmp_path, tiny_checkpoint, monkeypatch):
+    """The default recipe's path on a tiny stand-in: a GGUF inside an installed package, pinned by
+    SHA-256, imported with the recipe's provenance, released as HF + Q8_0 (ours) + Q4_K_M (llama.cpp's)."""
+    import dataclasses
+
+    from shiptwo.builds.model1 import _model1_run
+    from shiptwo.builds.store import Fingerprint
+    from shiptwo.fileio import sha256_file
+    from shiptwo.formats.gguf_export import export_gguf
+    from shiptwo.formats.gguf_load import provenance_of, read_gguf, tensor_types
+    from shiptwo.formats.release import verify
+    from shiptwo.training.recipes import load_model1_recipe
+
+    pkg = tmp_path / "site" / "shiptwo_tiny_upstream"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    gguf = export_gguf(load_checkpoint(tiny_checkpoint), pkg / "tiny.Q8_0.gguf", "q8_0")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    recipe = load_model1_recipe("default")
+    recipe.base = dataclasses.replace(recipe.base, package="shiptwo_tiny_upstream", file=gguf.name, sha256=sha256_file(gguf))
+    work = tmp_path / "work"
+    work.mkdir()
+    roles, _, summary = _model1_run("default", Fingerprint({"code": "test"}, (recipe, None)), work)
+    assert summary["objective"] == "import" and summary["base"]["sha256"] == sha256_file(gguf)
+    ckpt = load_checkpoint(work / roles["checkpoint"])
+    assert ckpt.provenance["license"] == "Apache-2.0" and "HuggingFaceTB" in ckpt.provenance[META_DATA_SOURCE]
+    q4 = work / roles["gguf_q4_k_m"]
+    assert provenance_of(read_gguf(q4)) == ckpt.provenance  # llama.cpp's quantizer kept our keys
+    assert set(tensor_types(work / roles["gguf_q8_0"]).values()) <= {"Q8_0", "F32", "F16"}
+    assert set(tensor_types(q4).values()) - {"F32"}  # llama.cpp picked its types (fallbacks for 64-wide rows)
+    assert verify(work / "release") == []

@@ -135,15 +135,13 @@ def test_cli_scores_a_samples_file(problems, tmp_path, capsys):
 
 def test_reference_gap_for_model1(tmp_path):
     from shiptwo.measure.evals.humaneval import HumanEvalResult, read_reference, record_reference, reference_gap
-    from shiptwo.harness.spec import load_spec
 
-    crit = load_spec().criterion("AC-SHIP1-005")
     built = HumanEvalResult(pass_at={"pass@1": 40.0}, n_problems=164, samples_per_task=1)
     ref = read_reference(record_reference(built, tmp_path / HUMANEVAL_REFERENCE_FILE))
     same = HumanEvalResult(pass_at={"pass@1": 40.5}, n_problems=164, samples_per_task=1)
     drifted = HumanEvalResult(pass_at={"pass@1": 35.0}, n_problems=164, samples_per_task=1)
-    assert crit.is_met(reference_gap(same, ref), "default")
-    assert not crit.is_met(reference_gap(drifted, ref), "default")  # the defect the criterion exists for
+    assert reference_gap(same, ref) == pytest.approx(0.5)
+    assert reference_gap(drifted, ref) == pytest.approx(5.0)  # the drift a reference exists to reveal
     with pytest.raises(ShiptwoError, match="reference covers 164 problems, this run 20"):
         reference_gap(HumanEvalResult(pass_at={"pass@1": 40.0}, n_problems=20, samples_per_task=1), ref)
     (tmp_path / "bad.json").write_text('{"pass@1": "high"}')

@@ -321,3 +321,25 @@ def test_wall_clock_stop_is_recorded_and_the_last_step_evaluated(tmp_path, tiny_
                data).summary
     assert s["stop_reason"] == "wall_clock(limit=0s)" and s["steps"] == 1
     assert s["val_history"][-1]["step"] == 1 and early_stop_violations(s) == 0
+
+
+def test_a_failed_compile_is_logged_and_training_goes_on_eager(monkeypatch, caplog):
+    import logging
+
+    import torch
+
+    from shiptwo.training.objective import TrainingForward
+
+    def broken(module):
+        def run(x):
+            raise RuntimeError("InductorError: no working C++ compiler")
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken)
+    module = torch.nn.Linear(3, 2)
+    forward = TrainingForward(module, enabled=True)
+    x = torch.randn(4, 3)
+    with caplog.at_level(logging.WARNING, logger="shiptwo.training.objective"):
+        assert torch.equal(forward(x), module(x))
+    assert forward.status.startswith("failed, eager: InductorError") and "torch.compile failed" in caplog.text
+    assert torch.equal(forward(x), module(x)) and TrainingForward(module, enabled=False).status == "off"

@@ -142,9 +142,18 @@ def _relative(text: str, tail: str) -> str:
 
 def evaluate_humaneval(ckpt: Checkpoint, samples_per_task: int = 1, temperature: float = 0.0,
                        limit: int | None = None, sandbox: SandboxConfig | None = None,
-                       max_new_tokens: int = HUMANEVAL_MAX_NEW_TOKENS) -> HumanEvalResult:
+                       max_new_tokens: int = HUMANEVAL_MAX_NEW_TOKENS, chat=None) -> HumanEvalResult:
+    """pass@k of `ckpt`: raw completions of each prompt, or, with `chat` (a humaneval_chat
+    ChatPromptFormat), greedy answers through the model's chat template with the code block extracted."""
     problems = load_problems(limit)
-    samples, truncated = generate_samples(ckpt, problems, samples_per_task, temperature, max_new_tokens)
+    if chat is not None:
+        from shiptwo.measure.evals.humaneval_chat import generate_chat_samples
+
+        if samples_per_task != 1 or temperature != 0:
+            raise ShiptwoError("humaneval: the chat format is greedy, one sample a task")
+        samples, truncated = generate_chat_samples(ckpt, problems, chat)[0], 0
+    else:
+        samples, truncated = generate_samples(ckpt, problems, samples_per_task, temperature, max_new_tokens)
     result = score_samples(samples, problems, sandbox=sandbox)
     result.prompts_truncated = truncated
     return result
