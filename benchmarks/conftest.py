@@ -7,6 +7,7 @@ same run; `record(name, text)` adds a line to the summary printed at the end of 
 from __future__ import annotations
 
 import importlib.util
+import os
 import sysconfig
 from pathlib import Path
 
@@ -19,6 +20,14 @@ SMOLLM2_PROVENANCE = {"license": "Apache-2.0", "data_source": "HuggingFaceTB/Smo
 BENCH_PROVENANCE = {"license": "Apache-2.0", "data_source": "random init (benchmark)", "data_license": "PSF-2.0"}
 
 _LINES: list[str] = []
+THREADS_ENV = "SHIPTWO_BENCH_THREADS"  # overrides the default (all available cores) for every benchmark
+
+
+@pytest.fixture(scope="session")
+def bench_threads() -> int:
+    from shiptwo.measure.bench import available_cores
+
+    return int(os.environ.get(THREADS_ENV) or available_cores())
 
 
 @pytest.fixture(scope="session")

@@ -121,3 +121,23 @@ def test_checkpoint_contract_reads_the_tensors_in_the_file(smoke_checkpoint, tmp
 
     n, ev = checkpoint_contract_violations(_rewritten(path, tmp_path / "theta.safetensors", meta=theta), *args)
     assert n == 1 and ev["problems"] == ["config rope_theta: declared 10000.0, recorded 500000.0"]
+
+
+@pytest.mark.parametrize("profile, mutate, match", [
+    ("default", lambda b: b["base"].pop("sha256"), r"profiles\.default\.base: needs exactly the fields"),
+    ("default", lambda b: b["base"].update(license=""), r"base: every field must be a non-empty string"),
+    ("default", lambda b: b["humaneval"].update(limit=0), r"humaneval\.limit: must be a positive integer"),
+    ("default", lambda b: b["release"].update(quantized="q8_0"), r"release\.quantized: must be a list"),
+    ("smoke", lambda b: b["sft"].pop("train"), r"profiles\.smoke\.sft: needs exactly the fields"),
+    ("smoke", lambda b: b["sft"]["train"].update(lr_max=1), "unknown train field"),
+])
+def test_model1_recipe_defects_name_the_field(tmp_path, profile, mutate, match):
+    from shiptwo.training.recipes import load_model1_recipe
+
+    doc = yaml.safe_load(recipe_path("model1").read_text())
+    mutate(doc["profiles"][profile])
+    path = tmp_path / "model1.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(ShiptwoError, match=match) as exc:
+        load_model1_recipe(profile, path)
+    assert "\n" not in str(exc.value) and "model1.yaml" in str(exc.value)
