@@ -106,7 +106,7 @@ def completion_from_answer(problem: dict, answer: str) -> str:
 
 # --- the candidate side: shiptwo's own runtime, batched ----------------------------------------
 
-HUMANEVAL_CHAT_BATCH = 16  # rows decoded together; finished rows leave the batch
+HUMANEVAL_CHAT_BATCH = 64  # sequences decoded together (slots); a finished one frees its slot
 
 
 def generate_chat_samples(ckpt, problems: dict[str, dict], fmt: ChatPromptFormat,
