@@ -74,7 +74,7 @@ def chat_defects(checkpoint, reference=REFERENCE_CONVERSATIONS, hf_dir=None, ggu
         defects.append(f"generation after prompt {i} did not end its turn within {CHAT_MAX_NEW_TOKENS} tokens")
     evidence = {"format": fmt.name if fmt else None, "renderers": sorted(renderers),
                 "named_differences": named, "stop_prompts": len(prompts), "ended_turn": len(prompts) - len(not_ended),
-                "sample_answer": {"text": outs[0].text[:300] if outs else ""}}  # a dict: text is never read as a path
+                "sample_answer": outs[0].text[:300] if outs else ""}
     return defects, evidence
 
 

@@ -76,12 +76,21 @@ def keep_file(path: Path, keep_dir: Path | None, key: str) -> dict:
     return {**describe_path(target), "copied_from": str(path.absolute())}
 
 
+def _names_existing(value) -> bool:
+    """True when `value` is the path of an existing file or directory; prose (too long for a file
+    name, or holding a NUL) is not a path."""
+    try:
+        return Path(value).exists()
+    except (OSError, ValueError):
+        return False
+
+
 def describe_evidence(evidence: dict | None, keep_dir: Path | None = None) -> dict:
     """JSON-safe evidence; a value naming an existing file or directory becomes its path and SHA-256
     (small files kept in `keep_dir`); a Path naming nothing is recorded as missing, never dropped."""
     described = {}
     for key, value in (evidence or {}).items():
-        if isinstance(value, (str, os.PathLike)) and str(value) and Path(value).exists():
+        if isinstance(value, (str, os.PathLike)) and str(value) and _names_existing(value):
             described[key] = keep_file(Path(value), keep_dir, key)
         elif isinstance(value, os.PathLike):
             described[key] = {"path": str(Path(value).absolute()), "sha256": None, "missing": True}
