@@ -28,6 +28,7 @@ import shutil
 import socket
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -93,6 +94,12 @@ class Builder:
 KEY_PACKAGES = ("torch", "tokenizers", "gguf", "safetensors")  # third-party code that shapes an artifact
 
 
+# CPython 3.11's parser keeps its recursion depth in interpreter-wide state: two threads parsing at
+# once can raise "SystemError: AST constructor recursion depth mismatch". Builders racing for the
+# same key (each computing its key) parse one at a time.
+_PARSE_LOCK = threading.Lock()
+
+
 def import_closure(entry: str) -> list[str]:
     """Every shiptwo module `entry` imports, directly or not, at module level or inside functions."""
     seen: set[str] = set()
@@ -108,7 +115,9 @@ def import_closure(entry: str) -> list[str]:
         parts = name.split(".")
         for i in range(1, len(parts)):  # importing a.b.c runs a/__init__ and a/b/__init__ too
             todo.append(".".join(parts[:i]))
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        with _PARSE_LOCK:
+            tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        for node in ast.walk(tree):
             if isinstance(node, ast.Import):
                 todo += [a.name for a in node.names if a.name.split(".")[0] == PACKAGE]
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module and node.module.split(".")[0] == PACKAGE:

@@ -174,7 +174,7 @@ class _Runtime:
 
     name: str
     once: Callable[[], tuple[float, list[float]]]
-    engine: str = ""
+    engine: Callable[[], str] = lambda: ""  # asked after the runs: ours reports the thread counts it stepped on
     close: Callable[[], None] = lambda: None
     load_peak: int = 0
     load_kept: int = 0
@@ -187,7 +187,7 @@ class _Runtime:
         ttft = [s[0] - t0 for t0, s in self.runs]
         return BenchResult(self.name, Stat.of(decode), Stat.of([prompt_tokens / t for t in ttft]), Stat.of(ttft),
                            max(self.load_peak, self.load_kept + self.run_peak), prompt_tokens, cfg.new_tokens,
-                           cfg.threads, cfg.iterations, self.engine)
+                           cfg.threads, cfg.iterations, self.engine())
 
 
 def _loaded(factory: Callable[[], _Runtime]) -> _Runtime:
@@ -257,7 +257,7 @@ def _ours(load: Callable[[], Checkpoint], cfg: BenchConfig) -> _Runtime:
         generate_ids(model, ids, scfg, eos_id=None, clock=clock)
         return t0, clock
 
-    return _Runtime(RUNTIME_OURS, once, engine(model), model=model)
+    return _Runtime(RUNTIME_OURS, once, lambda: engine(model), model=model)
 
 
 def _transformers(hf_dir: str | Path, prompt_ids: list[int], cfg: BenchConfig) -> _Runtime:

@@ -21,11 +21,15 @@ _warned: set[str] = set()
 
 
 def engine(model: LlamaModel) -> str:
-    """Which implementation decodes this model: "kernel", or "torch (reason)"."""
+    """Which implementation decodes this model: "kernel" with the steps taken on each thread
+    count so far, or "torch (reason)"."""
     if kernels.load() is None:
         return "torch (kernels unavailable)"
     why = kernels.unsuitable(model)
-    return "kernel" if why is None else f"torch ({why})"
+    if why is not None:
+        return f"torch ({why})"
+    used = kernels.pacer_of(model).used
+    return "kernel" + (f", steps by threads {dict(sorted(used.items()))}" if used else "")
 
 
 class Decoder:

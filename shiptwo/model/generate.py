@@ -127,7 +127,8 @@ def _decode(
     """The one decode loop, continuous batching: up to `slots` sequences decode together; a
     finished one frees its slot for the next prompt at once. Every sequence gets exactly the
     tokens it would get alone (greedy, or sampled from its own generator seeded cfg.seed).
-    `clock`, when given, receives perf_counter() after each token is picked (the benchmark's timestamps)."""
+    `clock`, when given, receives perf_counter() after each prefill's token and each step's tokens are
+    picked (the benchmarks' timestamps)."""
     if stop is not None and tokenizer is None:
         raise ShiptwoError("generate: stop rules need the tokenizer")
     budgets = _budgets(model, rows, cfg)
@@ -212,11 +213,13 @@ def generate_batch(
     stop: StopRule | None = None,
     batch_size: int = 16,
     ignore_eos: bool = False,
+    clock: list[float] | None = None,
 ) -> list[Completion]:
     """Complete many prompts (text or ids), up to `batch_size` decoding at once; results in input
-    order, each identical to completing that prompt alone. `ignore_eos` decodes past EOS (benchmarks)."""
+    order, each identical to completing that prompt alone. For benchmarks: `ignore_eos` decodes
+    past EOS; `clock` receives perf_counter() after each prefill's and each step's tokens."""
     rows = [tokenizer.encode(p) if isinstance(p, str) else list(p) for p in prompts]
     rule = _either(stop_at_strings(cfg.stop), stop)
     # The config's EOS: end-of-text for a base model, end-of-turn for a chat model.
     eos = None if ignore_eos else model.config.eos_token_id
-    return _decode(model, rows, cfg, eos, tokenizer, rule, slots=batch_size)
+    return _decode(model, rows, cfg, eos, tokenizer, rule, clock, slots=batch_size)

@@ -11,11 +11,11 @@
  * own keys. A sequence's result thus depends neither on the other sequences of the step nor on
  * the thread count: batched greedy decoding equals single-stream greedy decoding exactly.
  *
- * Work split: few sequences share every op, each thread taking a slice of the weight rows (the
- * weights are streamed once; a barrier between dependent ops). Many sequences (>= 4 a thread)
- * are split between threads instead, each running whole layers for its own: no barrier but the
- * final join, which keeps a batch fast on a machine where other jobs preempt one of the threads.
- * A small model runs on one thread (see shiptwo_decode_step).
+ * Work split (chosen by the caller, kernels.py): few sequences share every op, each thread
+ * taking a slice of the weight rows (the weights are streamed once; a barrier between dependent
+ * ops). Many sequences are split between the threads instead, each running whole layers for its
+ * own: no barrier but the final join, which keeps a batch fast on a machine where other jobs
+ * preempt one of the threads.
  */
 #include <math.h>
 #include <stdint.h>
@@ -35,7 +35,6 @@ typedef struct {
 
 typedef struct {
     int64_t hidden, inter, heads, kv_heads, head_dim, vocab, n_layers, capacity;
-    int64_t team_min_layer_bytes; /* below this a layer's weights are decoded by one thread */
     float eps;
     const float *embed, *final_norm, *lm_head; /* lm_head (vocab, hidden): the embedding when tied */
     const float *cos, *ssin;                   /* (max_positions, head_dim): rotate-half layout, signed sin */
@@ -73,6 +72,19 @@ static inline float hsum(v16 v) { /* a fixed pairwise tree: lane i + lane i+8, t
     return (b[0] + b[2]) + (b[1] + b[3]);
 }
 
+/* hsum of four vectors at once: the very additions hsum makes for each (lane i + i+8, + i+4,
+ * + i+2, + i+1), gathered across the four so a block's epilogue costs a few instructions. */
+static inline v4 hsum4(v16 a, v16 b, v16 c, v16 d) {
+    v16 ab = __builtin_shufflevector(a, b, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23)
+           + __builtin_shufflevector(a, b, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
+    v16 cd = __builtin_shufflevector(c, d, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23)
+           + __builtin_shufflevector(c, d, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
+    v16 q = __builtin_shufflevector(ab, cd, 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27)
+          + __builtin_shufflevector(ab, cd, 4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31);
+    v8 e = __builtin_shufflevector(q, q, 0, 1, 4, 5, 8, 9, 12, 13) + __builtin_shufflevector(q, q, 2, 3, 6, 7, 10, 11, 14, 15);
+    return __builtin_shufflevector(e, e, 0, 2, 4, 6) + __builtin_shufflevector(e, e, 1, 3, 5, 7);
+}
+
 static inline float dot(const float *a, const float *b, int64_t n) {
     v16 acc = {0};
     int64_t k = 0;
@@ -96,19 +108,21 @@ static inline __attribute__((always_inline)) void dot_block(
     for (; k + 16 <= K; k += 16) {
         v16 wv[8];
         for (int j = 0; j < NB; j++) wv[j] = load16(wr[j] + k);
-        if (MB == 1) /* one sequence is bound by memory: ask for the next block's rows early */
-            for (int j = 0; j < NB; j++) __builtin_prefetch(wr[j] + NB * K + k);
+        for (int j = 0; j < NB; j++) __builtin_prefetch(wr[j] + NB * K + k); /* the next block's rows, early */
         for (int m = 0; m < MB; m++) {
             v16 xv = load16(x + m * ldx + k);
             for (int j = 0; j < NB; j++) acc[m][j] += wv[j] * xv;
         }
     }
     for (int m = 0; m < MB; m++)
-        for (int j = 0; j < nb; j++) {
-            float s = hsum(acc[m][j]);
-            for (int64_t t = k; t < K; t++) s += x[m * ldx + t] * wr[j][t];
-            float *o = out + m * ldo + j;
-            *o = accumulate ? *o + s : s;
+        for (int j0 = 0; j0 < NB; j0 += 4) {
+            v4 sums = hsum4(acc[m][j0], acc[m][j0 + 1], acc[m][j0 + 2], acc[m][j0 + 3]);
+            for (int j = j0; j < j0 + 4 && j < nb; j++) {
+                float s = sums[j - j0];
+                for (int64_t t = k; t < K; t++) s += x[m * ldx + t] * wr[j][t];
+                float *o = out + m * ldo + j;
+                *o = accumulate ? *o + s : s;
+            }
         }
 }
 
@@ -266,16 +280,12 @@ static void forward(const Part *p, const Model *md, const Work *wk, const int64_
 }
 
 /* Logits (n, vocab) for one new token of each of n sequences: token[b] at position pos[b] of
- * the sequence held in cache slot slot[b] (whose keys 0..pos[b]-1 are already cached). */
+ * the sequence held in cache slot slot[b] (whose keys 0..pos[b]-1 are already cached), on
+ * `threads` threads that split the sequences between them (by_sequence) or share every op. */
 int shiptwo_decode_step(const Model *md, const Work *wk, int64_t n, const int64_t *token, const int64_t *pos,
-                        const int64_t *slot, float *logits, int threads) {
+                        const int64_t *slot, float *logits, int threads, int by_sequence) {
     if (md->head_dim > 512) return -1;
-    /* Threads only pay when a layer's weights outweigh the barriers and the join: below that,
-     * and on a busy machine most of all, one thread is faster. */
-    int64_t h = md->hidden, hd = md->head_dim;
-    int64_t layer_bytes = 4 * (h * (md->heads + 2 * md->kv_heads) * hd + md->heads * hd * h + 3 * h * md->inter);
-    if (layer_bytes < md->team_min_layer_bytes) threads = 1;
-    int by_sequence = threads > 1 && n >= 4 * threads;
+    if (by_sequence && n < threads) return -2;
     #pragma omp parallel num_threads(threads)
     {
         Part p = {0, n, 0, 1};

@@ -16,6 +16,8 @@ import platform
 import shutil
 import subprocess
 import tempfile
+import time
+import weakref
 from pathlib import Path
 
 import torch
@@ -35,8 +37,7 @@ class _Layer(ctypes.Structure):
 
 
 class _Model(ctypes.Structure):
-    _fields_ = [*((n, _i64) for n in ("hidden", "inter", "heads", "kv_heads", "head_dim", "vocab", "n_layers", "capacity",
-                                      "team_min_layer_bytes")),
+    _fields_ = [*((n, _i64) for n in ("hidden", "inter", "heads", "kv_heads", "head_dim", "vocab", "n_layers", "capacity")),
                 ("eps", ctypes.c_float),
                 *((n, ctypes.c_void_p) for n in ("embed", "final_norm", "lm_head", "cos", "ssin")),
                 ("layers", ctypes.POINTER(_Layer))]
@@ -96,8 +97,8 @@ def load() -> ctypes.CDLL | None:
             # already loaded: one thread pool, not two competing ones.
             lib = ctypes.CDLL(str(_build(cc)))
             lib.shiptwo_decode_step.restype = ctypes.c_int
-            lib.shiptwo_decode_step.argtypes = [ctypes.POINTER(_Model), ctypes.POINTER(_Work), _i64,
-                                                ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
+            lib.shiptwo_decode_step.argtypes = [ctypes.POINTER(_Model), ctypes.POINTER(_Work), _i64, ctypes.c_void_p,
+                                                ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
         except (OSError, subprocess.CalledProcessError) as exc:
             detail = getattr(exc, "stderr", None) or str(exc)
             log.warning("decode kernels unavailable: build of %s failed (%s); decoding with torch ops (slower)",
@@ -116,12 +117,53 @@ def unsuitable(model) -> str | None:
     return None
 
 
+Plan = tuple[int, bool]  # (threads, split by sequence)
+
+
+class _Pacer:
+    """Chooses how each step runs among equivalent plans (a team sharing every op, one thread,
+    or the threads splitting the sequences) by their measured step times, re-measuring the
+    others now and then. Every plan gives identical logits (the kernel ignores the thread count
+    and the split), so the choice moves only speed: on a quiet machine a team streams the weights
+    fastest; where other jobs preempt a thread, barriers wait for it and fewer of them win."""
+
+    RETRY_EVERY = 32  # steps between re-measurements of a plan not in use
+
+    def __init__(self):
+        self.seconds: dict[tuple[int, Plan], float] = {}  # (sequences, plan) -> smoothed step time
+        self.steps = 0
+        self.used: dict[int, int] = {}  # threads -> steps taken on that many (benchmarks record it)
+
+    def choose(self, n: int, plans: list[Plan]) -> Plan:
+        self.steps += 1
+        times = {p: self.seconds.get((n, p)) for p in plans}
+        untried = [p for p, t in times.items() if t is None]
+        if untried:
+            return untried[0]
+        ranked = sorted(plans, key=times.get)
+        return ranked[1] if self.steps % self.RETRY_EVERY == 0 else ranked[0]
+
+    def record(self, n: int, plan: Plan, seconds: float) -> None:
+        old = self.seconds.get((n, plan))
+        self.seconds[n, plan] = seconds if old is None else 0.7 * old + 0.3 * seconds
+
+
+_pacers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def pacer_of(model) -> _Pacer:
+    """The model's pacer, shared by every decode of it, gone with it."""
+    if model not in _pacers:
+        _pacers[model] = _Pacer()
+    return _pacers[model]
+
+
 class DecodeKernel:
     """The compiled step bound to a model's weights, its rope tables and a slot KV cache
     (k, v: (layers, slots, kv_heads, capacity, head_dim)); scratch sized for all slots."""
 
     # Below ~2 MiB of weights a layer, barriers cost more than a second thread saves (measured on
-    # 2 cores: a 1M-parameter model decodes faster on one); the step then uses one thread.
+    # 2 cores: a 1M-parameter model decodes faster on one); such a model steps on one thread.
     TEAM_MIN_LAYER_BYTES = 2 << 20
 
     def __init__(self, lib: ctypes.CDLL, model, k_cache: torch.Tensor, v_cache: torch.Tensor):
@@ -139,8 +181,7 @@ class DecodeKernel:
                 setattr(ly, field, t.data_ptr())
         h, i, hd = cfg.hidden_size, cfg.intermediate_size, cfg.head_dim
         H, KV = cfg.num_attention_heads, cfg.num_key_value_heads
-        self.model = _Model(h, i, H, KV, hd, cfg.vocab_size, cfg.num_hidden_layers, capacity, self.TEAM_MIN_LAYER_BYTES,
-                            cfg.rms_norm_eps,
+        self.model = _Model(h, i, H, KV, hd, cfg.vocab_size, cfg.num_hidden_layers, capacity, cfg.rms_norm_eps,
                             model.model.embed_tokens.weight.data_ptr(), model.model.norm.weight.data_ptr(),
                             model.lm_head.weight.data_ptr(), cos.data_ptr(), ssin.data_ptr(),
                             ctypes.cast(layers, ctypes.POINTER(_Layer)))
@@ -150,13 +191,29 @@ class DecodeKernel:
         self._keep += [layers, bufs]
         self.logits = torch.empty(slots, cfg.vocab_size)
         self.lib = lib
+        self.layer_bytes = 4 * (h * (H + 2 * KV) * hd + H * hd * h + 3 * h * i)
+        self.pacer = pacer_of(model)
+
+    def _plans(self, n: int) -> list[Plan]:
+        """The ways to run a step of n sequences: one thread for a small model; else the team
+        sharing each op, or one thread (few sequences), or the team split by sequence (>= 4 each)."""
+        team = torch.get_num_threads()
+        if team == 1 or self.layer_bytes < self.TEAM_MIN_LAYER_BYTES:
+            return [(1, False)]
+        return [(team, False), (team, True) if n >= 4 * team else (1, False)]
 
     def step(self, tokens: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
         """Logits (n, vocab) of one new token per sequence; int64 tensors of length n."""
         n = len(tokens)
         logits = self.logits[:n]
+        plans = self._plans(n)
+        threads, by_sequence = plan = self.pacer.choose(n, plans) if len(plans) > 1 else plans[0]
+        t = time.perf_counter()
         rc = self.lib.shiptwo_decode_step(ctypes.byref(self.model), ctypes.byref(self.work), n, tokens.data_ptr(),
-                                          positions.data_ptr(), slots.data_ptr(), logits.data_ptr(), torch.get_num_threads())
+                                          positions.data_ptr(), slots.data_ptr(), logits.data_ptr(), threads, by_sequence)
         if rc != 0:
             raise RuntimeError(f"shiptwo_decode_step returned {rc}")
+        if len(plans) > 1:
+            self.pacer.record(n, plan, time.perf_counter() - t)
+        self.pacer.used[threads] = self.pacer.used.get(threads, 0) + 1
         return logits

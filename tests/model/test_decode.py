@@ -98,12 +98,13 @@ def test_kernel_step_matches_the_forward(odd, tiny_texts):
             assert torch.allclose(got[s], want, atol=1e-4, rtol=1e-4)
 
 
-@pytest.fixture
-def teams(monkeypatch):
-    """Threads work together even on the tiny model (normally it decodes on one thread)."""
+@pytest.fixture(params=[0, 1], ids=["shared-ops", "one-thread-or-split"])
+def teams(request, monkeypatch):
+    """Every plan a step can run on, forced, even on the tiny model (normally one thread)."""
     if kernels.load() is None:
         pytest.skip("decode kernels unavailable here")
     monkeypatch.setattr(kernels.DecodeKernel, "TEAM_MIN_LAYER_BYTES", 0)
+    monkeypatch.setattr(kernels._Pacer, "choose", lambda self, n, plans: plans[request.param])
 
 
 def test_batched_equals_single_on_thread_teams(odd, tiny_texts, teams):
@@ -154,3 +155,16 @@ def test_unavailable_kernels_are_logged_not_silent(odd, tmp_path, monkeypatch, c
     with caplog.at_level(logging.WARNING, logger="shiptwo.model.kernels"):
         assert Decoder(model, 1, 8).path == "torch"
     assert "decode kernels off" in caplog.text
+
+
+def test_the_pacer_takes_the_faster_plan_and_retries_the_other():
+    pacer, team, one = kernels._Pacer(), (2, False), (1, False)
+    assert pacer.choose(1, [team, one]) == team  # each plan is measured first
+    pacer.record(1, team, 0.050)
+    assert pacer.choose(1, [team, one]) == one
+    pacer.record(1, one, 0.020)  # one thread is faster (a busy machine)
+    picks = [pacer.choose(1, [team, one]) for _ in range(2 * kernels._Pacer.RETRY_EVERY)]
+    assert picks.count(team) == 2 and picks.count(one) == len(picks) - 2  # the team is re-measured now and then
+    for _ in range(10):
+        pacer.record(1, team, 0.010)  # the machine got quiet: the team wins again
+    assert pacer.choose(1, [team, one]) == team or pacer.steps % kernels._Pacer.RETRY_EVERY == 0
