@@ -132,5 +132,8 @@ def test_quantized_decode_throughput(criterion, model1_checkpoint, model1_quanti
     cfg = BenchConfig()
     res = bench_llamacpp(gguf, model1_checkpoint.tokenizer().encode(cfg.prompt), cfg, runtime=f"llama.cpp {dtype}")
     path = atomic_write_json(criterion.evidence_dir / BENCH_REPORT_FILE, res.to_dict())
-    criterion.check(res.decode_tok_s.median, evidence={"bench": path, "gguf": gguf, "type": dtype, "threads": res.threads,
-                                                       "summary": f"llama.cpp decode of the {dtype} GGUF, {res.threads} thread(s)"})
+    runs = res.decode_tok_s
+    criterion.check(runs.median, interval=runs.interval(), n=len(runs.values),
+                    evidence={"bench": path, "gguf": gguf, "type": dtype, "threads": res.threads, "repeats": runs.values,
+                              "summary": f"llama.cpp decode of the {dtype} GGUF, median of {len(runs.values)} runs, "
+                                         f"{res.threads} thread(s)"})

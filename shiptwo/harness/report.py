@@ -32,6 +32,7 @@ REPORT_TEMPLATE = "report.md.j2"
 REPORT_FORMATS = ("md", "json")
 GITHUB_COMMENT_LIMIT = 65536  # characters GitHub accepts in one comment
 MAX_CELL = 300  # characters of a message shown in a table cell or list item
+SUMMARY_KEY = "summary"  # evidence key: a criterion's one-line account of what it measured (shown in the report)
 EVIDENCE_TRAIN_LOG = "train_log"  # evidence key of a trainer's step log: drawn as the loss curve
 DEFAULT_EFFORT = 1.0  # person-days assumed for ranking a criterion whose spec gives no `effort`
 
@@ -154,6 +155,7 @@ def _criterion_row(st: CriterionStatus, profile: str) -> dict:
         "commit": entry.get("commit", ""),
         "nodeids": entry.get("nodeids", []),
         "evidence": entry.get("evidence", {}),
+        "summary": _clip(str((entry.get("evidence") or {}).get(SUMMARY_KEY) or "")),
         "all_thresholds": _threshold_text(c),
         "rationale": _clip(c.rationale),
     }

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from shiptwo import stats
 from shiptwo.errors import ShiptwoError
 from shiptwo.measure import limits as hw
 from shiptwo.model.checkpoint import Checkpoint
@@ -60,13 +61,20 @@ class BenchConfig:
 
 @dataclass
 class Stat:
+    """A repeated measurement: median, range and every run (for intervals and unpaired tests)."""
+
     median: float
     min: float
     max: float
+    values: list[float] = field(default_factory=list)
 
     @classmethod
     def of(cls, values: list[float]) -> "Stat":
-        return cls(statistics.median(values), min(values), max(values))
+        return cls(statistics.median(values), min(values), max(values), [float(v) for v in values])
+
+    def interval(self, conf: float = 0.95) -> tuple[float, float] | None:
+        """Bootstrap interval of the median over the runs; None for a single run (no spread to resample)."""
+        return stats.bootstrap_ci(self.values, stat="median", conf=conf) if len(self.values) >= 2 else None
 
     def text(self, scale: float = 1.0, fmt: str = ".1f") -> str:
         return f"{self.median * scale:{fmt}} [{self.min * scale:{fmt}}-{self.max * scale:{fmt}}]"

@@ -68,7 +68,7 @@ def _results(tmp_path, passes=49, name="cur", env=ENV, timings=(20.0, 21.0, 19.5
     criteria = {
         "AC-R2-001": _entry("PASS", 100 * passes / 164, samples=_samples(d / "he.jsonl", passes, 164)),
         "AC-R2-002": _entry("FAIL", 85.0, interval=[79.0, 90.0], n=164),
-        "AC-R2-003": _entry("PASS", sorted(timings)[2], evidence={"repeats": list(timings)}),
+        "AC-R2-003": _entry("PASS", sorted(timings)[2], evidence={"repeats": list(timings), "summary": "median of 5 runs | 2 threads"}),
         "AC-R2-004": _entry("PASS", 2.5, evidence={"train_log": _train_log(d / "train_log.jsonl")}),
     }
     return Results({"commit": "c", "spec_sha256": "s", "profile": "default", "time": "t", "environment": env},
@@ -92,6 +92,8 @@ def test_every_figure_carries_its_interval_and_n(tmp_path, spec):
     assert f"| [{format_number(round(100 * lo, 4))}, {format_number(round(100 * hi, 4))}] (samples) | 164 |" in _row(text, "AC-R2-001")
     assert "| [79, 90] | 164 |" in _row(text, "AC-R2-002")
     assert "| — | — |" in _row(text, "AC-R2-004")  # a single loss figure: no interval claimed
+    assert "- **AC-R2-003** (PASS): median of 5 runs \\| 2 threads" in text  # the evidence's own account, table-safe
+    assert "- **AC-R2-001**" not in text  # no summary recorded: no line
 
 
 def test_uncertainty_without_anything_to_derive_it_from_is_none(spec):

@@ -45,7 +45,10 @@ def test_bad_requests_are_clear_errors(tiny_checkpoint):
 
 
 def test_stat_of():
-    assert Stat.of([3.0, 1.0, 2.0]) == Stat(2.0, 1.0, 3.0)
+    assert Stat.of([3.0, 1.0, 2.0]) == Stat(2.0, 1.0, 3.0, [3.0, 1.0, 2.0])
+    lo, hi = Stat.of([10.0, 12.0, 11.0, 30.0, 9.0]).interval()
+    assert 9.0 <= lo <= 11.0 <= hi <= 30.0  # the median's interval, over the runs
+    assert Stat.of([5.0]).interval() is None  # one run has no spread
 
 
 def test_cli_json(tiny_checkpoint, capsys):
