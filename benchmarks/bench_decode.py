@@ -39,7 +39,8 @@ def test_decode_vs_peers_and_limits(benchmark, request, record, bench_threads, m
            f"{p['shiptwo_vs_roofline'].text(fmt='.2f')} / llama.cpp {p['llama.cpp_vs_roofline'].text(fmt='.2f')}; "
            f"prefill {report.shares()[RUNTIME_OURS]['prefill_vs_matmul_peak']:.1%} of matmul peak "
            f"({ours.prompt_tokens}-token prompt); anon RSS +{ours.peak_anon_rss_delta_bytes / 2**20:.0f} MiB "
-           f"= {rss_share:.2f}x the weights")
+           f"= {rss_share:.2f}x the weights; decode tok/s " + ", ".join(f"{r.runtime} {r.decode_tok_s.text()}" for r in report.results)
+           + f"; read bandwidth {lim.read_bandwidth.text(1e-9)} GB/s, torch ceiling {lim.torch_ceiling_tok_s:.1f} tok/s")
     assert p["decode_vs_transformers"].median >= TARGET_VS_TRANSFORMERS, report.to_text()
     if model == "smollm2":
         assert p["shiptwo_vs_torch_ceiling"].median >= TARGET_VS_TORCH_CEILING, report.to_text()

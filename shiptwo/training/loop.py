@@ -31,7 +31,7 @@ from shiptwo.model.llama import LlamaModel, ModelConfig
 
 from shiptwo.training.config import TrainConfig, lr_at
 from shiptwo.training.guards import CHINCHILLA_MIN_RATIO, chinchilla_gate, resolve_device, unique_training_tokens
-from shiptwo.training.objective import TrainingForward, autocast, evaluate_loss, token_loss, windows
+from shiptwo.training.objective import TrainingLoss, autocast, evaluate_loss, windows
 from shiptwo.training.sampler import WindowSampler
 from shiptwo.training.state import TrainState, load_state, optimizer_state_sha256, save_state, unique_named_parameters
 
@@ -212,7 +212,7 @@ def _run(run: _Run) -> TrainResult:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         model = DDP(raw, device_ids=[device.index] if device.type == "cuda" else None)
-    forward = TrainingForward(model, cfg.compile)
+    objective = TrainingLoss(model, cfg.compile)
 
     per_rank = cfg.batch_size // dist_.world
     stop_reason = None
@@ -236,8 +236,7 @@ def _run(run: _Run) -> TrainResult:
             m = windows(train_mask, idx, cfg.seq_len, device)[1] if train_mask is not None else None
             sync = micro == cfg.grad_accum - 1 or not dist_.active
             with (contextlib.nullcontext() if sync else model.no_sync()), autocast(device):
-                logits = forward(x)
-                loss = token_loss(logits, y, m)
+                loss = objective(x, y, m)
             (loss / cfg.grad_accum).backward()
             loss_sum += loss.detach()
         if cfg.grad_clip:
@@ -301,7 +300,7 @@ def _run(run: _Run) -> TrainResult:
     summary = _summary(cfg, st, sampler, n_params, planned_ratio, stop_reason, wall, device, run.code_version,
                        dist_, opt_sha, total, len(train_tokens))
     summary["objective"] = "finetune" if finetune else "pretrain"
-    summary["compile"] = forward.status  # "off", "inductor" or why it fell back to eager
+    summary["compile"] = objective.status  # "off", "inductor" or why it fell back to eager
     summary["chinchilla_gate"] = "applied" if finetune is None else "not applicable: fine-tune from existing weights"
     result = _result(out, summary, losses, opt_sha)
     if dist_.rank == 0:

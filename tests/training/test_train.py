@@ -328,18 +328,18 @@ def test_a_failed_compile_is_logged_and_training_goes_on_eager(monkeypatch, capl
 
     import torch
 
-    from shiptwo.training.objective import TrainingForward
+    from shiptwo.training.objective import TrainingLoss, token_loss
 
-    def broken(module):
-        def run(x):
+    def broken(fn):
+        def run(*args):
             raise RuntimeError("InductorError: no working C++ compiler")
         return run
 
     monkeypatch.setattr(torch, "compile", broken)
     module = torch.nn.Linear(3, 2)
-    forward = TrainingForward(module, enabled=True)
-    x = torch.randn(4, 3)
+    objective = TrainingLoss(module, enabled=True)
+    x, y = torch.randn(4, 3), torch.tensor([0, 1, 1, 0])
     with caplog.at_level(logging.WARNING, logger="shiptwo.training.objective"):
-        assert torch.equal(forward(x), module(x))
-    assert forward.status.startswith("failed, eager: InductorError") and "torch.compile failed" in caplog.text
-    assert torch.equal(forward(x), module(x)) and TrainingForward(module, enabled=False).status == "off"
+        assert torch.equal(objective(x, y), token_loss(module(x), y, None))
+    assert objective.status.startswith("failed, eager: InductorError") and "torch.compile failed" in caplog.text
+    assert torch.equal(objective(x, y), token_loss(module(x), y, None)) and TrainingLoss(module, enabled=False).status == "off"
