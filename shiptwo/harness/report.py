@@ -155,7 +155,7 @@ def _criterion_row(st: CriterionStatus, profile: str) -> dict:
         "commit": entry.get("commit", ""),
         "nodeids": entry.get("nodeids", []),
         "evidence": entry.get("evidence", {}),
-        "summary": _clip(str((entry.get("evidence") or {}).get(SUMMARY_KEY) or "")),
+        "summary": _clip(str((entry.get("evidence") or {}).get(SUMMARY_KEY) or ""), 4 * MAX_CELL),
         "all_thresholds": _threshold_text(c),
         "rationale": _clip(c.rationale),
     }

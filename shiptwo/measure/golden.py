@@ -89,8 +89,16 @@ class GoldenResult:
         return self.passed / len(self.records) if self.records else 0.0
 
 
-def chat_question(golden: GoldenSet, prompt: GoldenPrompt) -> str:
-    return f"{golden.instruction}\n```python\n{prompt.prompt}\n```"
+def chat_question(golden: GoldenSet, code: str) -> str:
+    """The user turn that asks a chat model to complete `code`."""
+    return f"{golden.instruction}\n```python\n{code}\n```"
+
+
+def served_prompts(ckpt: Checkpoint, golden: GoldenSet, codes: list[str]) -> list[str]:
+    """`codes` as the model is served: as they are, or each asked through its chat template."""
+    if not ckpt.chat_template:
+        return list(codes)
+    return [render_chat([{"role": "user", "content": chat_question(golden, c)}], True, ckpt.chat_template) for c in codes]
 
 
 def program_from_answer(prompt: GoldenPrompt, answer: str) -> str:
@@ -106,12 +114,10 @@ def program_from_answer(prompt: GoldenPrompt, answer: str) -> str:
 def golden_completions(ckpt: Checkpoint, golden: GoldenSet) -> tuple[list[str], list[str]]:
     """(completions, programs): greedy, through the chat template when the checkpoint has one."""
     model, tok = ckpt.build_model(), ckpt.tokenizer()
+    texts = served_prompts(ckpt, golden, [p.prompt for p in golden.prompts])
     if ckpt.chat_template:
-        texts = [render_chat([{"role": "user", "content": chat_question(golden, p)}], True, ckpt.chat_template)
-                 for p in golden.prompts]
         cfg = SamplingConfig(max_new_tokens=golden.chat_max_new_tokens)
     else:
-        texts = [p.prompt for p in golden.prompts]
         cfg = SamplingConfig(max_new_tokens=golden.max_new_tokens, stop=golden.stop)
     room = ckpt.config.max_position_embeddings - max(len(tok.encode(t)) for t in texts)
     if room < 1:

@@ -21,11 +21,11 @@ import torch
 
 from shiptwo.formats.artifact import KIND_GGUF, KIND_NATIVE, artifact_kind, load_artifact
 from shiptwo.formats.release import release_reference, verify_recorded
-from shiptwo.measure.golden import GoldenResult, GoldenSet, judge_golden, load_golden
+from shiptwo.measure.golden import GoldenResult, GoldenSet, judge_golden, load_golden, served_prompts
 from shiptwo.model.checkpoint import Checkpoint, finite_defects, read_safetensors
 from shiptwo.errors import ShiptwoError
 from shiptwo.fileio import sha256_file
-from shiptwo.model.generate import SamplingConfig, generate_ids
+from shiptwo.model.generate import SamplingConfig, generate_batch
 from shiptwo.model.llama import ModelConfig
 from shiptwo.model.tokenizer import BPETokenizer
 
@@ -347,9 +347,11 @@ def run_qa(path: str | Path, cfg: QAConfig) -> QAReport:
             report.gates.append(gate_golden_output(judge_golden(sub.ckpt, golden), cfg))
         except ShiptwoError as exc:  # e.g. a golden prompt longer than the model's context
             report.gates.append(gate_golden_output(None, cfg, str(exc)))
-        model, tok = sub.ckpt.build_model(), sub.ckpt.tokenizer()
-        texts = [tok.decode(generate_ids(model, tok.encode(p), SamplingConfig(max_new_tokens=QA_DEGENERATION_TOKENS)))
-                 for p in CANARY_PROMPTS]
+        # the canaries as the model is served: a chat model through its template (raw code makes an
+        # instruct model ramble, which says nothing about the shipped artifact)
+        prompts = served_prompts(sub.ckpt, golden, list(CANARY_PROMPTS))
+        outs = generate_batch(sub.ckpt.build_model(), sub.ckpt.tokenizer(), prompts, SamplingConfig(max_new_tokens=QA_DEGENERATION_TOKENS))
+        texts = [o.text for o in outs]
     else:
         report.gates.append(gate_golden_output(None, cfg))
     report.gates.append(gate_no_degeneration(texts, cfg))

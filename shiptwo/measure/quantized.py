@@ -15,7 +15,7 @@ import torch
 
 from shiptwo.errors import ShiptwoError
 from shiptwo.formats.gguf_load import read_gguf
-from shiptwo.measure.golden import GoldenSet
+from shiptwo.measure.golden import GoldenSet, served_prompts
 from shiptwo.model.checkpoint import Checkpoint
 from shiptwo.model.generate import SamplingConfig, generate_batch
 from shiptwo.runtimes.llamacpp import llamacpp_greedy, llamacpp_logits, llamacpp_tokenize, load_llama
@@ -81,7 +81,8 @@ def compare_quantized(reference: Checkpoint, gguf_path: str | Path, golden: Gold
             kls.append(kl)
             agree.append(top1)
         kl_all, agree_all = np.concatenate(kls), np.concatenate(agree)
-        prompts = [tok.encode(p.prompt) for p in golden.prompts]
+        # as the model is served: a chat model's greedy answer, not its ramble on raw code
+        prompts = [tok.encode(t) for t in served_prompts(reference, golden, [p.prompt for p in golden.prompts])]
         steps = min(GOLDEN_GREEDY_TOKENS, ctx - max(len(p) for p in prompts))
         ours_gen = [c.token_ids for c in generate_batch(model, tok, prompts, SamplingConfig(max_new_tokens=steps))]
         unchanged = sum(llamacpp_greedy(llm, p, len(o)) == o for p, o in zip(prompts, ours_gen))

@@ -25,11 +25,19 @@ def token_loss(logits: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None,
     return total / m.sum().clamp(min=1) if reduction == "mean" else total
 
 
-@torch.no_grad()
 def evaluate_loss(model: LlamaModel, tokens: torch.Tensor, seq_len: int, batch: int, max_windows: int | None = None,
                   mask: torch.Tensor | None = None) -> float:
     """Mean next-token cross-entropy (nats) over non-overlapping windows of `tokens` (1-D int tensor),
     counting only targets where `mask` is 1 when a mask is given (fine-tuning: the assistant's turn)."""
+    sums, counts = window_losses(model, tokens, seq_len, batch, max_windows, mask)
+    return sum(sums) / max(1, sum(counts))
+
+
+@torch.no_grad()
+def window_losses(model: LlamaModel, tokens: torch.Tensor, seq_len: int, batch: int, max_windows: int | None = None,
+                  mask: torch.Tensor | None = None) -> tuple[list[float], list[int]]:
+    """Per window: the summed cross-entropy (nats) and the number of targets counted. Windows are
+    the unit a bootstrap resamples: tokens within one are correlated, windows far less."""
     n = (len(tokens) - 1) // seq_len
     if max_windows is not None:
         n = min(n, max_windows)
@@ -38,17 +46,20 @@ def evaluate_loss(model: LlamaModel, tokens: torch.Tensor, seq_len: int, batch: 
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    total, count = 0.0, 0
+    sums, counts = [], []
     for start in range(0, n, batch):
         idx = range(start, min(n, start + batch))
         x, y = windows(tokens, list(idx), seq_len, device)
         m = windows(mask, list(idx), seq_len, device)[1] if mask is not None else None
         with autocast(device):
             logits = model(x)
-        total += token_loss(logits, y, m, reduction="sum").item()
-        count += y.numel() if m is None else int(m.sum())
+        ce = F.cross_entropy(logits.float().transpose(1, 2), y, reduction="none")  # (windows, seq_len)
+        if m is not None:
+            ce = ce * m.to(ce.dtype)
+        sums += ce.sum(1).tolist()
+        counts += ([y.shape[1]] * len(idx)) if m is None else m.sum(1).tolist()
     model.train(was_training)
-    return total / count
+    return sums, [int(c) for c in counts]
 
 
 def windows(tokens: torch.Tensor, idx: list[int], seq_len: int, device) -> tuple[torch.Tensor, torch.Tensor]:

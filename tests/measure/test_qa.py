@@ -162,6 +162,18 @@ def test_chat_answers_are_judged_on_their_code_block():
     assert program_from_answer(p, " a + b") == "def add(a, b):\n    return a + b"  # no fence at all
 
 
+def test_canaries_reach_a_chat_model_through_its_template(tiny_checkpoint):
+    from shiptwo.data.chat import CHAT_TEMPLATE, render_chat
+    from shiptwo.measure.golden import load_golden, served_prompts
+
+    golden, base = load_golden(), load_checkpoint(tiny_checkpoint)
+    assert served_prompts(base, golden, ["for i in range(3):\n"]) == ["for i in range(3):\n"]  # a base model: as is
+    chat = dataclasses.replace(base, chat_template=CHAT_TEMPLATE)
+    [asked] = served_prompts(chat, golden, ["for i in range(3):\n"])
+    question = f"{golden.instruction}\n```python\nfor i in range(3):\n\n```"
+    assert asked == render_chat([{"role": "user", "content": question}], True, CHAT_TEMPLATE)
+
+
 def test_degeneration_gate_fails_on_the_original_models_output():
     assert repetition_fraction(" č č č č") == 1.0
     assert not gate_no_degeneration([" č č č č"], FAST).passed

@@ -229,6 +229,25 @@ def test_evaluate_loss_of_a_uniform_model_is_ln_vocab(tiny_config, data):
     assert ce == pytest.approx(math.log(tiny_config.vocab_size), abs=1e-5)
 
 
+def test_window_losses_add_up_to_the_split_loss_masked_or_not(tiny_config, data):
+    from shiptwo.training.objective import token_loss, window_losses, windows
+
+    model = LlamaModel(tiny_config)
+    model.init_weights(seed=3)
+    tokens = data[1][: 32 * 5 + 1]
+    sums, counts = window_losses(model, tokens, seq_len=32, batch=2)
+    assert len(sums) == 5 and counts == [32] * 5
+    x, y = windows(tokens, list(range(5)), 32, "cpu")
+    with torch.no_grad():
+        per_window = [token_loss(model(x[i : i + 1]), y[i : i + 1], None).item() for i in range(5)]
+    assert [s / c for s, c in zip(sums, counts)] == pytest.approx(per_window, rel=1e-5)
+    mask = torch.zeros_like(tokens)
+    mask[40:60] = 1  # targets 39..58: window 1 only
+    sums_m, counts_m = window_losses(model, tokens, seq_len=32, batch=2, mask=mask)
+    assert counts_m == [0, 20, 0, 0, 0] and sums_m[0] == 0.0
+    assert evaluate_loss(model, tokens, 32, 2, mask=mask) == pytest.approx(sums_m[1] / 20, rel=1e-6)
+
+
 def test_checkpoint_reload_check_sees_a_tensor_that_differs(tmp_path, tiny_config, tiny_tokenizer, data):
     res = _train(tmp_path, _cfg(), tiny_config, tiny_tokenizer, data)
     tok = tmp_path / "tokenizer.json"
