@@ -31,7 +31,7 @@ ship: $(STAMP)
 	-$(PY) -m pytest acceptance -q -p no:cacheprovider --profile $(PROFILE)
 	$(SHIPTWO) evidence prune --keep 3
 	$(SHIPTWO) report -o reports/ship-two.md
-	$(SHIPTWO) gate
+	$(SHIPTWO) gate --bundle reports/bundle
 
 bench: $(STAMP)
 	$(PY) -m pytest benchmarks -q -p no:cacheprovider --benchmark-only

@@ -43,14 +43,17 @@ def upstream(tmp_path_factory, tiny_tokenizer):
     return ckpt, problems, ref
 
 
-def _damaged(ckpt: Checkpoint, how: str) -> Checkpoint:
+def damaged(ckpt: Checkpoint, how: str) -> Checkpoint:
+    """`ckpt` with one defect an export can have: layer 1's Q/K rows left in llama.cpp's interleaved
+    order ("qk-swapped"), or the output head requantized to 2 bits ("2-bit")."""
     tensors = dict(ckpt.tensors)
-    if how == "qk-swapped":  # layer 1's rows left in llama.cpp's interleaved order
-        for name, heads in (("q_proj", 4), ("k_proj", 2)):
+    cfg = ckpt.config
+    if how == "qk-swapped":
+        for name, heads in (("q_proj", cfg.num_attention_heads), ("k_proj", cfg.num_key_value_heads)):
             key = f"model.layers.1.self_attn.{name}.weight"
             tensors[key] = torch.from_numpy(permute_qk(tensors[key].numpy(), heads).copy())
     else:  # one tensor requantized to 2 bits: 4 levels per block of 16
-        key = "lm_head.weight"
+        key = "model.embed_tokens.weight" if cfg.tie_word_embeddings else "lm_head.weight"
         w = tensors[key].numpy().reshape(-1, 16)
         lo, hi = w.min(1, keepdims=True), w.max(1, keepdims=True)
         step = (hi - lo) / 3 + 1e-12
@@ -75,7 +78,7 @@ def test_a_faithful_export_reproduces(upstream):
 @pytest.mark.parametrize("how", ["qk-swapped", "2-bit"])
 def test_a_damaged_export_fails(upstream, how):
     ckpt, problems, ref = upstream
-    verdict = _verdict(ref, problems, _damaged(ckpt, how))
+    verdict = _verdict(ref, problems, damaged(ckpt, how))
     assert verdict["loglik_equivalence_violations"] == 1, verdict["loglik"]
     assert abs(verdict["loglik"]["f32"]["mean_diff"]) > MARGIN
 
