@@ -115,9 +115,14 @@ def test_qa_passes_all_gates(criterion, threshold, model1_artifacts):
     q8 = [g for g in sorted(release.glob("*.gguf")) if set(tensor_types(g).values()) <= {"F32", "F16", "Q8_0"}]
     shipped = [model1_artifacts.checkpoint, *q8]
     reports = [run_qa(path, cfg) for path in shipped]
+    from shiptwo.checks.samples import golden_samples, write_samples
+
     paths = [atomic_write_json(criterion.evidence_dir / f"{Path(r.artifact).name}-{QA_REPORT_FILE}", r.to_dict()) for r in reports]
+    golden = [write_samples(golden_samples(r.golden), criterion.evidence_dir / f"{Path(r.artifact).name}-golden-samples.jsonl")
+              for r in reports]
     criterion.check(sum(r.failed for r in reports), evidence={
         **{f"qa_report_{i}": p for i, p in enumerate(paths)},
+        **{f"golden_samples_{i}": p for i, p in enumerate(golden)},
         "failed_gates": {Path(r.artifact).name: [g.name for g in r.gates if not g.passed] for r in reports},
         "not_run": {Path(r.artifact).name: r.not_run for r in reports if r.not_run}})
 

@@ -21,9 +21,12 @@ def test_qa_passes_all_gates(criterion, threshold, model2_artifacts):
     # every bound from the spec: this criterion's parameters, and the floor/tolerance other criteria own
     cfg = qa_config(criterion.spec, criterion.profile, min_decode_tok_s=threshold("AC-SHIP2-010"), parity_tol=threshold("AC-SHIP2-009"))
     report = run_qa(model2_artifacts.checkpoint, cfg)
+    from shiptwo.checks.samples import golden_samples, write_samples
+
     path = atomic_write_json(criterion.evidence_dir / QA_REPORT_FILE, report.to_dict())
+    golden = write_samples(golden_samples(report.golden), criterion.evidence_dir / "golden-samples.jsonl")
     failed = [g.name for g in report.gates if not g.passed]
-    criterion.check(report.failed, evidence={"qa_report": path, "failed_gates": failed})
+    criterion.check(report.failed, evidence={"qa_report": path, "golden_samples": golden, "failed_gates": failed})
 
 
 @pytest.mark.ac("AC-SHIP2-007")

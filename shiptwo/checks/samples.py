@@ -40,6 +40,12 @@ def validity_samples(records: list[dict]) -> list[dict]:
              "output": r["completion"], "outcome": _outcome(bool(r["valid"]))} for i, r in enumerate(records)]
 
 
+def golden_samples(records: list[dict]) -> list[dict]:
+    """qa's golden records (id, prompt, completion, passed) as samples, so two runs pair prompt by prompt."""
+    return [{"id": r["id"], "prompt_sha256": sha256_bytes(r["prompt"].encode()), "output": r["completion"],
+             "outcome": _outcome(bool(r["passed"]))} for r in records]
+
+
 def write_samples(samples: list[dict], path: str | Path) -> Path:
     """The samples as JSONL, atomically."""
     return atomic_write_text(path, "".join(json.dumps(s, sort_keys=True) + "\n" for s in samples))

@@ -84,6 +84,7 @@ class QAReport:
     profile: str
     gates: list[Gate] = field(default_factory=list)
     golden_prompts: dict = field(default_factory=dict)  # path and SHA-256 of the golden prompt set used
+    golden: list[dict] = field(default_factory=list)  # per golden prompt: id, prompt, completion, passed
 
     @property
     def failed(self) -> int:
@@ -101,7 +102,7 @@ class QAReport:
     def to_dict(self) -> dict:
         return {"artifact": self.artifact, "kind": self.kind, "profile": self.profile,
                 "failed_gates": self.failed, "not_run": self.not_run, "golden_prompts": self.golden_prompts,
-                "gates": [dataclasses.asdict(g) for g in self.gates]}
+                "gates": [dataclasses.asdict(g) for g in self.gates], "golden": self.golden}
 
     def to_text(self) -> str:
         lines = [f"qa {self.artifact} ({self.kind}, profile {self.profile})"]
@@ -344,7 +345,11 @@ def run_qa(path: str | Path, cfg: QAConfig) -> QAReport:
     texts = None
     if sub.ckpt is not None:
         try:
-            report.gates.append(gate_golden_output(judge_golden(sub.ckpt, golden), cfg))
+            judged = judge_golden(sub.ckpt, golden)
+            prompts = {p.id: p.prompt for p in golden.prompts}
+            report.golden = [{"id": r["id"], "prompt": prompts[r["id"]], "completion": r["completion"], "passed": r["passed"]}
+                             for r in judged.records]
+            report.gates.append(gate_golden_output(judged, cfg))
         except ShiptwoError as exc:  # e.g. a golden prompt longer than the model's context
             report.gates.append(gate_golden_output(None, cfg, str(exc)))
         # the canaries as the model is served: a chat model through its template (raw code makes an

@@ -67,6 +67,12 @@ def test_sound_artifact_passes_its_gates_and_cli_exits_1_on_a_failed_gate(sound,
     assert gates["format_parity"]["figure"] <= 1e-3 and gates["format_parity"]["detail"].startswith("F32")
     # an untrained model writes no working function: the golden gate (floor from the spec) fails
     assert not gates["golden_output"]["passed"] and gates["golden_output"]["figure"] == "0/8"
+    # each golden prompt's record, for per-sample evidence (paired across runs by prompt hash)
+    assert [r["id"] for r in report["golden"]][:2] == ["add", "subtract"] and not any(r["passed"] for r in report["golden"])
+    from shiptwo.checks.samples import golden_samples
+
+    samples = golden_samples(report["golden"])
+    assert len(samples) == 8 and {s["outcome"] for s in samples} == {"fail"} and len(samples[0]["prompt_sha256"]) == 64
 
 
 def test_metadata_gate_fails_without_tokenizer(sound, tmp_path):
