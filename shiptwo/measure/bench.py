@@ -15,7 +15,6 @@ import contextlib
 import dataclasses
 import gc
 import os
-import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -24,10 +23,10 @@ from pathlib import Path
 
 import torch
 
-from shiptwo import stats
 from shiptwo.errors import ShiptwoError
 from shiptwo.measure import limits as hw
 from shiptwo.model.checkpoint import Checkpoint
+from shiptwo.stats import Stat
 
 BENCH_PROMPT = "def fibonacci(n):\n"
 BENCH_REPORT_FILE = "bench.json"
@@ -57,27 +56,6 @@ class BenchConfig:
             raise ShiptwoError(f"bench: threads must be >= 1, got {self.threads}")
         if self.iterations < 1 or self.warmup < 0:
             raise ShiptwoError(f"bench: iterations must be >= 1 and warmup >= 0, got {self.iterations}, {self.warmup}")
-
-
-@dataclass
-class Stat:
-    """A repeated measurement: median, range and every run (for intervals and unpaired tests)."""
-
-    median: float
-    min: float
-    max: float
-    values: list[float] = field(default_factory=list)
-
-    @classmethod
-    def of(cls, values: list[float]) -> "Stat":
-        return cls(statistics.median(values), min(values), max(values), [float(v) for v in values])
-
-    def interval(self, conf: float = 0.95) -> tuple[float, float] | None:
-        """Bootstrap interval of the median over the runs; None for a single run (no spread to resample)."""
-        return stats.bootstrap_ci(self.values, stat="median", conf=conf) if len(self.values) >= 2 else None
-
-    def text(self, scale: float = 1.0, fmt: str = ".1f") -> str:
-        return f"{self.median * scale:{fmt}} [{self.min * scale:{fmt}}-{self.max * scale:{fmt}}]"
 
 
 @dataclass

@@ -12,7 +12,7 @@ import torch
 from shiptwo.data.chat import CHAT_SPECIAL_TOKENS, END_OF_TURN_TOKEN
 from shiptwo.model.checkpoint import load_checkpoint
 from shiptwo.errors import ShiptwoError
-from shiptwo.training.loop import token_loss
+from shiptwo.training.objective import token_loss
 
 from shiptwo.formats.hf import HF_CONFIG_FILE, HF_WEIGHTS_FILE
 from shiptwo.model.checkpoint import META_DATA_LICENSE, META_DATA_SOURCE, META_LICENSE

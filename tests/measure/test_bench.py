@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from shiptwo.measure.bench import RUNTIME_OURS, BenchConfig, Stat, bench_ours, run_bench
+from shiptwo.measure.bench import RUNTIME_OURS, BenchConfig, bench_ours, run_bench
+from shiptwo.stats import Stat
 from shiptwo.model.checkpoint import load_checkpoint
 from shiptwo.cli import main
 from shiptwo.errors import ShiptwoError
