@@ -83,7 +83,7 @@ class Limits:
     weight_bytes: int  # the matrices a batch-1 decode step streams
     matmul_params: int
     head_params: int
-    read_bandwidth: Stat  # bytes/s, an array of weight_bytes summed
+    read_bandwidth: Stat  # bytes/s, an array of weight_bytes read once (limits.read_bandwidth)
     torch_stored: Stat  # tok/s: every matrix through F.linear as stored (out, in)
     torch_transposed: Stat  # tok/s: x @ W^T as a contiguous (in, out) copy
     matmul_peak: Stat  # FLOP/s, fp32 n x n matmul
