@@ -14,10 +14,13 @@ import pytest
 def test_gguf_parity_with_llamacpp(criterion, model2_checkpoint, model2_gguf_f32):
     from shiptwo.runtimes.llamacpp import compare_with_llamacpp
 
+    from shiptwo.checks.samples import parity_samples, write_samples
+
     r = compare_with_llamacpp(model2_checkpoint, model2_gguf_f32)
+    samples = write_samples(parity_samples(r.per_prompt), criterion.evidence_dir / "parity-samples.jsonl")
     # Different token ids or greedy tokens fail the criterion whatever the logits say.
     measured = r.max_logit_diff if not (r.ids_mismatch or r.greedy_mismatch) else math.inf
-    criterion.check(measured, evidence={"gguf": model2_gguf_f32, **r.evidence()})
+    criterion.check(measured, samples=samples, n=r.prompts, evidence={"gguf": model2_gguf_f32, **r.evidence()})
 
 
 @pytest.mark.ac("AC-SHIP2-012")
@@ -40,7 +43,10 @@ def test_release_manifest_verifies(criterion, spec_path, tmp_path, model2_artifa
 def test_backend_parity_with_transformers(criterion, model2_checkpoint, model2_hf_dir):
     from shiptwo.runtimes.transformers import compare_with_transformers
 
+    from shiptwo.checks.samples import parity_samples, write_samples
+
     r = compare_with_transformers(model2_checkpoint, model2_hf_dir)
+    samples = write_samples(parity_samples(r.per_prompt), criterion.evidence_dir / "parity-samples.jsonl")
     diffs = [r.max_logit_diff] + ([r.max_accelerator_diff] if r.max_accelerator_diff is not None else [])
     measured = max(diffs) if not r.token_id_mismatches else math.inf
-    criterion.check(measured, evidence={"hf_dir": model2_hf_dir, **r.evidence()})
+    criterion.check(measured, samples=samples, n=len(r.per_prompt), evidence={"hf_dir": model2_hf_dir, **r.evidence()})

@@ -46,6 +46,13 @@ def golden_samples(records: list[dict]) -> list[dict]:
              "outcome": _outcome(bool(r["passed"]))} for r in records]
 
 
+def parity_samples(per_prompt: list[dict]) -> list[dict]:
+    """A parity comparison's per-prompt records as valued samples (the prompt's max |logit diff|), so
+    two runs pair text by text; `output` is our greedy continuation where the comparison made one."""
+    return [{"id": f"{i:02d}-{sha256_bytes(r['prompt'].encode())[:12]}", "prompt_sha256": sha256_bytes(r["prompt"].encode()),
+             "output": r.get("greedy_text", ""), "value": r["max_logit_diff"]} for i, r in enumerate(per_prompt)]
+
+
 def write_samples(samples: list[dict], path: str | Path) -> Path:
     """The samples as JSONL, atomically."""
     return atomic_write_text(path, "".join(json.dumps(s, sort_keys=True) + "\n" for s in samples))

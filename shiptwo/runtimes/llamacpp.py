@@ -119,6 +119,7 @@ class ParityResult:
     greedy_mismatch: list[str] = field(default_factory=list)
     greedy_steps: int = 0
     min_logit_cosine: float = 1.0  # per position: scale-free, the quantized-format yardstick
+    per_prompt: list[dict] = field(default_factory=list)  # prompt, max_logit_diff, ids_match, greedy_match, greedy_text
 
     def ok(self, tol: float) -> bool:
         return not self.ids_mismatch and not self.greedy_mismatch and self.max_logit_diff <= tol
@@ -156,7 +157,8 @@ def compare_with_llamacpp(
                 result.ids_mismatch.append(f"{prompt!r}: ours {ids[:8]}... llama.cpp {theirs_ids[:8]}...")
             ours = model(torch.tensor([ids]))[0].float().numpy()
             theirs = llamacpp_logits(llm, ids)
-            result.max_logit_diff = max(result.max_logit_diff, float(np.abs(ours - theirs).max()))
+            diff = float(np.abs(ours - theirs).max())
+            result.max_logit_diff = max(result.max_logit_diff, diff)
             cos = (ours * theirs).sum(-1) / (np.linalg.norm(ours, axis=-1) * np.linalg.norm(theirs, axis=-1))
             result.min_logit_cosine = min(result.min_logit_cosine, float(cos.min()))
             ours_gen = generate_ids(model, ids, SamplingConfig(max_new_tokens=greedy_steps))
@@ -164,6 +166,8 @@ def compare_with_llamacpp(
             if ours_gen != theirs_gen:
                 first = next(i for i, (a, b) in enumerate(zip(ours_gen, theirs_gen)) if a != b)
                 result.greedy_mismatch.append(f"{prompt!r}: first differs at step {first}")
+            result.per_prompt.append({"prompt": prompt, "max_logit_diff": diff, "ids_match": theirs_ids == ids,
+                                      "greedy_match": ours_gen == theirs_gen, "greedy_text": tok.decode(ours_gen)})
         return result
     finally:
         llm.close()

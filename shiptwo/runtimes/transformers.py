@@ -25,6 +25,7 @@ class TransformersParity:
     token_id_mismatches: list[str] = field(default_factory=list)
     accelerator: str = ""
     max_accelerator_diff: float | None = None
+    per_prompt: list[dict] = field(default_factory=list)  # prompt, max_logit_diff, ids_match
 
     def evidence(self) -> dict:
         return {
@@ -62,7 +63,9 @@ def compare_with_transformers(ckpt: Checkpoint, hf_dir: str | Path, prompts=CANA
         x = torch.tensor([ids])
         a = ours(x)
         b = theirs(x).logits
-        result.max_logit_diff = max(result.max_logit_diff, float((a - b).abs().max()))
+        diff = float((a - b).abs().max())
+        result.max_logit_diff = max(result.max_logit_diff, diff)
+        result.per_prompt.append({"prompt": prompt, "max_logit_diff": diff, "ids_match": hf_ids == ids})
         batches.append((x, a))
     if torch.cuda.is_available():
         dev = torch.device("cuda")

@@ -61,7 +61,9 @@ def test_parity_check_fails_on_a_wrong_weight(tmp_path, hf_dir, ckpt):
     tensors = load_file(bad / HF_WEIGHTS_FILE)
     tensors["model.layers.0.mlp.down_proj.weight"] *= 3
     save_file(tensors, bad / HF_WEIGHTS_FILE, metadata={"format": "pt"})
-    assert compare_with_transformers(ckpt, bad).max_logit_diff > 1e-3
+    r = compare_with_transformers(ckpt, bad)
+    assert r.max_logit_diff > 1e-3
+    assert all(p["max_logit_diff"] > 1e-3 for p in r.per_prompt) and len(r.per_prompt) == 4  # every canary text shows it
 
 
 def test_export_round_trips_through_import(tmp_path, hf_dir, ckpt):

@@ -20,11 +20,19 @@ def sharp(sharp_checkpoint):
     return load_checkpoint(sharp_checkpoint)
 
 
-def test_f32_gguf_matches_our_runtime(sharp, sharp_gguf_f32):
+def test_f32_gguf_matches_our_runtime(tmp_path, sharp, sharp_gguf_f32):
     r = compare_with_llamacpp(sharp, sharp_gguf_f32)
     assert r.ids_mismatch == [] and r.greedy_mismatch == []
     assert r.greedy_steps == LLAMACPP_GREEDY_STEPS == 32
     assert r.max_logit_diff <= TOL and r.ok(TOL)
+    # one record per canary text, the per-sample evidence AC-SHIP2-009 keeps
+    assert len(r.per_prompt) == r.prompts and max(p["max_logit_diff"] for p in r.per_prompt) == r.max_logit_diff
+    assert all(p["ids_match"] and p["greedy_match"] for p in r.per_prompt)
+    from shiptwo.checks.samples import parity_samples, write_samples
+    from shiptwo.harness.evidence import read_samples
+
+    back = read_samples(write_samples(parity_samples(r.per_prompt), tmp_path / "parity.jsonl"))
+    assert [s["value"] for s in back] == [p["max_logit_diff"] for p in r.per_prompt] and back[0]["output"]
 
 
 def test_without_qk_permutation_loads_but_logits_check_fails(tmp_path, sharp):
