@@ -1,5 +1,6 @@
-"""The compiled decode step (kernels.c): built once per machine with its C compiler, loaded with
-ctypes, and bound to one model's weights as a `DecodeKernel`.
+"""The compiled kernels: the decode step (kernels.c), bound to one model's weights as a
+`DecodeKernel`, and training attention (attention.c, used by attention.py); each built once per
+machine with its C compiler and loaded with ctypes.
 
 When it cannot be used (no compiler, a failed build, weights that are not contiguous float32 on
 the CPU, or SHIPTWO_KERNELS=0) `load()` says why in a logged warning and returns None; the caller
@@ -25,7 +26,7 @@ import torch
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("kernels.c")
-ENV_SWITCH = "SHIPTWO_KERNELS"  # "0" turns the compiled step off (benchmarks compare both paths)
+ENV_SWITCH = "SHIPTWO_KERNELS"  # "0" turns the compiled kernels off (benchmarks compare both paths)
 CFLAGS = ("-O3", "-march=native", "-ffp-contract=fast", "-fopenmp", "-shared", "-fPIC", "-std=gnu11")
 
 _i64, _f32p, _i64p = ctypes.c_int64, ctypes.POINTER(ctypes.c_float), ctypes.POINTER(ctypes.c_int64)
@@ -65,45 +66,53 @@ def _cpu_flags() -> str:
     return platform.processor()
 
 
-def _build(cc: str) -> Path:
-    """Compile kernels.c to a shared library named by what it depends on (source, compiler,
+def _build(cc: str, source_path: Path) -> Path:
+    """Compile a C source to a shared library named by what it depends on (source, compiler,
     flags, CPU), atomically, so concurrent test workers never load a half-written file."""
-    source = SOURCE.read_bytes()
+    source = source_path.read_bytes()
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, check=True).stdout
     key = hashlib.sha256(b"\0".join([source, version.encode(), " ".join(CFLAGS).encode(), _cpu_flags().encode()]))
-    out = _cache_dir() / f"kernels-{key.hexdigest()[:16]}.so"
+    out = _cache_dir() / f"{source_path.stem}-{key.hexdigest()[:16]}.so"
     if out.exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         lib = Path(tmp) / out.name
-        subprocess.run([cc, *CFLAGS, str(SOURCE), "-o", str(lib), "-lm"], capture_output=True, text=True, check=True)
+        subprocess.run([cc, *CFLAGS, str(source_path), "-o", str(lib), "-lm"], capture_output=True, text=True, check=True)
         os.replace(lib, out)
     return out
 
 
-def load() -> ctypes.CDLL | None:
-    """The compiled library, built on first use; None (with a logged reason) when unavailable."""
-    if "lib" in _state:
-        return _state["lib"]
+def compiled(source_path: Path, what: str) -> ctypes.CDLL | None:
+    """The library built from `source_path` (once per process); None, with a logged warning naming
+    `what` falls back to torch ops, when it is switched off or cannot be built."""
+    if source_path in _state:
+        return _state[source_path]
     lib = None
     if os.environ.get(ENV_SWITCH, "1") == "0":
-        log.warning("decode kernels off (%s=0): decoding with torch ops (slower)", ENV_SWITCH)
+        log.warning("%s kernels off (%s=0): torch ops instead (slower)", what, ENV_SWITCH)
     elif (cc := os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")) is None:
-        log.warning("decode kernels unavailable: no C compiler (cc/gcc) on PATH; decoding with torch ops (slower)")
+        log.warning("%s kernels unavailable: no C compiler (cc/gcc) on PATH; torch ops instead (slower)", what)
     else:
         try:
             # torch is imported first, so the library's libgomp resolves to the OpenMP runtime torch
             # already loaded: one thread pool, not two competing ones.
-            lib = ctypes.CDLL(str(_build(cc)))
-            lib.shiptwo_decode_step.restype = ctypes.c_int
-            lib.shiptwo_decode_step.argtypes = [ctypes.POINTER(_Model), ctypes.POINTER(_Work), _i64, ctypes.c_void_p,
-                                                ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+            lib = ctypes.CDLL(str(_build(cc, source_path)))
         except (OSError, subprocess.CalledProcessError) as exc:
             detail = getattr(exc, "stderr", None) or str(exc)
-            log.warning("decode kernels unavailable: build of %s failed (%s); decoding with torch ops (slower)",
-                        SOURCE.name, detail.strip().splitlines()[-1] if detail.strip() else exc)
-    _state["lib"] = lib
+            log.warning("%s kernels unavailable: build of %s failed (%s); torch ops instead (slower)", what,
+                        source_path.name, detail.strip().splitlines()[-1] if detail.strip() else exc)
+    _state[source_path] = lib
+    return lib
+
+
+def load() -> ctypes.CDLL | None:
+    """The compiled decode step, built on first use; None (with a logged reason) when unavailable."""
+    lib = compiled(SOURCE, "decode")
+    if lib is not None and lib.shiptwo_decode_step.argtypes is None:
+        lib.shiptwo_decode_step.restype = ctypes.c_int
+        lib.shiptwo_decode_step.argtypes = [ctypes.POINTER(_Model), ctypes.POINTER(_Work), _i64, ctypes.c_void_p,
+                                            ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
     return lib
 
 

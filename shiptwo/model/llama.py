@@ -17,6 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from shiptwo.errors import ShiptwoError
+from shiptwo.model import train_kernels
 
 
 @dataclass
@@ -223,9 +224,12 @@ class Attention(nn.Module):
         token-major, so they broadcast over heads before the head transpose."""
         B, T, _ = x.shape
         H, KV, hd = self.n_head, self.n_kv, self.head_dim
-        q = apply_rope(self.q_proj(x).view(B, T, H, hd), cos, ssin).transpose(1, 2)
-        k = apply_rope(self.k_proj(x).view(B, T, KV, hd), cos, ssin).transpose(1, 2)
-        v = self.v_proj(x).view(B, T, KV, hd).transpose(1, 2)
+        q = apply_rope(self.q_proj(x).view(B, T, H, hd), cos, ssin)
+        k = apply_rope(self.k_proj(x).view(B, T, KV, hd), cos, ssin)
+        v = self.v_proj(x).view(B, T, KV, hd)
+        if cache is None and key_mask is None and train_kernels.attention_usable(q):  # training on a CPU: token-major, no transposes
+            return self.o_proj(train_kernels.causal_attention(q, k, v)[0].reshape(B, T, -1))
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         past = 0
         if cache is not None:
             past = cache.length
@@ -319,10 +323,14 @@ class LlamaModel(nn.Module):
             tables[key] = (cos[:, None].to(device), signed_sin(sin)[:, None].to(device))  # (P, 1, head_dim)
         return tables[key]
 
-    def forward(self, idx: torch.Tensor, cache: KVCache | None = None, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits for `idx`; `attention_mask` (B, past+T, 1 = real token) supports left padding:
-        padded keys are hidden and each row's positions count only its real tokens."""
-        return self.lm_head(self.hidden(idx, cache, attention_mask))
+    def forward(self, idx: torch.Tensor, cache: KVCache | None = None, attention_mask: torch.Tensor | None = None,
+                head: bool = True) -> torch.Tensor:
+        """Logits for `idx` (the final hidden states with head=False: a trainer that fuses the head
+        with its loss still calls forward, which a DDP wrapper needs); `attention_mask` (B, past+T,
+        1 = real token) supports left padding: padded keys are hidden and each row's positions
+        count only its real tokens."""
+        h = self.hidden(idx, cache, attention_mask)
+        return self.lm_head(h) if head else h
 
     def hidden(self, idx: torch.Tensor, cache: KVCache | None = None, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """The final-norm hidden states (B, T, hidden): a prompt's prefill needs the head only at its last position."""

@@ -31,6 +31,7 @@ from shiptwo.model.llama import LlamaModel, ModelConfig
 
 from shiptwo.training.config import TrainConfig, lr_at
 from shiptwo.training.guards import CHINCHILLA_MIN_RATIO, chinchilla_gate, resolve_device, unique_training_tokens
+from shiptwo.training.heap import reuse_freed_memory
 from shiptwo.training.objective import TrainingLoss, autocast, evaluate_loss, windows
 from shiptwo.training.sampler import WindowSampler
 from shiptwo.training.state import TrainState, load_state, optimizer_state_sha256, save_state, unique_named_parameters
@@ -136,7 +137,7 @@ def train(
         torch.set_num_threads(cfg.threads)
     if model_config.max_position_embeddings < cfg.seq_len:
         raise ShiptwoError(f"train: seq_len {cfg.seq_len} exceeds max_position_embeddings {model_config.max_position_embeddings}")
-    with _deterministic(prev_threads):
+    with _deterministic(prev_threads), reuse_freed_memory():
         return _run(_Run(cfg, model_config, train_tokens, val_tokens, out, tokenizer_json, provenance, resume,
                          code_version, stop_after, device, dist_, finetune, observe))
 

@@ -34,7 +34,7 @@ def odd(tiny_tokenizer):
 @pytest.fixture(params=["kernel", "torch"])
 def engine(request, monkeypatch):
     if request.param == "torch":
-        monkeypatch.setitem(kernels._state, "lib", None)
+        monkeypatch.setitem(kernels._state, kernels.SOURCE, None)
     elif kernels.load() is None:
         pytest.skip("decode kernels unavailable here (the warning says why); the torch path is tested")
     return request.param

@@ -1,0 +1,282 @@
+/* The CPU training step's kernels: causal grouped-query attention over whole sequences (forward
+ * and backward), and the LM head's softmax cross-entropy with its gradient.
+ *
+ * Built by shiptwo/model/kernels.py like the decode step, bound in train_kernels.py. Why C: at a
+ * small head_dim (32 at the default profile) torch's CPU flash attention spends most of its time
+ * outside arithmetic; here one sequence's key/value head is one task whose blocks of scores stay
+ * in L1/L2, the causal half above the diagonal is skipped, and every product runs through one
+ * register-blocked kernel. The cross-entropy turns a cache-sized block of logits into its
+ * gradient in place, so the (tokens, vocab) logits never travel through memory whole.
+ *
+ * Layouts are token-major, as the projections produce them (no transposes):
+ *   q, o, dq: (B, T, H, hd)   k, v, dk, dv: (B, T, KV, hd)   lse: (B, H, T), natural log.
+ * The forward saves each row's log-sum-exp; the backward recomputes the probabilities from it
+ * (flash attention's recomputation) instead of storing (T, T) per head.
+ *
+ * Determinism: a task is one sequence's key/value head with the query heads that read it; it
+ * alone writes their rows of o/dq and its dk/dv, each element accumulated in one fixed order,
+ * so results do not depend on the thread count.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef float v16 __attribute__((vector_size(64)));
+
+#define R 8 /* query rows per block: 8 rows x 32 columns = 16 vector accumulators */
+
+static inline v16 ld(const float *p) { v16 v; memcpy(&v, p, sizeof v); return v; }
+static inline void st(float *p, v16 v) { memcpy(p, &v, sizeof v); }
+
+typedef int32_t vi16 __attribute__((vector_size(64)));
+
+/* e^x on 16 lanes: Cephes' single-precision polynomial (~1 ulp), written on vectors so it runs
+ * 16 wide whatever width the compiler prefers. Round-to-nearest by the 1.5 * 2^23 trick. */
+static inline v16 exp16(v16 x) {
+    const v16 lo = (v16){0} - 87.0f, hi = (v16){0} + 88.0f, magic = (v16){0} + 12582912.0f;
+    vi16 below = x < lo, above = x > hi;
+    x = (v16)(((vi16)lo & below) | ((vi16)x & ~below));
+    x = (v16)(((vi16)hi & above) | ((vi16)x & ~above));
+    v16 n = (x * 1.44269504088896341f + magic) - magic;
+    v16 r = x - n * 0.693359375f + n * 2.12194440e-4f;
+    v16 q = r * 1.9875691500e-4f + 1.3981999507e-3f;
+    q = q * r + 8.3334519073e-3f;
+    q = q * r + 4.1665795894e-2f;
+    q = q * r + 1.6666665459e-1f;
+    q = q * r + 5.0000001201e-1f;
+    q = q * r * r + r + 1.0f;
+    vi16 bits = (__builtin_convertvector(n, vi16) + 127) << 23;
+    return q * (v16)bits;
+}
+
+/* out[r][c] (+)= sum_k a[r*as + k] * b[k*bs + c] for rows r < nr, columns c < width (a multiple
+ * of 32), k < kn. Reads R rows of `a` (callers pad); writes only rows < nr. */
+static void gemm_rows(const float *a, int64_t as, int64_t nr, int64_t kn, const float *b, int64_t bs,
+                      int64_t width, float *out, int64_t os, int accumulate) {
+    for (int64_t c = 0; c < width; c += 32) {
+        v16 x0[R], x1[R];
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) {
+            if (accumulate && r < nr) {
+                x0[r] = ld(out + r * os + c);
+                x1[r] = ld(out + r * os + c + 16);
+            } else {
+                x0[r] = (v16){0};
+                x1[r] = (v16){0};
+            }
+        }
+        for (int64_t k = 0; k < kn; k++) {
+            v16 b0 = ld(b + k * bs + c), b1 = ld(b + k * bs + c + 16);
+#pragma GCC unroll 8
+            for (int r = 0; r < R; r++) {
+                float s = a[r * as + k];
+                x0[r] += s * b0;
+                x1[r] += s * b1;
+            }
+        }
+        for (int r = 0; r < nr; r++) {
+            st(out + r * os + c, x0[r]);
+            st(out + r * os + c + 16, x1[r]);
+        }
+    }
+}
+
+/* Row i's scores s[0..n) -> e^(s * scale - shift) in place, n a multiple of 16; callers zero the
+ * masked tail. */
+static inline void exp_shift(float *s, int64_t n, float scale, float shift) {
+    for (int64_t j = 0; j < n; j += 16) st(s + j, exp16(ld(s + j) * scale - shift));
+}
+
+static inline float row_max(const float *s, int64_t n) { /* n a multiple of 16 */
+    float m[16];
+    for (int l = 0; l < 16; l++) m[l] = -INFINITY;
+    for (int64_t j = 0; j < n; j += 16)
+        for (int l = 0; l < 16; l++) m[l] = s[j + l] > m[l] ? s[j + l] : m[l];
+    float top = m[0];
+    for (int l = 1; l < 16; l++) top = m[l] > top ? m[l] : top;
+    return top;
+}
+
+static inline float row_sum(const float *s, int64_t n) { /* n a multiple of 16 */
+    float m[16] = {0};
+    for (int64_t j = 0; j < n; j += 16)
+        for (int l = 0; l < 16; l++) m[l] += s[j + l];
+    float total = 0.0f;
+    for (int l = 0; l < 16; l++) total += m[l];
+    return total;
+}
+
+static inline int64_t up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
+
+/* x (T rows at stride xs, hd columns) -> xt (hd rows of tp columns), zero beyond T. */
+static void transpose_in(const float *x, int64_t xs, int64_t T, int64_t hd, int64_t tp, float *xt) {
+    for (int64_t d = 0; d < hd; d++) {
+        for (int64_t j = 0; j < T; j++) xt[d * tp + j] = x[j * xs + d];
+        for (int64_t j = T; j < tp; j++) xt[d * tp + j] = 0.0f;
+    }
+}
+
+/* R rows of x (stride xs) starting at row i0, nr of them real, into a zero-padded R x hd block. */
+static void block_in(const float *x, int64_t xs, int64_t i0, int64_t nr, int64_t hd, float *blk) {
+    memset(blk, 0, sizeof(float) * R * hd);
+    for (int64_t r = 0; r < nr; r++) memcpy(blk + r * hd, x + (i0 + r) * xs, sizeof(float) * hd);
+}
+
+/* Scores of a block's rows against keys [0, i0 + nr) -> probabilities in p (R rows at stride tp,
+ * `width` columns, a multiple of 32 >= i0 + nr), row i masked above the diagonal; rows >= nr zero. With `lse` NULL the row's log-sum-exp is computed
+ * and written to lse_out; otherwise the saved one is used (the backward's recomputation). */
+static void probabilities(float *p, int64_t tp, int64_t width, int64_t i0, int64_t nr, float scale,
+                          const float *lse, float *lse_out) {
+    for (int64_t r = 0; r < R; r++) {
+        float *row = p + r * tp;
+        if (r >= nr) {
+            memset(row, 0, sizeof(float) * width);
+            continue;
+        }
+        int64_t i = i0 + r, n = up(i + 1, 16);
+        for (int64_t j = i + 1; j < n; j++) row[j] = -INFINITY;
+        if (lse == NULL) {
+            float top = row_max(row, n) * scale;
+            exp_shift(row, n, scale, top);
+            for (int64_t j = i + 1; j < n; j++) row[j] = 0.0f;
+            float total = row_sum(row, n);
+            float inv = 1.0f / total;
+            for (int64_t j = 0; j < n; j++) row[j] *= inv;
+            lse_out[i] = top + logf(total);
+        } else {
+            exp_shift(row, n, scale, lse[i]);
+            for (int64_t j = i + 1; j < n; j++) row[j] = 0.0f;
+        }
+        for (int64_t j = n; j < width; j++) row[j] = 0.0f;
+    }
+}
+
+/* p (R x tp, columns < n) -> pt (n x R). */
+static void transpose_block(const float *p, int64_t tp, int64_t n, float *pt) {
+    for (int64_t j = 0; j < n; j++)
+        for (int r = 0; r < R; r++) pt[j * R + r] = p[r * tp + j];
+}
+
+int shiptwo_attention_forward(int64_t B, int64_t T, int64_t H, int64_t KV, int64_t hd, float scale, const float *q,
+                              const float *k, const float *v, float *o, float *lse, int nthreads) {
+    if (hd % 32 || H % KV || T < 1) return 1;
+    const int64_t G = H / KV, tp = up(T, 32);
+    int failed = 0;
+#pragma omp parallel for schedule(dynamic) num_threads(nthreads) reduction(| : failed)
+    for (int64_t task = 0; task < B * KV; task++) { /* a key/value head and the G query heads reading it */
+        const int64_t b = task / KV, kvh = task % KV;
+        float *kt = aligned_alloc(64, sizeof(float) * (hd * tp + R * tp + R * hd));
+        if (kt == NULL) { failed = 1; continue; }
+        float *s = kt + hd * tp, *qb = s + R * tp;
+        const float *kb = k + (b * T * KV + kvh) * hd, *vb = v + (b * T * KV + kvh) * hd;
+        transpose_in(kb, KV * hd, T, hd, tp, kt);
+        for (int64_t h = kvh * G; h < (kvh + 1) * G; h++) {
+            for (int64_t i0 = 0; i0 < T; i0 += R) {
+                const int64_t nr = T - i0 < R ? T - i0 : R, keys = i0 + nr, width = up(keys, 32);
+                block_in(q + (b * T * H + h) * hd, H * hd, i0, nr, hd, qb);
+                gemm_rows(qb, hd, R, hd, kt, tp, width, s, tp, 0);
+                probabilities(s, tp, width, i0, nr, scale, NULL, lse + (b * H + h) * T);
+                gemm_rows(s, tp, nr, keys, vb, KV * hd, hd, o + ((b * T + i0) * H + h) * hd, H * hd, 0);
+            }
+        }
+        free(kt);
+    }
+    return failed ? 2 : 0;
+}
+
+int shiptwo_attention_backward(int64_t B, int64_t T, int64_t H, int64_t KV, int64_t hd, float scale, const float *q,
+                               const float *k, const float *v, const float *o, const float *lse, const float *dout,
+                               float *dq, float *dk, float *dv, int nthreads) {
+    if (hd % 32 || H % KV || T < 1) return 1;
+    const int64_t G = H / KV, tp = up(T, 32);
+    int failed = 0;
+#pragma omp parallel for schedule(dynamic) num_threads(nthreads) reduction(| : failed)
+    for (int64_t task = 0; task < B * KV; task++) {
+        const int64_t b = task / KV, kvh = task % KV;
+        float *kt = aligned_alloc(64, sizeof(float) * (2 * hd * tp + 2 * R * tp + 2 * tp * R + 3 * R * hd));
+        if (kt == NULL) { failed = 1; continue; }
+        float *vt = kt + hd * tp, *p = vt + hd * tp, *ds = p + R * tp, *pt = ds + R * tp, *dst = pt + tp * R;
+        float *qb = dst + tp * R, *dob = qb + R * hd, *ob = dob + R * hd;
+        const int64_t ks = KV * hd, qs = H * hd;
+        const float *kb = k + (b * T * KV + kvh) * hd, *vb = v + (b * T * KV + kvh) * hd;
+        float *dkb = dk + (b * T * KV + kvh) * hd, *dvb = dv + (b * T * KV + kvh) * hd;
+        transpose_in(kb, ks, T, hd, tp, kt);
+        transpose_in(vb, ks, T, hd, tp, vt);
+        for (int64_t j = 0; j < T; j++) {
+            memset(dkb + j * ks, 0, sizeof(float) * hd);
+            memset(dvb + j * ks, 0, sizeof(float) * hd);
+        }
+        for (int64_t h = kvh * G; h < (kvh + 1) * G; h++) {
+            const float *qh = q + (b * T * H + h) * hd, *oh = o + (b * T * H + h) * hd, *doh = dout + (b * T * H + h) * hd;
+            const float *lh = lse + (b * H + h) * T;
+            for (int64_t i0 = 0; i0 < T; i0 += R) {
+                const int64_t nr = T - i0 < R ? T - i0 : R, keys = i0 + nr, width = up(keys, 32);
+                block_in(qh, qs, i0, nr, hd, qb);
+                block_in(doh, qs, i0, nr, hd, dob);
+                block_in(oh, qs, i0, nr, hd, ob);
+                gemm_rows(qb, hd, R, hd, kt, tp, width, p, tp, 0);
+                probabilities(p, tp, width, i0, nr, scale, lh, NULL);
+                gemm_rows(dob, hd, R, hd, vt, tp, width, ds, tp, 0); /* dP = dO V^T */
+                for (int64_t r = 0; r < R; r++) {
+                    float dd = 0.0f; /* D_i = dO_i . O_i: the softmax's Jacobian term */
+                    for (int64_t d = 0; d < hd; d++) dd += dob[r * hd + d] * ob[r * hd + d];
+                    float *pr = p + r * tp, *dr = ds + r * tp;
+                    for (int64_t j = 0; j < width; j++) dr[j] = pr[j] * (dr[j] - dd) * scale;
+                }
+                gemm_rows(ds, tp, nr, keys, kb, ks, hd, dq + ((b * T + i0) * H + h) * hd, qs, 0);
+                transpose_block(p, tp, keys, pt);
+                transpose_block(ds, tp, keys, dst);
+                for (int64_t j0 = 0; j0 < keys; j0 += R) {
+                    const int64_t nj = keys - j0 < R ? keys - j0 : R;
+                    gemm_rows(pt + j0 * R, R, nj, R, dob, hd, hd, dvb + j0 * ks, ks, 1);
+                    gemm_rows(dst + j0 * R, R, nj, R, qb, hd, hd, dkb + j0 * ks, ks, 1);
+                }
+            }
+        }
+        free(kt);
+    }
+    return failed ? 2 : 0;
+}
+
+/* Softmax cross-entropy over n rows of logits (n x V, in place): row r's loss times weight w[r]
+ * goes to loss[r], and the row becomes the gradient of sum_r w[r] * loss_r with respect to it,
+ * w[r] * (softmax - onehot(target[r])). V need not be a multiple of 16 (a scalar tail). */
+int shiptwo_softmax_xent(int64_t n, int64_t V, float *logits, const int64_t *target, const float *w, float *loss,
+                         int nthreads) {
+    for (int64_t r = 0; r < n; r++)
+        if (target[r] < 0 || target[r] >= V) return 1;
+    const int64_t vv = V / 16 * 16;
+#pragma omp parallel for schedule(static) num_threads(nthreads)
+    for (int64_t r = 0; r < n; r++) {
+        float *row = logits + r * V;
+        float m[16];
+        for (int l = 0; l < 16; l++) m[l] = -INFINITY;
+        for (int64_t j = 0; j < vv; j += 16)
+            for (int l = 0; l < 16; l++) m[l] = row[j + l] > m[l] ? row[j + l] : m[l];
+        float top = -INFINITY;
+        for (int l = 0; l < 16; l++) top = m[l] > top ? m[l] : top;
+        for (int64_t j = vv; j < V; j++) top = row[j] > top ? row[j] : top;
+        const float picked = row[target[r]];
+        v16 acc = {0};
+        for (int64_t j = 0; j < vv; j += 16) {
+            v16 e = exp16(ld(row + j) - top);
+            st(row + j, e);
+            acc += e;
+        }
+        float total = 0.0f;
+        for (int l = 0; l < 16; l++) total += acc[l];
+        for (int64_t j = vv; j < V; j++) {
+            float tail[16] = {0};
+            tail[0] = row[j] - top;
+            row[j] = exp16(ld(tail))[0];
+            total += row[j];
+        }
+        const float lse = top + logf(total), scale = w[r] / total;
+        loss[r] = w[r] * (lse - picked);
+        for (int64_t j = 0; j < vv; j += 16) st(row + j, ld(row + j) * scale);
+        for (int64_t j = vv; j < V; j++) row[j] *= scale;
+        row[target[r]] -= w[r];
+    }
+    return 0;
+}

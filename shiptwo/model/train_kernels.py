@@ -1,0 +1,147 @@
+"""The CPU training step's compiled kernels (train_kernels.c) as torch custom ops with their
+backward, so torch.compile keeps them inside its graph: causal grouped-query attention, and the
+LM head fused with its cross-entropy.
+
+`usable(x)` says when they apply (float32 CPU tensors that need a gradient, the kernels built;
+attention also needs head_dim a multiple of 32); elsewhere torch's ops compute the same
+functions (scaled_dot_product_attention; the head and F.cross_entropy). The kernels' exp is
+Cephes' polynomial (~1 ulp), so results differ from torch's by float rounding only; tests
+compare both.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+from pathlib import Path
+
+import torch
+
+from shiptwo.model import kernels
+
+SOURCE = Path(__file__).with_name("train_kernels.c")
+XENT_ROWS = 512  # logits rows per block of the fused head: 512 x vocab 2048 floats = 4 MiB, about L2
+HEAD_DIM_MULTIPLE = 32  # the kernel's column blocks are two 16-float vectors
+
+_i64, _ptr = ctypes.c_int64, ctypes.c_void_p
+
+
+def _lib() -> ctypes.CDLL | None:
+    lib = kernels.compiled(SOURCE, "training")
+    if lib is not None and lib.shiptwo_attention_forward.argtypes is None:
+        for f in (lib.shiptwo_attention_forward, lib.shiptwo_attention_backward, lib.shiptwo_softmax_xent):
+            f.restype = ctypes.c_int
+        lib.shiptwo_attention_forward.argtypes = [_i64] * 5 + [ctypes.c_float] + [_ptr] * 5 + [ctypes.c_int]
+        lib.shiptwo_attention_backward.argtypes = [_i64] * 5 + [ctypes.c_float] + [_ptr] * 9 + [ctypes.c_int]
+        lib.shiptwo_softmax_xent.argtypes = [_i64, _i64] + [_ptr] * 4 + [ctypes.c_int]
+    return lib
+
+
+@torch.compiler.assume_constant_result  # decided once, outside the traced graph (a build is no graph op)
+def _built() -> bool:
+    return _lib() is not None
+
+
+def usable(x: torch.Tensor) -> bool:
+    """Whether the compiled kernels run on `x` (a float32 CPU tensor needing a gradient)."""
+    return x.requires_grad and x.device.type == "cpu" and x.dtype == torch.float32 and _built()
+
+
+def attention_usable(q: torch.Tensor) -> bool:
+    """Whether the compiled kernel runs this attention: q (B, T, H, head_dim)."""
+    return usable(q) and q.shape[-1] % HEAD_DIM_MULTIPLE == 0
+
+
+def _shape(q: torch.Tensor, k: torch.Tensor) -> tuple[int, int, int, int, int, float]:
+    B, T, H, hd = q.shape
+    return B, T, H, k.shape[2], hd, 1.0 / math.sqrt(hd)
+
+
+def _check(rc: int, what: str) -> None:
+    if rc != 0:
+        raise RuntimeError(f"shiptwo_{what} returned {rc} ({'bad input' if rc == 1 else 'out of memory'})")
+
+
+@torch.library.custom_op("shiptwo::causal_attention", mutates_args=())
+def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """softmax(q k^T / sqrt(hd), causal) v for q (B, T, H, hd), k and v (B, T, KV, hd); returns the
+    output (B, T, H, hd) and each row's log-sum-exp (B, H, T), which the backward needs."""
+    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+    B, T, H, KV, hd, scale = _shape(q, k)
+    o, lse = torch.empty_like(q), q.new_empty(B, H, T)
+    _check(_lib().shiptwo_attention_forward(B, T, H, KV, hd, scale, q.data_ptr(), k.data_ptr(), v.data_ptr(),
+                                            o.data_ptr(), lse.data_ptr(), torch.get_num_threads()), "attention_forward")
+    return o, lse
+
+
+@causal_attention.register_fake
+def _(q, k, v):
+    return torch.empty_like(q), q.new_empty(q.shape[0], q.shape[2], q.shape[1])
+
+
+@torch.library.custom_op("shiptwo::causal_attention_backward", mutates_args=())
+def causal_attention_backward(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o: torch.Tensor,
+                              lse: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    dout, q, k, v, o, lse = (t.contiguous() for t in (dout, q, k, v, o, lse))
+    B, T, H, KV, hd, scale = _shape(q, k)
+    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    _check(_lib().shiptwo_attention_backward(B, T, H, KV, hd, scale, q.data_ptr(), k.data_ptr(), v.data_ptr(),
+                                             o.data_ptr(), lse.data_ptr(), dout.data_ptr(), dq.data_ptr(),
+                                             dk.data_ptr(), dv.data_ptr(), torch.get_num_threads()), "attention_backward")
+    return dq, dk, dv
+
+
+@causal_attention_backward.register_fake
+def _(dout, q, k, v, o, lse):
+    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+
+
+def _setup(ctx, inputs, output):
+    ctx.save_for_backward(*inputs, *output)
+
+
+def _backward(ctx, dout, _dlse):
+    q, k, v, o, lse = ctx.saved_tensors
+    return causal_attention_backward(dout, q, k, v, o, lse)
+
+
+causal_attention.register_autograd(_backward, setup_context=_setup)
+
+
+@torch.library.custom_op("shiptwo::linear_cross_entropy", mutates_args=())
+def linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, target: torch.Tensor,
+                         w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """sum_r w[r] * cross_entropy(h[r] @ weight.T, target[r]) for h (N, d), weight (vocab, d), with
+    its gradients (dh, dweight), computed together block by block so that the logits stay in
+    cache (the backward only scales them). w: (N,) weights of the mean (1/N, or a mask / its sum)."""
+    h, weight, target, w = h.contiguous(), weight.contiguous(), target.contiguous(), w.contiguous()
+    lib, n = _lib(), h.shape[0]
+    logits = h.new_empty(min(XENT_ROWS, n), weight.shape[0])
+    loss = h.new_empty(n)
+    dh, dw = torch.empty_like(h), torch.zeros_like(weight)
+    for s in range(0, n, XENT_ROWS):
+        rows, block = slice(s, min(n, s + XENT_ROWS)), logits[: min(n, s + XENT_ROWS) - s]
+        torch.mm(h[rows], weight.t(), out=block)
+        _check(lib.shiptwo_softmax_xent(block.shape[0], block.shape[1], block.data_ptr(), target[rows].data_ptr(),
+                                        w[rows].data_ptr(), loss[rows].data_ptr(), torch.get_num_threads()),
+               "softmax_xent")
+        torch.mm(block, weight, out=dh[rows])
+        dw.addmm_(block.t(), h[rows])
+    return loss.sum(), dh, dw
+
+
+@linear_cross_entropy.register_fake
+def _(h, weight, target, w):
+    return h.new_empty(()), torch.empty_like(h), torch.empty_like(weight)
+
+
+def _setup_xent(ctx, inputs, output):
+    ctx.save_for_backward(output[1], output[2])
+
+
+def _backward_xent(ctx, dloss, _ddh, _ddw):
+    dh, dw = ctx.saved_tensors
+    return dh * dloss, dw * dloss, None, None
+
+
+linear_cross_entropy.register_autograd(_backward_xent, setup_context=_setup_xent)
