@@ -1,0 +1,121 @@
+"""The CPU training kernels compute what torch's ops compute: causal grouped-query attention and its
+gradients against scaled_dot_product_attention, the fused head + cross-entropy and its gradients
+against the head and F.cross_entropy (plain and masked means), at shapes that exercise every tail
+(sequence lengths off the 8-row blocks, a vocabulary off the 16-lane vectors); results ignore the
+thread count; a broken kernel would be caught (a deliberately wrong mask is); an out-of-range
+target is refused; and an unavailable build is logged, with torch's ops used instead."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from shiptwo.measure.bench import torch_threads
+from shiptwo.model import kernels, train_kernels
+from shiptwo.model.llama import LlamaModel, ModelConfig
+
+pytestmark = pytest.mark.skipif(train_kernels._lib() is None, reason="training kernels unavailable here (logged)")
+
+
+def _qkv(B, T, H, KV, hd, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(B, T, n, hd, generator=gen).requires_grad_() for n in (H, KV, KV))
+    return q, k, v, torch.randn(B, T, H, hd, generator=gen)
+
+
+def _sdpa(q, k, v):
+    y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True,
+                                       enable_gqa=q.shape[2] != k.shape[2])
+    return y.transpose(1, 2)
+
+
+def _grads(fn, q, k, v, dout):
+    for t in (q, k, v):
+        t.grad = None
+    y = fn(q, k, v)
+    y.backward(dout)
+    return y.detach(), [t.grad.clone() for t in (q, k, v)]
+
+
+@pytest.mark.parametrize("B,T,H,KV,hd", [(2, 37, 4, 2, 32), (1, 64, 2, 2, 64), (3, 1, 4, 1, 32), (2, 200, 6, 2, 32)])
+def test_attention_matches_torch_forward_and_backward(B, T, H, KV, hd):
+    q, k, v, dout = _qkv(B, T, H, KV, hd)
+    y_ref, g_ref = _grads(_sdpa, q, k, v, dout)
+    y, g = _grads(lambda *a: train_kernels.causal_attention(*a)[0], q, k, v, dout)
+    assert torch.allclose(y, y_ref, atol=2e-6, rtol=1e-5)
+    for name, a, b in zip("qkv", g, g_ref):
+        assert torch.allclose(a, b, atol=2e-5, rtol=1e-4), f"d{name}: {float((a - b).abs().max())}"
+
+
+def test_a_wrong_mask_is_caught_by_the_same_comparison():
+    """The comparison above can fail: attention that lets a query see one future key differs."""
+    q, k, v, dout = _qkv(2, 37, 4, 2, 32)
+    leaky = torch.ones(37, 37, dtype=torch.bool).tril(diagonal=1)
+    y_leak = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=leaky,
+                                            enable_gqa=True).transpose(1, 2)
+    y = train_kernels.causal_attention(q, k, v)[0]
+    assert not torch.allclose(y, y_leak, atol=2e-6, rtol=1e-5)
+
+
+def test_attention_ignores_the_thread_count():
+    q, k, v, dout = _qkv(4, 50, 4, 2, 32, seed=1)
+    results = []
+    for threads in (1, 2):
+        with torch_threads(threads):
+            results.append(_grads(lambda *a: train_kernels.causal_attention(*a)[0], q, k, v, dout))
+    (y1, g1), (y2, g2) = results
+    assert torch.equal(y1, y2) and all(torch.equal(a, b) for a, b in zip(g1, g2))
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_fused_head_cross_entropy_matches_torch(masked):
+    gen = torch.Generator().manual_seed(2)
+    n, d, V = 1100, 48, 301  # more rows than one block, a vocabulary with a scalar tail
+    h = torch.randn(n, d, generator=gen, requires_grad=True)
+    weight = (torch.randn(V, d, generator=gen) * 0.3).requires_grad_()
+    target = torch.randint(0, V, (n,), generator=gen)
+    mask = (torch.rand(n, generator=gen) > 0.4).float() if masked else torch.ones(n)
+    w = mask / mask.sum()
+    loss = train_kernels.linear_cross_entropy(h, weight, target, w)[0]
+    (loss * 3.0).backward()  # an upstream gradient other than 1 reaches both inputs
+    got = [loss.detach(), h.grad.clone(), weight.grad.clone()]
+    h.grad = weight.grad = None
+    ce = F.cross_entropy(h @ weight.t(), target, reduction="none")
+    ref = (ce * mask).sum() / mask.sum()
+    (ref * 3.0).backward()
+    assert torch.allclose(got[0], ref.detach(), atol=1e-5)
+    assert torch.allclose(got[1], h.grad, atol=1e-6, rtol=1e-4) and torch.allclose(got[2], weight.grad, atol=1e-6, rtol=1e-4)
+    if masked:
+        assert torch.count_nonzero(got[1][mask == 0]) == 0  # unsupervised targets send no gradient
+
+
+def test_an_out_of_range_target_is_refused():
+    h, weight = torch.randn(4, 32), torch.randn(10, 32)
+    with pytest.raises(RuntimeError, match="bad input"):
+        train_kernels.linear_cross_entropy(h, weight, torch.tensor([0, 1, 10, 2]), torch.full((4,), 0.25))
+
+
+def test_a_training_forward_runs_the_kernels_and_matches_torchs_ops():
+    cfg = ModelConfig(vocab_size=300, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=2,
+                      num_key_value_heads=1)
+    model = LlamaModel(cfg)
+    model.init_weights(seed=4)
+    x = torch.randint(0, 300, (3, 40))
+    trained = model(x)  # parameters need gradients: the attention kernel runs
+    with torch.no_grad():
+        reference = model(x)  # no gradient: torch's scaled_dot_product_attention
+    assert train_kernels.attention_usable(torch.zeros(1, 1, 1, 32, requires_grad=True))
+    assert torch.allclose(trained, reference, atol=1e-5) and not torch.equal(trained, reference)
+
+
+def test_unavailable_training_kernels_are_logged_and_torch_runs(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # nothing cached: the build must run, and fails
+    monkeypatch.setenv("CC", "false")
+    monkeypatch.setattr(kernels, "_state", {})
+    monkeypatch.setattr(train_kernels, "_built", lambda: train_kernels._lib() is not None)
+    with caplog.at_level(logging.WARNING, logger="shiptwo.model.kernels"):
+        assert not train_kernels.usable(torch.zeros(2, requires_grad=True))
+    assert "training kernels unavailable: build of train_kernels.c failed" in caplog.text
