@@ -25,6 +25,7 @@
 typedef float v16 __attribute__((vector_size(64)));
 
 #define R 8 /* query rows per block: 8 rows x 32 columns = 16 vector accumulators */
+#define QB (4 * R) /* the backward's query rows per block: dV and dK accumulate over all of them at once */
 
 static inline v16 ld(const float *p) { v16 v; memcpy(&v, p, sizeof v); return v; }
 static inline void st(float *p, v16 v) { memcpy(p, &v, sizeof v); }
@@ -50,9 +51,10 @@ static inline v16 exp16(v16 x) {
     return q * (v16)bits;
 }
 
-/* out[r][c] (+)= sum_k a[r*as + k] * b[k*bs + c] for rows r < nr, columns c < width (a multiple
- * of 32), k < kn. Reads R rows of `a` (callers pad); writes only rows < nr. */
-static void gemm_rows(const float *a, int64_t as, int64_t nr, int64_t kn, const float *b, int64_t bs,
+/* out[r][c] (+)= sum_k a[r*ar + k*ak] * b[k*bs + c] for rows r < nr, columns c < width (a
+ * multiple of 32), k < kn. Reads R rows of `a` (callers pad); writes only rows < nr. With ar = 1
+ * and ak = a row stride, `a` is read transposed (dV and dK take P^T and dS^T without a copy). */
+static void gemm_rows(const float *a, int64_t ar, int64_t ak, int64_t nr, int64_t kn, const float *b, int64_t bs,
                       int64_t width, float *out, int64_t os, int accumulate) {
     for (int64_t c = 0; c < width; c += 32) {
         v16 x0[R], x1[R];
@@ -68,9 +70,10 @@ static void gemm_rows(const float *a, int64_t as, int64_t nr, int64_t kn, const 
         }
         for (int64_t k = 0; k < kn; k++) {
             v16 b0 = ld(b + k * bs + c), b1 = ld(b + k * bs + c + 16);
+            const float *ak_ = a + k * ak;
 #pragma GCC unroll 8
             for (int r = 0; r < R; r++) {
-                float s = a[r * as + k];
+                float s = ak_[r * ar];
                 x0[r] += s * b0;
                 x1[r] += s * b1;
             }
@@ -117,9 +120,9 @@ static void transpose_in(const float *x, int64_t xs, int64_t T, int64_t hd, int6
     }
 }
 
-/* R rows of x (stride xs) starting at row i0, nr of them real, into a zero-padded R x hd block. */
-static void block_in(const float *x, int64_t xs, int64_t i0, int64_t nr, int64_t hd, float *blk) {
-    memset(blk, 0, sizeof(float) * R * hd);
+/* `rows` rows of x (stride xs) starting at row i0, nr of them real, into a zero-padded rows x hd block. */
+static void block_in(const float *x, int64_t xs, int64_t i0, int64_t nr, int64_t hd, float *blk, int64_t rows) {
+    memset(blk, 0, sizeof(float) * rows * hd);
     for (int64_t r = 0; r < nr; r++) memcpy(blk + r * hd, x + (i0 + r) * xs, sizeof(float) * hd);
 }
 
@@ -152,12 +155,6 @@ static void probabilities(float *p, int64_t tp, int64_t width, int64_t i0, int64
     }
 }
 
-/* p (R x tp, columns < n) -> pt (n x R). */
-static void transpose_block(const float *p, int64_t tp, int64_t n, float *pt) {
-    for (int64_t j = 0; j < n; j++)
-        for (int r = 0; r < R; r++) pt[j * R + r] = p[r * tp + j];
-}
-
 int shiptwo_attention_forward(int64_t B, int64_t T, int64_t H, int64_t KV, int64_t hd, float scale, const float *q,
                               const float *k, const float *v, float *o, float *lse, int nthreads) {
     if (hd % 32 || H % KV || T < 1) return 1;
@@ -174,10 +171,10 @@ int shiptwo_attention_forward(int64_t B, int64_t T, int64_t H, int64_t KV, int64
         for (int64_t h = kvh * G; h < (kvh + 1) * G; h++) {
             for (int64_t i0 = 0; i0 < T; i0 += R) {
                 const int64_t nr = T - i0 < R ? T - i0 : R, keys = i0 + nr, width = up(keys, 32);
-                block_in(q + (b * T * H + h) * hd, H * hd, i0, nr, hd, qb);
-                gemm_rows(qb, hd, R, hd, kt, tp, width, s, tp, 0);
+                block_in(q + (b * T * H + h) * hd, H * hd, i0, nr, hd, qb, R);
+                gemm_rows(qb, hd, 1, R, hd, kt, tp, width, s, tp, 0);
                 probabilities(s, tp, width, i0, nr, scale, NULL, lse + (b * H + h) * T);
-                gemm_rows(s, tp, nr, keys, vb, KV * hd, hd, o + ((b * T + i0) * H + h) * hd, H * hd, 0);
+                gemm_rows(s, tp, 1, nr, keys, vb, KV * hd, hd, o + ((b * T + i0) * H + h) * hd, H * hd, 0);
             }
         }
         free(kt);
@@ -194,10 +191,10 @@ int shiptwo_attention_backward(int64_t B, int64_t T, int64_t H, int64_t KV, int6
 #pragma omp parallel for schedule(dynamic) num_threads(nthreads) reduction(| : failed)
     for (int64_t task = 0; task < B * KV; task++) {
         const int64_t b = task / KV, kvh = task % KV;
-        float *kt = aligned_alloc(64, sizeof(float) * (2 * hd * tp + 2 * R * tp + 2 * tp * R + 3 * R * hd));
+        float *kt = aligned_alloc(64, sizeof(float) * (2 * hd * tp + 2 * QB * tp + 3 * QB * hd));
         if (kt == NULL) { failed = 1; continue; }
-        float *vt = kt + hd * tp, *p = vt + hd * tp, *ds = p + R * tp, *pt = ds + R * tp, *dst = pt + tp * R;
-        float *qb = dst + tp * R, *dob = qb + R * hd, *ob = dob + R * hd;
+        float *vt = kt + hd * tp, *p = vt + hd * tp, *ds = p + QB * tp;
+        float *qb = ds + QB * tp, *dob = qb + QB * hd, *ob = dob + QB * hd;
         const int64_t ks = KV * hd, qs = H * hd;
         const float *kb = k + (b * T * KV + kvh) * hd, *vb = v + (b * T * KV + kvh) * hd;
         float *dkb = dk + (b * T * KV + kvh) * hd, *dvb = dv + (b * T * KV + kvh) * hd;
@@ -210,27 +207,39 @@ int shiptwo_attention_backward(int64_t B, int64_t T, int64_t H, int64_t KV, int6
         for (int64_t h = kvh * G; h < (kvh + 1) * G; h++) {
             const float *qh = q + (b * T * H + h) * hd, *oh = o + (b * T * H + h) * hd, *doh = dout + (b * T * H + h) * hd;
             const float *lh = lse + (b * H + h) * T;
-            for (int64_t i0 = 0; i0 < T; i0 += R) {
-                const int64_t nr = T - i0 < R ? T - i0 : R, keys = i0 + nr, width = up(keys, 32);
-                block_in(qh, qs, i0, nr, hd, qb);
-                block_in(doh, qs, i0, nr, hd, dob);
-                block_in(oh, qs, i0, nr, hd, ob);
-                gemm_rows(qb, hd, R, hd, kt, tp, width, p, tp, 0);
-                probabilities(p, tp, width, i0, nr, scale, lh, NULL);
-                gemm_rows(dob, hd, R, hd, vt, tp, width, ds, tp, 0); /* dP = dO V^T */
-                for (int64_t r = 0; r < R; r++) {
-                    float dd = 0.0f; /* D_i = dO_i . O_i: the softmax's Jacobian term */
-                    for (int64_t d = 0; d < hd; d++) dd += dob[r * hd + d] * ob[r * hd + d];
-                    float *pr = p + r * tp, *dr = ds + r * tp;
-                    for (int64_t j = 0; j < width; j++) dr[j] = pr[j] * (dr[j] - dd) * scale;
+            for (int64_t i0 = 0; i0 < T; i0 += QB) {
+                const int64_t nq = T - i0 < QB ? T - i0 : QB, keys = i0 + nq, width = up(keys, 32);
+                block_in(qh, qs, i0, nq, hd, qb, QB);
+                block_in(doh, qs, i0, nq, hd, dob, QB);
+                block_in(oh, qs, i0, nq, hd, ob, QB);
+                for (int64_t s0 = 0; s0 < QB; s0 += R) { /* P, dS and dQ for R rows at a time */
+                    float *ps = p + s0 * tp, *dss = ds + s0 * tp;
+                    const int64_t nr = nq - s0 < 0 ? 0 : (nq - s0 < R ? nq - s0 : R);
+                    if (nr == 0) {
+                        for (int64_t r = 0; r < R; r++) {
+                            memset(ps + r * tp, 0, sizeof(float) * width);
+                            memset(dss + r * tp, 0, sizeof(float) * width);
+                        }
+                        continue;
+                    }
+                    const int64_t sub_keys = i0 + s0 + nr, sub_width = up(sub_keys, 32);
+                    gemm_rows(qb + s0 * hd, hd, 1, R, hd, kt, tp, sub_width, ps, tp, 0);
+                    probabilities(ps, tp, width, i0 + s0, nr, scale, lh, NULL);
+                    gemm_rows(dob + s0 * hd, hd, 1, R, hd, vt, tp, sub_width, dss, tp, 0); /* dP = dO V^T */
+                    for (int64_t r = 0; r < R; r++) {
+                        const float *dor = dob + (s0 + r) * hd, *orow = ob + (s0 + r) * hd;
+                        float dd = 0.0f; /* D_i = dO_i . O_i: the softmax's Jacobian term */
+                        for (int64_t d = 0; d < hd; d++) dd += dor[d] * orow[d];
+                        float *pr = ps + r * tp, *dr = dss + r * tp;
+                        for (int64_t j = 0; j < sub_width; j++) dr[j] = pr[j] * (dr[j] - dd) * scale;
+                        for (int64_t j = sub_width; j < width; j++) dr[j] = 0.0f;
+                    }
+                    gemm_rows(dss, tp, 1, nr, sub_keys, kb, ks, hd, dq + ((b * T + i0 + s0) * H + h) * hd, qs, 0);
                 }
-                gemm_rows(ds, tp, nr, keys, kb, ks, hd, dq + ((b * T + i0) * H + h) * hd, qs, 0);
-                transpose_block(p, tp, keys, pt);
-                transpose_block(ds, tp, keys, dst);
-                for (int64_t j0 = 0; j0 < keys; j0 += R) {
+                for (int64_t j0 = 0; j0 < keys; j0 += R) { /* dV += P^T dO, dK += dS^T Q over the QB rows */
                     const int64_t nj = keys - j0 < R ? keys - j0 : R;
-                    gemm_rows(pt + j0 * R, R, nj, R, dob, hd, hd, dvb + j0 * ks, ks, 1);
-                    gemm_rows(dst + j0 * R, R, nj, R, qb, hd, hd, dkb + j0 * ks, ks, 1);
+                    gemm_rows(p + j0, 1, tp, nj, QB, dob, hd, hd, dvb + j0 * ks, ks, 1);
+                    gemm_rows(ds + j0, 1, tp, nj, QB, qb, hd, hd, dkb + j0 * ks, ks, 1);
                 }
             }
         }
