@@ -134,11 +134,24 @@ def _module_file(name: str) -> Path | None:
     return None
 
 
+def companion_sources(module: str) -> list[Path]:
+    """The C sources a module compiles and loads (a string constant naming a `.c` file beside it):
+    code that shapes an artifact as much as the module's own (the training kernels do)."""
+    path = _module_file(module)
+    with _PARSE_LOCK:
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    names = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str) and n.value.endswith(".c")}
+    return sorted(path.with_name(n) for n in names if (path.parent / n).is_file())
+
+
 def code_version(entry: str) -> str:
-    """SHA-256 over the sources of `entry`'s import closure: an edit to any of them changes the key."""
+    """SHA-256 over the sources of `entry`'s import closure and the C sources its modules compile:
+    an edit to any of them changes the key."""
     h = hashlib.sha256()
     for m in import_closure(entry):
         h.update(m.encode() + b"\0" + _module_file(m).read_bytes())
+        for c in companion_sources(m):
+            h.update(c.name.encode() + b"\0" + c.read_bytes())
     return h.hexdigest()
 
 

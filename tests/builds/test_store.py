@@ -238,6 +238,19 @@ def test_an_edit_anywhere_in_the_closure_changes_the_key(monkeypatch, tmp_path):
     assert store.code_version("shiptwo.builds.model1") != before
 
 
+def test_an_edit_to_a_compiled_kernel_changes_the_key(monkeypatch, tmp_path):
+    """The training kernels (C) shape MODEL-2's weights as much as its Python does."""
+    real = store._module_file
+    copy = tmp_path / "train_kernels.py"
+    copy.write_text(real("shiptwo.model.train_kernels").read_text())
+    kernel = tmp_path / "train_kernels.c"
+    kernel.write_text(real("shiptwo.model.train_kernels").with_name("train_kernels.c").read_text())
+    monkeypatch.setattr(store, "_module_file", lambda name: copy if name == "shiptwo.model.train_kernels" else real(name))
+    before = store.code_version("shiptwo.builds.model2")
+    kernel.write_text(kernel.read_text() + "\n/* an edit */\n")
+    assert store.code_version("shiptwo.builds.model2") != before
+
+
 def test_the_environment_is_part_of_the_key(monkeypatch):
     b = Builder("toy", lambda p, o: Fingerprint({"x": 1}), None, entry="shiptwo.builds.store")
     key = store.store_key(b, Fingerprint({"x": 1}))[0]
