@@ -1,5 +1,5 @@
 """Training throughput of the real trainer at the default profile (its recipe as declared: fused
-AdamW, SDPA attention, torch.compile), as a share of this machine's fp32 matmul peak measured in
+AdamW, torch.compile; on a CPU the compiled attention and head kernels), as a share of this machine's fp32 matmul peak measured in
 the same run with the same threads: model FLOP utilization (MFU), target >= 60 % (issue 14).
 
 FLOPs per token follow PaLM's accounting: 6·N (N = trainable parameters, the tied head counted
