@@ -1,10 +1,10 @@
 """The compiled kernels: the decode step (kernels.c), bound to one model's weights as a
-`DecodeKernel`, and training attention (attention.c, used by attention.py); each built once per
-machine with its C compiler and loaded with ctypes.
+`DecodeKernel`, and the training kernels (train_kernels.c, bound in train_kernels.py); each built
+once per machine with its C compiler and loaded with ctypes.
 
-When it cannot be used (no compiler, a failed build, weights that are not contiguous float32 on
-the CPU, or SHIPTWO_KERNELS=0) `load()` says why in a logged warning and returns None; the caller
-then decodes with plain torch ops, the slower path, never silently.
+When a library cannot be used (no compiler, a failed build, or SHIPTWO_KERNELS=0) `compiled()`
+says why in a logged warning and returns None, as does `unsuitable()` for weights that are not
+contiguous float32 on the CPU; the caller then runs plain torch ops, the slower path, never silently.
 """
 
 from __future__ import annotations
