@@ -32,23 +32,38 @@ static inline void st(float *p, v16 v) { memcpy(p, &v, sizeof v); }
 
 typedef int32_t vi16 __attribute__((vector_size(64)));
 
-/* e^x on 16 lanes: Cephes' single-precision polynomial (~1 ulp), written on vectors so it runs
- * 16 wide whatever width the compiler prefers. Round-to-nearest by the 1.5 * 2^23 trick. */
+/* e^x on 16 lanes: Cephes' single-precision polynomial (~1 ulp) on r = x - n ln2, times 2^n.
+ * x is clamped to [-87, 88] (so -inf gives ~1.6e-38, which callers zero where it is masked). On
+ * AVX-512 the rounding, the clamp and the 2^n scaling are one instruction each; elsewhere it is
+ * written on vectors (round-to-nearest by the 1.5 * 2^23 trick, 2^n built in the exponent bits). */
+#ifdef __AVX512F__
+#include <immintrin.h>
+static inline v16 exp16(v16 x) {
+    __m512 v = _mm512_min_ps(_mm512_max_ps((__m512)x, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(v, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    v16 nv = (v16)n, r = (v16)v - nv * 0.693359375f + nv * 2.12194440e-4f;
+#else
 static inline v16 exp16(v16 x) {
     const v16 lo = (v16){0} - 87.0f, hi = (v16){0} + 88.0f, magic = (v16){0} + 12582912.0f;
     vi16 below = x < lo, above = x > hi;
     x = (v16)(((vi16)lo & below) | ((vi16)x & ~below));
     x = (v16)(((vi16)hi & above) | ((vi16)x & ~above));
-    v16 n = (x * 1.44269504088896341f + magic) - magic;
-    v16 r = x - n * 0.693359375f + n * 2.12194440e-4f;
+    v16 nv = (x * 1.44269504088896341f + magic) - magic;
+    v16 r = x - nv * 0.693359375f + nv * 2.12194440e-4f;
+#endif
     v16 q = r * 1.9875691500e-4f + 1.3981999507e-3f;
     q = q * r + 8.3334519073e-3f;
     q = q * r + 4.1665795894e-2f;
     q = q * r + 1.6666665459e-1f;
     q = q * r + 5.0000001201e-1f;
     q = q * r * r + r + 1.0f;
-    vi16 bits = (__builtin_convertvector(n, vi16) + 127) << 23;
+#ifdef __AVX512F__
+    return (v16)_mm512_scalef_ps((__m512)q, (__m512)nv);
+#else
+    vi16 bits = (__builtin_convertvector(nv, vi16) + 127) << 23;
     return q * (v16)bits;
+#endif
 }
 
 /* out[r][c] (+)= sum_k a[r*ar + k*ak] * b[k*bs + c] for rows r < nr, columns c < width (a
@@ -85,29 +100,30 @@ static void gemm_rows(const float *a, int64_t ar, int64_t ak, int64_t nr, int64_
     }
 }
 
-/* Row i's scores s[0..n) -> e^(s * scale - shift) in place, n a multiple of 16; callers zero the
- * masked tail. */
-static inline void exp_shift(float *s, int64_t n, float scale, float shift) {
-    for (int64_t j = 0; j < n; j += 16) st(s + j, exp16(ld(s + j) * scale - shift));
+/* Row i's scores s[0..n) -> e^(s * scale - shift) in place, n a multiple of 16; returns their sum.
+ * Callers zero the masked tail (its ~1.6e-38 terms do not move a sum that is >= 1). */
+static inline float exp_shift(float *s, int64_t n, float scale, float shift) {
+    v16 total = {0};
+    for (int64_t j = 0; j < n; j += 16) {
+        v16 e = exp16(ld(s + j) * scale - shift);
+        st(s + j, e);
+        total += e;
+    }
+    float sum = 0.0f;
+    for (int l = 0; l < 16; l++) sum += total[l];
+    return sum;
 }
 
 static inline float row_max(const float *s, int64_t n) { /* n a multiple of 16 */
-    float m[16];
-    for (int l = 0; l < 16; l++) m[l] = -INFINITY;
-    for (int64_t j = 0; j < n; j += 16)
-        for (int l = 0; l < 16; l++) m[l] = s[j + l] > m[l] ? s[j + l] : m[l];
+    v16 m = (v16){0} - INFINITY;
+    for (int64_t j = 0; j < n; j += 16) {
+        v16 v = ld(s + j);
+        vi16 gt = v > m; /* lane-wise max, written as a select so it stays one vector op */
+        m = (v16)(((vi16)v & gt) | ((vi16)m & ~gt));
+    }
     float top = m[0];
     for (int l = 1; l < 16; l++) top = m[l] > top ? m[l] : top;
     return top;
-}
-
-static inline float row_sum(const float *s, int64_t n) { /* n a multiple of 16 */
-    float m[16] = {0};
-    for (int64_t j = 0; j < n; j += 16)
-        for (int l = 0; l < 16; l++) m[l] += s[j + l];
-    float total = 0.0f;
-    for (int l = 0; l < 16; l++) total += m[l];
-    return total;
 }
 
 static inline int64_t up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
@@ -127,10 +143,12 @@ static void block_in(const float *x, int64_t xs, int64_t i0, int64_t nr, int64_t
 }
 
 /* Scores of a block's rows against keys [0, i0 + nr) -> probabilities in p (R rows at stride tp,
- * `width` columns, a multiple of 32 >= i0 + nr), row i masked above the diagonal; rows >= nr zero. With `lse` NULL the row's log-sum-exp is computed
- * and written to lse_out; otherwise the saved one is used (the backward's recomputation). */
+ * `width` columns, a multiple of 32 >= i0 + nr), row i masked above the diagonal; rows >= nr zero.
+ * With `lse` NULL (the forward) the rows are left unnormalized: each row's 1/sum goes to inv[r]
+ * (the caller scales the row's output once instead of every probability) and its log-sum-exp to
+ * lse_out; otherwise the saved log-sum-exp gives normalized probabilities (the backward). */
 static void probabilities(float *p, int64_t tp, int64_t width, int64_t i0, int64_t nr, float scale,
-                          const float *lse, float *lse_out) {
+                          const float *lse, float *lse_out, float *inv) {
     for (int64_t r = 0; r < R; r++) {
         float *row = p + r * tp;
         if (r >= nr) {
@@ -141,17 +159,13 @@ static void probabilities(float *p, int64_t tp, int64_t width, int64_t i0, int64
         for (int64_t j = i + 1; j < n; j++) row[j] = -INFINITY;
         if (lse == NULL) {
             float top = row_max(row, n) * scale;
-            exp_shift(row, n, scale, top);
-            for (int64_t j = i + 1; j < n; j++) row[j] = 0.0f;
-            float total = row_sum(row, n);
-            float inv = 1.0f / total;
-            for (int64_t j = 0; j < n; j++) row[j] *= inv;
+            float total = exp_shift(row, n, scale, top);
+            inv[r] = 1.0f / total;
             lse_out[i] = top + logf(total);
         } else {
             exp_shift(row, n, scale, lse[i]);
-            for (int64_t j = i + 1; j < n; j++) row[j] = 0.0f;
         }
-        for (int64_t j = n; j < width; j++) row[j] = 0.0f;
+        for (int64_t j = i + 1; j < width; j++) row[j] = 0.0f;
     }
 }
 
@@ -173,8 +187,12 @@ int shiptwo_attention_forward(int64_t B, int64_t T, int64_t H, int64_t KV, int64
                 const int64_t nr = T - i0 < R ? T - i0 : R, keys = i0 + nr, width = up(keys, 32);
                 block_in(q + (b * T * H + h) * hd, H * hd, i0, nr, hd, qb, R);
                 gemm_rows(qb, hd, 1, R, hd, kt, tp, width, s, tp, 0);
-                probabilities(s, tp, width, i0, nr, scale, NULL, lse + (b * H + h) * T);
-                gemm_rows(s, tp, 1, nr, keys, vb, KV * hd, hd, o + ((b * T + i0) * H + h) * hd, H * hd, 0);
+                float inv[R];
+                float *ob = o + ((b * T + i0) * H + h) * hd;
+                probabilities(s, tp, width, i0, nr, scale, NULL, lse + (b * H + h) * T, inv);
+                gemm_rows(s, tp, 1, nr, keys, vb, KV * hd, hd, ob, H * hd, 0);
+                for (int64_t r = 0; r < nr; r++)
+                    for (int64_t d = 0; d < hd; d++) ob[r * H * hd + d] *= inv[r];
             }
         }
         free(kt);
@@ -224,7 +242,7 @@ int shiptwo_attention_backward(int64_t B, int64_t T, int64_t H, int64_t KV, int6
                     }
                     const int64_t sub_keys = i0 + s0 + nr, sub_width = up(sub_keys, 32);
                     gemm_rows(qb + s0 * hd, hd, 1, R, hd, kt, tp, sub_width, ps, tp, 0);
-                    probabilities(ps, tp, width, i0 + s0, nr, scale, lh, NULL);
+                    probabilities(ps, tp, width, i0 + s0, nr, scale, lh, NULL, NULL);
                     gemm_rows(dob + s0 * hd, hd, 1, R, hd, vt, tp, sub_width, dss, tp, 0); /* dP = dO V^T */
                     for (int64_t r = 0; r < R; r++) {
                         const float *dor = dob + (s0 + r) * hd, *orow = ob + (s0 + r) * hd;
@@ -259,12 +277,7 @@ int shiptwo_softmax_xent(int64_t n, int64_t V, float *logits, const int64_t *tar
 #pragma omp parallel for schedule(static) num_threads(nthreads)
     for (int64_t r = 0; r < n; r++) {
         float *row = logits + r * V;
-        float m[16];
-        for (int l = 0; l < 16; l++) m[l] = -INFINITY;
-        for (int64_t j = 0; j < vv; j += 16)
-            for (int l = 0; l < 16; l++) m[l] = row[j + l] > m[l] ? row[j + l] : m[l];
-        float top = -INFINITY;
-        for (int l = 0; l < 16; l++) top = m[l] > top ? m[l] : top;
+        float top = vv ? row_max(row, vv) : -INFINITY;
         for (int64_t j = vv; j < V; j++) top = row[j] > top ? row[j] : top;
         const float picked = row[target[r]];
         v16 acc = {0};
@@ -288,4 +301,14 @@ int shiptwo_softmax_xent(int64_t n, int64_t V, float *logits, const int64_t *tar
         row[target[r]] -= w[r];
     }
     return 0;
+}
+
+/* 1 when built with AVX-512: without it the 16-lane vectors are emulated and these kernels lose to
+ * torch's, so the caller does not use them. */
+int shiptwo_train_kernels_avx512(void) {
+#ifdef __AVX512F__
+    return 1;
+#else
+    return 0;
+#endif
 }

@@ -12,12 +12,15 @@ compare both.
 from __future__ import annotations
 
 import ctypes
+import logging
 import math
 from pathlib import Path
 
 import torch
 
 from shiptwo.model import kernels
+
+log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("train_kernels.c")
 XENT_ROWS = 512  # logits rows per block of the fused head: 512 x vocab 2048 floats = 4 MiB, about L2
@@ -27,14 +30,23 @@ _i64, _ptr = ctypes.c_int64, ctypes.c_void_p
 
 
 def _lib() -> ctypes.CDLL | None:
+    """The built kernels, bound; None when unavailable, or built without AVX-512 (this CPU lacks
+    it), where their 16-lane vectors run ~10x slower than torch's ops (measured): logged once."""
     lib = kernels.compiled(SOURCE, "training")
-    if lib is not None and lib.shiptwo_attention_forward.argtypes is None:
+    if lib is None:
+        return None
+    if lib.shiptwo_attention_forward.argtypes is None:  # first use
+        lib.shiptwo_train_kernels_avx512.restype = ctypes.c_int
+        lib.vectorized = bool(lib.shiptwo_train_kernels_avx512())
+        if not lib.vectorized:
+            log.warning("training kernels built without AVX-512 (this CPU lacks it), where they are slower than "
+                        "torch's ops: torch's ops instead")
         for f in (lib.shiptwo_attention_forward, lib.shiptwo_attention_backward, lib.shiptwo_softmax_xent):
             f.restype = ctypes.c_int
         lib.shiptwo_attention_forward.argtypes = [_i64] * 5 + [ctypes.c_float] + [_ptr] * 5 + [ctypes.c_int]
         lib.shiptwo_attention_backward.argtypes = [_i64] * 5 + [ctypes.c_float] + [_ptr] * 9 + [ctypes.c_int]
         lib.shiptwo_softmax_xent.argtypes = [_i64, _i64] + [_ptr] * 4 + [ctypes.c_int]
-    return lib
+    return lib if lib.vectorized else None
 
 
 @torch.compiler.assume_constant_result  # decided once, outside the traced graph (a build is no graph op)

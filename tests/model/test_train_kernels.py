@@ -7,7 +7,10 @@ target is refused; and an unavailable build is logged, with torch's ops used ins
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import shutil
+import subprocess
 
 import pytest
 import torch
@@ -119,3 +122,14 @@ def test_unavailable_training_kernels_are_logged_and_torch_runs(tmp_path, monkey
     with caplog.at_level(logging.WARNING, logger="shiptwo.model.kernels"):
         assert not train_kernels.usable(torch.zeros(2, requires_grad=True))
     assert "training kernels unavailable: build of train_kernels.c failed" in caplog.text
+
+
+def test_kernels_built_without_avx512_are_refused_and_logged(tmp_path, monkeypatch, caplog):
+    """Emulated 16-lane vectors (~10x slower than torch's ops, measured) are not used, and say so."""
+    lib_path = tmp_path / "train_kernels_noavx512.so"
+    subprocess.run([shutil.which("cc") or "gcc", *kernels.CFLAGS, "-mno-avx512f", str(train_kernels.SOURCE), "-o",
+                    str(lib_path), "-lm"], check=True, capture_output=True)
+    monkeypatch.setitem(kernels._state, train_kernels.SOURCE, ctypes.CDLL(str(lib_path)))
+    with caplog.at_level(logging.WARNING, logger="shiptwo.model.train_kernels"):
+        assert train_kernels._lib() is None
+    assert "without AVX-512" in caplog.text
