@@ -260,7 +260,8 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
 
     def forward(self, x):
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        g, u = self.gate_proj(x), self.up_proj(x)
+        return self.down_proj(train_kernels.swiglu(g, u) if train_kernels.usable(g) else F.silu(g) * u)
 
 
 class DecoderLayer(nn.Module):

@@ -27,6 +27,9 @@ typedef float v16 __attribute__((vector_size(64)));
 #define R 8 /* query rows per block: 8 rows x 32 columns = 16 vector accumulators */
 #define QB (4 * R) /* the backward's query rows per block: dV and dK accumulate over all of them at once */
 
+#define LOG2E 1.44269504088896341f
+#define LN2 0.693147180559945309f
+
 static inline v16 ld(const float *p) { v16 v; memcpy(&v, p, sizeof v); return v; }
 static inline void st(float *p, v16 v) { memcpy(p, &v, sizeof v); }
 
@@ -100,38 +103,92 @@ static void gemm_rows(const float *a, int64_t ar, int64_t ak, int64_t nr, int64_
     }
 }
 
-/* Row i's scores s[0..n) -> e^(s * scale - shift) in place, n a multiple of 16; returns their sum.
- * Callers zero the masked tail (its ~1.6e-38 terms do not move a sum that is >= 1). */
-static inline float exp_shift(float *s, int64_t n, float scale, float shift) {
+/* 2^x on 16 lanes for the attention's probabilities, whose scores come pre-scaled by log2(e)
+ * (folded into K^T): one rounding, a degree-6 polynomial for 2^r on [-0.5, 0.5] (fitted, ~1 ulp)
+ * and the 2^n scaling, a third fewer operations than exp16. x is clamped to [-126, 126], so a
+ * masked -inf gives ~1e-38 (zeroed by the caller). */
+static inline v16 exp2_16(v16 x) {
+#ifdef __AVX512F__
+    __m512 v = _mm512_min_ps(_mm512_max_ps((__m512)x, _mm512_set1_ps(-126.0f)), _mm512_set1_ps(126.0f));
+    v16 nv = (v16)_mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), r = (v16)v - nv;
+#else
+    const v16 lo = (v16){0} - 126.0f, hi = (v16){0} + 126.0f, magic = (v16){0} + 12582912.0f;
+    vi16 below = x < lo, above = x > hi;
+    x = (v16)(((vi16)lo & below) | ((vi16)x & ~below));
+    x = (v16)(((vi16)hi & above) | ((vi16)x & ~above));
+    v16 nv = (x + magic) - magic, r = x - nv;
+#endif
+    v16 p = r * 1.5345810970757157e-4f + 1.3399930903688073e-3f;
+    p = p * r + 9.618489071726799e-3f;
+    p = p * r + 5.550328642129898e-2f;
+    p = p * r + 2.4022646248340607e-1f;
+    p = p * r + 6.931471824645996e-1f;
+    p = p * r + 1.0f;
+#ifdef __AVX512F__
+    return (v16)_mm512_scalef_ps((__m512)p, (__m512)nv);
+#else
+    vi16 bits = (__builtin_convertvector(nv, vi16) + 127) << 23;
+    return p * (v16)bits;
+#endif
+}
+
+static inline float hsum(v16 v) {
+#ifdef __AVX512F__
+    return _mm512_reduce_add_ps((__m512)v);
+#else
+    float t = 0.0f;
+    for (int l = 0; l < 16; l++) t += v[l];
+    return t;
+#endif
+}
+
+static inline v16 vmax(v16 a, v16 b) {
+    vi16 gt = a > b; /* lane-wise max, written as a select so it stays one vector op */
+    return (v16)(((vi16)a & gt) | ((vi16)b & ~gt));
+}
+
+static inline float hmax(v16 v) {
+#ifdef __AVX512F__
+    return _mm512_reduce_max_ps((__m512)v);
+#else
+    float t = v[0];
+    for (int l = 1; l < 16; l++) t = v[l] > t ? v[l] : t;
+    return t;
+#endif
+}
+
+/* Row i's scores s[0..n) (base-2 units) -> 2^(s - shift) in place, n a multiple of 16; returns
+ * their sum. Callers zero the masked tail (its ~1e-38 terms do not move a sum that is >= 1). */
+static inline float exp2_shift(float *s, int64_t n, float shift) {
     v16 total = {0};
     for (int64_t j = 0; j < n; j += 16) {
-        v16 e = exp16(ld(s + j) * scale - shift);
+        v16 e = exp2_16(ld(s + j) - shift);
         st(s + j, e);
         total += e;
     }
-    float sum = 0.0f;
-    for (int l = 0; l < 16; l++) sum += total[l];
-    return sum;
+    return hsum(total);
 }
 
 static inline float row_max(const float *s, int64_t n) { /* n a multiple of 16 */
     v16 m = (v16){0} - INFINITY;
-    for (int64_t j = 0; j < n; j += 16) {
-        v16 v = ld(s + j);
-        vi16 gt = v > m; /* lane-wise max, written as a select so it stays one vector op */
-        m = (v16)(((vi16)v & gt) | ((vi16)m & ~gt));
-    }
-    float top = m[0];
-    for (int l = 1; l < 16; l++) top = m[l] > top ? m[l] : top;
-    return top;
+    for (int64_t j = 0; j < n; j += 16) m = vmax(ld(s + j), m);
+    return hmax(m);
 }
 
 static inline int64_t up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
-/* x (T rows at stride xs, hd columns) -> xt (hd rows of tp columns), zero beyond T. */
-static void transpose_in(const float *x, int64_t xs, int64_t T, int64_t hd, int64_t tp, float *xt) {
+/* x (T rows at stride xs, hd columns) times c -> xt (hd rows of tp columns), zero beyond T. */
+static void transpose_in(const float *x, int64_t xs, int64_t T, int64_t hd, int64_t tp, float c, float *xt) {
+    int64_t j0 = 0;
+#ifdef __AVX512F__
+    const __m512i rows = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                            _mm512_set1_epi32((int)xs));
+    for (; j0 + 16 <= T; j0 += 16) /* 16 rows' element d in one gather */
+        for (int64_t d = 0; d < hd; d++)
+            st(xt + d * tp + j0, (v16)_mm512_i32gather_ps(rows, x + j0 * xs + d, 4) * c);
+#endif
     for (int64_t d = 0; d < hd; d++) {
-        for (int64_t j = 0; j < T; j++) xt[d * tp + j] = x[j * xs + d];
+        for (int64_t j = j0; j < T; j++) xt[d * tp + j] = x[j * xs + d] * c;
         for (int64_t j = T; j < tp; j++) xt[d * tp + j] = 0.0f;
     }
 }
@@ -144,11 +201,12 @@ static void block_in(const float *x, int64_t xs, int64_t i0, int64_t nr, int64_t
 
 /* Scores of a block's rows against keys [0, i0 + nr) -> probabilities in p (R rows at stride tp,
  * `width` columns, a multiple of 32 >= i0 + nr), row i masked above the diagonal; rows >= nr zero.
- * With `lse` NULL (the forward) the rows are left unnormalized: each row's 1/sum goes to inv[r]
- * (the caller scales the row's output once instead of every probability) and its log-sum-exp to
- * lse_out; otherwise the saved log-sum-exp gives normalized probabilities (the backward). */
-static void probabilities(float *p, int64_t tp, int64_t width, int64_t i0, int64_t nr, float scale,
-                          const float *lse, float *lse_out, float *inv) {
+ * Scores are in base-2 units (K^T carries scale * log2(e)). With `lse` NULL (the forward) the rows
+ * are left unnormalized: each row's 1/sum goes to inv[r] (the caller scales the row's output once
+ * instead of every probability) and its natural log-sum-exp to lse_out; otherwise the saved
+ * log-sum-exp gives normalized probabilities (the backward). */
+static void probabilities(float *p, int64_t tp, int64_t width, int64_t i0, int64_t nr, const float *lse,
+                          float *lse_out, float *inv) {
     for (int64_t r = 0; r < R; r++) {
         float *row = p + r * tp;
         if (r >= nr) {
@@ -158,12 +216,12 @@ static void probabilities(float *p, int64_t tp, int64_t width, int64_t i0, int64
         int64_t i = i0 + r, n = up(i + 1, 16);
         for (int64_t j = i + 1; j < n; j++) row[j] = -INFINITY;
         if (lse == NULL) {
-            float top = row_max(row, n) * scale;
-            float total = exp_shift(row, n, scale, top);
+            float top = row_max(row, n);
+            float total = exp2_shift(row, n, top);
             inv[r] = 1.0f / total;
-            lse_out[i] = top + logf(total);
+            lse_out[i] = top * LN2 + logf(total);
         } else {
-            exp_shift(row, n, scale, lse[i]);
+            exp2_shift(row, n, lse[i] * LOG2E);
         }
         for (int64_t j = i + 1; j < width; j++) row[j] = 0.0f;
     }
@@ -181,7 +239,7 @@ int shiptwo_attention_forward(int64_t B, int64_t T, int64_t H, int64_t KV, int64
         if (kt == NULL) { failed = 1; continue; }
         float *s = kt + hd * tp, *qb = s + R * tp;
         const float *kb = k + (b * T * KV + kvh) * hd, *vb = v + (b * T * KV + kvh) * hd;
-        transpose_in(kb, KV * hd, T, hd, tp, kt);
+        transpose_in(kb, KV * hd, T, hd, tp, scale * LOG2E, kt);
         for (int64_t h = kvh * G; h < (kvh + 1) * G; h++) {
             for (int64_t i0 = 0; i0 < T; i0 += R) {
                 const int64_t nr = T - i0 < R ? T - i0 : R, keys = i0 + nr, width = up(keys, 32);
@@ -189,7 +247,7 @@ int shiptwo_attention_forward(int64_t B, int64_t T, int64_t H, int64_t KV, int64
                 gemm_rows(qb, hd, 1, R, hd, kt, tp, width, s, tp, 0);
                 float inv[R];
                 float *ob = o + ((b * T + i0) * H + h) * hd;
-                probabilities(s, tp, width, i0, nr, scale, NULL, lse + (b * H + h) * T, inv);
+                probabilities(s, tp, width, i0, nr, NULL, lse + (b * H + h) * T, inv);
                 gemm_rows(s, tp, 1, nr, keys, vb, KV * hd, hd, ob, H * hd, 0);
                 for (int64_t r = 0; r < nr; r++)
                     for (int64_t d = 0; d < hd; d++) ob[r * H * hd + d] *= inv[r];
@@ -216,8 +274,8 @@ int shiptwo_attention_backward(int64_t B, int64_t T, int64_t H, int64_t KV, int6
         const int64_t ks = KV * hd, qs = H * hd;
         const float *kb = k + (b * T * KV + kvh) * hd, *vb = v + (b * T * KV + kvh) * hd;
         float *dkb = dk + (b * T * KV + kvh) * hd, *dvb = dv + (b * T * KV + kvh) * hd;
-        transpose_in(kb, ks, T, hd, tp, kt);
-        transpose_in(vb, ks, T, hd, tp, vt);
+        transpose_in(kb, ks, T, hd, tp, scale * LOG2E, kt);
+        transpose_in(vb, ks, T, hd, tp, 1.0f, vt);
         for (int64_t j = 0; j < T; j++) {
             memset(dkb + j * ks, 0, sizeof(float) * hd);
             memset(dvb + j * ks, 0, sizeof(float) * hd);
@@ -242,14 +300,15 @@ int shiptwo_attention_backward(int64_t B, int64_t T, int64_t H, int64_t KV, int6
                     }
                     const int64_t sub_keys = i0 + s0 + nr, sub_width = up(sub_keys, 32);
                     gemm_rows(qb + s0 * hd, hd, 1, R, hd, kt, tp, sub_width, ps, tp, 0);
-                    probabilities(ps, tp, width, i0 + s0, nr, scale, lh, NULL, NULL);
+                    probabilities(ps, tp, width, i0 + s0, nr, lh, NULL, NULL);
                     gemm_rows(dob + s0 * hd, hd, 1, R, hd, vt, tp, sub_width, dss, tp, 0); /* dP = dO V^T */
                     for (int64_t r = 0; r < R; r++) {
                         const float *dor = dob + (s0 + r) * hd, *orow = ob + (s0 + r) * hd;
-                        float dd = 0.0f; /* D_i = dO_i . O_i: the softmax's Jacobian term */
-                        for (int64_t d = 0; d < hd; d++) dd += dor[d] * orow[d];
+                        v16 acc = {0}; /* D_i = dO_i . O_i: the softmax's Jacobian term */
+                        for (int64_t d = 0; d < hd; d += 16) acc += ld(dor + d) * ld(orow + d);
+                        const float dd = hsum(acc);
                         float *pr = ps + r * tp, *dr = dss + r * tp;
-                        for (int64_t j = 0; j < sub_width; j++) dr[j] = pr[j] * (dr[j] - dd) * scale;
+                        for (int64_t j = 0; j < sub_width; j += 16) st(dr + j, ld(pr + j) * (ld(dr + j) - dd) * scale);
                         for (int64_t j = sub_width; j < width; j++) dr[j] = 0.0f;
                     }
                     gemm_rows(dss, tp, 1, nr, sub_keys, kb, ks, hd, dq + ((b * T + i0 + s0) * H + h) * hd, qs, 0);
@@ -299,6 +358,50 @@ int shiptwo_softmax_xent(int64_t n, int64_t V, float *logits, const int64_t *tar
         for (int64_t j = 0; j < vv; j += 16) st(row + j, ld(row + j) * scale);
         for (int64_t j = vv; j < V; j++) row[j] *= scale;
         row[target[r]] -= w[r];
+    }
+    return 0;
+}
+
+/* 1 / (1 + e^-x) on 16 lanes. On AVX-512 the reciprocal is rcp14 refined by one Newton step
+ * (~1 ulp, as the exp), a third of a division's cost; elsewhere a division. */
+static inline v16 sigmoid16(v16 x) {
+    v16 d = exp16(-x) + 1.0f;
+#ifdef __AVX512F__
+    v16 r = (v16)_mm512_rcp14_ps((__m512)d);
+    return r * (2.0f - d * r);
+#else
+    return 1.0f / d;
+#endif
+}
+
+/* SwiGLU: y = silu(g) * u = g * sigmoid(g) * u over n elements (n a multiple of 16 on the
+ * vector path, a scalar tail otherwise). */
+int shiptwo_swiglu_forward(int64_t n, const float *g, const float *u, float *y, int nthreads) {
+    const int64_t nv = n / 16 * 16;
+#pragma omp parallel for schedule(static) num_threads(nthreads)
+    for (int64_t i = 0; i < nv; i += 16) {
+        v16 x = ld(g + i);
+        st(y + i, x * sigmoid16(x) * ld(u + i));
+    }
+    for (int64_t i = nv; i < n; i++) y[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+    return 0;
+}
+
+/* Its backward from the inputs (recomputing the sigmoid, one exp an element):
+ * du = dy * silu(g);  dg = dy * u * s * (1 + g * (1 - s)), s = sigmoid(g). */
+int shiptwo_swiglu_backward(int64_t n, const float *g, const float *u, const float *dy, float *dg, float *du,
+                            int nthreads) {
+    const int64_t nv = n / 16 * 16;
+#pragma omp parallel for schedule(static) num_threads(nthreads)
+    for (int64_t i = 0; i < nv; i += 16) {
+        v16 x = ld(g + i), d = ld(dy + i), s = sigmoid16(x);
+        st(du + i, d * x * s);
+        st(dg + i, d * ld(u + i) * s * (1.0f + x * (1.0f - s)));
+    }
+    for (int64_t i = nv; i < n; i++) {
+        float s = 1.0f / (1.0f + expf(-g[i]));
+        du[i] = dy[i] * g[i] * s;
+        dg[i] = dy[i] * u[i] * s * (1.0f + g[i] * (1.0f - s));
     }
     return 0;
 }

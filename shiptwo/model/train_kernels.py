@@ -1,10 +1,10 @@
 """The CPU training step's compiled kernels (train_kernels.c) as torch custom ops with their
-backward, so torch.compile keeps them inside its graph: causal grouped-query attention, and the
-LM head fused with its cross-entropy.
+backward, so torch.compile keeps them inside its graph: causal grouped-query attention, the MLP's
+SwiGLU gating, and the LM head fused with its cross-entropy.
 
 `usable(x)` says when they apply (float32 CPU tensors that need a gradient, the kernels built;
 attention also needs head_dim a multiple of 32); elsewhere torch's ops compute the same
-functions (scaled_dot_product_attention; the head and F.cross_entropy). The kernels' exp is
+functions (scaled_dot_product_attention; F.silu; the head and F.cross_entropy). The kernels' exp is
 Cephes' polynomial (~1 ulp), so results differ from torch's by float rounding only; tests
 compare both.
 """
@@ -41,11 +41,14 @@ def _lib() -> ctypes.CDLL | None:
         if not lib.vectorized:
             log.warning("training kernels built without AVX-512 (this CPU lacks it), where they are slower than "
                         "torch's ops: torch's ops instead")
-        for f in (lib.shiptwo_attention_forward, lib.shiptwo_attention_backward, lib.shiptwo_softmax_xent):
+        for f in (lib.shiptwo_attention_forward, lib.shiptwo_attention_backward, lib.shiptwo_softmax_xent,
+                  lib.shiptwo_swiglu_forward, lib.shiptwo_swiglu_backward):
             f.restype = ctypes.c_int
         lib.shiptwo_attention_forward.argtypes = [_i64] * 5 + [ctypes.c_float] + [_ptr] * 5 + [ctypes.c_int]
         lib.shiptwo_attention_backward.argtypes = [_i64] * 5 + [ctypes.c_float] + [_ptr] * 9 + [ctypes.c_int]
         lib.shiptwo_softmax_xent.argtypes = [_i64, _i64] + [_ptr] * 4 + [ctypes.c_int]
+        lib.shiptwo_swiglu_forward.argtypes = [_i64] + [_ptr] * 3 + [ctypes.c_int]
+        lib.shiptwo_swiglu_backward.argtypes = [_i64] + [_ptr] * 5 + [ctypes.c_int]
     return lib if lib.vectorized else None
 
 
@@ -157,3 +160,48 @@ def _backward_xent(ctx, dloss, _ddh, _ddw):
 
 
 linear_cross_entropy.register_autograd(_backward_xent, setup_context=_setup_xent)
+
+
+@torch.library.custom_op("shiptwo::swiglu", mutates_args=())
+def swiglu(g: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """silu(g) * u (the MLP's gating), one exp and no division an element; the backward
+    recomputes the sigmoid from g instead of saving it."""
+    if g.shape != u.shape:
+        raise ValueError(f"swiglu: gate {tuple(g.shape)} and up {tuple(u.shape)} differ in shape")
+    g, u = g.contiguous(), u.contiguous()
+    y = torch.empty_like(g)
+    _check(_lib().shiptwo_swiglu_forward(g.numel(), g.data_ptr(), u.data_ptr(), y.data_ptr(), torch.get_num_threads()),
+           "swiglu_forward")
+    return y
+
+
+@swiglu.register_fake
+def _(g, u):
+    return torch.empty_like(g)
+
+
+@torch.library.custom_op("shiptwo::swiglu_backward", mutates_args=())
+def swiglu_backward(dy: torch.Tensor, g: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    if not dy.shape == g.shape == u.shape:
+        raise ValueError(f"swiglu_backward: shapes {tuple(dy.shape)}, {tuple(g.shape)}, {tuple(u.shape)} differ")
+    dy, g, u = dy.contiguous(), g.contiguous(), u.contiguous()
+    dg, du = torch.empty_like(g), torch.empty_like(u)
+    _check(_lib().shiptwo_swiglu_backward(g.numel(), g.data_ptr(), u.data_ptr(), dy.data_ptr(), dg.data_ptr(),
+                                          du.data_ptr(), torch.get_num_threads()), "swiglu_backward")
+    return dg, du
+
+
+@swiglu_backward.register_fake
+def _(dy, g, u):
+    return torch.empty_like(g), torch.empty_like(u)
+
+
+def _setup_swiglu(ctx, inputs, output):
+    ctx.save_for_backward(*inputs)
+
+
+def _backward_swiglu(ctx, dy):
+    return swiglu_backward(dy, *ctx.saved_tensors)
+
+
+swiglu.register_autograd(_backward_swiglu, setup_context=_setup_swiglu)

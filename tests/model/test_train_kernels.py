@@ -1,6 +1,6 @@
 """The CPU training kernels compute what torch's ops compute: causal grouped-query attention and its
-gradients against scaled_dot_product_attention, the fused head + cross-entropy and its gradients
-against the head and F.cross_entropy (plain and masked means), at shapes that exercise every tail
+gradients against scaled_dot_product_attention, the SwiGLU gating against F.silu, the fused head +
+cross-entropy and its gradients against the head and F.cross_entropy (plain and masked means), at shapes that exercise every tail
 (sequence lengths off the 8-row blocks, a vocabulary off the 16-lane vectors); results ignore the
 thread count; a broken kernel would be caught (a deliberately wrong mask is); an out-of-range
 target is refused; and an unavailable build is logged, with torch's ops used instead."""
@@ -93,6 +93,32 @@ def test_fused_head_cross_entropy_matches_torch(masked):
     assert torch.allclose(got[1], h.grad, atol=1e-6, rtol=1e-4) and torch.allclose(got[2], weight.grad, atol=1e-6, rtol=1e-4)
     if masked:
         assert torch.count_nonzero(got[1][mask == 0]) == 0  # unsupervised targets send no gradient
+
+
+@pytest.mark.parametrize("shape", [(64, 96), (7, 37)])  # whole vectors; a scalar tail (259 elements)
+def test_swiglu_matches_torch_forward_and_backward(shape):
+    gen = torch.Generator().manual_seed(3)
+    g = (torch.randn(shape, generator=gen) * 4).requires_grad_()
+    with torch.no_grad():
+        g[0, :4] = torch.tensor([-120.0, -88.5, 90.0, 0.0])  # past exp's clamp both ways, and zero
+    u = torch.randn(shape, generator=gen, requires_grad=True)
+    dy = torch.randn(shape, generator=gen)
+    got = train_kernels.swiglu(g, u)
+    got.backward(dy)
+    got_grads = [g.grad.clone(), u.grad.clone()]
+    g.grad = u.grad = None
+    ref = F.silu(g) * u
+    ref.backward(dy)
+    assert torch.allclose(got, ref, atol=1e-6, rtol=1e-5)
+    for name, a, b in zip(("gate", "up"), got_grads, (g.grad, u.grad)):
+        assert torch.isfinite(a).all() and torch.allclose(a, b, atol=1e-6, rtol=1e-5), f"d{name}: {float((a - b).abs().max())}"
+    wrong = train_kernels.swiglu(g, u.roll(1, 0))  # the comparison can fail: gate and up misaligned by a row
+    assert not torch.allclose(wrong, ref, atol=1e-6, rtol=1e-5)
+
+
+def test_swiglu_refuses_mismatched_shapes():
+    with pytest.raises(ValueError, match="differ in shape"):
+        train_kernels.swiglu(torch.randn(4, 16), torch.randn(4, 17))
 
 
 def test_an_out_of_range_target_is_refused():
