@@ -352,7 +352,8 @@ class LlamaModel(nn.Module):
             key_mask = attention_mask.bool()
             positions = (key_mask.long().cumsum(-1) - 1).clamp(min=0)[:, start:]
             cos, sin = cos_all[positions], sin_all[positions]
-        x = self.model.embed_tokens(idx)
+        emb = self.model.embed_tokens.weight
+        x = train_kernels.embedding(emb, idx) if train_kernels.usable(emb) else self.model.embed_tokens(idx)
         for n, layer in enumerate(self.model.layers):
             x = layer(x, cos, sin, n, cache, key_mask)
         if cache is not None:

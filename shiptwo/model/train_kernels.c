@@ -18,6 +18,7 @@
  * so results do not depend on the thread count.
  */
 #include <math.h>
+#include <omp.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -402,6 +403,39 @@ int shiptwo_swiglu_backward(int64_t n, const float *g, const float *u, const flo
         float s = 1.0f / (1.0f + expf(-g[i]));
         du[i] = dy[i] * g[i] * s;
         dg[i] = dy[i] * u[i] * s * (1.0f + g[i] * (1.0f - s));
+    }
+    return 0;
+}
+
+/* The embedding: y[t] = w[idx[t]] for n tokens of d floats. An out-of-range id returns 1. */
+int shiptwo_embedding_forward(int64_t n, int64_t d, int64_t V, const int64_t *idx, const float *w, float *y,
+                              int nthreads) {
+    for (int64_t t = 0; t < n; t++)
+        if (idx[t] < 0 || idx[t] >= V) return 1;
+#pragma omp parallel for schedule(static) num_threads(nthreads)
+    for (int64_t t = 0; t < n; t++) memcpy(y + t * d, w + idx[t] * d, sizeof(float) * d);
+    return 0;
+}
+
+/* Its weight gradient: dw (V x d) = sum over tokens t of onehot(idx[t]) dy[t], without
+ * atomics: each thread owns a range of vocabulary rows and scans every token for its own, so each
+ * row sums its tokens in token order whatever the thread count. An out-of-range id returns 1. */
+int shiptwo_embedding_backward(int64_t n, int64_t d, int64_t V, const int64_t *idx, const float *dy, float *dw,
+                               int nthreads) {
+    for (int64_t t = 0; t < n; t++)
+        if (idx[t] < 0 || idx[t] >= V) return 1;
+#pragma omp parallel num_threads(nthreads)
+    {
+        const int64_t parts = omp_get_num_threads(), me = omp_get_thread_num();
+        const int64_t lo = V * me / parts, hi = V * (me + 1) / parts;
+        memset(dw + lo * d, 0, sizeof(float) * (hi - lo) * d);
+        for (int64_t t = 0; t < n; t++) {
+            const int64_t row = idx[t];
+            if (row < lo || row >= hi) continue;
+            float *out = dw + row * d;
+            const float *g = dy + t * d;
+            for (int64_t j = 0; j < d; j++) out[j] += g[j];
+        }
     }
     return 0;
 }

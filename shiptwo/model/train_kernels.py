@@ -1,10 +1,10 @@
 """The CPU training step's compiled kernels (train_kernels.c) as torch custom ops with their
 backward, so torch.compile keeps them inside its graph: causal grouped-query attention, the MLP's
-SwiGLU gating, and the LM head fused with its cross-entropy.
+SwiGLU gating, the token embedding's gradient, and the LM head fused with its cross-entropy.
 
 `usable(x)` says when they apply (float32 CPU tensors that need a gradient, the kernels built;
 attention also needs head_dim a multiple of 32); elsewhere torch's ops compute the same
-functions (scaled_dot_product_attention; F.silu; the head and F.cross_entropy). The kernels' exp is
+functions (scaled_dot_product_attention; F.silu; F.embedding; the head and F.cross_entropy). The kernels' exp is
 Cephes' polynomial (~1 ulp), so results differ from torch's by float rounding only; tests
 compare both.
 """
@@ -42,13 +42,15 @@ def _lib() -> ctypes.CDLL | None:
             log.warning("training kernels built without AVX-512 (this CPU lacks it), where they are slower than "
                         "torch's ops: torch's ops instead")
         for f in (lib.shiptwo_attention_forward, lib.shiptwo_attention_backward, lib.shiptwo_softmax_xent,
-                  lib.shiptwo_swiglu_forward, lib.shiptwo_swiglu_backward):
+                  lib.shiptwo_swiglu_forward, lib.shiptwo_swiglu_backward, lib.shiptwo_embedding_forward, lib.shiptwo_embedding_backward):
             f.restype = ctypes.c_int
         lib.shiptwo_attention_forward.argtypes = [_i64] * 5 + [ctypes.c_float] + [_ptr] * 5 + [ctypes.c_int]
         lib.shiptwo_attention_backward.argtypes = [_i64] * 5 + [ctypes.c_float] + [_ptr] * 9 + [ctypes.c_int]
         lib.shiptwo_softmax_xent.argtypes = [_i64, _i64] + [_ptr] * 4 + [ctypes.c_int]
         lib.shiptwo_swiglu_forward.argtypes = [_i64] + [_ptr] * 3 + [ctypes.c_int]
         lib.shiptwo_swiglu_backward.argtypes = [_i64] + [_ptr] * 5 + [ctypes.c_int]
+        lib.shiptwo_embedding_forward.argtypes = [_i64] * 3 + [_ptr] * 3 + [ctypes.c_int]
+        lib.shiptwo_embedding_backward.argtypes = [_i64] * 3 + [_ptr] * 3 + [ctypes.c_int]
     return lib if lib.vectorized else None
 
 
@@ -205,3 +207,48 @@ def _backward_swiglu(ctx, dy):
 
 
 swiglu.register_autograd(_backward_swiglu, setup_context=_setup_swiglu)
+
+
+@torch.library.custom_op("shiptwo::embedding", mutates_args=())
+def embedding(weight: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """weight[idx] (F.embedding), whose backward sums each token's gradient into its row without
+    atomics (inductor's scatter adds every element atomically)."""
+    weight, idx = weight.contiguous(), idx.long().contiguous()  # F.embedding takes int32 ids too
+    y = weight.new_empty(*idx.shape, weight.shape[1])
+    _check(_lib().shiptwo_embedding_forward(idx.numel(), weight.shape[1], weight.shape[0], idx.data_ptr(),
+                                            weight.data_ptr(), y.data_ptr(), torch.get_num_threads()),
+           "embedding_forward")
+    return y
+
+
+@embedding.register_fake
+def _(weight, idx):
+    return weight.new_empty(*idx.shape, weight.shape[1])
+
+
+@torch.library.custom_op("shiptwo::embedding_backward", mutates_args=())
+def embedding_backward(dy: torch.Tensor, idx: torch.Tensor, vocab: int) -> torch.Tensor:
+    dy, idx = dy.contiguous(), idx.long().contiguous()
+    d = dy.shape[-1]
+    dw = dy.new_empty(vocab, d)
+    _check(_lib().shiptwo_embedding_backward(idx.numel(), d, vocab, idx.data_ptr(), dy.data_ptr(), dw.data_ptr(),
+                                             torch.get_num_threads()), "embedding_backward")
+    return dw
+
+
+@embedding_backward.register_fake
+def _(dy, idx, vocab):
+    return dy.new_empty(vocab, dy.shape[-1])
+
+
+def _setup_embedding(ctx, inputs, output):
+    ctx.save_for_backward(inputs[1])
+    ctx.vocab = inputs[0].shape[0]
+
+
+def _backward_embedding(ctx, dy):
+    (idx,) = ctx.saved_tensors
+    return embedding_backward(dy, idx, ctx.vocab), None
+
+
+embedding.register_autograd(_backward_embedding, setup_context=_setup_embedding)

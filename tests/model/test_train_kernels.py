@@ -121,6 +121,28 @@ def test_swiglu_refuses_mismatched_shapes():
         train_kernels.swiglu(torch.randn(4, 16), torch.randn(4, 17))
 
 
+def test_embedding_matches_torch_and_sums_repeated_tokens_in_any_thread_count():
+    gen = torch.Generator().manual_seed(5)
+    weight = torch.randn(50, 48, generator=gen, requires_grad=True)
+    idx = torch.randint(0, 50, (3, 70), generator=gen, dtype=torch.int32)  # 210 tokens for 50 rows: repeats
+    idx[0, :5] = 7  # one row hit five times in a row
+    dy = torch.randn(3, 70, 48, generator=gen)
+    F.embedding(idx, weight).backward(dy)
+    ref = weight.grad.clone()
+    results = []
+    for threads in (1, 2):
+        weight.grad = None
+        with torch_threads(threads):
+            y = train_kernels.embedding(weight, idx)
+            y.backward(dy)
+        assert torch.equal(y, F.embedding(idx, weight))
+        assert torch.allclose(weight.grad, ref, atol=1e-6, rtol=1e-5)
+        results.append(weight.grad.clone())
+    assert torch.equal(*results)  # each row sums its tokens in one order whatever the threads
+    with pytest.raises(RuntimeError, match="bad input"):
+        train_kernels.embedding(weight, torch.tensor([0, 50]))
+
+
 def test_an_out_of_range_target_is_refused():
     h, weight = torch.randn(4, 32), torch.randn(10, 32)
     with pytest.raises(RuntimeError, match="bad input"):
