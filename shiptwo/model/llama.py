@@ -224,11 +224,14 @@ class Attention(nn.Module):
         token-major, so they broadcast over heads before the head transpose."""
         B, T, _ = x.shape
         H, KV, hd = self.n_head, self.n_kv, self.head_dim
-        q = apply_rope(self.q_proj(x).view(B, T, H, hd), cos, ssin)
-        k = apply_rope(self.k_proj(x).view(B, T, KV, hd), cos, ssin)
+        q = self.q_proj(x).view(B, T, H, hd)
+        k = self.k_proj(x).view(B, T, KV, hd)
         v = self.v_proj(x).view(B, T, KV, hd)
-        if cache is None and key_mask is None and train_kernels.attention_usable(q):  # training on a CPU: token-major, no transposes
-            return self.o_proj(train_kernels.causal_attention(q, k, v)[0].reshape(B, T, -1))
+        if cache is None and key_mask is None and train_kernels.attention_usable(q):
+            # training on a CPU: token-major, no transposes, the kernel applies the rotary embedding
+            y = train_kernels.causal_attention(q, k, v, cos.reshape(T, hd), ssin.reshape(T, hd))[0]
+            return self.o_proj(y.reshape(B, T, -1))
+        q, k = apply_rope(q, cos, ssin), apply_rope(k, cos, ssin)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         past = 0
         if cache is not None:

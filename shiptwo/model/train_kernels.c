@@ -10,6 +10,9 @@
  *
  * Layouts are token-major, as the projections produce them (no transposes):
  *   q, o, dq: (B, T, H, hd)   k, v, dk, dv: (B, T, KV, hd)   lse: (B, H, T), natural log.
+ *   cs, sn: (T, hd) rotary cos and signed sin of positions 0..T-1: q and k come unrotated and the
+ *   kernels rotate them on the way into their blocks (so the rotated copies never reach memory),
+ *   and the backward rotates dq and dk back.
  * The forward saves each row's log-sum-exp; the backward recomputes the probabilities from it
  * (flash attention's recomputation) instead of storing (T, T) per head.
  *
@@ -194,10 +197,29 @@ static void transpose_in(const float *x, int64_t xs, int64_t T, int64_t hd, int6
     }
 }
 
-/* `rows` rows of x (stride xs) starting at row i0, nr of them real, into a zero-padded rows x hd block. */
-static void block_in(const float *x, int64_t xs, int64_t i0, int64_t nr, int64_t hd, float *blk, int64_t rows) {
+/* Rotary embedding of one row x (hd floats) at the position whose tables are cs, sn (cos and signed
+ * sin, Hugging Face's rotate-half layout): out = x * cos + swap_halves(x) * ssin. With `back` set,
+ * its transpose (the gradient's way): out = x * cos + swap_halves(x * ssin). out must not alias x. */
+static inline void rope_row(const float *x, const float *cs, const float *sn, int64_t hd, int back, float *out) {
+    const int64_t half = hd / 2; /* a multiple of 16: the kernels take head_dim % 32 == 0 */
+    for (int64_t d = 0; d < half; d += 16) {
+        v16 x1 = ld(x + d), x2 = ld(x + d + half), s1 = ld(sn + d), s2 = ld(sn + d + half);
+        st(out + d, x1 * ld(cs + d) + x2 * (back ? s2 : s1));
+        st(out + d + half, x2 * ld(cs + d + half) + x1 * (back ? s1 : s2));
+    }
+}
+
+/* `rows` rows of x (stride xs) starting at row i0, nr of them real, into a zero-padded rows x hd
+ * block; rotated by their positions' angles where cs/sn are given. */
+static void block_in(const float *x, int64_t xs, int64_t i0, int64_t nr, int64_t hd, float *blk, int64_t rows,
+                     const float *cs, const float *sn) {
     memset(blk, 0, sizeof(float) * rows * hd);
-    for (int64_t r = 0; r < nr; r++) memcpy(blk + r * hd, x + (i0 + r) * xs, sizeof(float) * hd);
+    for (int64_t r = 0; r < nr; r++) {
+        if (cs != NULL)
+            rope_row(x + (i0 + r) * xs, cs + (i0 + r) * hd, sn + (i0 + r) * hd, hd, 0, blk + r * hd);
+        else
+            memcpy(blk + r * hd, x + (i0 + r) * xs, sizeof(float) * hd);
+    }
 }
 
 /* Scores of a block's rows against keys [0, i0 + nr) -> probabilities in p (R rows at stride tp,
@@ -229,22 +251,24 @@ static void probabilities(float *p, int64_t tp, int64_t width, int64_t i0, int64
 }
 
 int shiptwo_attention_forward(int64_t B, int64_t T, int64_t H, int64_t KV, int64_t hd, float scale, const float *q,
-                              const float *k, const float *v, float *o, float *lse, int nthreads) {
+                              const float *k, const float *v, const float *cs, const float *sn, float *o, float *lse,
+                              int nthreads) {
     if (hd % 32 || H % KV || T < 1) return 1;
     const int64_t G = H / KV, tp = up(T, 32);
     int failed = 0;
 #pragma omp parallel for schedule(dynamic) num_threads(nthreads) reduction(| : failed)
     for (int64_t task = 0; task < B * KV; task++) { /* a key/value head and the G query heads reading it */
         const int64_t b = task / KV, kvh = task % KV;
-        float *kt = aligned_alloc(64, sizeof(float) * (hd * tp + R * tp + R * hd));
+        float *kt = aligned_alloc(64, sizeof(float) * (hd * tp + R * tp + R * hd + T * hd));
         if (kt == NULL) { failed = 1; continue; }
-        float *s = kt + hd * tp, *qb = s + R * tp;
+        float *s = kt + hd * tp, *qb = s + R * tp, *kr = qb + R * hd;
         const float *kb = k + (b * T * KV + kvh) * hd, *vb = v + (b * T * KV + kvh) * hd;
-        transpose_in(kb, KV * hd, T, hd, tp, scale * LOG2E, kt);
+        block_in(kb, KV * hd, 0, T, hd, kr, T, cs, sn);
+        transpose_in(kr, hd, T, hd, tp, scale * LOG2E, kt);
         for (int64_t h = kvh * G; h < (kvh + 1) * G; h++) {
             for (int64_t i0 = 0; i0 < T; i0 += R) {
                 const int64_t nr = T - i0 < R ? T - i0 : R, keys = i0 + nr, width = up(keys, 32);
-                block_in(q + (b * T * H + h) * hd, H * hd, i0, nr, hd, qb, R);
+                block_in(q + (b * T * H + h) * hd, H * hd, i0, nr, hd, qb, R, cs, sn);
                 gemm_rows(qb, hd, 1, R, hd, kt, tp, width, s, tp, 0);
                 float inv[R];
                 float *ob = o + ((b * T + i0) * H + h) * hd;
@@ -260,22 +284,23 @@ int shiptwo_attention_forward(int64_t B, int64_t T, int64_t H, int64_t KV, int64
 }
 
 int shiptwo_attention_backward(int64_t B, int64_t T, int64_t H, int64_t KV, int64_t hd, float scale, const float *q,
-                               const float *k, const float *v, const float *o, const float *lse, const float *dout,
-                               float *dq, float *dk, float *dv, int nthreads) {
+                               const float *k, const float *v, const float *cs, const float *sn, const float *o,
+                               const float *lse, const float *dout, float *dq, float *dk, float *dv, int nthreads) {
     if (hd % 32 || H % KV || T < 1) return 1;
     const int64_t G = H / KV, tp = up(T, 32);
     int failed = 0;
 #pragma omp parallel for schedule(dynamic) num_threads(nthreads) reduction(| : failed)
     for (int64_t task = 0; task < B * KV; task++) {
         const int64_t b = task / KV, kvh = task % KV;
-        float *kt = aligned_alloc(64, sizeof(float) * (2 * hd * tp + 2 * QB * tp + 3 * QB * hd));
+        float *kt = aligned_alloc(64, sizeof(float) * (2 * hd * tp + 2 * QB * tp + 3 * QB * hd + T * hd + hd));
         if (kt == NULL) { failed = 1; continue; }
         float *vt = kt + hd * tp, *p = vt + hd * tp, *ds = p + QB * tp;
-        float *qb = ds + QB * tp, *dob = qb + QB * hd, *ob = dob + QB * hd;
+        float *qb = ds + QB * tp, *dob = qb + QB * hd, *ob = dob + QB * hd, *kr = ob + QB * hd, *row = kr + T * hd;
         const int64_t ks = KV * hd, qs = H * hd;
         const float *kb = k + (b * T * KV + kvh) * hd, *vb = v + (b * T * KV + kvh) * hd;
         float *dkb = dk + (b * T * KV + kvh) * hd, *dvb = dv + (b * T * KV + kvh) * hd;
-        transpose_in(kb, ks, T, hd, tp, scale * LOG2E, kt);
+        block_in(kb, ks, 0, T, hd, kr, T, cs, sn); /* the rotated keys, rows for dQ = dS K */
+        transpose_in(kr, hd, T, hd, tp, scale * LOG2E, kt);
         transpose_in(vb, ks, T, hd, tp, 1.0f, vt);
         for (int64_t j = 0; j < T; j++) {
             memset(dkb + j * ks, 0, sizeof(float) * hd);
@@ -286,9 +311,9 @@ int shiptwo_attention_backward(int64_t B, int64_t T, int64_t H, int64_t KV, int6
             const float *lh = lse + (b * H + h) * T;
             for (int64_t i0 = 0; i0 < T; i0 += QB) {
                 const int64_t nq = T - i0 < QB ? T - i0 : QB, keys = i0 + nq, width = up(keys, 32);
-                block_in(qh, qs, i0, nq, hd, qb, QB);
-                block_in(doh, qs, i0, nq, hd, dob, QB);
-                block_in(oh, qs, i0, nq, hd, ob, QB);
+                block_in(qh, qs, i0, nq, hd, qb, QB, cs, sn);
+                block_in(doh, qs, i0, nq, hd, dob, QB, NULL, NULL);
+                block_in(oh, qs, i0, nq, hd, ob, QB, NULL, NULL);
                 for (int64_t s0 = 0; s0 < QB; s0 += R) { /* P, dS and dQ for R rows at a time */
                     float *ps = p + s0 * tp, *dss = ds + s0 * tp;
                     const int64_t nr = nq - s0 < 0 ? 0 : (nq - s0 < R ? nq - s0 : R);
@@ -312,7 +337,13 @@ int shiptwo_attention_backward(int64_t B, int64_t T, int64_t H, int64_t KV, int6
                         for (int64_t j = 0; j < sub_width; j += 16) st(dr + j, ld(pr + j) * (ld(dr + j) - dd) * scale);
                         for (int64_t j = sub_width; j < width; j++) dr[j] = 0.0f;
                     }
-                    gemm_rows(dss, tp, 1, nr, sub_keys, kb, ks, hd, dq + ((b * T + i0 + s0) * H + h) * hd, qs, 0);
+                    float *dqb = dq + ((b * T + i0 + s0) * H + h) * hd;
+                    gemm_rows(dss, tp, 1, nr, sub_keys, kr, hd, hd, dqb, qs, 0);
+                    for (int64_t r = 0; r < nr; r++) { /* the gradient of the rotated query -> of q */
+                        const int64_t i = i0 + s0 + r;
+                        rope_row(dqb + r * qs, cs + i * hd, sn + i * hd, hd, 1, row);
+                        memcpy(dqb + r * qs, row, sizeof(float) * hd);
+                    }
                 }
                 for (int64_t j0 = 0; j0 < keys; j0 += R) { /* dV += P^T dO, dK += dS^T Q over the QB rows */
                     const int64_t nj = keys - j0 < R ? keys - j0 : R;
@@ -320,6 +351,10 @@ int shiptwo_attention_backward(int64_t B, int64_t T, int64_t H, int64_t KV, int6
                     gemm_rows(ds + j0, 1, tp, nj, QB, qb, hd, hd, dkb + j0 * ks, ks, 1);
                 }
             }
+        }
+        for (int64_t j = 0; j < T; j++) { /* the gradient of the rotated keys -> of k */
+            rope_row(dkb + j * ks, cs + j * hd, sn + j * hd, hd, 1, row);
+            memcpy(dkb + j * ks, row, sizeof(float) * hd);
         }
         free(kt);
     }

@@ -44,8 +44,8 @@ def _lib() -> ctypes.CDLL | None:
         for f in (lib.shiptwo_attention_forward, lib.shiptwo_attention_backward, lib.shiptwo_softmax_xent,
                   lib.shiptwo_swiglu_forward, lib.shiptwo_swiglu_backward, lib.shiptwo_embedding_forward, lib.shiptwo_embedding_backward):
             f.restype = ctypes.c_int
-        lib.shiptwo_attention_forward.argtypes = [_i64] * 5 + [ctypes.c_float] + [_ptr] * 5 + [ctypes.c_int]
-        lib.shiptwo_attention_backward.argtypes = [_i64] * 5 + [ctypes.c_float] + [_ptr] * 9 + [ctypes.c_int]
+        lib.shiptwo_attention_forward.argtypes = [_i64] * 5 + [ctypes.c_float] + [_ptr] * 7 + [ctypes.c_int]
+        lib.shiptwo_attention_backward.argtypes = [_i64] * 5 + [ctypes.c_float] + [_ptr] * 11 + [ctypes.c_int]
         lib.shiptwo_softmax_xent.argtypes = [_i64, _i64] + [_ptr] * 4 + [ctypes.c_int]
         lib.shiptwo_swiglu_forward.argtypes = [_i64] + [_ptr] * 3 + [ctypes.c_int]
         lib.shiptwo_swiglu_backward.argtypes = [_i64] + [_ptr] * 5 + [ctypes.c_int]
@@ -80,36 +80,44 @@ def _check(rc: int, what: str) -> None:
 
 
 @torch.library.custom_op("shiptwo::causal_attention", mutates_args=())
-def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """softmax(q k^T / sqrt(hd), causal) v for q (B, T, H, hd), k and v (B, T, KV, hd); returns the
-    output (B, T, H, hd) and each row's log-sum-exp (B, H, T), which the backward needs."""
-    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor,
+                     ssin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """softmax(rope(q) rope(k)^T / sqrt(hd), causal) v for q (B, T, H, hd), k and v (B, T, KV, hd),
+    q and k rotated by the kernel (`llama.apply_rope` with cos and signed sin (T, hd) of positions
+    0..T-1); returns the output (B, T, H, hd) and each row's log-sum-exp (B, H, T), which the
+    backward needs."""
+    q, k, v, cos, ssin = (t.contiguous() for t in (q, k, v, cos, ssin))
     B, T, H, KV, hd, scale = _shape(q, k)
+    if cos.shape != (T, hd) or ssin.shape != (T, hd):
+        raise ValueError(f"causal_attention: rotary tables {tuple(cos.shape)}/{tuple(ssin.shape)}, expected {(T, hd)}")
     o, lse = torch.empty_like(q), q.new_empty(B, H, T)
     _check(_lib().shiptwo_attention_forward(B, T, H, KV, hd, scale, q.data_ptr(), k.data_ptr(), v.data_ptr(),
-                                            o.data_ptr(), lse.data_ptr(), torch.get_num_threads()), "attention_forward")
+                                            cos.data_ptr(), ssin.data_ptr(), o.data_ptr(), lse.data_ptr(),
+                                            torch.get_num_threads()), "attention_forward")
     return o, lse
 
 
 @causal_attention.register_fake
-def _(q, k, v):
+def _(q, k, v, cos, ssin):
     return torch.empty_like(q), q.new_empty(q.shape[0], q.shape[2], q.shape[1])
 
 
 @torch.library.custom_op("shiptwo::causal_attention_backward", mutates_args=())
-def causal_attention_backward(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o: torch.Tensor,
+def causal_attention_backward(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                              cos: torch.Tensor, ssin: torch.Tensor, o: torch.Tensor,
                               lse: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    dout, q, k, v, o, lse = (t.contiguous() for t in (dout, q, k, v, o, lse))
+    dout, q, k, v, cos, ssin, o, lse = (t.contiguous() for t in (dout, q, k, v, cos, ssin, o, lse))
     B, T, H, KV, hd, scale = _shape(q, k)
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     _check(_lib().shiptwo_attention_backward(B, T, H, KV, hd, scale, q.data_ptr(), k.data_ptr(), v.data_ptr(),
-                                             o.data_ptr(), lse.data_ptr(), dout.data_ptr(), dq.data_ptr(),
-                                             dk.data_ptr(), dv.data_ptr(), torch.get_num_threads()), "attention_backward")
+                                             cos.data_ptr(), ssin.data_ptr(), o.data_ptr(), lse.data_ptr(),
+                                             dout.data_ptr(), dq.data_ptr(), dk.data_ptr(), dv.data_ptr(),
+                                             torch.get_num_threads()), "attention_backward")
     return dq, dk, dv
 
 
 @causal_attention_backward.register_fake
-def _(dout, q, k, v, o, lse):
+def _(dout, q, k, v, cos, ssin, o, lse):
     return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
 
 
@@ -118,8 +126,8 @@ def _setup(ctx, inputs, output):
 
 
 def _backward(ctx, dout, _dlse):
-    q, k, v, o, lse = ctx.saved_tensors
-    return causal_attention_backward(dout, q, k, v, o, lse)
+    q, k, v, cos, ssin, o, lse = ctx.saved_tensors
+    return *causal_attention_backward(dout, q, k, v, cos, ssin, o, lse), None, None  # the tables are constants
 
 
 causal_attention.register_autograd(_backward, setup_context=_setup)

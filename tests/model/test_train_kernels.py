@@ -1,8 +1,8 @@
-"""The CPU training kernels compute what torch's ops compute: causal grouped-query attention and its
-gradients against scaled_dot_product_attention, the SwiGLU gating against F.silu, the fused head +
+"""The CPU training kernels compute what torch's ops compute: causal grouped-query attention with its
+rotary embedding, and its gradients, against apply_rope + scaled_dot_product_attention, the SwiGLU gating against F.silu, the fused head +
 cross-entropy and its gradients against the head and F.cross_entropy (plain and masked means), at shapes that exercise every tail
 (sequence lengths off the 8-row blocks, a vocabulary off the 16-lane vectors); results ignore the
-thread count; a broken kernel would be caught (a deliberately wrong mask is); an out-of-range
+thread count; a broken kernel would be caught (a deliberately wrong mask or rotation is); an out-of-range
 target is refused; and an unavailable build is logged, with torch's ops used instead."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from shiptwo.measure.bench import torch_threads
 from shiptwo.model import kernels, train_kernels
-from shiptwo.model.llama import LlamaModel, ModelConfig
+from shiptwo.model.llama import LlamaModel, ModelConfig, apply_rope, rope_cache, signed_sin
 
 pytestmark = pytest.mark.skipif(train_kernels._lib() is None, reason="training kernels unavailable here (logged)")
 
@@ -29,10 +29,24 @@ def _qkv(B, T, H, KV, hd, seed=0):
     return q, k, v, torch.randn(B, T, H, hd, generator=gen)
 
 
-def _sdpa(q, k, v):
+def _tables(T, hd, start=0):
+    """The model's rotary tables (cos, signed sin), (T, hd), for positions start..start+T-1."""
+    cos, sin = rope_cache(ModelConfig(hidden_size=hd, num_attention_heads=1, num_key_value_heads=1),
+                          torch.arange(start, start + T))
+    return cos, signed_sin(sin)
+
+
+def _sdpa(q, k, v, start=0):
+    """torch's attention on q and k rotated by torch (llama.apply_rope)."""
+    cos, ssin = (t[:, None] for t in _tables(q.shape[1], q.shape[3], start))
+    q, k = apply_rope(q, cos, ssin), apply_rope(k, cos, ssin)
     y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True,
                                        enable_gqa=q.shape[2] != k.shape[2])
     return y.transpose(1, 2)
+
+
+def _kernel(q, k, v):
+    return train_kernels.causal_attention(q, k, v, *_tables(q.shape[1], q.shape[3]))[0]
 
 
 def _grads(fn, q, k, v, dout):
@@ -47,7 +61,7 @@ def _grads(fn, q, k, v, dout):
 def test_attention_matches_torch_forward_and_backward(B, T, H, KV, hd):
     q, k, v, dout = _qkv(B, T, H, KV, hd)
     y_ref, g_ref = _grads(_sdpa, q, k, v, dout)
-    y, g = _grads(lambda *a: train_kernels.causal_attention(*a)[0], q, k, v, dout)
+    y, g = _grads(_kernel, q, k, v, dout)
     assert torch.allclose(y, y_ref, atol=2e-6, rtol=1e-5)
     for name, a, b in zip("qkv", g, g_ref):
         assert torch.allclose(a, b, atol=2e-5, rtol=1e-4), f"d{name}: {float((a - b).abs().max())}"
@@ -59,8 +73,27 @@ def test_a_wrong_mask_is_caught_by_the_same_comparison():
     leaky = torch.ones(37, 37, dtype=torch.bool).tril(diagonal=1)
     y_leak = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=leaky,
                                             enable_gqa=True).transpose(1, 2)
-    y = train_kernels.causal_attention(q, k, v)[0]
+    y = _kernel(q, k, v)
     assert not torch.allclose(y, y_leak, atol=2e-6, rtol=1e-5)
+
+
+def test_a_missing_or_reversed_rotation_is_caught_by_the_same_comparison():
+    """RoPE scores depend on relative positions only, so the defects that matter are a rotation left
+    out or turned the wrong way; the comparison tells both from the kernel."""
+    q, k, v, _ = _qkv(2, 37, 4, 2, 32)
+    y = _kernel(q, k, v)
+    cos, ssin = (t[:, None] for t in _tables(37, 32))
+    for wrong in (lambda x: x, lambda x: apply_rope(x, cos, -ssin)):
+        qw, kw = wrong(q), wrong(k)
+        y_wrong = F.scaled_dot_product_attention(qw.transpose(1, 2), kw.transpose(1, 2), v.transpose(1, 2),
+                                                 is_causal=True, enable_gqa=True).transpose(1, 2)
+        assert not torch.allclose(y, y_wrong, atol=2e-6, rtol=1e-5)
+
+
+def test_attention_refuses_rotary_tables_of_another_length():
+    q, k, v, _ = _qkv(1, 8, 2, 1, 32)
+    with pytest.raises(ValueError, match="rotary tables"):
+        train_kernels.causal_attention(q, k, v, *_tables(9, 32))
 
 
 def test_attention_ignores_the_thread_count():
@@ -68,7 +101,7 @@ def test_attention_ignores_the_thread_count():
     results = []
     for threads in (1, 2):
         with torch_threads(threads):
-            results.append(_grads(lambda *a: train_kernels.causal_attention(*a)[0], q, k, v, dout))
+            results.append(_grads(_kernel, q, k, v, dout))
     (y1, g1), (y2, g2) = results
     assert torch.equal(y1, y2) and all(torch.equal(a, b) for a, b in zip(g1, g2))
 
