@@ -29,7 +29,8 @@
 typedef float v16 __attribute__((vector_size(64)));
 
 #define R 8 /* query rows per block: 8 rows x 32 columns = 16 vector accumulators */
-#define QB (4 * R) /* the backward's query rows per block: dV and dK accumulate over all of them at once */
+#define QB 256 /* the backward's most query rows per block (P and dS of a block: 2 x QB x T floats):
+                 * dV and dK accumulate over all of them in registers, from the diagonal down */
 
 #define LOG2E 1.44269504088896341f
 #define LN2 0.693147180559945309f
@@ -292,10 +293,11 @@ int shiptwo_attention_backward(int64_t B, int64_t T, int64_t H, int64_t KV, int6
 #pragma omp parallel for schedule(dynamic) num_threads(nthreads) reduction(| : failed)
     for (int64_t task = 0; task < B * KV; task++) {
         const int64_t b = task / KV, kvh = task % KV;
-        float *kt = aligned_alloc(64, sizeof(float) * (2 * hd * tp + 2 * QB * tp + 3 * QB * hd + T * hd + hd));
+        const int64_t qbr = up(T < QB ? T : QB, R); /* query rows per block */
+        float *kt = aligned_alloc(64, sizeof(float) * (2 * hd * tp + 2 * qbr * tp + 3 * qbr * hd + T * hd + hd));
         if (kt == NULL) { failed = 1; continue; }
-        float *vt = kt + hd * tp, *p = vt + hd * tp, *ds = p + QB * tp;
-        float *qb = ds + QB * tp, *dob = qb + QB * hd, *ob = dob + QB * hd, *kr = ob + QB * hd, *row = kr + T * hd;
+        float *vt = kt + hd * tp, *p = vt + hd * tp, *ds = p + qbr * tp;
+        float *qb = ds + qbr * tp, *dob = qb + qbr * hd, *ob = dob + qbr * hd, *kr = ob + qbr * hd, *row = kr + T * hd;
         const int64_t ks = KV * hd, qs = H * hd;
         const float *kb = k + (b * T * KV + kvh) * hd, *vb = v + (b * T * KV + kvh) * hd;
         float *dkb = dk + (b * T * KV + kvh) * hd, *dvb = dv + (b * T * KV + kvh) * hd;
@@ -309,12 +311,12 @@ int shiptwo_attention_backward(int64_t B, int64_t T, int64_t H, int64_t KV, int6
         for (int64_t h = kvh * G; h < (kvh + 1) * G; h++) {
             const float *qh = q + (b * T * H + h) * hd, *oh = o + (b * T * H + h) * hd, *doh = dout + (b * T * H + h) * hd;
             const float *lh = lse + (b * H + h) * T;
-            for (int64_t i0 = 0; i0 < T; i0 += QB) {
-                const int64_t nq = T - i0 < QB ? T - i0 : QB, keys = i0 + nq, width = up(keys, 32);
-                block_in(qh, qs, i0, nq, hd, qb, QB, cs, sn);
-                block_in(doh, qs, i0, nq, hd, dob, QB, NULL, NULL);
-                block_in(oh, qs, i0, nq, hd, ob, QB, NULL, NULL);
-                for (int64_t s0 = 0; s0 < QB; s0 += R) { /* P, dS and dQ for R rows at a time */
+            for (int64_t i0 = 0; i0 < T; i0 += qbr) {
+                const int64_t nq = T - i0 < qbr ? T - i0 : qbr, keys = i0 + nq, width = up(keys, 32);
+                block_in(qh, qs, i0, nq, hd, qb, qbr, cs, sn);
+                block_in(doh, qs, i0, nq, hd, dob, qbr, NULL, NULL);
+                block_in(oh, qs, i0, nq, hd, ob, qbr, NULL, NULL);
+                for (int64_t s0 = 0; s0 < qbr; s0 += R) { /* P, dS and dQ for R rows at a time */
                     float *ps = p + s0 * tp, *dss = ds + s0 * tp;
                     const int64_t nr = nq - s0 < 0 ? 0 : (nq - s0 < R ? nq - s0 : R);
                     if (nr == 0) {
@@ -345,10 +347,11 @@ int shiptwo_attention_backward(int64_t B, int64_t T, int64_t H, int64_t KV, int6
                         memcpy(dqb + r * qs, row, sizeof(float) * hd);
                     }
                 }
-                for (int64_t j0 = 0; j0 < keys; j0 += R) { /* dV += P^T dO, dK += dS^T Q over the QB rows */
+                for (int64_t j0 = 0; j0 < keys; j0 += R) { /* dV += P^T dO, dK += dS^T Q over the block's rows */
                     const int64_t nj = keys - j0 < R ? keys - j0 : R;
-                    gemm_rows(p + j0, 1, tp, nj, QB, dob, hd, hd, dvb + j0 * ks, ks, 1);
-                    gemm_rows(ds + j0, 1, tp, nj, QB, qb, hd, hd, dkb + j0 * ks, ks, 1);
+                    const int64_t k0 = j0 > i0 ? j0 - i0 : 0; /* rows above key j0 see none of these keys: P, dS = 0 */
+                    gemm_rows(p + k0 * tp + j0, 1, tp, nj, nq - k0, dob + k0 * hd, hd, hd, dvb + j0 * ks, ks, 1);
+                    gemm_rows(ds + k0 * tp + j0, 1, tp, nj, nq - k0, qb + k0 * hd, hd, hd, dkb + j0 * ks, ks, 1);
                 }
             }
         }
