@@ -356,7 +356,10 @@ class LlamaModel(nn.Module):
             positions = (key_mask.long().cumsum(-1) - 1).clamp(min=0)[:, start:]
             cos, sin = cos_all[positions], sin_all[positions]
         emb = self.model.embed_tokens.weight
-        x = train_kernels.embedding(emb, idx) if train_kernels.usable(emb) else self.model.embed_tokens(idx)
+        if torch.is_grad_enabled() and train_kernels.usable(emb):  # training: the kernel's gather and its backward
+            x = train_kernels.embedding(emb, idx)
+        else:
+            x = self.model.embed_tokens(idx)
         for n, layer in enumerate(self.model.layers):
             x = layer(x, cos, sin, n, cache, key_mask)
         if cache is not None:

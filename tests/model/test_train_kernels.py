@@ -196,6 +196,21 @@ def test_a_training_forward_runs_the_kernels_and_matches_torchs_ops():
     assert torch.allclose(trained, reference, atol=1e-5) and not torch.equal(trained, reference)
 
 
+def test_the_embedding_kernel_runs_only_where_a_gradient_is_taken(monkeypatch):
+    """Inference (generation, evaluation) keeps torch's lookup: the custom op's dispatch would only add cost."""
+    model = LlamaModel(ModelConfig(vocab_size=300, hidden_size=64, intermediate_size=96, num_hidden_layers=1,
+                                   num_attention_heads=2, num_key_value_heads=1))
+    calls = []
+    real = train_kernels.embedding
+    monkeypatch.setattr(train_kernels, "embedding", lambda w, idx: calls.append(idx.shape) or real(w, idx))
+    x = torch.randint(0, 300, (2, 9))
+    with torch.no_grad():
+        model(x)
+    assert calls == []
+    model(x).sum().backward()
+    assert calls == [x.shape] and model.model.embed_tokens.weight.grad is not None
+
+
 def test_unavailable_training_kernels_are_logged_and_torch_runs(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # nothing cached: the build must run, and fails
     monkeypatch.setenv("CC", "false")
