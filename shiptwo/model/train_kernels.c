@@ -40,38 +40,68 @@ static inline void st(float *p, v16 v) { memcpy(p, &v, sizeof v); }
 
 typedef int32_t vi16 __attribute__((vector_size(64)));
 
-/* e^x on 16 lanes: Cephes' single-precision polynomial (~1 ulp) on r = x - n ln2, times 2^n.
- * x is clamped to [-87, 88] (so -inf gives ~1.6e-38, which callers zero where it is masked). On
- * AVX-512 the rounding, the clamp and the 2^n scaling are one instruction each; elsewhere it is
- * written on vectors (round-to-nearest by the 1.5 * 2^23 trick, 2^n built in the exponent bits). */
 #ifdef __AVX512F__
 #include <immintrin.h>
-static inline v16 exp16(v16 x) {
-    __m512 v = _mm512_min_ps(_mm512_max_ps((__m512)x, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f));
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(v, _mm512_set1_ps(1.44269504088896341f)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    v16 nv = (v16)n, r = (v16)v - nv * 0.693359375f + nv * 2.12194440e-4f;
-#else
-static inline v16 exp16(v16 x) {
-    const v16 lo = (v16){0} - 87.0f, hi = (v16){0} + 88.0f, magic = (v16){0} + 12582912.0f;
-    vi16 below = x < lo, above = x > hi;
-    x = (v16)(((vi16)lo & below) | ((vi16)x & ~below));
-    x = (v16)(((vi16)hi & above) | ((vi16)x & ~above));
-    v16 nv = (x * 1.44269504088896341f + magic) - magic;
-    v16 r = x - nv * 0.693359375f + nv * 2.12194440e-4f;
 #endif
+
+/* The steps exp16 and exp2_16 share. On AVX-512 each is one instruction; elsewhere written on
+ * vectors: a select for the clamp, the 1.5 * 2^23 trick for rounding, 2^n built in the exponent bits. */
+static inline v16 clamp16(v16 x, float lo, float hi) {
+#ifdef __AVX512F__
+    return (v16)_mm512_min_ps(_mm512_max_ps((__m512)x, _mm512_set1_ps(lo)), _mm512_set1_ps(hi));
+#else
+    const v16 l = (v16){0} + lo, h = (v16){0} + hi;
+    vi16 below = x < l, above = x > h;
+    x = (v16)(((vi16)l & below) | ((vi16)x & ~below));
+    return (v16)(((vi16)h & above) | ((vi16)x & ~above));
+#endif
+}
+
+static inline v16 round16(v16 x) { /* to the nearest integer */
+#ifdef __AVX512F__
+    return (v16)_mm512_roundscale_ps((__m512)x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+#else
+    const v16 magic = (v16){0} + 12582912.0f;
+    return (x + magic) - magic;
+#endif
+}
+
+static inline v16 times_2n(v16 p, v16 n) { /* p * 2^n, n integral and within the exponent's range */
+#ifdef __AVX512F__
+    return (v16)_mm512_scalef_ps((__m512)p, (__m512)n);
+#else
+    vi16 bits = (__builtin_convertvector(n, vi16) + 127) << 23;
+    return p * (v16)bits;
+#endif
+}
+
+/* e^x on 16 lanes: Cephes' single-precision polynomial (~1 ulp) on r = x - n ln2, times 2^n.
+ * x is clamped to [-87, 88] (so -inf gives ~1.6e-38, which callers zero where it is masked). */
+static inline v16 exp16(v16 x) {
+    v16 v = clamp16(x, -87.0f, 88.0f), nv = round16(v * 1.44269504088896341f);
+    v16 r = v - nv * 0.693359375f + nv * 2.12194440e-4f;
     v16 q = r * 1.9875691500e-4f + 1.3981999507e-3f;
     q = q * r + 8.3334519073e-3f;
     q = q * r + 4.1665795894e-2f;
     q = q * r + 1.6666665459e-1f;
     q = q * r + 5.0000001201e-1f;
     q = q * r * r + r + 1.0f;
-#ifdef __AVX512F__
-    return (v16)_mm512_scalef_ps((__m512)q, (__m512)nv);
-#else
-    vi16 bits = (__builtin_convertvector(nv, vi16) + 127) << 23;
-    return q * (v16)bits;
-#endif
+    return times_2n(q, nv);
+}
+
+/* 2^x on 16 lanes for the attention's probabilities, whose scores come pre-scaled by log2(e)
+ * (folded into K^T): one rounding, a degree-6 polynomial for 2^r on [-0.5, 0.5] (fitted, ~1 ulp)
+ * and the 2^n scaling, a third fewer operations than exp16. x is clamped to [-126, 126], so a
+ * masked -inf gives ~1e-38 (zeroed by the caller). */
+static inline v16 exp2_16(v16 x) {
+    v16 v = clamp16(x, -126.0f, 126.0f), nv = round16(v), r = v - nv;
+    v16 p = r * 1.5345810970757157e-4f + 1.3399930903688073e-3f;
+    p = p * r + 9.618489071726799e-3f;
+    p = p * r + 5.550328642129898e-2f;
+    p = p * r + 2.4022646248340607e-1f;
+    p = p * r + 6.931471824645996e-1f;
+    p = p * r + 1.0f;
+    return times_2n(p, nv);
 }
 
 /* out[r][c] (+)= sum_k a[r*ar + k*ak] * b[k*bs + c] for rows r < nr, columns c < width (a
@@ -106,35 +136,6 @@ static void gemm_rows(const float *a, int64_t ar, int64_t ak, int64_t nr, int64_
             st(out + r * os + c + 16, x1[r]);
         }
     }
-}
-
-/* 2^x on 16 lanes for the attention's probabilities, whose scores come pre-scaled by log2(e)
- * (folded into K^T): one rounding, a degree-6 polynomial for 2^r on [-0.5, 0.5] (fitted, ~1 ulp)
- * and the 2^n scaling, a third fewer operations than exp16. x is clamped to [-126, 126], so a
- * masked -inf gives ~1e-38 (zeroed by the caller). */
-static inline v16 exp2_16(v16 x) {
-#ifdef __AVX512F__
-    __m512 v = _mm512_min_ps(_mm512_max_ps((__m512)x, _mm512_set1_ps(-126.0f)), _mm512_set1_ps(126.0f));
-    v16 nv = (v16)_mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), r = (v16)v - nv;
-#else
-    const v16 lo = (v16){0} - 126.0f, hi = (v16){0} + 126.0f, magic = (v16){0} + 12582912.0f;
-    vi16 below = x < lo, above = x > hi;
-    x = (v16)(((vi16)lo & below) | ((vi16)x & ~below));
-    x = (v16)(((vi16)hi & above) | ((vi16)x & ~above));
-    v16 nv = (x + magic) - magic, r = x - nv;
-#endif
-    v16 p = r * 1.5345810970757157e-4f + 1.3399930903688073e-3f;
-    p = p * r + 9.618489071726799e-3f;
-    p = p * r + 5.550328642129898e-2f;
-    p = p * r + 2.4022646248340607e-1f;
-    p = p * r + 6.931471824645996e-1f;
-    p = p * r + 1.0f;
-#ifdef __AVX512F__
-    return (v16)_mm512_scalef_ps((__m512)p, (__m512)nv);
-#else
-    vi16 bits = (__builtin_convertvector(nv, vi16) + 127) << 23;
-    return p * (v16)bits;
-#endif
 }
 
 static inline float hsum(v16 v) {
