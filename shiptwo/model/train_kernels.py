@@ -4,9 +4,9 @@ SwiGLU gating, the token embedding's gradient, and the LM head fused with its cr
 
 `usable(x)` says when they apply (float32 CPU tensors that need a gradient, the kernels built;
 attention also needs head_dim a multiple of 32); elsewhere torch's ops compute the same
-functions (scaled_dot_product_attention; F.silu; F.embedding; the head and F.cross_entropy). The kernels' exp is
-Cephes' polynomial (~1 ulp), so results differ from torch's by float rounding only; tests
-compare both.
+functions (apply_rope and scaled_dot_product_attention; F.silu; F.embedding; the head and
+F.cross_entropy). The kernels' exp is Cephes' polynomial (~1 ulp; attention's 2^x a fitted one),
+so results differ from torch's by float rounding only; tests compare both.
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ def _lib() -> ctypes.CDLL | None:
             log.warning("training kernels built without AVX-512 (this CPU lacks it), where they are slower than "
                         "torch's ops: torch's ops instead")
         for f in (lib.shiptwo_attention_forward, lib.shiptwo_attention_backward, lib.shiptwo_softmax_xent,
-                  lib.shiptwo_swiglu_forward, lib.shiptwo_swiglu_backward, lib.shiptwo_embedding_forward, lib.shiptwo_embedding_backward):
+                  lib.shiptwo_swiglu_forward, lib.shiptwo_swiglu_backward, lib.shiptwo_embedding_forward,
+                  lib.shiptwo_embedding_backward):
             f.restype = ctypes.c_int
         lib.shiptwo_attention_forward.argtypes = [_i64] * 5 + [ctypes.c_float] + [_ptr] * 7 + [ctypes.c_int]
         lib.shiptwo_attention_backward.argtypes = [_i64] * 5 + [ctypes.c_float] + [_ptr] * 11 + [ctypes.c_int]

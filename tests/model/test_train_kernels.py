@@ -1,9 +1,11 @@
-"""The CPU training kernels compute what torch's ops compute: causal grouped-query attention with its
-rotary embedding, and its gradients, against apply_rope + scaled_dot_product_attention, the SwiGLU gating against F.silu, the fused head +
-cross-entropy and its gradients against the head and F.cross_entropy (plain and masked means), at shapes that exercise every tail
-(sequence lengths off the 8-row blocks, a vocabulary off the 16-lane vectors); results ignore the
-thread count; a broken kernel would be caught (a deliberately wrong mask or rotation is); an out-of-range
-target is refused; and an unavailable build is logged, with torch's ops used instead."""
+"""The CPU training kernels compute what torch's ops compute: causal grouped-query attention with
+its rotary embedding, and its gradients, against apply_rope + scaled_dot_product_attention; the
+SwiGLU gating against F.silu; the embedding against F.embedding; the fused head + cross-entropy
+and its gradients against the head and F.cross_entropy (plain and masked means); at shapes that
+exercise every tail (sequence lengths off the 8-row blocks, a vocabulary off the 16-lane vectors);
+results ignore the thread count; a broken kernel would be caught (a deliberately wrong mask or
+rotation is); bad input is refused; and an unavailable build is logged, with torch's ops used
+instead."""
 
 from __future__ import annotations
 
@@ -145,7 +147,8 @@ def test_swiglu_matches_torch_forward_and_backward(shape):
     ref.backward(dy)
     assert torch.allclose(got, ref, atol=1e-6, rtol=1e-5)
     for name, a, b in zip(("gate", "up"), got_grads, (g.grad, u.grad)):
-        assert torch.isfinite(a).all() and torch.allclose(a, b, atol=1e-6, rtol=1e-5), f"d{name}: {float((a - b).abs().max())}"
+        assert torch.isfinite(a).all(), f"d{name} not finite"
+        assert torch.allclose(a, b, atol=1e-6, rtol=1e-5), f"d{name}: {float((a - b).abs().max())}"
     wrong = train_kernels.swiglu(g, u.roll(1, 0))  # the comparison can fail: gate and up misaligned by a row
     assert not torch.allclose(wrong, ref, atol=1e-6, rtol=1e-5)
 
