@@ -201,7 +201,8 @@ static void transpose_in(const float *x, int64_t xs, int64_t T, int64_t hd, int6
 
 /* Rotary embedding of one row x (hd floats) at the position whose tables are cs, sn (cos and signed
  * sin, Hugging Face's rotate-half layout): out = x * cos + swap_halves(x) * ssin. With `back` set,
- * its transpose (the gradient's way): out = x * cos + swap_halves(x * ssin). out must not alias x. */
+ * its transpose (the gradient's way): out = x * cos + swap_halves(x * ssin). out may be x: each
+ * vector of one half is loaded with its partner in the other before either is stored. */
 static inline void rope_row(const float *x, const float *cs, const float *sn, int64_t hd, int back, float *out) {
     const int64_t half = hd / 2; /* a multiple of 16: the kernels take head_dim % 32 == 0 */
     for (int64_t d = 0; d < half; d += 16) {
@@ -295,10 +296,10 @@ int shiptwo_attention_backward(int64_t B, int64_t T, int64_t H, int64_t KV, int6
     for (int64_t task = 0; task < B * KV; task++) {
         const int64_t b = task / KV, kvh = task % KV;
         const int64_t qbr = up(T < QB ? T : QB, R); /* query rows per block */
-        float *kt = aligned_alloc(64, sizeof(float) * (2 * hd * tp + 2 * qbr * tp + 3 * qbr * hd + T * hd + hd));
+        float *kt = aligned_alloc(64, sizeof(float) * (2 * hd * tp + 2 * qbr * tp + 3 * qbr * hd + T * hd));
         if (kt == NULL) { failed = 1; continue; }
         float *vt = kt + hd * tp, *p = vt + hd * tp, *ds = p + qbr * tp;
-        float *qb = ds + qbr * tp, *dob = qb + qbr * hd, *ob = dob + qbr * hd, *kr = ob + qbr * hd, *row = kr + T * hd;
+        float *qb = ds + qbr * tp, *dob = qb + qbr * hd, *ob = dob + qbr * hd, *kr = ob + qbr * hd;
         const int64_t ks = KV * hd, qs = H * hd;
         const float *kb = k + (b * T * KV + kvh) * hd, *vb = v + (b * T * KV + kvh) * hd;
         float *dkb = dk + (b * T * KV + kvh) * hd, *dvb = dv + (b * T * KV + kvh) * hd;
@@ -319,14 +320,8 @@ int shiptwo_attention_backward(int64_t B, int64_t T, int64_t H, int64_t KV, int6
                 block_in(oh, qs, i0, nq, hd, ob, qbr, NULL, NULL);
                 for (int64_t s0 = 0; s0 < qbr; s0 += R) { /* P, dS and dQ for R rows at a time */
                     float *ps = p + s0 * tp, *dss = ds + s0 * tp;
-                    const int64_t nr = nq - s0 < 0 ? 0 : (nq - s0 < R ? nq - s0 : R);
-                    if (nr == 0) {
-                        for (int64_t r = 0; r < R; r++) {
-                            memset(ps + r * tp, 0, sizeof(float) * width);
-                            memset(dss + r * tp, 0, sizeof(float) * width);
-                        }
-                        continue;
-                    }
+                    if (s0 >= nq) break; /* the last block's rows past T: dV and dK read rows < nq only */
+                    const int64_t nr = nq - s0 < R ? nq - s0 : R;
                     const int64_t sub_keys = i0 + s0 + nr, sub_width = up(sub_keys, 32);
                     gemm_rows(qb + s0 * hd, hd, 1, R, hd, kt, tp, sub_width, ps, tp, 0);
                     probabilities(ps, tp, width, i0 + s0, nr, lh, NULL, NULL);
@@ -344,8 +339,7 @@ int shiptwo_attention_backward(int64_t B, int64_t T, int64_t H, int64_t KV, int6
                     gemm_rows(dss, tp, 1, nr, sub_keys, kr, hd, hd, dqb, qs, 0);
                     for (int64_t r = 0; r < nr; r++) { /* the gradient of the rotated query -> of q */
                         const int64_t i = i0 + s0 + r;
-                        rope_row(dqb + r * qs, cs + i * hd, sn + i * hd, hd, 1, row);
-                        memcpy(dqb + r * qs, row, sizeof(float) * hd);
+                        rope_row(dqb + r * qs, cs + i * hd, sn + i * hd, hd, 1, dqb + r * qs);
                     }
                 }
                 for (int64_t j0 = 0; j0 < keys; j0 += R) { /* dV += P^T dO, dK += dS^T Q over the block's rows */
@@ -356,10 +350,8 @@ int shiptwo_attention_backward(int64_t B, int64_t T, int64_t H, int64_t KV, int6
                 }
             }
         }
-        for (int64_t j = 0; j < T; j++) { /* the gradient of the rotated keys -> of k */
-            rope_row(dkb + j * ks, cs + j * hd, sn + j * hd, hd, 1, row);
-            memcpy(dkb + j * ks, row, sizeof(float) * hd);
-        }
+        for (int64_t j = 0; j < T; j++) /* the gradient of the rotated keys -> of k */
+            rope_row(dkb + j * ks, cs + j * hd, sn + j * hd, hd, 1, dkb + j * ks);
         free(kt);
     }
     return failed ? 2 : 0;
@@ -385,8 +377,7 @@ int shiptwo_softmax_xent(int64_t n, int64_t V, float *logits, const int64_t *tar
             st(row + j, e);
             acc += e;
         }
-        float total = 0.0f;
-        for (int l = 0; l < 16; l++) total += acc[l];
+        float total = hsum(acc);
         for (int64_t j = vv; j < V; j++) {
             float tail[16] = {0};
             tail[0] = row[j] - top;

@@ -23,10 +23,19 @@ from shiptwo.model import kernels
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("train_kernels.c")
-XENT_ROWS = 512  # logits rows per block of the fused head: 512 x vocab 2048 floats = 4 MiB, about L2
+XENT_ROWS = 512  # logits rows per block of the fused head (4 MiB at vocab 2048; 128 to 1024 measured alike)
 HEAD_DIM_MULTIPLE = 32  # the kernel's column blocks are two 16-float vectors
 
-_i64, _ptr = ctypes.c_int64, ctypes.c_void_p
+_i64, _ptr, _f32, _int = ctypes.c_int64, ctypes.c_void_p, ctypes.c_float, ctypes.c_int
+_SIGNATURES = {  # each returns int: 0, or 1 on bad input, 2 out of memory; the last argument is the thread count
+    "shiptwo_attention_forward": [_i64] * 5 + [_f32] + [_ptr] * 7 + [_int],
+    "shiptwo_attention_backward": [_i64] * 5 + [_f32] + [_ptr] * 11 + [_int],
+    "shiptwo_softmax_xent": [_i64] * 2 + [_ptr] * 4 + [_int],
+    "shiptwo_swiglu_forward": [_i64] + [_ptr] * 3 + [_int],
+    "shiptwo_swiglu_backward": [_i64] + [_ptr] * 5 + [_int],
+    "shiptwo_embedding_forward": [_i64] * 3 + [_ptr] * 3 + [_int],
+    "shiptwo_embedding_backward": [_i64] * 3 + [_ptr] * 3 + [_int],
+}
 
 
 def _lib() -> ctypes.CDLL | None:
@@ -41,17 +50,9 @@ def _lib() -> ctypes.CDLL | None:
         if not lib.vectorized:
             log.warning("training kernels built without AVX-512 (this CPU lacks it), where they are slower than "
                         "torch's ops: torch's ops instead")
-        for f in (lib.shiptwo_attention_forward, lib.shiptwo_attention_backward, lib.shiptwo_softmax_xent,
-                  lib.shiptwo_swiglu_forward, lib.shiptwo_swiglu_backward, lib.shiptwo_embedding_forward,
-                  lib.shiptwo_embedding_backward):
-            f.restype = ctypes.c_int
-        lib.shiptwo_attention_forward.argtypes = [_i64] * 5 + [ctypes.c_float] + [_ptr] * 7 + [ctypes.c_int]
-        lib.shiptwo_attention_backward.argtypes = [_i64] * 5 + [ctypes.c_float] + [_ptr] * 11 + [ctypes.c_int]
-        lib.shiptwo_softmax_xent.argtypes = [_i64, _i64] + [_ptr] * 4 + [ctypes.c_int]
-        lib.shiptwo_swiglu_forward.argtypes = [_i64] + [_ptr] * 3 + [ctypes.c_int]
-        lib.shiptwo_swiglu_backward.argtypes = [_i64] + [_ptr] * 5 + [ctypes.c_int]
-        lib.shiptwo_embedding_forward.argtypes = [_i64] * 3 + [_ptr] * 3 + [ctypes.c_int]
-        lib.shiptwo_embedding_backward.argtypes = [_i64] * 3 + [_ptr] * 3 + [ctypes.c_int]
+        for name, argtypes in _SIGNATURES.items():
+            f = getattr(lib, name)
+            f.restype, f.argtypes = ctypes.c_int, argtypes
     return lib if lib.vectorized else None
 
 
