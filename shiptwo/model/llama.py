@@ -263,8 +263,9 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
 
     def forward(self, x):
-        g, u = self.gate_proj(x), self.up_proj(x)
-        return self.down_proj(train_kernels.swiglu(g, u) if train_kernels.usable(g) else F.silu(g) * u)
+        if train_kernels.mlp_usable(x):
+            return train_kernels.mlp(x, self.gate_proj.weight, self.up_proj.weight, self.down_proj.weight)[0]
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
 class DecoderLayer(nn.Module):

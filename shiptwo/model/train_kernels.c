@@ -1,5 +1,6 @@
 /* The CPU training step's kernels: causal grouped-query attention over whole sequences (forward
- * and backward), and the LM head's softmax cross-entropy with its gradient.
+ * and backward), the MLP fused by blocks of rows (forward and backward), the token embedding, and
+ * the LM head's softmax cross-entropy with its gradient.
  *
  * Built by shiptwo/model/kernels.py like the decode step, bound in train_kernels.py. Why C: at a
  * small head_dim (32 at the default profile) torch's CPU flash attention spends most of its time
@@ -393,6 +394,36 @@ int shiptwo_softmax_xent(int64_t n, int64_t V, float *logits, const int64_t *tar
     return 0;
 }
 
+/* The MLP, down(silu(gate(x)) * up(x)), fused by blocks of MLP_ROWS tokens: each thread runs a
+ * block's products through the BLAS torch uses (MKL's sgemm, one thread a call) and gates it while
+ * the block is in its cache, so the (tokens, intermediate) activations are written once (g and u,
+ * which the backward needs) instead of travelling through memory between separate ops.
+ * Row-major throughout: x, y, dx (n, d); g, u (n, I); weights as nn.Linear stores them: wg, wu
+ * (I, d), wd (d, I). */
+#define MLP_ROWS 256 /* one block's g, u, h: ~1 MB at I = 352, within a core's L2 */
+#define MLP_SLAB 1024 /* the backward's weight gradients sum per slab of rows, then slabs in order */
+
+typedef void (*sgemm_fn)(const char *, const char *, const int *, const int *, const int *, const float *,
+                         const float *, const int *, const float *, const int *, const float *, float *, const int *);
+static sgemm_fn blas_sgemm;
+static int (*blas_local_threads)(int);
+
+/* Given by the caller (train_kernels.py, from torch's own library): Fortran sgemm_ and MKL's
+ * per-thread thread count, set to 1 inside our threads so calls do not nest thread pools. */
+void shiptwo_set_blas(void *sgemm, void *local_threads) {
+    blas_sgemm = (sgemm_fn)sgemm;
+    blas_local_threads = (int (*)(int))local_threads;
+}
+
+/* Row-major C (m x n) = beta C + op(A) op(B), op(A) (m x k), op(B) (k x n); ta: A is stored
+ * (k x m), tb: B is stored (n x k). Fortran's column-major sgemm sees each row-major matrix as its
+ * transpose, so it computes C^T = op(B)^T op(A)^T: the operands swap. */
+static void mm(int ta, int tb, int m, int n, int k, const float *A, int lda, const float *B, int ldb, float beta,
+               float *C, int ldc) {
+    const float one = 1.0f;
+    blas_sgemm(tb ? "T" : "N", ta ? "T" : "N", &n, &m, &k, &one, B, &ldb, A, &lda, &beta, C, &ldc);
+}
+
 /* 1 / (1 + e^-x) on 16 lanes. On AVX-512 the reciprocal is rcp14 refined by one Newton step
  * (~1 ulp, as the exp), a third of a division's cost; elsewhere a division. */
 static inline v16 sigmoid16(v16 x) {
@@ -405,36 +436,128 @@ static inline v16 sigmoid16(v16 x) {
 #endif
 }
 
-/* SwiGLU: y = silu(g) * u = g * sigmoid(g) * u over n elements (n a multiple of 16 on the
- * vector path, a scalar tail otherwise). */
-int shiptwo_swiglu_forward(int64_t n, const float *g, const float *u, float *y, int nthreads) {
+/* h = silu(g) * u = g * sigmoid(g) * u over n elements (a scalar tail past the last 16). */
+static void swiglu(int64_t n, const float *g, const float *u, float *h) {
     const int64_t nv = n / 16 * 16;
-#pragma omp parallel for schedule(static) num_threads(nthreads)
     for (int64_t i = 0; i < nv; i += 16) {
         v16 x = ld(g + i);
-        st(y + i, x * sigmoid16(x) * ld(u + i));
+        st(h + i, x * sigmoid16(x) * ld(u + i));
     }
-    for (int64_t i = nv; i < n; i++) y[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
-    return 0;
+    for (int64_t i = nv; i < n; i++) h[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
 }
 
-/* Its backward from the inputs (recomputing the sigmoid, one exp an element):
- * du = dy * silu(g);  dg = dy * u * s * (1 + g * (1 - s)), s = sigmoid(g). */
-int shiptwo_swiglu_backward(int64_t n, const float *g, const float *u, const float *dy, float *dg, float *du,
-                            int nthreads) {
+/* Its backward, recomputing the sigmoid (one exp an element):
+ * du = dh * silu(g);  dg = dh * u * s * (1 + g * (1 - s)), s = sigmoid(g). */
+static void swiglu_backward(int64_t n, const float *g, const float *u, const float *dh, float *dg, float *du) {
     const int64_t nv = n / 16 * 16;
-#pragma omp parallel for schedule(static) num_threads(nthreads)
     for (int64_t i = 0; i < nv; i += 16) {
-        v16 x = ld(g + i), d = ld(dy + i), s = sigmoid16(x);
+        v16 x = ld(g + i), d = ld(dh + i), s = sigmoid16(x);
         st(du + i, d * x * s);
         st(dg + i, d * ld(u + i) * s * (1.0f + x * (1.0f - s)));
     }
     for (int64_t i = nv; i < n; i++) {
         float s = 1.0f / (1.0f + expf(-g[i]));
-        du[i] = dy[i] * g[i] * s;
-        dg[i] = dy[i] * u[i] * s * (1.0f + g[i] * (1.0f - s));
+        du[i] = dh[i] * g[i] * s;
+        dg[i] = dh[i] * u[i] * s * (1.0f + g[i] * (1.0f - s));
     }
-    return 0;
+}
+
+static int mlp_shape_ok(int64_t n, int64_t d, int64_t I) {
+    return blas_sgemm && blas_local_threads && n > 0 && d > 0 && I > 0 && n <= INT32_MAX && 2 * I <= INT32_MAX
+           && d <= INT32_MAX;
+}
+
+/* y = down(silu(gate(x)) * up(x)); g = gate(x) and u = up(x) are kept for the backward. */
+int shiptwo_mlp_forward(int64_t n, int64_t d, int64_t I, const float *x, const float *wg, const float *wu,
+                        const float *wd, float *g, float *u, float *y, int nthreads) {
+    if (!mlp_shape_ok(n, d, I)) return 1;
+    const int64_t blocks = (n + MLP_ROWS - 1) / MLP_ROWS;
+    int failed = 0;
+#pragma omp parallel num_threads(nthreads) reduction(| : failed)
+    {
+        float *h = malloc(sizeof(float) * MLP_ROWS * I);
+        const int before = blas_local_threads(1);
+#pragma omp for schedule(static)
+        for (int64_t b = 0; b < blocks; b++) {
+            if (!h) { failed = 1; continue; }
+            const int64_t r0 = b * MLP_ROWS;
+            const int rows = (int)(n - r0 < MLP_ROWS ? n - r0 : MLP_ROWS);
+            mm(0, 1, rows, I, d, x + r0 * d, d, wg, d, 0.0f, g + r0 * I, I);
+            mm(0, 1, rows, I, d, x + r0 * d, d, wu, d, 0.0f, u + r0 * I, I);
+            swiglu(rows * I, g + r0 * I, u + r0 * I, h);
+            mm(0, 1, rows, d, I, h, I, wd, I, 0.0f, y + r0 * d, d);
+        }
+        blas_local_threads(before);
+        free(h);
+    }
+    return failed ? 2 : 0;
+}
+
+/* The gradients from dy: dx, and the weights' dwg, dwu, dwd. A slab of MLP_SLAB rows is one
+ * task, its blocks in order; the slabs' weight gradients are then summed in slab order, so the
+ * result does not depend on the thread count. */
+int shiptwo_mlp_backward(int64_t n, int64_t d, int64_t I, const float *x, const float *g, const float *u,
+                         const float *dy, const float *wg, const float *wu, const float *wd, float *dx, float *dwg,
+                         float *dwu, float *dwd, int nthreads) {
+    if (!mlp_shape_ok(n, d, I)) return 1;
+    const int64_t I2 = 2 * I, slabs = (n + MLP_SLAB - 1) / MLP_SLAB;
+    float *pgu = malloc(sizeof(float) * slabs * I2 * d), *pd = malloc(sizeof(float) * slabs * d * I);
+    int failed = 0; /* shared: every thread reads it after the barrier */
+    if (!pgu || !pd) {
+        free(pgu);
+        free(pd);
+        return 2;
+    }
+#pragma omp parallel num_threads(nthreads)
+    {
+        float *h = malloc(sizeof(float) * MLP_ROWS * I), *dh = malloc(sizeof(float) * MLP_ROWS * I),
+              *dgu = malloc(sizeof(float) * MLP_ROWS * I2); /* a row: dg then du */
+        const int before = blas_local_threads(1);
+#pragma omp for schedule(dynamic)
+        for (int64_t s = 0; s < slabs; s++) {
+            if (!h || !dh || !dgu) {
+#pragma omp atomic write
+                failed = 1;
+                continue;
+            }
+            float *sgu = pgu + s * I2 * d, *sd = pd + s * d * I; /* [dwg; dwu] and dwd of this slab */
+            const int64_t end = (s + 1) * MLP_SLAB < n ? (s + 1) * MLP_SLAB : n;
+            for (int64_t r0 = s * MLP_SLAB; r0 < end; r0 += MLP_ROWS) {
+                const int rows = (int)(end - r0 < MLP_ROWS ? end - r0 : MLP_ROWS);
+                const float beta = r0 == s * MLP_SLAB ? 0.0f : 1.0f; /* a slab's first block starts its sums */
+                swiglu(rows * I, g + r0 * I, u + r0 * I, h);
+                mm(0, 0, rows, I, d, dy + r0 * d, d, wd, I, 0.0f, dh, I);
+                mm(1, 0, d, I, rows, dy + r0 * d, d, h, I, beta, sd, I); /* dwd += dy^T h */
+                for (int r = 0; r < rows; r++)
+                    swiglu_backward(I, g + (r0 + r) * I, u + (r0 + r) * I, dh + r * I, dgu + r * I2, dgu + r * I2 + I);
+                mm(1, 0, I2, d, rows, dgu, I2, x + r0 * d, d, beta, sgu, d); /* [dwg; dwu] += [dg du]^T x */
+                mm(0, 0, rows, d, I, dgu, I2, wg, d, 0.0f, dx + r0 * d, d);   /* dx = dg wg + du wu */
+                mm(0, 0, rows, d, I, dgu + I, I2, wu, d, 1.0f, dx + r0 * d, d);
+            }
+        }
+        blas_local_threads(before);
+        free(h);
+        free(dh);
+        free(dgu);
+#pragma omp barrier
+        if (!failed) {
+#pragma omp for schedule(static)
+            for (int64_t e = 0; e < I2 * d; e++) {
+                float t = 0.0f;
+                for (int64_t s = 0; s < slabs; s++) t += pgu[s * I2 * d + e];
+                (e < I * d ? dwg : dwu - I * d)[e] = t;
+            }
+#pragma omp for schedule(static)
+            for (int64_t e = 0; e < d * I; e++) {
+                float t = 0.0f;
+                for (int64_t s = 0; s < slabs; s++) t += pd[s * d * I + e];
+                dwd[e] = t;
+            }
+        }
+    }
+    free(pgu);
+    free(pd);
+    return failed ? 2 : 0;
 }
 
 /* The embedding: y[t] = w[idx[t]] for n tokens of d floats. An out-of-range id returns 1. */

@@ -1,10 +1,11 @@
 """The CPU training step's compiled kernels (train_kernels.c) as torch custom ops with their
-backward, so torch.compile keeps them inside its graph: causal grouped-query attention, the MLP's
-SwiGLU gating, the token embedding's gradient, and the LM head fused with its cross-entropy.
+backward, so torch.compile keeps them inside its graph: causal grouped-query attention, the MLP
+fused by blocks of rows (its products through torch's own MKL), the token embedding's gradient,
+and the LM head fused with its cross-entropy.
 
 `usable(x)` says when they apply (float32 CPU tensors that need a gradient, the kernels built;
 attention also needs head_dim a multiple of 32); elsewhere torch's ops compute the same
-functions (apply_rope and scaled_dot_product_attention; F.silu; F.embedding; the head and
+functions (apply_rope and scaled_dot_product_attention; the MLP's linears and F.silu; F.embedding; the head and
 F.cross_entropy). The kernels' exp is Cephes' polynomial (~1 ulp; attention's 2^x a fitted one),
 so results differ from torch's by float rounding only; tests compare both.
 """
@@ -25,14 +26,16 @@ log = logging.getLogger(__name__)
 SOURCE = Path(__file__).with_name("train_kernels.c")
 XENT_ROWS = 512  # logits rows per block of the fused head (4 MiB at vocab 2048; 128 to 1024 measured alike)
 HEAD_DIM_MULTIPLE = 32  # the kernel's column blocks are two 16-float vectors
+TORCH_CPU_LIBRARY = "libtorch_cpu.so"  # torch's CPU library (Linux wheels), which links MKL and exports its BLAS
+TORCH_BLAS = ("sgemm_", "MKL_Set_Num_Threads_Local")
 
 _i64, _ptr, _f32, _int = ctypes.c_int64, ctypes.c_void_p, ctypes.c_float, ctypes.c_int
 _SIGNATURES = {  # each returns int: 0, or 1 on bad input, 2 out of memory; the last argument is the thread count
     "shiptwo_attention_forward": [_i64] * 5 + [_f32] + [_ptr] * 7 + [_int],
     "shiptwo_attention_backward": [_i64] * 5 + [_f32] + [_ptr] * 11 + [_int],
     "shiptwo_softmax_xent": [_i64] * 2 + [_ptr] * 4 + [_int],
-    "shiptwo_swiglu_forward": [_i64] + [_ptr] * 3 + [_int],
-    "shiptwo_swiglu_backward": [_i64] + [_ptr] * 5 + [_int],
+    "shiptwo_mlp_forward": [_i64] * 3 + [_ptr] * 7 + [_int],
+    "shiptwo_mlp_backward": [_i64] * 3 + [_ptr] * 11 + [_int],
     "shiptwo_embedding_forward": [_i64] * 3 + [_ptr] * 3 + [_int],
     "shiptwo_embedding_backward": [_i64] * 3 + [_ptr] * 3 + [_int],
 }
@@ -53,7 +56,22 @@ def _lib() -> ctypes.CDLL | None:
         for name, argtypes in _SIGNATURES.items():
             f = getattr(lib, name)
             f.restype, f.argtypes = ctypes.c_int, argtypes
+        lib.blas = _bind_blas(lib)
     return lib if lib.vectorized else None
+
+
+def _bind_blas(lib: ctypes.CDLL) -> bool:
+    """Hands the MLP kernel torch's own BLAS (MKL's sgemm, and MKL's per-thread thread count); False,
+    logged, where torch's library exports neither (a build without MKL): the MLP runs torch's ops."""
+    try:
+        torch_cpu = ctypes.CDLL(str(Path(torch.__file__).parent / "lib" / TORCH_CPU_LIBRARY))
+        sgemm, local_threads = (ctypes.cast(getattr(torch_cpu, name), ctypes.c_void_p) for name in TORCH_BLAS)
+    except (OSError, AttributeError) as exc:
+        log.warning("torch's library offers no MKL sgemm (%s): the MLP runs torch's ops (slower)", exc)
+        return False
+    lib.shiptwo_set_blas.restype, lib.shiptwo_set_blas.argtypes = None, [_ptr, _ptr]
+    lib.shiptwo_set_blas(sgemm, local_threads)
+    return True
 
 
 @torch.compiler.assume_constant_result  # decided once, outside the traced graph (a build is no graph op)
@@ -64,6 +82,16 @@ def _built() -> bool:
 def usable(x: torch.Tensor) -> bool:
     """Whether the compiled kernels run on `x` (a float32 CPU tensor needing a gradient)."""
     return x.requires_grad and x.device.type == "cpu" and x.dtype == torch.float32 and _built()
+
+
+@torch.compiler.assume_constant_result
+def _blas_bound() -> bool:
+    return _lib() is not None and _lib().blas
+
+
+def mlp_usable(x: torch.Tensor) -> bool:
+    """Whether the fused MLP kernel runs on `x` (as `usable`, and torch's BLAS handed to it)."""
+    return usable(x) and _blas_bound()
 
 
 def attention_usable(q: torch.Tensor) -> bool:
@@ -174,49 +202,61 @@ def _backward_xent(ctx, dloss, _ddh, _ddw):
 linear_cross_entropy.register_autograd(_backward_xent, setup_context=_setup_xent)
 
 
-@torch.library.custom_op("shiptwo::swiglu", mutates_args=())
-def swiglu(g: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """silu(g) * u (the MLP's gating), one exp and no division an element; the backward
-    recomputes the sigmoid from g instead of saving it."""
-    if g.shape != u.shape:
-        raise ValueError(f"swiglu: gate {tuple(g.shape)} and up {tuple(u.shape)} differ in shape")
-    g, u = g.contiguous(), u.contiguous()
-    y = torch.empty_like(g)
-    _check(_lib().shiptwo_swiglu_forward(g.numel(), g.data_ptr(), u.data_ptr(), y.data_ptr(), torch.get_num_threads()),
-           "swiglu_forward")
-    return y
+@torch.library.custom_op("shiptwo::mlp", mutates_args=())
+def mlp(x: torch.Tensor, wg: torch.Tensor, wu: torch.Tensor,
+        wd: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The LLaMA MLP, down(silu(gate(x)) * up(x)), for x (..., d) and the weights as nn.Linear
+    stores them: wg, wu (I, d), wd (d, I). Fused by blocks of rows, so the (tokens, I) activations
+    pass through memory once. Returns y, and g = gate(x), u = up(x) as (tokens, I): the backward
+    recomputes the gating from them (they take no gradient of their own)."""
+    x, wg, wu, wd = x.contiguous(), wg.contiguous(), wu.contiguous(), wd.contiguous()
+    d, inner = x.shape[-1], wg.shape[0]
+    if wg.shape != (inner, d) or wu.shape != (inner, d) or wd.shape != (d, inner):
+        raise ValueError(f"mlp: weights gate {tuple(wg.shape)}, up {tuple(wu.shape)}, down {tuple(wd.shape)} "
+                         f"do not fit inputs of width {d}")
+    n = x.numel() // d
+    g, u, y = x.new_empty(n, inner), x.new_empty(n, inner), torch.empty_like(x)
+    _check(_lib().shiptwo_mlp_forward(n, d, inner, x.data_ptr(), wg.data_ptr(), wu.data_ptr(), wd.data_ptr(),
+                                      g.data_ptr(), u.data_ptr(), y.data_ptr(), torch.get_num_threads()), "mlp_forward")
+    return y, g, u
 
 
-@swiglu.register_fake
-def _(g, u):
-    return torch.empty_like(g)
+@mlp.register_fake
+def _(x, wg, wu, wd):
+    n = x.numel() // x.shape[-1]
+    return torch.empty_like(x), x.new_empty(n, wg.shape[0]), x.new_empty(n, wg.shape[0])
 
 
-@torch.library.custom_op("shiptwo::swiglu_backward", mutates_args=())
-def swiglu_backward(dy: torch.Tensor, g: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    if not dy.shape == g.shape == u.shape:
-        raise ValueError(f"swiglu_backward: shapes {tuple(dy.shape)}, {tuple(g.shape)}, {tuple(u.shape)} differ")
-    dy, g, u = dy.contiguous(), g.contiguous(), u.contiguous()
-    dg, du = torch.empty_like(g), torch.empty_like(u)
-    _check(_lib().shiptwo_swiglu_backward(g.numel(), g.data_ptr(), u.data_ptr(), dy.data_ptr(), dg.data_ptr(),
-                                          du.data_ptr(), torch.get_num_threads()), "swiglu_backward")
-    return dg, du
+@torch.library.custom_op("shiptwo::mlp_backward", mutates_args=())
+def mlp_backward(dy: torch.Tensor, x: torch.Tensor, g: torch.Tensor, u: torch.Tensor, wg: torch.Tensor,
+                 wu: torch.Tensor, wd: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    dy, x, g, u, wg, wu, wd = (t.contiguous() for t in (dy, x, g, u, wg, wu, wd))
+    d, inner = x.shape[-1], wg.shape[0]
+    dx, dwg, dwu, dwd = torch.empty_like(x), torch.empty_like(wg), torch.empty_like(wu), torch.empty_like(wd)
+    _check(_lib().shiptwo_mlp_backward(x.numel() // d, d, inner, x.data_ptr(), g.data_ptr(), u.data_ptr(),
+                                       dy.data_ptr(), wg.data_ptr(), wu.data_ptr(), wd.data_ptr(), dx.data_ptr(),
+                                       dwg.data_ptr(), dwu.data_ptr(), dwd.data_ptr(), torch.get_num_threads()),
+           "mlp_backward")
+    return dx, dwg, dwu, dwd
 
 
-@swiglu_backward.register_fake
-def _(dy, g, u):
-    return torch.empty_like(g), torch.empty_like(u)
+@mlp_backward.register_fake
+def _(dy, x, g, u, wg, wu, wd):
+    return torch.empty_like(x), torch.empty_like(wg), torch.empty_like(wu), torch.empty_like(wd)
 
 
-def _setup_swiglu(ctx, inputs, output):
-    ctx.save_for_backward(*inputs)
+def _setup_mlp(ctx, inputs, output):
+    x, wg, wu, wd = inputs
+    ctx.mark_non_differentiable(output[1], output[2])
+    ctx.save_for_backward(x, output[1], output[2], wg, wu, wd)
 
 
-def _backward_swiglu(ctx, dy):
-    return swiglu_backward(dy, *ctx.saved_tensors)
+def _backward_mlp(ctx, dy, _dg, _du):
+    x, g, u, wg, wu, wd = ctx.saved_tensors
+    return mlp_backward(dy, x, g, u, wg, wu, wd)
 
 
-swiglu.register_autograd(_backward_swiglu, setup_context=_setup_swiglu)
+mlp.register_autograd(_backward_mlp, setup_context=_setup_mlp)
 
 
 @torch.library.custom_op("shiptwo::embedding", mutates_args=())

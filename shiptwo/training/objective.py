@@ -88,7 +88,11 @@ class TrainingLoss:
     def __init__(self, module: torch.nn.Module, enabled: bool):
         self.module = module
         self.head = getattr(module, "module", module).lm_head  # under DDP, the wrapped model's
-        self.compiled = torch.compile(self._eager) if enabled else None
+        on_cpu = next(self.head.parameters()).device.type == "cpu"
+        # On a CPU, inductor's C++ wrapper instead of its Python one: the step's few hundred kernel
+        # calls and allocations leave the interpreter (~3 % less time a step at the default profile,
+        # A/B in one process; ~10 s more compiling, once: inductor caches it).
+        self.compiled = torch.compile(self._eager, options={"cpp_wrapper": True} if on_cpu else None) if enabled else None
         self.status = "inductor" if enabled else "off"
         self._proven = False
 

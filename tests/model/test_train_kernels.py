@@ -1,6 +1,6 @@
 """The CPU training kernels compute what torch's ops compute: causal grouped-query attention with
 its rotary embedding, and its gradients, against apply_rope + scaled_dot_product_attention; the
-SwiGLU gating against F.silu; the embedding against F.embedding; the fused head + cross-entropy
+fused MLP against its linears and F.silu; the embedding against F.embedding; the fused head + cross-entropy
 and its gradients against the head and F.cross_entropy (plain and masked means); at shapes that
 exercise every tail (sequence lengths off the 8-row blocks, a vocabulary off the 16-lane vectors);
 results ignore the thread count; a broken kernel would be caught (a deliberately wrong mask or
@@ -10,6 +10,7 @@ instead."""
 from __future__ import annotations
 
 import ctypes
+import re
 import logging
 import shutil
 import subprocess
@@ -131,31 +132,71 @@ def test_fused_head_cross_entropy_matches_torch(masked):
         assert torch.count_nonzero(got[1][mask == 0]) == 0  # unsupervised targets send no gradient
 
 
-@pytest.mark.parametrize("shape", [(64, 96), (7, 37)])  # whole vectors; a scalar tail (259 elements)
-def test_swiglu_matches_torch_forward_and_backward(shape):
-    gen = torch.Generator().manual_seed(3)
-    g = (torch.randn(shape, generator=gen) * 4).requires_grad_()
+def _mlp_inputs(n, d, inner, seed=3):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=gen, requires_grad=True)
+    wg, wu, wd = ((torch.randn(*shape, generator=gen) * 0.3).requires_grad_()
+                  for shape in ((inner, d), (inner, d), (d, inner)))
     with torch.no_grad():
-        g[0, :4] = torch.tensor([-120.0, -88.5, 90.0, 0.0])  # past exp's clamp both ways, and zero
-    u = torch.randn(shape, generator=gen, requires_grad=True)
-    dy = torch.randn(shape, generator=gen)
-    got = train_kernels.swiglu(g, u)
-    got.backward(dy)
-    got_grads = [g.grad.clone(), u.grad.clone()]
-    g.grad = u.grad = None
-    ref = F.silu(g) * u
-    ref.backward(dy)
-    assert torch.allclose(got, ref, atol=1e-6, rtol=1e-5)
-    for name, a, b in zip(("gate", "up"), got_grads, (g.grad, u.grad)):
-        assert torch.isfinite(a).all(), f"d{name} not finite"
-        assert torch.allclose(a, b, atol=1e-6, rtol=1e-5), f"d{name}: {float((a - b).abs().max())}"
-    wrong = train_kernels.swiglu(g, u.roll(1, 0))  # the comparison can fail: gate and up misaligned by a row
-    assert not torch.allclose(wrong, ref, atol=1e-6, rtol=1e-5)
+        x[0, :2] = torch.tensor([60.0, -60.0])  # gates past exp's clamp both ways
+    return x, wg, wu, wd, torch.randn(n, d, generator=gen)
 
 
-def test_swiglu_refuses_mismatched_shapes():
-    with pytest.raises(ValueError, match="differ in shape"):
-        train_kernels.swiglu(torch.randn(4, 16), torch.randn(4, 17))
+def _mlp_grads(fn, x, wg, wu, wd, dy):
+    for t in (x, wg, wu, wd):
+        t.grad = None
+    y = fn(x, wg, wu, wd)
+    y.backward(dy)
+    return y.detach(), [t.grad.clone() for t in (x, wg, wu, wd)]
+
+
+def _torch_mlp(x, wg, wu, wd):
+    return F.linear(F.silu(F.linear(x, wg)) * F.linear(x, wu), wd)
+
+
+def _kernel_mlp(x, wg, wu, wd):
+    return train_kernels.mlp(x, wg, wu, wd)[0]
+
+
+# one block; blocks and slabs with partial tails (1030 rows: a slab of 1024 and 6 rows); widths off the
+# 16-lane vectors (a scalar tail in the gating)
+@pytest.mark.parametrize("n,d,inner", [(40, 64, 96), (1030, 128, 352), (300, 48, 37)])
+def test_mlp_matches_torch_forward_and_backward(n, d, inner):
+    inputs = _mlp_inputs(n, d, inner)
+    y, grads = _mlp_grads(_kernel_mlp, *inputs)
+    ref, ref_grads = _mlp_grads(_torch_mlp, *inputs)
+    for name, a, b in zip(("y", "dx", "dgate", "dup", "ddown"), [y, *grads], [ref, *ref_grads]):
+        assert torch.isfinite(a).all(), f"{name} not finite"
+        # float32 sums over up to 1030 rows in another order: errors relative to the tensor's scale
+        assert (a - b).abs().max() <= 1e-5 * b.abs().max(), f"{name}: {float((a - b).abs().max() / b.abs().max())}"
+
+
+def test_a_swapped_gate_and_up_is_caught_by_the_same_comparison():
+    x, wg, wu, wd, _ = _mlp_inputs(64, 64, 96)
+    y, ref = _kernel_mlp(x, wu, wg, wd), _torch_mlp(x, wg, wu, wd)
+    assert (y - ref).abs().max() > 1e-5 * ref.abs().max()
+
+
+def test_mlp_ignores_the_thread_count():
+    inputs = _mlp_inputs(2100, 64, 96, seed=4)  # three slabs of rows: their weight gradients sum in one order
+    results = []
+    for threads in (1, 2):
+        with torch_threads(threads):
+            results.append(_mlp_grads(_kernel_mlp, *inputs))
+    (y1, g1), (y2, g2) = results
+    assert torch.equal(y1, y2) and all(torch.equal(a, b) for a, b in zip(g1, g2))
+
+
+def test_mlp_refuses_weights_that_do_not_fit():
+    x, wg, wu, wd, _ = _mlp_inputs(8, 64, 96)
+    with pytest.raises(ValueError, match="do not fit"):
+        train_kernels.mlp(x, wg, wu, wd.t())
+
+
+def test_mlp_outputs_kept_for_the_backward_take_no_gradient():
+    x, wg, wu, wd, _ = _mlp_inputs(8, 64, 96)
+    y, g, u = train_kernels.mlp(x, wg, wu, wd)
+    assert y.requires_grad and not g.requires_grad and not u.requires_grad
 
 
 def test_embedding_matches_torch_and_sums_repeated_tokens_in_any_thread_count():
@@ -233,3 +274,26 @@ def test_kernels_built_without_avx512_are_refused_and_logged(tmp_path, monkeypat
     with caplog.at_level(logging.WARNING, logger="shiptwo.model.train_kernels"):
         assert train_kernels._lib() is None
     assert "without AVX-512" in caplog.text
+
+
+def test_a_torch_without_mkl_is_logged_and_the_mlp_runs_torchs_ops(monkeypatch, caplog):
+    monkeypatch.setattr(train_kernels, "TORCH_BLAS", ("sgemm_", "no_such_symbol"))
+    with caplog.at_level(logging.WARNING, logger="shiptwo.model.train_kernels"):
+        assert not train_kernels._bind_blas(train_kernels._lib())
+    assert "no MKL sgemm" in caplog.text
+    monkeypatch.setattr(train_kernels, "_blas_bound", lambda: False)
+    x = torch.randn(3, 64, requires_grad=True)
+    assert train_kernels.usable(x) and not train_kernels.mlp_usable(x)
+
+
+def test_every_binding_declares_the_c_functions_parameters():
+    """ctypes passes an argument beyond its declared types as a 32-bit int: a pointer there loses its
+    upper half (and only sometimes crashes), so each declared signature must match the C source."""
+    source = train_kernels.SOURCE.read_text()
+    for name, argtypes in train_kernels._SIGNATURES.items():
+        match = re.search(rf"\bint {name}\(([^)]*)\)", source)
+        assert match, f"{name} not defined in {train_kernels.SOURCE.name}"
+        params = [p.strip() for p in match.group(1).split(",")]
+        kinds = [ctypes.c_void_p if "*" in p else ctypes.c_float if p.startswith("float") else
+                 ctypes.c_int if p.startswith("int ") else ctypes.c_int64 for p in params]
+        assert kinds == argtypes, f"{name}: C takes {params}"

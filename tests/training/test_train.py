@@ -349,7 +349,7 @@ def test_a_failed_compile_is_logged_and_training_goes_on_eager(monkeypatch, capl
 
     from shiptwo.training.objective import TrainingLoss, token_loss
 
-    def broken(fn):
+    def broken(fn, options=None):
         def run(*args):
             raise RuntimeError("InductorError: no working C++ compiler")
         return run
