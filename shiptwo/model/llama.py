@@ -263,8 +263,6 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
 
     def forward(self, x):
-        if train_kernels.mlp_usable(x):
-            return train_kernels.mlp(x, self.gate_proj.weight, self.up_proj.weight, self.down_proj.weight)[0]
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
@@ -278,6 +276,10 @@ class DecoderLayer(nn.Module):
 
     def forward(self, x, cos, sin, layer, cache, key_mask=None):
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, layer, cache, key_mask)
+        if train_kernels.mlp_usable(x):  # training on a CPU: the same function as one fused kernel
+            norm, mlp = self.post_attention_layernorm, self.mlp
+            return train_kernels.residual_mlp(x, norm.weight, mlp.gate_proj.weight, mlp.up_proj.weight,
+                                              mlp.down_proj.weight, norm.eps)[0]
         return x + self.mlp(self.post_attention_layernorm(x))
 
 

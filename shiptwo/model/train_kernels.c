@@ -480,34 +480,80 @@ static int mlp_shape_ok(int64_t n, int64_t d, int64_t I) {
            && d <= INT32_MAX;
 }
 
-/* y = down(silu(gate(x)) * up(x)); g = gate(x) and u = up(x) are kept for the backward. */
-int shiptwo_mlp_forward(int64_t n, int64_t d, int64_t I, const float *x, const float *wg, const float *wu,
-                        const float *wd, float *g, float *u, float *y, int nthreads) {
+/* 1 / sqrt(mean(x^2) + eps) of a row of d floats (RMSNorm's scale). */
+static float row_rstd(const float *x, int64_t d, float eps) {
+    v16 acc = {0};
+    int64_t j = 0;
+    for (; j + 16 <= d; j += 16) {
+        v16 v = ld(x + j);
+        acc += v * v;
+    }
+    float ss = hsum(acc);
+    for (; j < d; j++) ss += x[j] * x[j];
+    return 1.0f / sqrtf(ss / (float)d + eps);
+}
+
+/* RMSNorm's backward for one row (and the residual's gradient): with xh = x * rs, dxh = dxn * wn,
+ * dx = dy + rs * (dxh - xh * mean(dxh * xh)); sn (the weight's gradient) += dxn * xh. */
+static void norm_backward(int64_t d, float rs, const float *x, const float *wn, const float *dxn, const float *dy,
+                          float *dx, float *sn) {
+    const int64_t dv = d / 16 * 16;
+    v16 acc = {0};
+    for (int64_t j = 0; j < dv; j += 16) {
+        v16 xh = ld(x + j) * rs, dn = ld(dxn + j);
+        st(sn + j, ld(sn + j) + dn * xh);
+        acc += dn * ld(wn + j) * xh;
+    }
+    float dot = hsum(acc);
+    for (int64_t j = dv; j < d; j++) {
+        sn[j] += dxn[j] * (x[j] * rs);
+        dot += dxn[j] * wn[j] * (x[j] * rs);
+    }
+    const float mean = dot / (float)d;
+    for (int64_t j = 0; j < dv; j += 16)
+        st(dx + j, ld(dy + j) + rs * (ld(dxn + j) * ld(wn + j) - ld(x + j) * rs * mean));
+    for (int64_t j = dv; j < d; j++) dx[j] = dy[j] + rs * (dxn[j] * wn[j] - x[j] * rs * mean);
+}
+
+/* The residual MLP half of a decoder layer: y = x + down(silu(gate(xn)) * up(xn)), xn =
+ * rmsnorm(x) * wn. Kept for the backward: g = gate(xn), u = up(xn) and each row's rstd (xn itself
+ * is recomputed from x, a tenth of g and u's size). */
+int shiptwo_mlp_forward(int64_t n, int64_t d, int64_t I, float eps, const float *x, const float *wn,
+                        const float *wg, const float *wu, const float *wd, float *g, float *u, float *rstd, float *y,
+                        int nthreads) {
     if (!mlp_shape_ok(n, d, I)) return 1;
     const int64_t blocks = (n + MLP_ROWS - 1) / MLP_ROWS, I2 = 2 * I;
     int failed = 0;
 #pragma omp parallel num_threads(nthreads) reduction(| : failed)
     {
-        float *h = malloc(sizeof(float) * MLP_ROWS * I), *gu = aligned_alloc(64, sizeof(float) * MLP_ROWS * I2);
+        float *h = malloc(sizeof(float) * MLP_ROWS * I), *gu = malloc(sizeof(float) * MLP_ROWS * I2),
+              *xn = malloc(sizeof(float) * MLP_ROWS * d);
         const int before = blas_local_threads(1);
 #pragma omp for schedule(static)
         for (int64_t b = 0; b < blocks; b++) {
-            if (!h || !gu) { failed = 1; continue; }
+            if (!h || !gu || !xn) { failed = 1; continue; }
             const int64_t r0 = b * MLP_ROWS;
             const int rows = (int)(n - r0 < MLP_ROWS ? n - r0 : MLP_ROWS);
-            mm(0, 1, rows, I, d, x + r0 * d, d, wg, d, 0.0f, gu, I2);
-            mm(0, 1, rows, I, d, x + r0 * d, d, wu, d, 0.0f, gu + I, I2);
+            for (int r = 0; r < rows; r++) {
+                const float *xr = x + (r0 + r) * d;
+                const float rs = rstd[r0 + r] = row_rstd(xr, d, eps);
+                for (int64_t j = 0; j < d; j++) xn[r * d + j] = wn[j] * (xr[j] * rs);
+                memcpy(y + (r0 + r) * d, xr, sizeof(float) * d); /* the residual, which the down product adds to */
+            }
+            mm(0, 1, rows, I, d, xn, d, wg, d, 0.0f, gu, I2);
+            mm(0, 1, rows, I, d, xn, d, wu, d, 0.0f, gu + I, I2);
             for (int r = 0; r < rows; r++) {
                 const float *gr = gu + r * I2, *ur = gr + I;
                 swiglu(I, gr, ur, h + r * I);
                 stream_row(g + (r0 + r) * I, gr, I);
                 stream_row(u + (r0 + r) * I, ur, I);
             }
-            mm(0, 1, rows, d, I, h, I, wd, I, 0.0f, y + r0 * d, d);
+            mm(0, 1, rows, d, I, h, I, wd, I, 1.0f, y + r0 * d, d);
         }
         blas_local_threads(before);
         free(h);
         free(gu);
+        free(xn);
 #ifdef __AVX512F__
         _mm_sfence(); /* this thread's streamed stores are visible before the region ends */
 #endif
@@ -515,52 +561,63 @@ int shiptwo_mlp_forward(int64_t n, int64_t d, int64_t I, const float *x, const f
     return failed ? 2 : 0;
 }
 
-/* The gradients from dy: dx, and the weights' dwg, dwu, dwd. A slab of MLP_SLAB rows is one
- * task, its blocks in order; the slabs' weight gradients are then summed in slab order, so the
- * result does not depend on the thread count. */
-int shiptwo_mlp_backward(int64_t n, int64_t d, int64_t I, const float *x, const float *g, const float *u,
-                         const float *dy, const float *wg, const float *wu, const float *wd, float *dx, float *dwg,
-                         float *dwu, float *dwd, int nthreads) {
+/* The gradients from dy: dx, and the weights' dwn, dwg, dwu, dwd. A slab of MLP_SLAB rows is
+ * one task, its blocks in order; the slabs' weight gradients are then summed in slab order, so
+ * the result does not depend on the thread count. RMSNorm's backward, per row, with xh = x * rstd:
+ * dxh = dxn * wn, dx = dy + rstd * (dxh - xh * mean(dxh * xh)); dwn = sum over rows of dxn * xh. */
+int shiptwo_mlp_backward(int64_t n, int64_t d, int64_t I, const float *x, const float *wn, const float *rstd,
+                         const float *g, const float *u, const float *dy, const float *wg, const float *wu,
+                         const float *wd, float *dx, float *dwn, float *dwg, float *dwu, float *dwd, int nthreads) {
     if (!mlp_shape_ok(n, d, I)) return 1;
     const int64_t I2 = 2 * I, slabs = (n + MLP_SLAB - 1) / MLP_SLAB;
-    float *pgu = malloc(sizeof(float) * slabs * I2 * d), *pd = malloc(sizeof(float) * slabs * d * I);
+    float *pgu = malloc(sizeof(float) * slabs * I2 * d), *pd = malloc(sizeof(float) * slabs * d * I),
+          *pn = malloc(sizeof(float) * slabs * d);
     int failed = 0; /* shared: every thread reads it after the barrier */
-    if (!pgu || !pd) {
+    if (!pgu || !pd || !pn) {
         free(pgu);
         free(pd);
+        free(pn);
         return 2;
     }
 #pragma omp parallel num_threads(nthreads)
     {
         float *h = malloc(sizeof(float) * MLP_ROWS * I), *dh = malloc(sizeof(float) * MLP_ROWS * I),
-              *dgu = malloc(sizeof(float) * MLP_ROWS * I2); /* a row: dg then du */
+              *dgu = malloc(sizeof(float) * MLP_ROWS * I2), /* a row: dg then du */
+            *xn = malloc(sizeof(float) * MLP_ROWS * d), *dxn = malloc(sizeof(float) * MLP_ROWS * d);
         const int before = blas_local_threads(1);
 #pragma omp for schedule(dynamic)
         for (int64_t s = 0; s < slabs; s++) {
-            if (!h || !dh || !dgu) {
+            if (!h || !dh || !dgu || !xn || !dxn) {
 #pragma omp atomic write
                 failed = 1;
                 continue;
             }
-            float *sgu = pgu + s * I2 * d, *sd = pd + s * d * I; /* [dwg; dwu] and dwd of this slab */
+            float *sgu = pgu + s * I2 * d, *sd = pd + s * d * I, *sn = pn + s * d; /* this slab's sums */
+            memset(sn, 0, sizeof(float) * d);
             const int64_t end = (s + 1) * MLP_SLAB < n ? (s + 1) * MLP_SLAB : n;
             for (int64_t r0 = s * MLP_SLAB; r0 < end; r0 += MLP_ROWS) {
                 const int rows = (int)(end - r0 < MLP_ROWS ? end - r0 : MLP_ROWS);
                 const float beta = r0 == s * MLP_SLAB ? 0.0f : 1.0f; /* a slab's first block starts its sums */
+                for (int r = 0; r < rows; r++)
+                    for (int64_t j = 0; j < d; j++) xn[r * d + j] = wn[j] * (x[(r0 + r) * d + j] * rstd[r0 + r]);
                 swiglu(rows * I, g + r0 * I, u + r0 * I, h);
                 mm(0, 0, rows, I, d, dy + r0 * d, d, wd, I, 0.0f, dh, I);
                 mm(1, 0, d, I, rows, dy + r0 * d, d, h, I, beta, sd, I); /* dwd += dy^T h */
                 for (int r = 0; r < rows; r++)
                     swiglu_backward(I, g + (r0 + r) * I, u + (r0 + r) * I, dh + r * I, dgu + r * I2, dgu + r * I2 + I);
-                mm(1, 0, I2, d, rows, dgu, I2, x + r0 * d, d, beta, sgu, d); /* [dwg; dwu] += [dg du]^T x */
-                mm(0, 0, rows, d, I, dgu, I2, wg, d, 0.0f, dx + r0 * d, d);   /* dx = dg wg + du wu */
-                mm(0, 0, rows, d, I, dgu + I, I2, wu, d, 1.0f, dx + r0 * d, d);
+                mm(1, 0, I2, d, rows, dgu, I2, xn, d, beta, sgu, d); /* [dwg; dwu] += [dg du]^T xn */
+                mm(0, 0, rows, d, I, dgu, I2, wg, d, 0.0f, dxn, d);   /* dxn = dg wg + du wu */
+                mm(0, 0, rows, d, I, dgu + I, I2, wu, d, 1.0f, dxn, d);
+                for (int r = 0; r < rows; r++)
+                    norm_backward(d, rstd[r0 + r], x + (r0 + r) * d, wn, dxn + r * d, dy + (r0 + r) * d, dx + (r0 + r) * d, sn);
             }
         }
         blas_local_threads(before);
         free(h);
         free(dh);
         free(dgu);
+        free(xn);
+        free(dxn);
 #pragma omp barrier
         if (!failed) {
 #pragma omp for schedule(static)
@@ -575,10 +632,17 @@ int shiptwo_mlp_backward(int64_t n, int64_t d, int64_t I, const float *x, const 
                 for (int64_t s = 0; s < slabs; s++) t += pd[s * d * I + e];
                 dwd[e] = t;
             }
+#pragma omp for schedule(static)
+            for (int64_t e = 0; e < d; e++) {
+                float t = 0.0f;
+                for (int64_t s = 0; s < slabs; s++) t += pn[s * d + e];
+                dwn[e] = t;
+            }
         }
     }
     free(pgu);
     free(pd);
+    free(pn);
     return failed ? 2 : 0;
 }
 

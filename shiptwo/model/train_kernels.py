@@ -1,11 +1,11 @@
 """The CPU training step's compiled kernels (train_kernels.c) as torch custom ops with their
-backward, so torch.compile keeps them inside its graph: causal grouped-query attention, the MLP
-fused by blocks of rows (its products through torch's own MKL), the token embedding's gradient,
-and the LM head fused with its cross-entropy.
+backward, so torch.compile keeps them inside its graph: causal grouped-query attention, a decoder
+layer's RMSNorm + MLP + residual fused by blocks of rows (its products through torch's own MKL),
+the token embedding's gradient, and the LM head fused with its cross-entropy.
 
 `usable(x)` says when they apply (float32 CPU tensors that need a gradient, the kernels built;
 attention also needs head_dim a multiple of 32); elsewhere torch's ops compute the same
-functions (apply_rope and scaled_dot_product_attention; the MLP's linears and F.silu; F.embedding; the head and
+functions (apply_rope and scaled_dot_product_attention; RMSNorm, the MLP's linears and F.silu; F.embedding; the head and
 F.cross_entropy). The kernels' exp is Cephes' polynomial (~1 ulp; attention's 2^x a fitted one),
 so results differ from torch's by float rounding only; tests compare both.
 """
@@ -34,8 +34,8 @@ _SIGNATURES = {  # each returns int: 0, or 1 on bad input, 2 out of memory; the 
     "shiptwo_attention_forward": [_i64] * 5 + [_f32] + [_ptr] * 7 + [_int],
     "shiptwo_attention_backward": [_i64] * 5 + [_f32] + [_ptr] * 11 + [_int],
     "shiptwo_softmax_xent": [_i64] * 2 + [_ptr] * 4 + [_int],
-    "shiptwo_mlp_forward": [_i64] * 3 + [_ptr] * 7 + [_int],
-    "shiptwo_mlp_backward": [_i64] * 3 + [_ptr] * 11 + [_int],
+    "shiptwo_mlp_forward": [_i64] * 3 + [_f32] + [_ptr] * 9 + [_int],
+    "shiptwo_mlp_backward": [_i64] * 3 + [_ptr] * 14 + [_int],
     "shiptwo_embedding_forward": [_i64] * 3 + [_ptr] * 3 + [_int],
     "shiptwo_embedding_backward": [_i64] * 3 + [_ptr] * 3 + [_int],
 }
@@ -90,7 +90,7 @@ def _blas_bound() -> bool:
 
 
 def mlp_usable(x: torch.Tensor) -> bool:
-    """Whether the fused MLP kernel runs on `x` (as `usable`, and torch's BLAS handed to it)."""
+    """Whether the fused RMSNorm + MLP kernel runs on `x` (as `usable`, and torch's BLAS handed to it)."""
     return usable(x) and _blas_bound()
 
 
@@ -202,61 +202,64 @@ def _backward_xent(ctx, dloss, _ddh, _ddw):
 linear_cross_entropy.register_autograd(_backward_xent, setup_context=_setup_xent)
 
 
-@torch.library.custom_op("shiptwo::mlp", mutates_args=())
-def mlp(x: torch.Tensor, wg: torch.Tensor, wu: torch.Tensor,
-        wd: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The LLaMA MLP, down(silu(gate(x)) * up(x)), for x (..., d) and the weights as nn.Linear
-    stores them: wg, wu (I, d), wd (d, I). Fused by blocks of rows, so the (tokens, I) activations
-    pass through memory once. Returns y, and g = gate(x), u = up(x) as (tokens, I): the backward
-    recomputes the gating from them (they take no gradient of their own)."""
-    x, wg, wu, wd = x.contiguous(), wg.contiguous(), wu.contiguous(), wd.contiguous()
+@torch.library.custom_op("shiptwo::residual_mlp", mutates_args=())
+def residual_mlp(x: torch.Tensor, wn: torch.Tensor, wg: torch.Tensor, wu: torch.Tensor, wd: torch.Tensor,
+                 eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A decoder layer's second half, x + mlp(rmsnorm(x) * wn), the MLP down(silu(gate) * up), for
+    x (..., d) and the weights as the modules store them: wn (d,), wg, wu (I, d), wd (d, I). Fused
+    by blocks of rows, so the normalized input and the (tokens, I) activations stay in cache.
+    Returns y, and what the backward needs: g = gate, u = up (tokens, I) and each row's
+    1/rms (tokens,) (they take no gradient of their own)."""
+    x, wn, wg, wu, wd = x.contiguous(), wn.contiguous(), wg.contiguous(), wu.contiguous(), wd.contiguous()
     d, inner = x.shape[-1], wg.shape[0]
-    if wg.shape != (inner, d) or wu.shape != (inner, d) or wd.shape != (d, inner):
-        raise ValueError(f"mlp: weights gate {tuple(wg.shape)}, up {tuple(wu.shape)}, down {tuple(wd.shape)} "
-                         f"do not fit inputs of width {d}")
+    if wn.shape != (d,) or wg.shape != (inner, d) or wu.shape != (inner, d) or wd.shape != (d, inner):
+        raise ValueError(f"residual_mlp: weights norm {tuple(wn.shape)}, gate {tuple(wg.shape)}, up {tuple(wu.shape)}, "
+                         f"down {tuple(wd.shape)} do not fit inputs of width {d}")
     n = x.numel() // d
-    g, u, y = x.new_empty(n, inner), x.new_empty(n, inner), torch.empty_like(x)
-    _check(_lib().shiptwo_mlp_forward(n, d, inner, x.data_ptr(), wg.data_ptr(), wu.data_ptr(), wd.data_ptr(),
-                                      g.data_ptr(), u.data_ptr(), y.data_ptr(), torch.get_num_threads()), "mlp_forward")
-    return y, g, u
+    g, u, rstd, y = x.new_empty(n, inner), x.new_empty(n, inner), x.new_empty(n), torch.empty_like(x)
+    _check(_lib().shiptwo_mlp_forward(n, d, inner, eps, x.data_ptr(), wn.data_ptr(), wg.data_ptr(), wu.data_ptr(),
+                                      wd.data_ptr(), g.data_ptr(), u.data_ptr(), rstd.data_ptr(), y.data_ptr(),
+                                      torch.get_num_threads()), "mlp_forward")
+    return y, g, u, rstd
 
 
-@mlp.register_fake
-def _(x, wg, wu, wd):
+@residual_mlp.register_fake
+def _(x, wn, wg, wu, wd, eps):
     n = x.numel() // x.shape[-1]
-    return torch.empty_like(x), x.new_empty(n, wg.shape[0]), x.new_empty(n, wg.shape[0])
+    return torch.empty_like(x), x.new_empty(n, wg.shape[0]), x.new_empty(n, wg.shape[0]), x.new_empty(n)
 
 
-@torch.library.custom_op("shiptwo::mlp_backward", mutates_args=())
-def mlp_backward(dy: torch.Tensor, x: torch.Tensor, g: torch.Tensor, u: torch.Tensor, wg: torch.Tensor,
-                 wu: torch.Tensor, wd: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    dy, x, g, u, wg, wu, wd = (t.contiguous() for t in (dy, x, g, u, wg, wu, wd))
+@torch.library.custom_op("shiptwo::residual_mlp_backward", mutates_args=())
+def residual_mlp_backward(dy: torch.Tensor, x: torch.Tensor, wn: torch.Tensor, rstd: torch.Tensor, g: torch.Tensor,
+                          u: torch.Tensor, wg: torch.Tensor, wu: torch.Tensor,
+                          wd: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    dy, x, wn, rstd, g, u, wg, wu, wd = (t.contiguous() for t in (dy, x, wn, rstd, g, u, wg, wu, wd))
     d, inner = x.shape[-1], wg.shape[0]
-    dx, dwg, dwu, dwd = torch.empty_like(x), torch.empty_like(wg), torch.empty_like(wu), torch.empty_like(wd)
-    _check(_lib().shiptwo_mlp_backward(x.numel() // d, d, inner, x.data_ptr(), g.data_ptr(), u.data_ptr(),
-                                       dy.data_ptr(), wg.data_ptr(), wu.data_ptr(), wd.data_ptr(), dx.data_ptr(),
-                                       dwg.data_ptr(), dwu.data_ptr(), dwd.data_ptr(), torch.get_num_threads()),
-           "mlp_backward")
-    return dx, dwg, dwu, dwd
+    dx, dwn, dwg, dwu, dwd = (torch.empty_like(t) for t in (x, wn, wg, wu, wd))
+    _check(_lib().shiptwo_mlp_backward(x.numel() // d, d, inner, x.data_ptr(), wn.data_ptr(), rstd.data_ptr(),
+                                       g.data_ptr(), u.data_ptr(), dy.data_ptr(), wg.data_ptr(), wu.data_ptr(),
+                                       wd.data_ptr(), dx.data_ptr(), dwn.data_ptr(), dwg.data_ptr(), dwu.data_ptr(),
+                                       dwd.data_ptr(), torch.get_num_threads()), "mlp_backward")
+    return dx, dwn, dwg, dwu, dwd
 
 
-@mlp_backward.register_fake
-def _(dy, x, g, u, wg, wu, wd):
-    return torch.empty_like(x), torch.empty_like(wg), torch.empty_like(wu), torch.empty_like(wd)
+@residual_mlp_backward.register_fake
+def _(dy, x, wn, rstd, g, u, wg, wu, wd):
+    return tuple(torch.empty_like(t) for t in (x, wn, wg, wu, wd))
 
 
 def _setup_mlp(ctx, inputs, output):
-    x, wg, wu, wd = inputs
-    ctx.mark_non_differentiable(output[1], output[2])
-    ctx.save_for_backward(x, output[1], output[2], wg, wu, wd)
+    x, wn, wg, wu, wd, _eps = inputs
+    _, g, u, rstd = output
+    ctx.mark_non_differentiable(g, u, rstd)
+    ctx.save_for_backward(x, wn, rstd, g, u, wg, wu, wd)
 
 
-def _backward_mlp(ctx, dy, _dg, _du):
-    x, g, u, wg, wu, wd = ctx.saved_tensors
-    return mlp_backward(dy, x, g, u, wg, wu, wd)
+def _backward_mlp(ctx, dy, _dg, _du, _drstd):
+    return *residual_mlp_backward(dy, *ctx.saved_tensors), None  # eps is a constant
 
 
-mlp.register_autograd(_backward_mlp, setup_context=_setup_mlp)
+residual_mlp.register_autograd(_backward_mlp, setup_context=_setup_mlp)
 
 
 @torch.library.custom_op("shiptwo::embedding", mutates_args=())

@@ -1,6 +1,6 @@
 """The CPU training kernels compute what torch's ops compute: causal grouped-query attention with
 its rotary embedding, and its gradients, against apply_rope + scaled_dot_product_attention; the
-fused MLP against its linears and F.silu; the embedding against F.embedding; the fused head + cross-entropy
+fused RMSNorm + MLP + residual against torch's; the embedding against F.embedding; the fused head + cross-entropy
 and its gradients against the head and F.cross_entropy (plain and masked means); at shapes that
 exercise every tail (sequence lengths off the 8-row blocks, a vocabulary off the 16-lane vectors);
 results ignore the thread count; a broken kernel would be caught (a deliberately wrong mask or
@@ -132,52 +132,60 @@ def test_fused_head_cross_entropy_matches_torch(masked):
         assert torch.count_nonzero(got[1][mask == 0]) == 0  # unsupervised targets send no gradient
 
 
+EPS = 1e-5
+
+
 def _mlp_inputs(n, d, inner, seed=3):
     gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, d, generator=gen, requires_grad=True)
+    x = (torch.randn(n, d, generator=gen) * 2).requires_grad_()
+    wn = (1 + 0.3 * torch.randn(d, generator=gen)).requires_grad_()
     wg, wu, wd = ((torch.randn(*shape, generator=gen) * 0.3).requires_grad_()
                   for shape in ((inner, d), (inner, d), (d, inner)))
     with torch.no_grad():
-        x[0, :2] = torch.tensor([60.0, -60.0])  # gates past exp's clamp both ways
-    return x, wg, wu, wd, torch.randn(n, d, generator=gen)
+        x[0] = 0.0  # a zero row: rms 0, only eps keeps the norm finite
+        wg[0] *= 60  # gates past exp's clamp both ways
+    return x, wn, wg, wu, wd, torch.randn(n, d, generator=gen)
 
 
-def _mlp_grads(fn, x, wg, wu, wd, dy):
-    for t in (x, wg, wu, wd):
+def _mlp_grads(fn, x, wn, wg, wu, wd, dy):
+    for t in (x, wn, wg, wu, wd):
         t.grad = None
-    y = fn(x, wg, wu, wd)
+    y = fn(x, wn, wg, wu, wd)
     y.backward(dy)
-    return y.detach(), [t.grad.clone() for t in (x, wg, wu, wd)]
+    return y.detach(), [t.grad.clone() for t in (x, wn, wg, wu, wd)]
 
 
-def _torch_mlp(x, wg, wu, wd):
-    return F.linear(F.silu(F.linear(x, wg)) * F.linear(x, wu), wd)
+def _torch_mlp(x, wn, wg, wu, wd):
+    """x + mlp(post_attention_layernorm(x)), as llama.DecoderLayer computes it without the kernel."""
+    xn = wn * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + EPS))
+    return x + F.linear(F.silu(F.linear(xn, wg)) * F.linear(xn, wu), wd)
 
 
-def _kernel_mlp(x, wg, wu, wd):
-    return train_kernels.mlp(x, wg, wu, wd)[0]
+def _kernel_mlp(x, wn, wg, wu, wd):
+    return train_kernels.residual_mlp(x, wn, wg, wu, wd, EPS)[0]
 
 
 # one block; blocks and slabs with partial tails (1030 rows: a slab of 1024 and 6 rows); widths off the
-# 16-lane vectors (a scalar tail in the gating)
-@pytest.mark.parametrize("n,d,inner", [(40, 64, 96), (1030, 128, 352), (300, 48, 37)])
-def test_mlp_matches_torch_forward_and_backward(n, d, inner):
+# 16-lane vectors (scalar tails in the norm and the gating)
+@pytest.mark.parametrize("n,d,inner", [(40, 64, 96), (1030, 128, 352), (300, 40, 37)])
+def test_residual_mlp_matches_torch_forward_and_backward(n, d, inner):
     inputs = _mlp_inputs(n, d, inner)
     y, grads = _mlp_grads(_kernel_mlp, *inputs)
     ref, ref_grads = _mlp_grads(_torch_mlp, *inputs)
-    for name, a, b in zip(("y", "dx", "dgate", "dup", "ddown"), [y, *grads], [ref, *ref_grads]):
+    for name, a, b in zip(("y", "dx", "dnorm", "dgate", "dup", "ddown"), [y, *grads], [ref, *ref_grads]):
         assert torch.isfinite(a).all(), f"{name} not finite"
         # float32 sums over up to 1030 rows in another order: errors relative to the tensor's scale
-        assert (a - b).abs().max() <= 1e-5 * b.abs().max(), f"{name}: {float((a - b).abs().max() / b.abs().max())}"
+        assert (a - b).abs().max() <= 2e-5 * b.abs().max(), f"{name}: {float((a - b).abs().max() / b.abs().max())}"
 
 
-def test_a_swapped_gate_and_up_is_caught_by_the_same_comparison():
-    x, wg, wu, wd, _ = _mlp_inputs(64, 64, 96)
-    y, ref = _kernel_mlp(x, wu, wg, wd), _torch_mlp(x, wg, wu, wd)
-    assert (y - ref).abs().max() > 1e-5 * ref.abs().max()
+def test_a_swapped_gate_and_up_or_a_missing_norm_is_caught_by_the_same_comparison():
+    x, wn, wg, wu, wd, _ = _mlp_inputs(64, 64, 96)
+    ref = _torch_mlp(x, wn, wg, wu, wd)
+    for y in (_kernel_mlp(x, wn, wu, wg, wd), _kernel_mlp(x, torch.ones_like(wn), wg, wu, wd)):
+        assert (y - ref).abs().max() > 1e-4 * ref.abs().max()
 
 
-def test_mlp_ignores_the_thread_count():
+def test_residual_mlp_ignores_the_thread_count():
     inputs = _mlp_inputs(2100, 64, 96, seed=4)  # three slabs of rows: their weight gradients sum in one order
     results = []
     for threads in (1, 2):
@@ -187,16 +195,18 @@ def test_mlp_ignores_the_thread_count():
     assert torch.equal(y1, y2) and all(torch.equal(a, b) for a, b in zip(g1, g2))
 
 
-def test_mlp_refuses_weights_that_do_not_fit():
-    x, wg, wu, wd, _ = _mlp_inputs(8, 64, 96)
+def test_residual_mlp_refuses_weights_that_do_not_fit():
+    x, wn, wg, wu, wd, _ = _mlp_inputs(8, 64, 96)
     with pytest.raises(ValueError, match="do not fit"):
-        train_kernels.mlp(x, wg, wu, wd.t())
+        train_kernels.residual_mlp(x, wn, wg, wu, wd.t(), EPS)
+    with pytest.raises(ValueError, match="do not fit"):
+        train_kernels.residual_mlp(x, wn[:-1], wg, wu, wd, EPS)
 
 
-def test_mlp_outputs_kept_for_the_backward_take_no_gradient():
-    x, wg, wu, wd, _ = _mlp_inputs(8, 64, 96)
-    y, g, u = train_kernels.mlp(x, wg, wu, wd)
-    assert y.requires_grad and not g.requires_grad and not u.requires_grad
+def test_what_the_backward_keeps_takes_no_gradient():
+    x, wn, wg, wu, wd, _ = _mlp_inputs(8, 64, 96)
+    y, *kept = train_kernels.residual_mlp(x, wn, wg, wu, wd, EPS)
+    assert y.requires_grad and not any(t.requires_grad for t in kept)
 
 
 def test_embedding_matches_torch_and_sums_repeated_tokens_in_any_thread_count():
