@@ -448,17 +448,20 @@ static void swiglu(int64_t n, const float *g, const float *u, float *h) {
     for (int64_t i = nv; i < n; i++) h[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
 }
 
-/* Its backward, recomputing the sigmoid (one exp an element):
- * du = dh * silu(g);  dg = dh * u * s * (1 + g * (1 - s)), s = sigmoid(g). */
-static void swiglu_backward(int64_t n, const float *g, const float *u, const float *dh, float *dg, float *du) {
+/* Its backward, recomputing the gating on the way (one exp an element for both): with
+ * s = sigmoid(g), h = g * s * u (the down product's input, for its weight gradient),
+ * du = dh * g * s, dg = dh * u * s * (1 + g * (1 - s)). */
+static void swiglu_backward(int64_t n, const float *g, const float *u, const float *dh, float *h, float *dg, float *du) {
     const int64_t nv = n / 16 * 16;
     for (int64_t i = 0; i < nv; i += 16) {
-        v16 x = ld(g + i), d = ld(dh + i), s = sigmoid16(x);
-        st(du + i, d * x * s);
-        st(dg + i, d * ld(u + i) * s * (1.0f + x * (1.0f - s)));
+        v16 x = ld(g + i), up = ld(u + i), d = ld(dh + i), s = sigmoid16(x), xs = x * s;
+        st(h + i, xs * up);
+        st(du + i, d * xs);
+        st(dg + i, d * up * s * (1.0f + x * (1.0f - s)));
     }
     for (int64_t i = nv; i < n; i++) {
         float s = 1.0f / (1.0f + expf(-g[i]));
+        h[i] = g[i] * s * u[i];
         du[i] = dh[i] * g[i] * s;
         dg[i] = dh[i] * u[i] * s * (1.0f + g[i] * (1.0f - s));
     }
@@ -600,11 +603,11 @@ int shiptwo_mlp_backward(int64_t n, int64_t d, int64_t I, const float *x, const 
                 const float beta = r0 == s * MLP_SLAB ? 0.0f : 1.0f; /* a slab's first block starts its sums */
                 for (int r = 0; r < rows; r++)
                     for (int64_t j = 0; j < d; j++) xn[r * d + j] = wn[j] * (x[(r0 + r) * d + j] * rstd[r0 + r]);
-                swiglu(rows * I, g + r0 * I, u + r0 * I, h);
                 mm(0, 0, rows, I, d, dy + r0 * d, d, wd, I, 0.0f, dh, I);
-                mm(1, 0, d, I, rows, dy + r0 * d, d, h, I, beta, sd, I); /* dwd += dy^T h */
                 for (int r = 0; r < rows; r++)
-                    swiglu_backward(I, g + (r0 + r) * I, u + (r0 + r) * I, dh + r * I, dgu + r * I2, dgu + r * I2 + I);
+                    swiglu_backward(I, g + (r0 + r) * I, u + (r0 + r) * I, dh + r * I, h + r * I, dgu + r * I2,
+                                    dgu + r * I2 + I);
+                mm(1, 0, d, I, rows, dy + r0 * d, d, h, I, beta, sd, I); /* dwd += dy^T h */
                 mm(1, 0, I2, d, rows, dgu, I2, xn, d, beta, sgu, d); /* [dwg; dwu] += [dg du]^T xn */
                 mm(0, 0, rows, d, I, dgu, I2, wg, d, 0.0f, dxn, d);   /* dxn = dg wg + du wu */
                 mm(0, 0, rows, d, I, dgu + I, I2, wu, d, 1.0f, dxn, d);
