@@ -276,7 +276,7 @@ class DecoderLayer(nn.Module):
 
     def forward(self, x, cos, sin, layer, cache, key_mask=None):
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, layer, cache, key_mask)
-        if train_kernels.mlp_usable(x):  # training on a CPU: the same function as one fused kernel
+        if train_kernels.blas_usable(x):  # training on a CPU: the same function as one fused kernel
             norm, mlp = self.post_attention_layernorm, self.mlp
             return train_kernels.residual_mlp(x, norm.weight, mlp.gate_proj.weight, mlp.up_proj.weight,
                                               mlp.down_proj.weight, norm.eps)[0]

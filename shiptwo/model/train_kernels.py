@@ -24,7 +24,6 @@ from shiptwo.model import kernels
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("train_kernels.c")
-XENT_ROWS = 512  # logits rows per block of the fused head (4 MiB at vocab 2048; 128 to 1024 measured alike)
 HEAD_DIM_MULTIPLE = 32  # the kernel's column blocks are two 16-float vectors
 TORCH_CPU_LIBRARY = "libtorch_cpu.so"  # torch's CPU library (Linux wheels), which links MKL and exports its BLAS
 TORCH_BLAS = ("sgemm_", "MKL_Set_Num_Threads_Local")
@@ -33,7 +32,7 @@ _i64, _ptr, _f32, _int = ctypes.c_int64, ctypes.c_void_p, ctypes.c_float, ctypes
 _SIGNATURES = {  # each returns int: 0, or 1 on bad input, 2 out of memory; the last argument is the thread count
     "shiptwo_attention_forward": [_i64] * 5 + [_f32] + [_ptr] * 7 + [_int],
     "shiptwo_attention_backward": [_i64] * 5 + [_f32] + [_ptr] * 11 + [_int],
-    "shiptwo_softmax_xent": [_i64] * 2 + [_ptr] * 4 + [_int],
+    "shiptwo_linear_xent": [_i64] * 3 + [_ptr] * 7 + [_int],
     "shiptwo_mlp_forward": [_i64] * 3 + [_f32] + [_ptr] * 9 + [_int],
     "shiptwo_mlp_backward": [_i64] * 3 + [_ptr] * 14 + [_int],
     "shiptwo_embedding_forward": [_i64] * 3 + [_ptr] * 3 + [_int],
@@ -89,8 +88,9 @@ def _blas_bound() -> bool:
     return _lib() is not None and _lib().blas
 
 
-def mlp_usable(x: torch.Tensor) -> bool:
-    """Whether the fused RMSNorm + MLP kernel runs on `x` (as `usable`, and torch's BLAS handed to it)."""
+def blas_usable(x: torch.Tensor) -> bool:
+    """Whether the kernels built on torch's BLAS (the fused RMSNorm + MLP, the head with its loss) run on
+    `x`: as `usable`, and the BLAS handed to them."""
     return usable(x) and _blas_bound()
 
 
@@ -168,20 +168,14 @@ def linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, target: torch.Te
                          w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """sum_r w[r] * cross_entropy(h[r] @ weight.T, target[r]) for h (N, d), weight (vocab, d), with
     its gradients (dh, dweight), computed together block by block so that the logits stay in
-    cache (the backward only scales them). w: (N,) weights of the mean (1/N, or a mask / its sum)."""
+    cache (the backward only scales them): each thread's blocks through torch's MKL, as the MLP.
+    w: (N,) weights of the mean (1/N, or a mask / its sum)."""
     h, weight, target, w = h.contiguous(), weight.contiguous(), target.contiguous(), w.contiguous()
-    lib, n = _lib(), h.shape[0]
-    logits = h.new_empty(min(XENT_ROWS, n), weight.shape[0])
-    loss = h.new_empty(n)
-    dh, dw = torch.empty_like(h), torch.zeros_like(weight)
-    for s in range(0, n, XENT_ROWS):
-        rows, block = slice(s, min(n, s + XENT_ROWS)), logits[: min(n, s + XENT_ROWS) - s]
-        torch.mm(h[rows], weight.t(), out=block)
-        _check(lib.shiptwo_softmax_xent(block.shape[0], block.shape[1], block.data_ptr(), target[rows].data_ptr(),
-                                        w[rows].data_ptr(), loss[rows].data_ptr(), torch.get_num_threads()),
-               "softmax_xent")
-        torch.mm(block, weight, out=dh[rows])
-        dw.addmm_(block.t(), h[rows])
+    (n, d), vocab = h.shape, weight.shape[0]
+    loss, dh, dw = h.new_empty(n), torch.empty_like(h), torch.empty_like(weight)
+    _check(_lib().shiptwo_linear_xent(n, d, vocab, h.data_ptr(), weight.data_ptr(), target.data_ptr(), w.data_ptr(),
+                                      loss.data_ptr(), dh.data_ptr(), dw.data_ptr(), torch.get_num_threads()),
+           "linear_xent")
     return loss.sum(), dh, dw
 
 

@@ -98,7 +98,7 @@ class TrainingLoss:
 
     def _eager(self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         h = self.module(x, head=False)
-        if not train_kernels.usable(h):
+        if not train_kernels.blas_usable(h):
             return token_loss(self.head(h), y, mask)
         n = y.numel()
         w = (torch.full((n,), 1.0 / n) if mask is None  # the mean, or the mean over supervised targets

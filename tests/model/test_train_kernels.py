@@ -231,6 +231,17 @@ def test_embedding_matches_torch_and_sums_repeated_tokens_in_any_thread_count():
         train_kernels.embedding(weight, torch.tensor([0, 50]))
 
 
+def test_fused_head_ignores_the_thread_count():
+    gen = torch.Generator().manual_seed(6)
+    h = torch.randn(2100, 48, generator=gen)  # three slabs of rows: the weight's gradient sums in one order
+    weight, target = torch.randn(301, 48, generator=gen), torch.randint(0, 301, (2100,), generator=gen)
+    results = []
+    for threads in (1, 2):
+        with torch_threads(threads):
+            results.append(train_kernels.linear_cross_entropy(h, weight, target, torch.full((2100,), 1 / 2100)))
+    assert all(torch.equal(a, b) for a, b in zip(*results))
+
+
 def test_an_out_of_range_target_is_refused():
     h, weight = torch.randn(4, 32), torch.randn(10, 32)
     with pytest.raises(RuntimeError, match="bad input"):
@@ -293,7 +304,7 @@ def test_a_torch_without_mkl_is_logged_and_the_mlp_runs_torchs_ops(monkeypatch, 
     assert "no MKL sgemm" in caplog.text
     monkeypatch.setattr(train_kernels, "_blas_bound", lambda: False)
     x = torch.randn(3, 64, requires_grad=True)
-    assert train_kernels.usable(x) and not train_kernels.mlp_usable(x)
+    assert train_kernels.usable(x) and not train_kernels.blas_usable(x)
 
 
 def test_every_binding_declares_the_c_functions_parameters():
