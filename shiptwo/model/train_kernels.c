@@ -489,8 +489,8 @@ static float row_rstd(const float *x, int64_t d, float eps) {
     return 1.0f / sqrtf(ss / (float)d + eps);
 }
 
-/* RMSNorm's backward for one row (and the residual's gradient): with xh = x * rs, dxh = dxn * wn,
- * dx = dy + rs * (dxh - xh * mean(dxh * xh)); sn (the weight's gradient) += dxn * xh. */
+/* RMSNorm's backward for one row (and the residual's gradient dy, NULL if none): with xh = x * rs,
+ * dxh = dxn * wn, dx = dy + rs * (dxh - xh * mean(dxh * xh)); sn (the weight's gradient) += dxn * xh. */
 static void norm_backward(int64_t d, float rs, const float *x, const float *wn, const float *dxn, const float *dy,
                           float *dx, float *sn) {
     const int64_t dv = d / 16 * 16;
@@ -507,8 +507,8 @@ static void norm_backward(int64_t d, float rs, const float *x, const float *wn, 
     }
     const float mean = dot / (float)d;
     for (int64_t j = 0; j < dv; j += 16)
-        st(dx + j, ld(dy + j) + rs * (ld(dxn + j) * ld(wn + j) - ld(x + j) * rs * mean));
-    for (int64_t j = dv; j < d; j++) dx[j] = dy[j] + rs * (dxn[j] * wn[j] - x[j] * rs * mean);
+        st(dx + j, (dy ? ld(dy + j) : (v16){0}) + rs * (ld(dxn + j) * ld(wn + j) - ld(x + j) * rs * mean));
+    for (int64_t j = dv; j < d; j++) dx[j] = (dy ? dy[j] : 0.0f) + rs * (dxn[j] * wn[j] - x[j] * rs * mean);
 }
 
 /* The residual MLP half of a decoder layer: y = x + down(silu(gate(xn)) * up(xn)), xn =
@@ -639,6 +639,98 @@ int shiptwo_mlp_backward(int64_t n, int64_t d, int64_t I, const float *x, const 
     free(pgu);
     free(pd);
     free(pn);
+    return failed ? 2 : 0;
+}
+
+/* A decoder layer's first half up to its attention: xn = rmsnorm(x) * wn, then the projections
+ * q = xn wq^T (n, nq), k = xn wk^T and v = xn wv^T (n, nk), by blocks of MLP_ROWS tokens as the MLP
+ * (xn stays in cache; the backward recomputes it from x and each row's rstd, kept here). */
+int shiptwo_norm_qkv_forward(int64_t n, int64_t d, int64_t nq, int64_t nk, float eps, const float *x, const float *wn,
+                             const float *wq, const float *wk, const float *wv, float *q, float *k, float *v,
+                             float *rstd, int nthreads) {
+    if (!blas_shape_ok(n, d, nq) || !blas_shape_ok(n, d, nk)) return 1;
+    const int64_t blocks = (n + MLP_ROWS - 1) / MLP_ROWS;
+    int failed = 0;
+#pragma omp parallel num_threads(nthreads) reduction(| : failed)
+    {
+        float *xn = malloc(sizeof(float) * MLP_ROWS * d);
+        const int before = blas_local_threads(1);
+#pragma omp for schedule(static)
+        for (int64_t b = 0; b < blocks; b++) {
+            if (!xn) { failed = 1; continue; }
+            const int64_t r0 = b * MLP_ROWS;
+            const int rows = (int)(n - r0 < MLP_ROWS ? n - r0 : MLP_ROWS);
+            for (int r = 0; r < rows; r++) {
+                const float *xr = x + (r0 + r) * d;
+                const float rs = rstd[r0 + r] = row_rstd(xr, d, eps);
+                for (int64_t j = 0; j < d; j++) xn[r * d + j] = wn[j] * (xr[j] * rs);
+            }
+            mm(0, 1, rows, nq, d, xn, d, wq, d, 0.0f, q + r0 * nq, nq);
+            mm(0, 1, rows, nk, d, xn, d, wk, d, 0.0f, k + r0 * nk, nk);
+            mm(0, 1, rows, nk, d, xn, d, wv, d, 0.0f, v + r0 * nk, nk);
+        }
+        blas_local_threads(before);
+        free(xn);
+    }
+    return failed ? 2 : 0;
+}
+
+/* Its gradients from dq, dk, dv: dx, dwn, dwq, dwk, dwv (weight gradients per slab, then slabs in
+ * order, as the MLP's). */
+int shiptwo_norm_qkv_backward(int64_t n, int64_t d, int64_t nq, int64_t nk, const float *x, const float *wn,
+                              const float *rstd, const float *dq, const float *dk, const float *dv, const float *wq,
+                              const float *wk, const float *wv, float *dx, float *dwn, float *dwq, float *dwk,
+                              float *dwv, int nthreads) {
+    if (!blas_shape_ok(n, d, nq) || !blas_shape_ok(n, d, nk)) return 1;
+    const int64_t slabs = (n + SLAB_ROWS - 1) / SLAB_ROWS, per = (nq + 2 * nk + 1) * d; /* a slab's sums */
+    float *part = malloc(sizeof(float) * slabs * per);
+    if (!part) return 2;
+    int failed = 0; /* shared: every thread reads it after the barrier */
+#pragma omp parallel num_threads(nthreads)
+    {
+        float *xn = malloc(sizeof(float) * MLP_ROWS * d), *dxn = malloc(sizeof(float) * MLP_ROWS * d);
+        const int before = blas_local_threads(1);
+#pragma omp for schedule(dynamic)
+        for (int64_t s = 0; s < slabs; s++) {
+            if (!xn || !dxn) {
+#pragma omp atomic write
+                failed = 1;
+                continue;
+            }
+            float *pq = part + s * per, *pk = pq + nq * d, *pv = pk + nk * d, *pn = pv + nk * d;
+            memset(pn, 0, sizeof(float) * d);
+            const int64_t end = (s + 1) * SLAB_ROWS < n ? (s + 1) * SLAB_ROWS : n;
+            for (int64_t r0 = s * SLAB_ROWS; r0 < end; r0 += MLP_ROWS) {
+                const int rows = (int)(end - r0 < MLP_ROWS ? end - r0 : MLP_ROWS);
+                const float beta = r0 == s * SLAB_ROWS ? 0.0f : 1.0f;
+                for (int r = 0; r < rows; r++)
+                    for (int64_t j = 0; j < d; j++) xn[r * d + j] = wn[j] * (x[(r0 + r) * d + j] * rstd[r0 + r]);
+                mm(0, 0, rows, d, nq, dq + r0 * nq, nq, wq, d, 0.0f, dxn, d); /* dxn = dq wq + dk wk + dv wv */
+                mm(0, 0, rows, d, nk, dk + r0 * nk, nk, wk, d, 1.0f, dxn, d);
+                mm(0, 0, rows, d, nk, dv + r0 * nk, nk, wv, d, 1.0f, dxn, d);
+                mm(1, 0, nq, d, rows, dq + r0 * nq, nq, xn, d, beta, pq, d); /* dwq += dq^T xn, ... */
+                mm(1, 0, nk, d, rows, dk + r0 * nk, nk, xn, d, beta, pk, d);
+                mm(1, 0, nk, d, rows, dv + r0 * nk, nk, xn, d, beta, pv, d);
+                for (int r = 0; r < rows; r++)
+                    norm_backward(d, rstd[r0 + r], x + (r0 + r) * d, wn, dxn + r * d, NULL, dx + (r0 + r) * d, pn);
+            }
+        }
+        blas_local_threads(before);
+        free(xn);
+        free(dxn);
+#pragma omp barrier
+        if (!failed) {
+#pragma omp for schedule(static)
+            for (int64_t e = 0; e < per; e++) {
+                float t = 0.0f;
+                for (int64_t s = 0; s < slabs; s++) t += part[s * per + e];
+                float *out = e < nq * d ? dwq + e : e < (nq + nk) * d ? dwk + e - nq * d
+                           : e < (nq + 2 * nk) * d ? dwv + e - (nq + nk) * d : dwn + e - (nq + 2 * nk) * d;
+                *out = t;
+            }
+        }
+    }
+    free(part);
     return failed ? 2 : 0;
 }
 

@@ -1,6 +1,7 @@
 """The CPU training step's compiled kernels (train_kernels.c) as torch custom ops with their
 backward, so torch.compile keeps them inside its graph: causal grouped-query attention, a decoder
-layer's RMSNorm + MLP + residual fused by blocks of rows (its products through torch's own MKL),
+layer's input RMSNorm with its q/k/v projections and its RMSNorm + MLP + residual, each fused by
+blocks of rows (the products through torch's own MKL),
 the token embedding's gradient, and the LM head fused with its cross-entropy.
 
 `usable(x)` says when they apply (float32 CPU tensors that need a gradient, the kernels built;
@@ -33,6 +34,8 @@ _SIGNATURES = {  # each returns int: 0, or 1 on bad input, 2 out of memory; the 
     "shiptwo_attention_forward": [_i64] * 5 + [_f32] + [_ptr] * 7 + [_int],
     "shiptwo_attention_backward": [_i64] * 5 + [_f32] + [_ptr] * 11 + [_int],
     "shiptwo_linear_xent": [_i64] * 3 + [_ptr] * 7 + [_int],
+    "shiptwo_norm_qkv_forward": [_i64] * 4 + [_f32] + [_ptr] * 9 + [_int],
+    "shiptwo_norm_qkv_backward": [_i64] * 4 + [_ptr] * 14 + [_int],
     "shiptwo_mlp_forward": [_i64] * 3 + [_f32] + [_ptr] * 9 + [_int],
     "shiptwo_mlp_backward": [_i64] * 3 + [_ptr] * 14 + [_int],
     "shiptwo_embedding_forward": [_i64] * 3 + [_ptr] * 3 + [_int],
@@ -89,7 +92,7 @@ def _blas_bound() -> bool:
 
 
 def blas_usable(x: torch.Tensor) -> bool:
-    """Whether the kernels built on torch's BLAS (the fused RMSNorm + MLP, the head with its loss) run on
+    """Whether the kernels built on torch's BLAS (the fused norms with their projections, the head with its loss) run on
     `x`: as `usable`, and the BLAS handed to them."""
     return usable(x) and _blas_bound()
 
@@ -194,6 +197,66 @@ def _backward_xent(ctx, dloss, _ddh, _ddw):
 
 
 linear_cross_entropy.register_autograd(_backward_xent, setup_context=_setup_xent)
+
+
+@torch.library.custom_op("shiptwo::norm_qkv", mutates_args=())
+def norm_qkv(x: torch.Tensor, wn: torch.Tensor, wq: torch.Tensor, wk: torch.Tensor, wv: torch.Tensor,
+             eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A decoder layer's input RMSNorm and its query/key/value projections, xn = rmsnorm(x) * wn,
+    q = xn wq^T, k = xn wk^T, v = xn wv^T, fused by blocks of rows (xn stays in cache), for x
+    (..., d): q (..., nq), k and v (..., nk); also each row's 1/rms for the backward."""
+    x, wn, wq, wk, wv = x.contiguous(), wn.contiguous(), wq.contiguous(), wk.contiguous(), wv.contiguous()
+    d, nq, nk = x.shape[-1], wq.shape[0], wk.shape[0]
+    if wn.shape != (d,) or wq.shape != (nq, d) or wk.shape != (nk, d) or wv.shape != (nk, d):
+        raise ValueError(f"norm_qkv: weights norm {tuple(wn.shape)}, q {tuple(wq.shape)}, k {tuple(wk.shape)}, "
+                         f"v {tuple(wv.shape)} do not fit inputs of width {d}")
+    n = x.numel() // d
+    q, k, v = x.new_empty(*x.shape[:-1], nq), x.new_empty(*x.shape[:-1], nk), x.new_empty(*x.shape[:-1], nk)
+    rstd = x.new_empty(n)
+    _check(_lib().shiptwo_norm_qkv_forward(n, d, nq, nk, eps, x.data_ptr(), wn.data_ptr(), wq.data_ptr(),
+                                           wk.data_ptr(), wv.data_ptr(), q.data_ptr(), k.data_ptr(), v.data_ptr(),
+                                           rstd.data_ptr(), torch.get_num_threads()), "norm_qkv_forward")
+    return q, k, v, rstd
+
+
+@norm_qkv.register_fake
+def _(x, wn, wq, wk, wv, eps):
+    lead = x.shape[:-1]
+    return x.new_empty(*lead, wq.shape[0]), x.new_empty(*lead, wk.shape[0]), x.new_empty(*lead, wk.shape[0]), \
+        x.new_empty(x.numel() // x.shape[-1])
+
+
+@torch.library.custom_op("shiptwo::norm_qkv_backward", mutates_args=())
+def norm_qkv_backward(dq: torch.Tensor, dk: torch.Tensor, dv: torch.Tensor, x: torch.Tensor, wn: torch.Tensor,
+                      rstd: torch.Tensor, wq: torch.Tensor, wk: torch.Tensor,
+                      wv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    dq, dk, dv, x, wn, rstd, wq, wk, wv = (t.contiguous() for t in (dq, dk, dv, x, wn, rstd, wq, wk, wv))
+    d, nq, nk = x.shape[-1], wq.shape[0], wk.shape[0]
+    dx, dwn, dwq, dwk, dwv = (torch.empty_like(t) for t in (x, wn, wq, wk, wv))
+    _check(_lib().shiptwo_norm_qkv_backward(x.numel() // d, d, nq, nk, x.data_ptr(), wn.data_ptr(), rstd.data_ptr(),
+                                            dq.data_ptr(), dk.data_ptr(), dv.data_ptr(), wq.data_ptr(), wk.data_ptr(),
+                                            wv.data_ptr(), dx.data_ptr(), dwn.data_ptr(), dwq.data_ptr(),
+                                            dwk.data_ptr(), dwv.data_ptr(), torch.get_num_threads()),
+           "norm_qkv_backward")
+    return dx, dwn, dwq, dwk, dwv
+
+
+@norm_qkv_backward.register_fake
+def _(dq, dk, dv, x, wn, rstd, wq, wk, wv):
+    return tuple(torch.empty_like(t) for t in (x, wn, wq, wk, wv))
+
+
+def _setup_qkv(ctx, inputs, output):
+    x, wn, wq, wk, wv, _eps = inputs
+    ctx.mark_non_differentiable(output[3])
+    ctx.save_for_backward(x, wn, output[3], wq, wk, wv)
+
+
+def _backward_qkv(ctx, dq, dk, dv, _drstd):
+    return *norm_qkv_backward(dq, dk, dv, *ctx.saved_tensors), None  # eps is a constant
+
+
+norm_qkv.register_autograd(_backward_qkv, setup_context=_setup_qkv)
 
 
 @torch.library.custom_op("shiptwo::residual_mlp", mutates_args=())

@@ -1,6 +1,6 @@
 """The CPU training kernels compute what torch's ops compute: causal grouped-query attention with
 its rotary embedding, and its gradients, against apply_rope + scaled_dot_product_attention; the
-fused RMSNorm + MLP + residual against torch's; the embedding against F.embedding; the fused head + cross-entropy
+fused RMSNorm + q/k/v projections and RMSNorm + MLP + residual against torch's; the embedding against F.embedding; the fused head + cross-entropy
 and its gradients against the head and F.cross_entropy (plain and masked means); at shapes that
 exercise every tail (sequence lengths off the 8-row blocks, a vocabulary off the 16-lane vectors);
 results ignore the thread count; a broken kernel would be caught (a deliberately wrong mask or
@@ -207,6 +207,58 @@ def test_what_the_backward_keeps_takes_no_gradient():
     x, wn, wg, wu, wd, _ = _mlp_inputs(8, 64, 96)
     y, *kept = train_kernels.residual_mlp(x, wn, wg, wu, wd, EPS)
     assert y.requires_grad and not any(t.requires_grad for t in kept)
+
+
+def _qkv_inputs(n, d, nq, nk, seed=7):
+    gen = torch.Generator().manual_seed(seed)
+    x = (torch.randn(n, d, generator=gen) * 2).requires_grad_()
+    wn = (1 + 0.3 * torch.randn(d, generator=gen)).requires_grad_()
+    ws = [(torch.randn(m, d, generator=gen) * 0.3).requires_grad_() for m in (nq, nk, nk)]
+    with torch.no_grad():
+        x[0] = 0.0  # a zero row: only eps keeps the norm finite
+    return x, wn, *ws, [torch.randn(n, m, generator=gen) for m in (nq, nk, nk)]
+
+
+def _qkv_grads(fn, x, wn, wq, wk, wv, douts):
+    for t in (x, wn, wq, wk, wv):
+        t.grad = None
+    outs = fn(x, wn, wq, wk, wv)
+    torch.autograd.backward(outs, douts)
+    return [o.detach() for o in outs], [t.grad.clone() for t in (x, wn, wq, wk, wv)]
+
+
+def _torch_qkv(x, wn, wq, wk, wv):
+    xn = wn * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + EPS))
+    return [F.linear(xn, w) for w in (wq, wk, wv)]
+
+
+def _kernel_qkv(x, wn, wq, wk, wv):
+    return list(train_kernels.norm_qkv(x, wn, wq, wk, wv, EPS)[:3])
+
+
+@pytest.mark.parametrize("n,d,nq,nk", [(40, 64, 64, 32), (1030, 128, 128, 64), (300, 40, 24, 8)])
+def test_norm_qkv_matches_torch_forward_and_backward(n, d, nq, nk):
+    *inputs, douts = _qkv_inputs(n, d, nq, nk)
+    got, grads = _qkv_grads(_kernel_qkv, *inputs, douts)
+    ref, ref_grads = _qkv_grads(_torch_qkv, *inputs, douts)
+    names = ("q", "k", "v", "dx", "dnorm", "dwq", "dwk", "dwv")
+    for name, a, b in zip(names, [*got, *grads], [*ref, *ref_grads]):
+        assert torch.isfinite(a).all(), f"{name} not finite"
+        assert (a - b).abs().max() <= 2e-5 * b.abs().max(), f"{name}: {float((a - b).abs().max() / b.abs().max())}"
+    unnormed = train_kernels.norm_qkv(inputs[0], torch.ones_like(inputs[1]), *inputs[2:], EPS)[0]
+    assert (unnormed - ref[0]).abs().max() > 1e-4 * ref[0].abs().max()  # the comparison catches a dropped norm weight
+
+
+def test_norm_qkv_ignores_the_thread_count_and_refuses_misfit_weights():
+    *inputs, douts = _qkv_inputs(2100, 64, 64, 32)
+    results = []
+    for threads in (1, 2):
+        with torch_threads(threads):
+            results.append(_qkv_grads(_kernel_qkv, *inputs, douts))
+    assert all(torch.equal(a, b) for a, b in zip([*results[0][0], *results[0][1]], [*results[1][0], *results[1][1]]))
+    x, wn, wq, wk, wv = inputs
+    with pytest.raises(ValueError, match="do not fit"):
+        train_kernels.norm_qkv(x, wn, wq, wk, wv.t(), EPS)
 
 
 def test_embedding_matches_torch_and_sums_repeated_tokens_in_any_thread_count():
