@@ -471,6 +471,18 @@ static void stream_row(float *dst, const float *src, int64_t n) {
     for (; i < n; i++) dst[i] = src[i];
 }
 
+/* out[e] = the sum over slabs s, in slab order, of part[s * stride + e] for e < count: the
+ * slabs' weight gradients, summed in one order whatever the thread count. Its loop is shared by
+ * the threads of the enclosing parallel region. */
+static void sum_slabs(const float *part, int64_t slabs, int64_t stride, int64_t count, float *out) {
+#pragma omp for schedule(static)
+    for (int64_t e = 0; e < count; e++) {
+        float t = 0.0f;
+        for (int64_t s = 0; s < slabs; s++) t += part[s * stride + e];
+        out[e] = t;
+    }
+}
+
 static int blas_shape_ok(int64_t n, int64_t d, int64_t I) {
     return blas_sgemm && blas_local_threads && n > 0 && d > 0 && I > 0 && n <= INT32_MAX && 2 * I <= INT32_MAX
            && d <= INT32_MAX;
@@ -487,6 +499,17 @@ static float row_rstd(const float *x, int64_t d, float eps) {
     float ss = hsum(acc);
     for (; j < d; j++) ss += x[j] * x[j];
     return 1.0f / sqrtf(ss / (float)d + eps);
+}
+
+/* xn = x * rstd * wn (RMSNorm) for `rows` rows of d floats; each row's rstd computed,
+ * 1 / sqrt(mean(x^2) + eps), when `fresh`, else read (the backward's recomputation). */
+static void normalize_rows(int rows, int64_t d, const float *x, const float *wn, float eps, int fresh, float *rstd,
+                           float *xn) {
+    for (int r = 0; r < rows; r++) {
+        const float *xr = x + r * d;
+        const float rs = fresh ? (rstd[r] = row_rstd(xr, d, eps)) : rstd[r];
+        for (int64_t j = 0; j < d; j++) xn[r * d + j] = wn[j] * (xr[j] * rs);
+    }
 }
 
 /* RMSNorm's backward for one row (and the residual's gradient dy, NULL if none): with xh = x * rs,
@@ -530,12 +553,8 @@ int shiptwo_mlp_forward(int64_t n, int64_t d, int64_t I, float eps, const float 
             if (!h || !gu || !xn) { failed = 1; continue; }
             const int64_t r0 = b * MLP_ROWS;
             const int rows = (int)(n - r0 < MLP_ROWS ? n - r0 : MLP_ROWS);
-            for (int r = 0; r < rows; r++) {
-                const float *xr = x + (r0 + r) * d;
-                const float rs = rstd[r0 + r] = row_rstd(xr, d, eps);
-                for (int64_t j = 0; j < d; j++) xn[r * d + j] = wn[j] * (xr[j] * rs);
-                memcpy(y + (r0 + r) * d, xr, sizeof(float) * d); /* the residual, which the down product adds to */
-            }
+            normalize_rows(rows, d, x + r0 * d, wn, eps, 1, rstd + r0, xn);
+            memcpy(y + r0 * d, x + r0 * d, sizeof(float) * rows * d); /* the residual, which the down product adds to */
             mm(0, 1, rows, I, d, xn, d, wg, d, 0.0f, gu, I2);
             mm(0, 1, rows, I, d, xn, d, wu, d, 0.0f, gu + I, I2);
             for (int r = 0; r < rows; r++) {
@@ -594,8 +613,7 @@ int shiptwo_mlp_backward(int64_t n, int64_t d, int64_t I, const float *x, const 
             for (int64_t r0 = s * SLAB_ROWS; r0 < end; r0 += MLP_ROWS) {
                 const int rows = (int)(end - r0 < MLP_ROWS ? end - r0 : MLP_ROWS);
                 const float beta = r0 == s * SLAB_ROWS ? 0.0f : 1.0f; /* a slab's first block starts its sums */
-                for (int r = 0; r < rows; r++)
-                    for (int64_t j = 0; j < d; j++) xn[r * d + j] = wn[j] * (x[(r0 + r) * d + j] * rstd[r0 + r]);
+                normalize_rows(rows, d, x + r0 * d, wn, 0.0f, 0, (float *)rstd + r0, xn);
                 mm(0, 0, rows, I, d, dy + r0 * d, d, wd, I, 0.0f, dh, I);
                 for (int r = 0; r < rows; r++)
                     swiglu_backward(I, g + (r0 + r) * I, u + (r0 + r) * I, dh + r * I, h + r * I, dgu + r * I2,
@@ -616,24 +634,10 @@ int shiptwo_mlp_backward(int64_t n, int64_t d, int64_t I, const float *x, const 
         free(dxn);
 #pragma omp barrier
         if (!failed) {
-#pragma omp for schedule(static)
-            for (int64_t e = 0; e < I2 * d; e++) {
-                float t = 0.0f;
-                for (int64_t s = 0; s < slabs; s++) t += pgu[s * I2 * d + e];
-                (e < I * d ? dwg : dwu - I * d)[e] = t;
-            }
-#pragma omp for schedule(static)
-            for (int64_t e = 0; e < d * I; e++) {
-                float t = 0.0f;
-                for (int64_t s = 0; s < slabs; s++) t += pd[s * d * I + e];
-                dwd[e] = t;
-            }
-#pragma omp for schedule(static)
-            for (int64_t e = 0; e < d; e++) {
-                float t = 0.0f;
-                for (int64_t s = 0; s < slabs; s++) t += pn[s * d + e];
-                dwn[e] = t;
-            }
+            sum_slabs(pgu, slabs, I2 * d, I * d, dwg);
+            sum_slabs(pgu + I * d, slabs, I2 * d, I * d, dwu);
+            sum_slabs(pd, slabs, d * I, d * I, dwd);
+            sum_slabs(pn, slabs, d, d, dwn);
         }
     }
     free(pgu);
@@ -660,11 +664,7 @@ int shiptwo_norm_qkv_forward(int64_t n, int64_t d, int64_t nq, int64_t nk, float
             if (!xn) { failed = 1; continue; }
             const int64_t r0 = b * MLP_ROWS;
             const int rows = (int)(n - r0 < MLP_ROWS ? n - r0 : MLP_ROWS);
-            for (int r = 0; r < rows; r++) {
-                const float *xr = x + (r0 + r) * d;
-                const float rs = rstd[r0 + r] = row_rstd(xr, d, eps);
-                for (int64_t j = 0; j < d; j++) xn[r * d + j] = wn[j] * (xr[j] * rs);
-            }
+            normalize_rows(rows, d, x + r0 * d, wn, eps, 1, rstd + r0, xn);
             mm(0, 1, rows, nq, d, xn, d, wq, d, 0.0f, q + r0 * nq, nq);
             mm(0, 1, rows, nk, d, xn, d, wk, d, 0.0f, k + r0 * nk, nk);
             mm(0, 1, rows, nk, d, xn, d, wv, d, 0.0f, v + r0 * nk, nk);
@@ -703,8 +703,7 @@ int shiptwo_norm_qkv_backward(int64_t n, int64_t d, int64_t nq, int64_t nk, cons
             for (int64_t r0 = s * SLAB_ROWS; r0 < end; r0 += MLP_ROWS) {
                 const int rows = (int)(end - r0 < MLP_ROWS ? end - r0 : MLP_ROWS);
                 const float beta = r0 == s * SLAB_ROWS ? 0.0f : 1.0f;
-                for (int r = 0; r < rows; r++)
-                    for (int64_t j = 0; j < d; j++) xn[r * d + j] = wn[j] * (x[(r0 + r) * d + j] * rstd[r0 + r]);
+                normalize_rows(rows, d, x + r0 * d, wn, 0.0f, 0, (float *)rstd + r0, xn);
                 mm(0, 0, rows, d, nq, dq + r0 * nq, nq, wq, d, 0.0f, dxn, d); /* dxn = dq wq + dk wk + dv wv */
                 mm(0, 0, rows, d, nk, dk + r0 * nk, nk, wk, d, 1.0f, dxn, d);
                 mm(0, 0, rows, d, nk, dv + r0 * nk, nk, wv, d, 1.0f, dxn, d);
@@ -720,14 +719,10 @@ int shiptwo_norm_qkv_backward(int64_t n, int64_t d, int64_t nq, int64_t nk, cons
         free(dxn);
 #pragma omp barrier
         if (!failed) {
-#pragma omp for schedule(static)
-            for (int64_t e = 0; e < per; e++) {
-                float t = 0.0f;
-                for (int64_t s = 0; s < slabs; s++) t += part[s * per + e];
-                float *out = e < nq * d ? dwq + e : e < (nq + nk) * d ? dwk + e - nq * d
-                           : e < (nq + 2 * nk) * d ? dwv + e - (nq + nk) * d : dwn + e - (nq + 2 * nk) * d;
-                *out = t;
-            }
+            sum_slabs(part, slabs, per, nq * d, dwq);
+            sum_slabs(part + nq * d, slabs, per, nk * d, dwk);
+            sum_slabs(part + (nq + nk) * d, slabs, per, nk * d, dwv);
+            sum_slabs(part + (nq + 2 * nk) * d, slabs, per, d, dwn);
         }
     }
     free(part);
@@ -770,14 +765,7 @@ int shiptwo_linear_xent(int64_t n, int64_t d, int64_t V, const float *h, const f
         blas_local_threads(before);
         free(logits);
 #pragma omp barrier
-        if (!failed) {
-#pragma omp for schedule(static)
-            for (int64_t e = 0; e < V * d; e++) {
-                float t = 0.0f;
-                for (int64_t s = 0; s < slabs; s++) t += pw[s * V * d + e];
-                dW[e] = t;
-            }
-        }
+        if (!failed) sum_slabs(pw, slabs, V * d, V * d, dW);
     }
     free(pw);
     return failed ? 2 : 0;
