@@ -444,7 +444,8 @@ static void swiglu(int64_t n, const float *g, const float *u, float *h) {
 /* Its backward, recomputing the gating on the way (one exp an element for both): with
  * s = sigmoid(g), h = g * s * u (the down product's input, for its weight gradient),
  * du = dh * g * s, dg = dh * u * s * (1 + g * (1 - s)). */
-static void swiglu_backward(int64_t n, const float *g, const float *u, const float *dh, float *h, float *dg, float *du) {
+static void swiglu_backward(int64_t n, const float *g, const float *u, const float *dh, float *h, float *dg,
+                            float *du) {
     const int64_t nv = n / 16 * 16;
     for (int64_t i = 0; i < nv; i += 16) {
         v16 x = ld(g + i), up = ld(u + i), d = ld(dh + i), s = sigmoid16(x), xs = x * s;
@@ -501,15 +502,11 @@ static float row_rstd(const float *x, int64_t d, float eps) {
     return 1.0f / sqrtf(ss / (float)d + eps);
 }
 
-/* xn = x * rstd * wn (RMSNorm) for `rows` rows of d floats; each row's rstd computed,
- * 1 / sqrt(mean(x^2) + eps), when `fresh`, else read (the backward's recomputation). */
-static void normalize_rows(int rows, int64_t d, const float *x, const float *wn, float eps, int fresh, float *rstd,
-                           float *xn) {
-    for (int r = 0; r < rows; r++) {
-        const float *xr = x + r * d;
-        const float rs = fresh ? (rstd[r] = row_rstd(xr, d, eps)) : rstd[r];
-        for (int64_t j = 0; j < d; j++) xn[r * d + j] = wn[j] * (xr[j] * rs);
-    }
+/* xn = x * rstd * wn (RMSNorm) for `rows` rows of d floats, each row's rstd given (the forward
+ * computes it with row_rstd; the backward recomputes xn from the forward's). */
+static void normalize_rows(int rows, int64_t d, const float *x, const float *wn, const float *rstd, float *xn) {
+    for (int r = 0; r < rows; r++)
+        for (int64_t j = 0; j < d; j++) xn[r * d + j] = wn[j] * (x[r * d + j] * rstd[r]);
 }
 
 /* RMSNorm's backward for one row (and the residual's gradient dy, NULL if none): with xh = x * rs,
@@ -553,7 +550,8 @@ int shiptwo_mlp_forward(int64_t n, int64_t d, int64_t I, float eps, const float 
             if (!h || !gu || !xn) { failed = 1; continue; }
             const int64_t r0 = b * MLP_ROWS;
             const int rows = (int)(n - r0 < MLP_ROWS ? n - r0 : MLP_ROWS);
-            normalize_rows(rows, d, x + r0 * d, wn, eps, 1, rstd + r0, xn);
+            for (int r = 0; r < rows; r++) rstd[r0 + r] = row_rstd(x + (r0 + r) * d, d, eps);
+            normalize_rows(rows, d, x + r0 * d, wn, rstd + r0, xn);
             memcpy(y + r0 * d, x + r0 * d, sizeof(float) * rows * d); /* the residual, which the down product adds to */
             mm(0, 1, rows, I, d, xn, d, wg, d, 0.0f, gu, I2);
             mm(0, 1, rows, I, d, xn, d, wu, d, 0.0f, gu + I, I2);
@@ -613,7 +611,7 @@ int shiptwo_mlp_backward(int64_t n, int64_t d, int64_t I, const float *x, const 
             for (int64_t r0 = s * SLAB_ROWS; r0 < end; r0 += MLP_ROWS) {
                 const int rows = (int)(end - r0 < MLP_ROWS ? end - r0 : MLP_ROWS);
                 const float beta = r0 == s * SLAB_ROWS ? 0.0f : 1.0f; /* a slab's first block starts its sums */
-                normalize_rows(rows, d, x + r0 * d, wn, 0.0f, 0, (float *)rstd + r0, xn);
+                normalize_rows(rows, d, x + r0 * d, wn, rstd + r0, xn);
                 mm(0, 0, rows, I, d, dy + r0 * d, d, wd, I, 0.0f, dh, I);
                 for (int r = 0; r < rows; r++)
                     swiglu_backward(I, g + (r0 + r) * I, u + (r0 + r) * I, dh + r * I, h + r * I, dgu + r * I2,
@@ -623,7 +621,8 @@ int shiptwo_mlp_backward(int64_t n, int64_t d, int64_t I, const float *x, const 
                 mm(0, 0, rows, d, I, dgu, I2, wg, d, 0.0f, dxn, d);   /* dxn = dg wg + du wu */
                 mm(0, 0, rows, d, I, dgu + I, I2, wu, d, 1.0f, dxn, d);
                 for (int r = 0; r < rows; r++)
-                    norm_backward(d, rstd[r0 + r], x + (r0 + r) * d, wn, dxn + r * d, dy + (r0 + r) * d, dx + (r0 + r) * d, sn);
+                    norm_backward(d, rstd[r0 + r], x + (r0 + r) * d, wn, dxn + r * d, dy + (r0 + r) * d,
+                                  dx + (r0 + r) * d, sn);
             }
         }
         blas_local_threads(before);
@@ -664,7 +663,8 @@ int shiptwo_norm_qkv_forward(int64_t n, int64_t d, int64_t nq, int64_t nk, float
             if (!xn) { failed = 1; continue; }
             const int64_t r0 = b * MLP_ROWS;
             const int rows = (int)(n - r0 < MLP_ROWS ? n - r0 : MLP_ROWS);
-            normalize_rows(rows, d, x + r0 * d, wn, eps, 1, rstd + r0, xn);
+            for (int r = 0; r < rows; r++) rstd[r0 + r] = row_rstd(x + (r0 + r) * d, d, eps);
+            normalize_rows(rows, d, x + r0 * d, wn, rstd + r0, xn);
             mm(0, 1, rows, nq, d, xn, d, wq, d, 0.0f, q + r0 * nq, nq);
             mm(0, 1, rows, nk, d, xn, d, wk, d, 0.0f, k + r0 * nk, nk);
             mm(0, 1, rows, nk, d, xn, d, wv, d, 0.0f, v + r0 * nk, nk);
@@ -703,7 +703,7 @@ int shiptwo_norm_qkv_backward(int64_t n, int64_t d, int64_t nq, int64_t nk, cons
             for (int64_t r0 = s * SLAB_ROWS; r0 < end; r0 += MLP_ROWS) {
                 const int rows = (int)(end - r0 < MLP_ROWS ? end - r0 : MLP_ROWS);
                 const float beta = r0 == s * SLAB_ROWS ? 0.0f : 1.0f;
-                normalize_rows(rows, d, x + r0 * d, wn, 0.0f, 0, (float *)rstd + r0, xn);
+                normalize_rows(rows, d, x + r0 * d, wn, rstd + r0, xn);
                 mm(0, 0, rows, d, nq, dq + r0 * nq, nq, wq, d, 0.0f, dxn, d); /* dxn = dq wq + dk wk + dv wv */
                 mm(0, 0, rows, d, nk, dk + r0 * nk, nk, wk, d, 1.0f, dxn, d);
                 mm(0, 0, rows, d, nk, dv + r0 * nk, nk, wv, d, 1.0f, dxn, d);

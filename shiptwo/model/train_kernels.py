@@ -1,14 +1,15 @@
 """The CPU training step's compiled kernels (train_kernels.c) as torch custom ops with their
 backward, so torch.compile keeps them inside its graph: causal grouped-query attention, a decoder
 layer's input RMSNorm with its q/k/v projections and its RMSNorm + MLP + residual, each fused by
-blocks of rows (the products through torch's own MKL),
-the token embedding's gradient, and the LM head fused with its cross-entropy.
+blocks of rows (the products through torch's own MKL), the token embedding's gradient, and the LM
+head fused with its cross-entropy.
 
 `usable(x)` says when they apply (float32 CPU tensors that need a gradient, the kernels built;
 attention also needs head_dim a multiple of 32); elsewhere torch's ops compute the same
-functions (apply_rope and scaled_dot_product_attention; RMSNorm, the MLP's linears and F.silu; F.embedding; the head and
-F.cross_entropy). The kernels' exp is Cephes' polynomial (~1 ulp; attention's 2^x a fitted one),
-so results differ from torch's by float rounding only; tests compare both.
+functions (apply_rope and scaled_dot_product_attention; RMSNorm, the linears and F.silu;
+F.embedding; the head and F.cross_entropy). The kernels' exp is Cephes' polynomial (~1 ulp;
+attention's 2^x a fitted one), so results differ from torch's by float rounding only; tests
+compare both.
 """
 
 from __future__ import annotations
@@ -63,13 +64,13 @@ def _lib() -> ctypes.CDLL | None:
 
 
 def _bind_blas(lib: ctypes.CDLL) -> bool:
-    """Hands the MLP kernel torch's own BLAS (MKL's sgemm, and MKL's per-thread thread count); False,
-    logged, where torch's library exports neither (a build without MKL): the MLP runs torch's ops."""
+    """Hands the kernels on BLAS torch's own (MKL's sgemm, and MKL's per-thread thread count); False,
+    logged, where torch's library exports neither (a build without MKL): torch's ops run instead."""
     try:
         torch_cpu = ctypes.CDLL(str(Path(torch.__file__).parent / "lib" / TORCH_CPU_LIBRARY))
         sgemm, local_threads = (ctypes.cast(getattr(torch_cpu, name), ctypes.c_void_p) for name in TORCH_BLAS)
     except (OSError, AttributeError) as exc:
-        log.warning("torch's library offers no MKL sgemm (%s): the MLP runs torch's ops (slower)", exc)
+        log.warning("torch's library offers no MKL sgemm (%s): the norms, MLP and head run torch's ops (slower)", exc)
         return False
     lib.shiptwo_set_blas.restype, lib.shiptwo_set_blas.argtypes = None, [_ptr, _ptr]
     lib.shiptwo_set_blas(sgemm, local_threads)
@@ -92,8 +93,8 @@ def _blas_bound() -> bool:
 
 
 def blas_usable(x: torch.Tensor) -> bool:
-    """Whether the kernels built on torch's BLAS (the fused norms with their projections, the head with its loss) run on
-    `x`: as `usable`, and the BLAS handed to them."""
+    """Whether the kernels built on torch's BLAS (the fused norms with their projections, the head with
+    its loss) run on `x`: as `usable`, and the BLAS handed to them."""
     return usable(x) and _blas_bound()
 
 
@@ -107,9 +108,13 @@ def _shape(q: torch.Tensor, k: torch.Tensor) -> tuple[int, int, int, int, int, f
     return B, T, H, k.shape[2], hd, 1.0 / math.sqrt(hd)
 
 
-def _check(rc: int, what: str) -> None:
+def _run(name: str, *args: int | float | torch.Tensor) -> None:
+    """Calls the kernel shiptwo_`name` with `args` (a tensor as its data pointer) and torch's thread
+    count; a non-zero return raises, naming the kernel and why."""
+    rc = getattr(_lib(), f"shiptwo_{name}")(*(a.data_ptr() if isinstance(a, torch.Tensor) else a for a in args),
+                                             torch.get_num_threads())
     if rc != 0:
-        raise RuntimeError(f"shiptwo_{what} returned {rc} ({'bad input' if rc == 1 else 'out of memory'})")
+        raise RuntimeError(f"shiptwo_{name} returned {rc} ({'bad input' if rc == 1 else 'out of memory'})")
 
 
 @torch.library.custom_op("shiptwo::causal_attention", mutates_args=())
@@ -124,9 +129,7 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: tor
     if cos.shape != (T, hd) or ssin.shape != (T, hd):
         raise ValueError(f"causal_attention: rotary tables {tuple(cos.shape)}/{tuple(ssin.shape)}, expected {(T, hd)}")
     o, lse = torch.empty_like(q), q.new_empty(B, H, T)
-    _check(_lib().shiptwo_attention_forward(B, T, H, KV, hd, scale, q.data_ptr(), k.data_ptr(), v.data_ptr(),
-                                            cos.data_ptr(), ssin.data_ptr(), o.data_ptr(), lse.data_ptr(),
-                                            torch.get_num_threads()), "attention_forward")
+    _run("attention_forward", B, T, H, KV, hd, scale, q, k, v, cos, ssin, o, lse)
     return o, lse
 
 
@@ -142,10 +145,7 @@ def causal_attention_backward(dout: torch.Tensor, q: torch.Tensor, k: torch.Tens
     dout, q, k, v, cos, ssin, o, lse = (t.contiguous() for t in (dout, q, k, v, cos, ssin, o, lse))
     B, T, H, KV, hd, scale = _shape(q, k)
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-    _check(_lib().shiptwo_attention_backward(B, T, H, KV, hd, scale, q.data_ptr(), k.data_ptr(), v.data_ptr(),
-                                             cos.data_ptr(), ssin.data_ptr(), o.data_ptr(), lse.data_ptr(),
-                                             dout.data_ptr(), dq.data_ptr(), dk.data_ptr(), dv.data_ptr(),
-                                             torch.get_num_threads()), "attention_backward")
+    _run("attention_backward", B, T, H, KV, hd, scale, q, k, v, cos, ssin, o, lse, dout, dq, dk, dv)
     return dq, dk, dv
 
 
@@ -176,9 +176,7 @@ def linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, target: torch.Te
     h, weight, target, w = h.contiguous(), weight.contiguous(), target.contiguous(), w.contiguous()
     (n, d), vocab = h.shape, weight.shape[0]
     loss, dh, dw = h.new_empty(n), torch.empty_like(h), torch.empty_like(weight)
-    _check(_lib().shiptwo_linear_xent(n, d, vocab, h.data_ptr(), weight.data_ptr(), target.data_ptr(), w.data_ptr(),
-                                      loss.data_ptr(), dh.data_ptr(), dw.data_ptr(), torch.get_num_threads()),
-           "linear_xent")
+    _run("linear_xent", n, d, vocab, h, weight, target, w, loss, dh, dw)
     return loss.sum(), dh, dw
 
 
@@ -213,9 +211,7 @@ def norm_qkv(x: torch.Tensor, wn: torch.Tensor, wq: torch.Tensor, wk: torch.Tens
     n = x.numel() // d
     q, k, v = x.new_empty(*x.shape[:-1], nq), x.new_empty(*x.shape[:-1], nk), x.new_empty(*x.shape[:-1], nk)
     rstd = x.new_empty(n)
-    _check(_lib().shiptwo_norm_qkv_forward(n, d, nq, nk, eps, x.data_ptr(), wn.data_ptr(), wq.data_ptr(),
-                                           wk.data_ptr(), wv.data_ptr(), q.data_ptr(), k.data_ptr(), v.data_ptr(),
-                                           rstd.data_ptr(), torch.get_num_threads()), "norm_qkv_forward")
+    _run("norm_qkv_forward", n, d, nq, nk, eps, x, wn, wq, wk, wv, q, k, v, rstd)
     return q, k, v, rstd
 
 
@@ -229,15 +225,13 @@ def _(x, wn, wq, wk, wv, eps):
 @torch.library.custom_op("shiptwo::norm_qkv_backward", mutates_args=())
 def norm_qkv_backward(dq: torch.Tensor, dk: torch.Tensor, dv: torch.Tensor, x: torch.Tensor, wn: torch.Tensor,
                       rstd: torch.Tensor, wq: torch.Tensor, wk: torch.Tensor,
-                      wv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                      wv: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     dq, dk, dv, x, wn, rstd, wq, wk, wv = (t.contiguous() for t in (dq, dk, dv, x, wn, rstd, wq, wk, wv))
     d, nq, nk = x.shape[-1], wq.shape[0], wk.shape[0]
     dx, dwn, dwq, dwk, dwv = (torch.empty_like(t) for t in (x, wn, wq, wk, wv))
-    _check(_lib().shiptwo_norm_qkv_backward(x.numel() // d, d, nq, nk, x.data_ptr(), wn.data_ptr(), rstd.data_ptr(),
-                                            dq.data_ptr(), dk.data_ptr(), dv.data_ptr(), wq.data_ptr(), wk.data_ptr(),
-                                            wv.data_ptr(), dx.data_ptr(), dwn.data_ptr(), dwq.data_ptr(),
-                                            dwk.data_ptr(), dwv.data_ptr(), torch.get_num_threads()),
-           "norm_qkv_backward")
+    _run("norm_qkv_backward", x.numel() // d, d, nq, nk, x, wn, rstd, dq, dk, dv, wq, wk, wv,
+         dx, dwn, dwq, dwk, dwv)
     return dx, dwn, dwq, dwk, dwv
 
 
@@ -274,9 +268,7 @@ def residual_mlp(x: torch.Tensor, wn: torch.Tensor, wg: torch.Tensor, wu: torch.
                          f"down {tuple(wd.shape)} do not fit inputs of width {d}")
     n = x.numel() // d
     g, u, rstd, y = x.new_empty(n, inner), x.new_empty(n, inner), x.new_empty(n), torch.empty_like(x)
-    _check(_lib().shiptwo_mlp_forward(n, d, inner, eps, x.data_ptr(), wn.data_ptr(), wg.data_ptr(), wu.data_ptr(),
-                                      wd.data_ptr(), g.data_ptr(), u.data_ptr(), rstd.data_ptr(), y.data_ptr(),
-                                      torch.get_num_threads()), "mlp_forward")
+    _run("mlp_forward", n, d, inner, eps, x, wn, wg, wu, wd, g, u, rstd, y)
     return y, g, u, rstd
 
 
@@ -289,14 +281,13 @@ def _(x, wn, wg, wu, wd, eps):
 @torch.library.custom_op("shiptwo::residual_mlp_backward", mutates_args=())
 def residual_mlp_backward(dy: torch.Tensor, x: torch.Tensor, wn: torch.Tensor, rstd: torch.Tensor, g: torch.Tensor,
                           u: torch.Tensor, wg: torch.Tensor, wu: torch.Tensor,
-                          wd: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                          wd: torch.Tensor
+                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     dy, x, wn, rstd, g, u, wg, wu, wd = (t.contiguous() for t in (dy, x, wn, rstd, g, u, wg, wu, wd))
     d, inner = x.shape[-1], wg.shape[0]
     dx, dwn, dwg, dwu, dwd = (torch.empty_like(t) for t in (x, wn, wg, wu, wd))
-    _check(_lib().shiptwo_mlp_backward(x.numel() // d, d, inner, x.data_ptr(), wn.data_ptr(), rstd.data_ptr(),
-                                       g.data_ptr(), u.data_ptr(), dy.data_ptr(), wg.data_ptr(), wu.data_ptr(),
-                                       wd.data_ptr(), dx.data_ptr(), dwn.data_ptr(), dwg.data_ptr(), dwu.data_ptr(),
-                                       dwd.data_ptr(), torch.get_num_threads()), "mlp_backward")
+    _run("mlp_backward", x.numel() // d, d, inner, x, wn, rstd, g, u, dy, wg, wu, wd,
+         dx, dwn, dwg, dwu, dwd)
     return dx, dwn, dwg, dwu, dwd
 
 
@@ -325,9 +316,7 @@ def embedding(weight: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     atomics (inductor's scatter adds every element atomically)."""
     weight, idx = weight.contiguous(), idx.long().contiguous()  # F.embedding takes int32 ids too
     y = weight.new_empty(*idx.shape, weight.shape[1])
-    _check(_lib().shiptwo_embedding_forward(idx.numel(), weight.shape[1], weight.shape[0], idx.data_ptr(),
-                                            weight.data_ptr(), y.data_ptr(), torch.get_num_threads()),
-           "embedding_forward")
+    _run("embedding_forward", idx.numel(), weight.shape[1], weight.shape[0], idx, weight, y)
     return y
 
 
@@ -341,8 +330,7 @@ def embedding_backward(dy: torch.Tensor, idx: torch.Tensor, vocab: int) -> torch
     dy, idx = dy.contiguous(), idx.long().contiguous()
     d = dy.shape[-1]
     dw = dy.new_empty(vocab, d)
-    _check(_lib().shiptwo_embedding_backward(idx.numel(), d, vocab, idx.data_ptr(), dy.data_ptr(), dw.data_ptr(),
-                                             torch.get_num_threads()), "embedding_backward")
+    _run("embedding_backward", idx.numel(), d, vocab, idx, dy, dw)
     return dw
 
 
