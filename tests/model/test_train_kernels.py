@@ -26,6 +26,25 @@ from shiptwo.model.llama import LlamaModel, ModelConfig, apply_rope, rope_cache,
 pytestmark = pytest.mark.skipif(train_kernels._lib() is None, reason="training kernels unavailable here (logged)")
 
 
+@pytest.fixture(autouse=True)
+def unwritten_memory_is_nan():
+    """Fresh tensors filled with NaN (deterministic mode's fill, which training turns off for speed):
+    an output element a kernel forgets to write then fails the comparisons below."""
+    prev_det, prev_fill = torch.are_deterministic_algorithms_enabled(), torch.utils.deterministic.fill_uninitialized_memory
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.utils.deterministic.fill_uninitialized_memory = True
+    yield
+    torch.use_deterministic_algorithms(prev_det)
+    torch.utils.deterministic.fill_uninitialized_memory = prev_fill
+
+
+def test_an_output_row_a_kernel_leaves_unwritten_shows_as_nan():
+    w, idx = torch.randn(7, 32), torch.tensor([3, 1, 4, 1, 5])
+    y = w.new_empty(5, 32)
+    train_kernels._run("embedding_forward", 4, 32, 7, idx, w, y)  # told one row too few
+    assert torch.equal(y[:4], w[idx[:4]]) and y[4].isnan().all()
+
+
 def _qkv(B, T, H, KV, hd, seed=0):
     gen = torch.Generator().manual_seed(seed)
     q, k, v = (torch.randn(B, T, n, hd, generator=gen).requires_grad_() for n in (H, KV, KV))

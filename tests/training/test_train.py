@@ -365,3 +365,13 @@ def test_a_failed_compile_is_logged_and_training_goes_on_eager(monkeypatch, capl
         assert torch.allclose(objective(x, y), expected, atol=1e-5)
     assert objective.status.startswith("failed, eager: InductorError") and "torch.compile failed" in caplog.text
     assert torch.allclose(objective(x, y), expected, atol=1e-5) and TrainingLoss(module, enabled=False).status == "off"
+
+
+def test_training_runs_deterministic_without_nan_fills_and_restores_the_callers_settings(tmp_path, tiny_config,
+                                                                                          tiny_tokenizer, data):
+    seen = []
+    observe = lambda *_: seen.append((torch.are_deterministic_algorithms_enabled(),  # noqa: E731
+                                      torch.utils.deterministic.fill_uninitialized_memory))
+    _train(tmp_path, _cfg(max_steps=2), tiny_config, tiny_tokenizer, data, observe=observe)
+    assert seen == [(True, False)] * 2
+    assert not torch.are_deterministic_algorithms_enabled() and torch.utils.deterministic.fill_uninitialized_memory
