@@ -228,7 +228,7 @@ class Attention(nn.Module):
         k = self.k_proj(x).view(B, T, KV, hd)
         v = self.v_proj(x).view(B, T, KV, hd)
         if cache is None and key_mask is None and train_kernels.attention_usable(q):
-            return self.attend(q, k, v, cos, ssin)
+            return self.o_proj(self.attend(q, k, v, cos, ssin))
         q, k = apply_rope(q, cos, ssin), apply_rope(k, cos, ssin)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         past = 0
@@ -255,10 +255,10 @@ class Attention(nn.Module):
 
     def attend(self, q, k, v, cos, ssin):
         """Training on a CPU: the attention kernel on q (B, T, H, hd), k and v (B, T, KV, hd), token-major
-        (no transposes; the kernel applies the rotary embedding), then the output projection."""
+        (no transposes; the kernel applies the rotary embedding); its output (B, T, H * hd) before the
+        output projection."""
         B, T, _, hd = q.shape
-        y = train_kernels.causal_attention(q, k, v, cos.reshape(T, hd), ssin.reshape(T, hd))[0]
-        return self.o_proj(y.reshape(B, T, -1))
+        return train_kernels.causal_attention(q, k, v, cos.reshape(T, hd), ssin.reshape(T, hd))[0].reshape(B, T, -1)
 
 
 class MLP(nn.Module):
@@ -282,19 +282,21 @@ class DecoderLayer(nn.Module):
 
     def forward(self, x, cos, sin, layer, cache, key_mask=None):
         attn, norm = self.self_attn, self.input_layernorm
+        o = wo = None
         if (cache is None and key_mask is None and train_kernels.blas_usable(x)
                 and attn.head_dim % train_kernels.HEAD_DIM_MULTIPLE == 0):  # training on a CPU: fused kernels
             B, T, _ = x.shape
             q, k, v, _ = train_kernels.norm_qkv(x, norm.weight, attn.q_proj.weight, attn.k_proj.weight,
                                                 attn.v_proj.weight, norm.eps)
-            x = x + attn.attend(q.view(B, T, attn.n_head, -1), k.view(B, T, attn.n_kv, -1),
-                                v.view(B, T, attn.n_kv, -1), cos, sin)
+            o = attn.attend(q.view(B, T, attn.n_head, -1), k.view(B, T, attn.n_kv, -1), v.view(B, T, attn.n_kv, -1),
+                            cos, sin)
+            wo = attn.o_proj.weight  # x + o wo^T is fused into the MLP's kernel below
         else:
             x = x + attn(norm(x), cos, sin, layer, cache, key_mask)
         if train_kernels.blas_usable(x):  # training on a CPU: the same function as one fused kernel
             norm, mlp = self.post_attention_layernorm, self.mlp
             return train_kernels.residual_mlp(x, norm.weight, mlp.gate_proj.weight, mlp.up_proj.weight,
-                                              mlp.down_proj.weight, norm.eps)[0]
+                                              mlp.down_proj.weight, norm.eps, o, wo)[0]
         return x + self.mlp(self.post_attention_layernorm(x))
 
 

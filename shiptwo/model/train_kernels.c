@@ -531,13 +531,14 @@ static void norm_backward(int64_t d, float rs, const float *x, const float *wn, 
     for (int64_t j = dv; j < d; j++) dx[j] = (dy ? dy[j] : 0.0f) + rs * (dxn[j] * wn[j] - x[j] * rs * mean);
 }
 
-/* The residual MLP half of a decoder layer: y = x + down(silu(gate(xn)) * up(xn)), xn =
- * rmsnorm(x) * wn. Kept for the backward: g = gate(xn), u = up(xn) and each row's rstd (xn itself
- * is recomputed from x, a tenth of g and u's size). */
-int shiptwo_mlp_forward(int64_t n, int64_t d, int64_t I, float eps, const float *x, const float *wn,
-                        const float *wg, const float *wu, const float *wd, float *g, float *u, float *rstd, float *y,
-                        int nthreads) {
-    if (!blas_shape_ok(n, d, I)) return 1;
+/* The residual MLP half of a decoder layer: y = x1 + down(silu(gate(xn)) * up(xn)), xn =
+ * rmsnorm(x1) * wn, where x1 = x + o wo^T (the attention's output projection and residual, o (n, dO),
+ * wo (d, dO)) when o is given, else x1 = x. Kept for the backward: x1 (when o is given), g = gate(xn),
+ * u = up(xn) and each row's rstd (xn itself is recomputed from x1, a tenth of g and u's size). */
+int shiptwo_mlp_forward(int64_t n, int64_t d, int64_t I, int64_t dO, float eps, const float *x, const float *o,
+                        const float *wo, const float *wn, const float *wg, const float *wu, const float *wd,
+                        float *x1, float *g, float *u, float *rstd, float *y, int nthreads) {
+    if (!blas_shape_ok(n, d, I) || (o != NULL && !blas_shape_ok(n, d, dO))) return 1;
     const int64_t blocks = (n + MLP_ROWS - 1) / MLP_ROWS, I2 = 2 * I;
     int failed = 0;
 #pragma omp parallel num_threads(nthreads) reduction(| : failed)
@@ -550,9 +551,15 @@ int shiptwo_mlp_forward(int64_t n, int64_t d, int64_t I, float eps, const float 
             if (!h || !gu || !xn) { failed = 1; continue; }
             const int64_t r0 = b * MLP_ROWS;
             const int rows = (int)(n - r0 < MLP_ROWS ? n - r0 : MLP_ROWS);
-            for (int r = 0; r < rows; r++) rstd[r0 + r] = row_rstd(x + (r0 + r) * d, d, eps);
-            normalize_rows(rows, d, x + r0 * d, wn, rstd + r0, xn);
-            memcpy(y + r0 * d, x + r0 * d, sizeof(float) * rows * d); /* the residual, which the down product adds to */
+            const float *xb = x + r0 * d;
+            if (o != NULL) { /* x1 = x + o wo^T, this block's rows, then the MLP reads them from cache */
+                memcpy(x1 + r0 * d, xb, sizeof(float) * rows * d);
+                mm(0, 1, rows, d, dO, o + r0 * dO, dO, wo, dO, 1.0f, x1 + r0 * d, d);
+                xb = x1 + r0 * d;
+            }
+            for (int r = 0; r < rows; r++) rstd[r0 + r] = row_rstd(xb + r * d, d, eps);
+            normalize_rows(rows, d, xb, wn, rstd + r0, xn);
+            memcpy(y + r0 * d, xb, sizeof(float) * rows * d); /* the residual, which the down product adds to */
             mm(0, 1, rows, I, d, xn, d, wg, d, 0.0f, gu, I2);
             mm(0, 1, rows, I, d, xn, d, wu, d, 0.0f, gu + I, I2);
             for (int r = 0; r < rows; r++) {
@@ -574,22 +581,26 @@ int shiptwo_mlp_forward(int64_t n, int64_t d, int64_t I, float eps, const float 
     return failed ? 2 : 0;
 }
 
-/* The gradients from dy: dx, and the weights' dwn, dwg, dwu, dwd. A slab of SLAB_ROWS rows is
- * one task, its blocks in order; the slabs' weight gradients are then summed in slab order, so
- * the result does not depend on the thread count. RMSNorm's backward, per row, with xh = x * rstd:
- * dxh = dxn * wn, dx = dy + rstd * (dxh - xh * mean(dxh * xh)); dwn = sum over rows of dxn * xh. */
-int shiptwo_mlp_backward(int64_t n, int64_t d, int64_t I, const float *x, const float *wn, const float *rstd,
-                         const float *g, const float *u, const float *dy, const float *wg, const float *wu,
-                         const float *wd, float *dx, float *dwn, float *dwg, float *dwu, float *dwd, int nthreads) {
-    if (!blas_shape_ok(n, d, I)) return 1;
-    const int64_t I2 = 2 * I, slabs = (n + SLAB_ROWS - 1) / SLAB_ROWS;
+/* The gradients from dy: dx, and the weights' dwn, dwg, dwu, dwd; with o given, also the output
+ * projection's: do = dx wo and dwo = dx^T o (dx, the gradient of x1, is also x's: x1 = x + o wo^T).
+ * x1 is the MLP's input (x when no o). A slab of SLAB_ROWS rows is one task, its blocks in order;
+ * the slabs' weight gradients are then summed in slab order, so the result does not depend on the
+ * thread count. RMSNorm's backward, per row, with xh = x1 * rstd: dxh = dxn * wn,
+ * dx = dy + rstd * (dxh - xh * mean(dxh * xh)); dwn = sum over rows of dxn * xh. */
+int shiptwo_mlp_backward(int64_t n, int64_t d, int64_t I, int64_t dO, const float *x1, const float *o,
+                         const float *wo, const float *wn, const float *rstd, const float *g, const float *u,
+                         const float *dy, const float *wg, const float *wu, const float *wd, float *dx, float *d_o,
+                         float *dwo, float *dwn, float *dwg, float *dwu, float *dwd, int nthreads) {
+    if (!blas_shape_ok(n, d, I) || (o != NULL && !blas_shape_ok(n, d, dO))) return 1;
+    const int64_t I2 = 2 * I, slabs = (n + SLAB_ROWS - 1) / SLAB_ROWS, no = o != NULL ? d * dO : 0;
     float *pgu = malloc(sizeof(float) * slabs * I2 * d), *pd = malloc(sizeof(float) * slabs * d * I),
-          *pn = malloc(sizeof(float) * slabs * d);
+          *pn = malloc(sizeof(float) * slabs * d), *po = malloc(sizeof(float) * (slabs * no + 1));
     int failed = 0; /* shared: every thread reads it after the barrier */
-    if (!pgu || !pd || !pn) {
+    if (!pgu || !pd || !pn || !po) {
         free(pgu);
         free(pd);
         free(pn);
+        free(po);
         return 2;
     }
 #pragma omp parallel num_threads(nthreads)
@@ -605,13 +616,13 @@ int shiptwo_mlp_backward(int64_t n, int64_t d, int64_t I, const float *x, const 
                 failed = 1;
                 continue;
             }
-            float *sgu = pgu + s * I2 * d, *sd = pd + s * d * I, *sn = pn + s * d; /* this slab's sums */
+            float *sgu = pgu + s * I2 * d, *sd = pd + s * d * I, *sn = pn + s * d, *so = po + s * no; /* this slab's sums */
             memset(sn, 0, sizeof(float) * d);
             const int64_t end = (s + 1) * SLAB_ROWS < n ? (s + 1) * SLAB_ROWS : n;
             for (int64_t r0 = s * SLAB_ROWS; r0 < end; r0 += MLP_ROWS) {
                 const int rows = (int)(end - r0 < MLP_ROWS ? end - r0 : MLP_ROWS);
                 const float beta = r0 == s * SLAB_ROWS ? 0.0f : 1.0f; /* a slab's first block starts its sums */
-                normalize_rows(rows, d, x + r0 * d, wn, rstd + r0, xn);
+                normalize_rows(rows, d, x1 + r0 * d, wn, rstd + r0, xn);
                 mm(0, 0, rows, I, d, dy + r0 * d, d, wd, I, 0.0f, dh, I);
                 for (int r = 0; r < rows; r++)
                     swiglu_backward(I, g + (r0 + r) * I, u + (r0 + r) * I, dh + r * I, h + r * I, dgu + r * I2,
@@ -621,8 +632,12 @@ int shiptwo_mlp_backward(int64_t n, int64_t d, int64_t I, const float *x, const 
                 mm(0, 0, rows, d, I, dgu, I2, wg, d, 0.0f, dxn, d);   /* dxn = dg wg + du wu */
                 mm(0, 0, rows, d, I, dgu + I, I2, wu, d, 1.0f, dxn, d);
                 for (int r = 0; r < rows; r++)
-                    norm_backward(d, rstd[r0 + r], x + (r0 + r) * d, wn, dxn + r * d, dy + (r0 + r) * d,
+                    norm_backward(d, rstd[r0 + r], x1 + (r0 + r) * d, wn, dxn + r * d, dy + (r0 + r) * d,
                                   dx + (r0 + r) * d, sn);
+                if (o != NULL) { /* the block's dx, still in cache, through the output projection */
+                    mm(0, 0, rows, dO, d, dx + r0 * d, d, wo, dO, 0.0f, d_o + r0 * dO, dO); /* do = dx wo */
+                    mm(1, 0, d, dO, rows, dx + r0 * d, d, o + r0 * dO, dO, beta, so, dO); /* dwo += dx^T o */
+                }
             }
         }
         blas_local_threads(before);
@@ -637,11 +652,13 @@ int shiptwo_mlp_backward(int64_t n, int64_t d, int64_t I, const float *x, const 
             sum_slabs(pgu + I * d, slabs, I2 * d, I * d, dwu);
             sum_slabs(pd, slabs, d * I, d * I, dwd);
             sum_slabs(pn, slabs, d, d, dwn);
+            if (o != NULL) sum_slabs(po, slabs, no, no, dwo);
         }
     }
     free(pgu);
     free(pd);
     free(pn);
+    free(po);
     return failed ? 2 : 0;
 }
 

@@ -37,8 +37,8 @@ _SIGNATURES = {  # each returns int: 0, or 1 on bad input, 2 out of memory; the 
     "shiptwo_linear_xent": [_i64] * 3 + [_ptr] * 7 + [_int],
     "shiptwo_norm_qkv_forward": [_i64] * 4 + [_f32] + [_ptr] * 9 + [_int],
     "shiptwo_norm_qkv_backward": [_i64] * 4 + [_ptr] * 14 + [_int],
-    "shiptwo_mlp_forward": [_i64] * 3 + [_f32] + [_ptr] * 9 + [_int],
-    "shiptwo_mlp_backward": [_i64] * 3 + [_ptr] * 14 + [_int],
+    "shiptwo_mlp_forward": [_i64] * 4 + [_f32] + [_ptr] * 12 + [_int],
+    "shiptwo_mlp_backward": [_i64] * 4 + [_ptr] * 18 + [_int],
     "shiptwo_embedding_forward": [_i64] * 3 + [_ptr] * 3 + [_int],
     "shiptwo_embedding_backward": [_i64] * 3 + [_ptr] * 3 + [_int],
 }
@@ -255,56 +255,75 @@ norm_qkv.register_autograd(_backward_qkv, setup_context=_setup_qkv)
 
 @torch.library.custom_op("shiptwo::residual_mlp", mutates_args=())
 def residual_mlp(x: torch.Tensor, wn: torch.Tensor, wg: torch.Tensor, wu: torch.Tensor, wd: torch.Tensor,
-                 eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """A decoder layer's second half, x + mlp(rmsnorm(x) * wn), the MLP down(silu(gate) * up), for
-    x (..., d) and the weights as the modules store them: wn (d,), wg, wu (I, d), wd (d, I). Fused
-    by blocks of rows, so the normalized input and the (tokens, I) activations stay in cache.
-    Returns y, and what the backward needs: g = gate, u = up (tokens, I) and each row's
-    1/rms (tokens,) (they take no gradient of their own)."""
+                 eps: float, o: torch.Tensor | None = None, wo: torch.Tensor | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A decoder layer's second half, x1 + mlp(rmsnorm(x1) * wn), the MLP down(silu(gate) * up), for
+    x (..., d) and the weights as the modules store them: wn (d,), wg, wu (I, d), wd (d, I). With
+    the attention's output o (..., dO) and its projection wo (d, dO), x1 = x + o wo^T (the output
+    projection and its residual); else x1 = x. Fused by blocks of rows, so x1, the normalized input
+    and the (tokens, I) activations stay in cache. Returns y, and what the backward needs (none
+    takes a gradient): x1 (empty without o), g = gate, u = up (tokens, I) and each row's 1/rms."""
     x, wn, wg, wu, wd = x.contiguous(), wn.contiguous(), wg.contiguous(), wu.contiguous(), wd.contiguous()
     d, inner = x.shape[-1], wg.shape[0]
-    if wn.shape != (d,) or wg.shape != (inner, d) or wu.shape != (inner, d) or wd.shape != (d, inner):
-        raise ValueError(f"residual_mlp: weights norm {tuple(wn.shape)}, gate {tuple(wg.shape)}, up {tuple(wu.shape)}, "
-                         f"down {tuple(wd.shape)} do not fit inputs of width {d}")
     n = x.numel() // d
+    d_o = 0 if o is None else o.shape[-1]
+    if o is not None:
+        o, wo = o.contiguous(), wo.contiguous()
+    if (wn.shape != (d,) or wg.shape != (inner, d) or wu.shape != (inner, d) or wd.shape != (d, inner)
+            or (o is not None and (o.numel() != n * d_o or wo.shape != (d, d_o)))):
+        raise ValueError(f"residual_mlp: weights norm {tuple(wn.shape)}, gate {tuple(wg.shape)}, up {tuple(wu.shape)}, "
+                         f"down {tuple(wd.shape)}, output projection {None if wo is None else tuple(wo.shape)} "
+                         f"do not fit inputs of width {d}")
+    x1 = x.new_empty(0) if o is None else torch.empty_like(x)
     g, u, rstd, y = x.new_empty(n, inner), x.new_empty(n, inner), x.new_empty(n), torch.empty_like(x)
-    _run("mlp_forward", n, d, inner, eps, x, wn, wg, wu, wd, g, u, rstd, y)
-    return y, g, u, rstd
+    _run("mlp_forward", n, d, inner, d_o, eps, x, o, wo, wn, wg, wu, wd, x1, g, u, rstd, y)
+    return y, x1, g, u, rstd
 
 
 @residual_mlp.register_fake
-def _(x, wn, wg, wu, wd, eps):
+def _(x, wn, wg, wu, wd, eps, o=None, wo=None):
     n = x.numel() // x.shape[-1]
-    return torch.empty_like(x), x.new_empty(n, wg.shape[0]), x.new_empty(n, wg.shape[0]), x.new_empty(n)
+    return (torch.empty_like(x), x.new_empty(0) if o is None else torch.empty_like(x), x.new_empty(n, wg.shape[0]),
+            x.new_empty(n, wg.shape[0]), x.new_empty(n))
 
 
 @torch.library.custom_op("shiptwo::residual_mlp_backward", mutates_args=())
-def residual_mlp_backward(dy: torch.Tensor, x: torch.Tensor, wn: torch.Tensor, rstd: torch.Tensor, g: torch.Tensor,
-                          u: torch.Tensor, wg: torch.Tensor, wu: torch.Tensor,
-                          wd: torch.Tensor
-                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    dy, x, wn, rstd, g, u, wg, wu, wd = (t.contiguous() for t in (dy, x, wn, rstd, g, u, wg, wu, wd))
-    d, inner = x.shape[-1], wg.shape[0]
-    dx, dwn, dwg, dwu, dwd = (torch.empty_like(t) for t in (x, wn, wg, wu, wd))
-    _run("mlp_backward", x.numel() // d, d, inner, x, wn, rstd, g, u, dy, wg, wu, wd,
-         dx, dwn, dwg, dwu, dwd)
-    return dx, dwn, dwg, dwu, dwd
+def residual_mlp_backward(dy: torch.Tensor, x1: torch.Tensor, wn: torch.Tensor, rstd: torch.Tensor, g: torch.Tensor,
+                          u: torch.Tensor, wg: torch.Tensor, wu: torch.Tensor, wd: torch.Tensor,
+                          o: torch.Tensor | None = None, wo: torch.Tensor | None = None
+                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                                     torch.Tensor, torch.Tensor]:
+    """dx, dwn, dwg, dwu, dwd and, with o, do and dwo (else empty); x1 is the MLP's input."""
+    dy, x1, wn, rstd, g, u, wg, wu, wd = (t.contiguous() for t in (dy, x1, wn, rstd, g, u, wg, wu, wd))
+    d, inner = x1.shape[-1], wg.shape[0]
+    dx, dwn, dwg, dwu, dwd = (torch.empty_like(t) for t in (x1, wn, wg, wu, wd))
+    if o is None:
+        d_o, do, dwo = 0, x1.new_empty(0), x1.new_empty(0)
+    else:
+        o, wo = o.contiguous(), wo.contiguous()
+        d_o, do, dwo = o.shape[-1], torch.empty_like(o), torch.empty_like(wo)
+    _run("mlp_backward", x1.numel() // d, d, inner, d_o, x1, o, wo, wn, rstd, g, u, dy, wg, wu, wd,
+         dx, do, dwo, dwn, dwg, dwu, dwd)
+    return dx, dwn, dwg, dwu, dwd, do, dwo
 
 
 @residual_mlp_backward.register_fake
-def _(dy, x, wn, rstd, g, u, wg, wu, wd):
-    return tuple(torch.empty_like(t) for t in (x, wn, wg, wu, wd))
+def _(dy, x1, wn, rstd, g, u, wg, wu, wd, o=None, wo=None):
+    ends = (x1.new_empty(0), x1.new_empty(0)) if o is None else (torch.empty_like(o), torch.empty_like(wo))
+    return *(torch.empty_like(t) for t in (x1, wn, wg, wu, wd)), *ends
 
 
 def _setup_mlp(ctx, inputs, output):
-    x, wn, wg, wu, wd, _eps = inputs
-    _, g, u, rstd = output
-    ctx.mark_non_differentiable(g, u, rstd)
-    ctx.save_for_backward(x, wn, rstd, g, u, wg, wu, wd)
+    x, wn, wg, wu, wd, _eps, o, wo = inputs
+    _, x1, g, u, rstd = output
+    ctx.mark_non_differentiable(x1, g, u, rstd)
+    ctx.save_for_backward(x if o is None else x1, wn, rstd, g, u, wg, wu, wd, o, wo)
 
 
-def _backward_mlp(ctx, dy, _dg, _du, _drstd):
-    return *residual_mlp_backward(dy, *ctx.saved_tensors), None  # eps is a constant
+def _backward_mlp(ctx, dy, _dx1, _dg, _du, _drstd):
+    dx, dwn, dwg, dwu, dwd, do, dwo = residual_mlp_backward(dy, *ctx.saved_tensors)
+    fused = ctx.saved_tensors[8] is not None
+    return dx, dwn, dwg, dwu, dwd, None, do if fused else None, dwo if fused else None  # eps is a constant
 
 
 residual_mlp.register_autograd(_backward_mlp, setup_context=_setup_mlp)

@@ -184,6 +184,37 @@ def _kernel_mlp(x, wn, wg, wu, wd):
     return train_kernels.residual_mlp(x, wn, wg, wu, wd, EPS)[0]
 
 
+def _projection_inputs(n, d, d_o, seed=11):
+    """An attention output o (n, d_o) and an output projection wo (d, d_o), both taking gradients."""
+    gen = torch.Generator().manual_seed(seed)
+    return (torch.randn(n, d_o, generator=gen).requires_grad_(),
+            (torch.randn(d, d_o, generator=gen) * 0.3).requires_grad_())
+
+
+def _fused_grads(fn, x, wn, wg, wu, wd, o, wo, dy):
+    """fn(x, ..., o, wo) with the gradients of all seven inputs."""
+    o.grad = wo.grad = None
+    y, grads = _mlp_grads(lambda *a: fn(*a, o, wo), x, wn, wg, wu, wd, dy)
+    return y, grads + [o.grad.clone(), wo.grad.clone()]
+
+
+def _torch_fused(x, wn, wg, wu, wd, o, wo):
+    """The layer's second half as llama.DecoderLayer computes it without the kernels: the output
+    projection's residual, then the MLP's."""
+    return _torch_mlp(x + F.linear(o, wo), wn, wg, wu, wd)
+
+
+def _kernel_fused(x, wn, wg, wu, wd, o, wo):
+    return train_kernels.residual_mlp(x, wn, wg, wu, wd, EPS, o, wo)[0]
+
+
+def _assert_close(names, got, want):
+    for name, a, b in zip(names, got, want):
+        assert torch.isfinite(a).all(), f"{name} not finite"
+        # float32 sums over up to 1030 rows in another order: errors relative to the tensor's scale
+        assert (a - b).abs().max() <= 2e-5 * b.abs().max(), f"{name}: {float((a - b).abs().max() / b.abs().max())}"
+
+
 # one block; blocks and slabs with partial tails (1030 rows: a slab of 1024 and 6 rows); widths off the
 # 16-lane vectors (scalar tails in the norm and the gating)
 @pytest.mark.parametrize("n,d,inner", [(40, 64, 96), (1030, 128, 352), (300, 40, 37)])
@@ -191,10 +222,25 @@ def test_residual_mlp_matches_torch_forward_and_backward(n, d, inner):
     inputs = _mlp_inputs(n, d, inner)
     y, grads = _mlp_grads(_kernel_mlp, *inputs)
     ref, ref_grads = _mlp_grads(_torch_mlp, *inputs)
-    for name, a, b in zip(("y", "dx", "dnorm", "dgate", "dup", "ddown"), [y, *grads], [ref, *ref_grads]):
-        assert torch.isfinite(a).all(), f"{name} not finite"
-        # float32 sums over up to 1030 rows in another order: errors relative to the tensor's scale
-        assert (a - b).abs().max() <= 2e-5 * b.abs().max(), f"{name}: {float((a - b).abs().max() / b.abs().max())}"
+    _assert_close(("y", "dx", "dnorm", "dgate", "dup", "ddown"), [y, *grads], [ref, *ref_grads])
+
+
+# the model's square projection; an attention output wider than the model (d_o 48 != d 40)
+@pytest.mark.parametrize("n,d,inner,d_o", [(1030, 128, 352, 128), (300, 40, 37, 48)])
+def test_residual_mlp_with_the_output_projection_matches_torch(n, d, inner, d_o):
+    *weights, dy = _mlp_inputs(n, d, inner)
+    o, wo = _projection_inputs(n, d, d_o)
+    y, grads = _fused_grads(_kernel_fused, *weights, o, wo, dy)
+    ref, ref_grads = _fused_grads(_torch_fused, *weights, o, wo, dy)
+    _assert_close(("y", "dx", "dnorm", "dgate", "dup", "ddown", "do", "dwo"), [y, *grads], [ref, *ref_grads])
+
+
+def test_a_transposed_or_missing_output_projection_is_caught_by_the_same_comparison():
+    *weights, _ = _mlp_inputs(64, 64, 96)
+    o, wo = _projection_inputs(64, 64, 64)
+    ref = _torch_fused(*weights, o, wo)
+    for y in (_kernel_fused(*weights, o, wo.t()), _kernel_mlp(*weights)):
+        assert (y - ref).abs().max() > 1e-4 * ref.abs().max()
 
 
 def test_a_swapped_gate_and_up_or_a_missing_norm_is_caught_by_the_same_comparison():
@@ -212,6 +258,14 @@ def test_residual_mlp_ignores_the_thread_count():
             results.append(_mlp_grads(_kernel_mlp, *inputs))
     (y1, g1), (y2, g2) = results
     assert torch.equal(y1, y2) and all(torch.equal(a, b) for a, b in zip(g1, g2))
+    *weights, dy = inputs
+    o, wo = _projection_inputs(2100, 64, 64)
+    results = []
+    for threads in (1, 2):
+        with torch_threads(threads):
+            results.append(_fused_grads(_kernel_fused, *weights, o, wo, dy))
+    (y1, g1), (y2, g2) = results
+    assert torch.equal(y1, y2) and all(torch.equal(a, b) for a, b in zip(g1, g2))
 
 
 def test_residual_mlp_refuses_weights_that_do_not_fit():
@@ -220,6 +274,9 @@ def test_residual_mlp_refuses_weights_that_do_not_fit():
         train_kernels.residual_mlp(x, wn, wg, wu, wd.t(), EPS)
     with pytest.raises(ValueError, match="do not fit"):
         train_kernels.residual_mlp(x, wn[:-1], wg, wu, wd, EPS)
+    o, wo = _projection_inputs(8, 64, 32)
+    with pytest.raises(ValueError, match="do not fit"):
+        train_kernels.residual_mlp(x, wn, wg, wu, wd, EPS, o, wo.t())
 
 
 def test_what_the_backward_keeps_takes_no_gradient():
