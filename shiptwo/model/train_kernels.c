@@ -747,17 +747,21 @@ int shiptwo_norm_qkv_backward(int64_t n, int64_t d, int64_t nq, int64_t nk, cons
 }
 
 /* The LM head with its softmax cross-entropy and both gradients, by blocks of XENT_ROWS tokens
- * as the MLP: logits = h W^T (a block's stay in cache), loss[r] = w[r] * cross_entropy(logits[r],
- * target[r]), turned in place into G = d(sum loss)/d logits; dh = G W; dW = sum over blocks of
- * G^T h, per slab of SLAB_ROWS rows, then slabs in order. h (n, d), W (V, d). */
+ * as the MLP: logits = h W^T (a block's stay in cache), l[r] = w[r] * cross_entropy(logits[r],
+ * target[r]), turned in place into G = d(sum l)/d logits; dh = G W; dW = sum over blocks of
+ * G^T h, per slab of SLAB_ROWS rows, then slabs in order; *loss = sum l. h (n, d), W (V, d). */
 int shiptwo_linear_xent(int64_t n, int64_t d, int64_t V, const float *h, const float *W, const int64_t *target,
                         const float *w, float *loss, float *dh, float *dW, int nthreads) {
     if (!blas_shape_ok(n, d, V)) return 1;
     for (int64_t r = 0; r < n; r++)
         if (target[r] < 0 || target[r] >= V) return 1;
     const int64_t slabs = (n + SLAB_ROWS - 1) / SLAB_ROWS;
-    float *pw = malloc(sizeof(float) * slabs * V * d);
-    if (!pw) return 2;
+    float *pw = malloc(sizeof(float) * slabs * V * d), *rows_loss = malloc(sizeof(float) * n);
+    if (!pw || !rows_loss) {
+        free(pw);
+        free(rows_loss);
+        return 2;
+    }
     int failed = 0; /* shared: every thread reads it after the barrier */
 #pragma omp parallel num_threads(nthreads)
     {
@@ -774,7 +778,8 @@ int shiptwo_linear_xent(int64_t n, int64_t d, int64_t V, const float *h, const f
             for (int64_t r0 = s * SLAB_ROWS; r0 < end; r0 += XENT_ROWS) {
                 const int rows = (int)(end - r0 < XENT_ROWS ? end - r0 : XENT_ROWS);
                 mm(0, 1, rows, V, d, h + r0 * d, d, W, d, 0.0f, logits, V);
-                for (int r = 0; r < rows; r++) loss[r0 + r] = xent_row(V, logits + r * V, target[r0 + r], w[r0 + r]);
+                for (int r = 0; r < rows; r++)
+                    rows_loss[r0 + r] = xent_row(V, logits + r * V, target[r0 + r], w[r0 + r]);
                 mm(0, 0, rows, d, V, logits, V, W, d, 0.0f, dh + r0 * d, d);
                 mm(1, 0, V, d, rows, logits, V, h + r0 * d, d, r0 == s * SLAB_ROWS ? 0.0f : 1.0f, pw + s * V * d, d);
             }
@@ -784,7 +789,11 @@ int shiptwo_linear_xent(int64_t n, int64_t d, int64_t V, const float *h, const f
 #pragma omp barrier
         if (!failed) sum_slabs(pw, slabs, V * d, V * d, dW);
     }
+    double total = 0.0; /* the rows' weighted losses in row order, in double: one scalar, no extra op */
+    for (int64_t r = 0; r < n; r++) total += rows_loss[r];
+    *loss = (float)total;
     free(pw);
+    free(rows_loss);
     return failed ? 2 : 0;
 }
 

@@ -175,9 +175,9 @@ def linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, target: torch.Te
     w: (N,) weights of the mean (1/N, or a mask / its sum)."""
     h, weight, target, w = h.contiguous(), weight.contiguous(), target.contiguous(), w.contiguous()
     (n, d), vocab = h.shape, weight.shape[0]
-    loss, dh, dw = h.new_empty(n), torch.empty_like(h), torch.empty_like(weight)
+    loss, dh, dw = h.new_empty(()), torch.empty_like(h), torch.empty_like(weight)
     _run("linear_xent", n, d, vocab, h, weight, target, w, loss, dh, dw)
-    return loss.sum(), dh, dw
+    return loss, dh, dw
 
 
 @linear_cross_entropy.register_fake
