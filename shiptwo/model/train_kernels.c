@@ -546,7 +546,7 @@ int shiptwo_mlp_forward(int64_t n, int64_t d, int64_t I, int64_t dO, float eps, 
         float *h = malloc(sizeof(float) * MLP_ROWS * I), *gu = malloc(sizeof(float) * MLP_ROWS * I2),
               *xn = malloc(sizeof(float) * MLP_ROWS * d);
         const int before = blas_local_threads(1);
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic) /* blocks are independent: whichever thread is free takes the next */
         for (int64_t b = 0; b < blocks; b++) {
             if (!h || !gu || !xn) { failed = 1; continue; }
             const int64_t r0 = b * MLP_ROWS;
@@ -675,7 +675,7 @@ int shiptwo_norm_qkv_forward(int64_t n, int64_t d, int64_t nq, int64_t nk, float
     {
         float *xn = malloc(sizeof(float) * MLP_ROWS * d);
         const int before = blas_local_threads(1);
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic) /* blocks are independent: whichever thread is free takes the next */
         for (int64_t b = 0; b < blocks; b++) {
             if (!xn) { failed = 1; continue; }
             const int64_t r0 = b * MLP_ROWS;
