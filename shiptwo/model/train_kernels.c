@@ -594,7 +594,8 @@ int shiptwo_mlp_backward(int64_t n, int64_t d, int64_t I, int64_t dO, const floa
     if (!blas_shape_ok(n, d, I) || (o != NULL && !blas_shape_ok(n, d, dO))) return 1;
     const int64_t I2 = 2 * I, slabs = (n + SLAB_ROWS - 1) / SLAB_ROWS, no = o != NULL ? d * dO : 0;
     float *pgu = malloc(sizeof(float) * slabs * I2 * d), *pd = malloc(sizeof(float) * slabs * d * I),
-          *pn = malloc(sizeof(float) * slabs * d), *po = malloc(sizeof(float) * (slabs * no + 1));
+          *pn = malloc(sizeof(float) * slabs * d),
+          *po = malloc(sizeof(float) * (slabs * no + 1)); /* + 1: never malloc(0), whose NULL reads as out of memory */
     int failed = 0; /* shared: every thread reads it after the barrier */
     if (!pgu || !pd || !pn || !po) {
         free(pgu);
@@ -616,7 +617,8 @@ int shiptwo_mlp_backward(int64_t n, int64_t d, int64_t I, int64_t dO, const floa
                 failed = 1;
                 continue;
             }
-            float *sgu = pgu + s * I2 * d, *sd = pd + s * d * I, *sn = pn + s * d, *so = po + s * no; /* this slab's sums */
+            /* this slab's sums */
+            float *sgu = pgu + s * I2 * d, *sd = pd + s * d * I, *sn = pn + s * d, *so = po + s * no;
             memset(sn, 0, sizeof(float) * d);
             const int64_t end = (s + 1) * SLAB_ROWS < n ? (s + 1) * SLAB_ROWS : n;
             for (int64_t r0 = s * SLAB_ROWS; r0 < end; r0 += MLP_ROWS) {

@@ -266,9 +266,9 @@ def residual_mlp(x: torch.Tensor, wn: torch.Tensor, wg: torch.Tensor, wu: torch.
     x, wn, wg, wu, wd = x.contiguous(), wn.contiguous(), wg.contiguous(), wu.contiguous(), wd.contiguous()
     d, inner = x.shape[-1], wg.shape[0]
     n = x.numel() // d
-    d_o = 0 if o is None else o.shape[-1]
+    d_o = 0
     if o is not None:
-        o, wo = o.contiguous(), wo.contiguous()
+        o, wo, d_o = o.contiguous(), wo.contiguous(), o.shape[-1]
     if (wn.shape != (d,) or wg.shape != (inner, d) or wu.shape != (inner, d) or wd.shape != (d, inner)
             or (o is not None and (o.numel() != n * d_o or wo.shape != (d, d_o)))):
         raise ValueError(f"residual_mlp: weights norm {tuple(wn.shape)}, gate {tuple(wg.shape)}, up {tuple(wu.shape)}, "
@@ -318,12 +318,14 @@ def _setup_mlp(ctx, inputs, output):
     _, x1, g, u, rstd = output
     ctx.mark_non_differentiable(x1, g, u, rstd)
     ctx.save_for_backward(x if o is None else x1, wn, rstd, g, u, wg, wu, wd, o, wo)
+    ctx.fused = o is not None
 
 
 def _backward_mlp(ctx, dy, _dx1, _dg, _du, _drstd):
     dx, dwn, dwg, dwu, dwd, do, dwo = residual_mlp_backward(dy, *ctx.saved_tensors)
-    fused = ctx.saved_tensors[8] is not None
-    return dx, dwn, dwg, dwu, dwd, None, do if fused else None, dwo if fused else None  # eps is a constant
+    if not ctx.fused:  # no projection: its gradients are the empty placeholders
+        do = dwo = None
+    return dx, dwn, dwg, dwu, dwd, None, do, dwo  # eps is a constant
 
 
 residual_mlp.register_autograd(_backward_mlp, setup_context=_setup_mlp)
