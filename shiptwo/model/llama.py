@@ -227,7 +227,7 @@ class Attention(nn.Module):
         q = self.q_proj(x).view(B, T, H, hd)
         k = self.k_proj(x).view(B, T, KV, hd)
         v = self.v_proj(x).view(B, T, KV, hd)
-        if cache is None and key_mask is None and train_kernels.attention_usable(q):
+        if cache is None and key_mask is None and train_kernels.attention_usable(q, hd):
             return self.o_proj(self.attend(q, k, v, cos, ssin))
         q, k = apply_rope(q, cos, ssin), apply_rope(k, cos, ssin)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
@@ -251,7 +251,6 @@ class Attention(nn.Module):
                 mask = (mask & key_mask[:, None, None, :S]) | own
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))
-
 
     def attend(self, q, k, v, cos, ssin):
         """Training on a CPU: the attention kernel on q (B, T, H, hd), k and v (B, T, KV, hd), token-major
@@ -284,7 +283,7 @@ class DecoderLayer(nn.Module):
         attn, norm = self.self_attn, self.input_layernorm
         o = wo = None
         if (cache is None and key_mask is None and train_kernels.blas_usable(x)
-                and attn.head_dim % train_kernels.HEAD_DIM_MULTIPLE == 0):  # training on a CPU: fused kernels
+                and train_kernels.attention_usable(x, attn.head_dim)):  # training on a CPU: fused kernels
             B, T, _ = x.shape
             q, k, v, _ = train_kernels.norm_qkv(x, norm.weight, attn.q_proj.weight, attn.k_proj.weight,
                                                 attn.v_proj.weight, norm.eps)

@@ -98,9 +98,9 @@ def blas_usable(x: torch.Tensor) -> bool:
     return usable(x) and _blas_bound()
 
 
-def attention_usable(q: torch.Tensor) -> bool:
-    """Whether the compiled kernel runs this attention: q (B, T, H, head_dim)."""
-    return usable(q) and q.shape[-1] % HEAD_DIM_MULTIPLE == 0
+def attention_usable(x: torch.Tensor, head_dim: int) -> bool:
+    """Whether the compiled kernel runs attention of this head_dim on `x` (its input or its q)."""
+    return usable(x) and head_dim % HEAD_DIM_MULTIPLE == 0
 
 
 def _shape(q: torch.Tensor, k: torch.Tensor) -> tuple[int, int, int, int, int, float]:

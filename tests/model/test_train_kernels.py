@@ -385,7 +385,7 @@ def test_a_training_forward_runs_the_kernels_and_matches_torchs_ops():
     trained = model(x)  # parameters need gradients: the attention kernel runs
     with torch.no_grad():
         reference = model(x)  # no gradient: torch's scaled_dot_product_attention
-    assert train_kernels.attention_usable(torch.zeros(1, 1, 1, 32, requires_grad=True))
+    assert train_kernels.attention_usable(torch.zeros(1, 1, 1, 32, requires_grad=True), 32)
     assert torch.allclose(trained, reference, atol=1e-5) and not torch.equal(trained, reference)
 
 
