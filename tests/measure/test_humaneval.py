@@ -40,17 +40,18 @@ def test_canonical_solutions_score_164_of_164(problems):
 
 
 def test_recording_captures_every_call_the_check_makes(problems):
-    from shiptwo.measure.evals import humaneval_scoring
     from shiptwo.measure.evals.humaneval_scoring import record_calls
 
     calls = record_calls({t: problems[t] for t in ("HumanEval/148", "HumanEval/33", "HumanEval/38", "HumanEval/53")},
-                         SANDBOX)
+                         SANDBOX, seed=7)
     assert len(calls["HumanEval/148"]) == 7 + 4  # seven asserts, four of them call it again in their message
     assert len(calls["HumanEval/33"]) == 7 + 3  # three asserts also call `sort_third` by name
     assert len(calls["HumanEval/38"]) == 100 and len(set(calls["HumanEval/38"])) > 90  # random, seeded
-    humaneval_scoring._recordings.clear()  # record again in a fresh process, the problems in another order
-    again = record_calls({t: problems[t] for t in reversed(list(calls))}, SandboxConfig(timeout_s=5.0, workers=1))
+    # record again, the problems in another order: the same seed, the same calls; another seed, other inputs
+    again = record_calls({t: problems[t] for t in reversed(list(calls))}, SandboxConfig(timeout_s=5.0, workers=1), seed=7)
     assert again == calls
+    other = record_calls({"HumanEval/38": problems["HumanEval/38"]}, SANDBOX, seed=8)
+    assert other["HumanEval/38"] != calls["HumanEval/38"]
 
 
 def _honest_rows(name: str) -> list[dict]:

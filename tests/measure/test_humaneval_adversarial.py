@@ -179,3 +179,27 @@ def test_every_attack_fails_on_all_164_problems(problems):
     passed = collections.Counter(s["attack"] for s, v in zip(samples, judged.verdicts) if v.passed)
     assert passed == {}, passed
     assert PASSED not in {v.result for v in judged.verdicts}
+
+
+# Never decodes: seeds `random` with the old public check seed and returns the check's i-th plaintext.
+SEED_REPLAY = '''
+    import random, string
+    st = globals().setdefault("_st", {})
+    if "plain" not in st:
+        random.seed(20240610)
+        st["plain"] = [''.join(random.choice(string.ascii_lowercase) for i in range(random.randint(10, 20)))
+                       for _ in range(100)]
+        st["i"] = 0
+    st["i"] += 1
+    return st["plain"][st["i"] - 1]
+'''
+
+
+def test_check_inputs_are_not_predictable(problems):
+    """`random` in record and replay is seeded with a secret drawn per scoring run: a completion that
+    regenerates the check's random plaintexts (ignoring its argument) fails; the canonical solutions pass."""
+    tasks = ("HumanEval/38", "HumanEval/50")
+    samples = [{"task_id": t, "completion": c} for t in tasks for c in (SEED_REPLAY, problems[t]["canonical_solution"])]
+    judged = judge_samples(samples, problems, SANDBOX)
+    assert [v.passed for v in judged.verdicts] == [False, True, False, True], [v.result for v in judged.verdicts]
+

@@ -1,7 +1,8 @@
 """HumanEval scoring that a completion cannot game (issue 10): record, answer, replay.
 
-1. Record, once per problem: the check runs with the canonical solution behind a recording proxy
-   (sandboxed; `random` seeded), which writes down the arguments of every call, in order.
+1. Record, once per problem and scoring run: the check runs with the canonical solution behind a
+   recording proxy (sandboxed; `random` seeded with the run's secret seed), which writes down the
+   arguments of every call, in order.
 2. Answer, per sample: the completion runs in the sandbox only to turn those arguments into
    outputs, written back as plain data. Nothing it can see decides its verdict: not the check,
    not an expected value, not a nonce; its exit status and anything it prints are ignored.
@@ -15,9 +16,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import threading
+import secrets
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -33,9 +33,6 @@ TIMED_OUT = "timed out"
 FAILED = "failed: "
 STRICT = "strict: "  # after FAILED, for samples the strict path scored
 SCORING_METHOD = "record-replay"
-
-_recordings: dict[str, list[str]] = {}  # problem digest -> encoded calls, per process
-_recordings_lock = threading.Lock()
 
 
 @dataclass
@@ -65,28 +62,22 @@ def _program(mode: str) -> str:
                            f"import shiptwo.measure.evals.humaneval_calls as _calls\n_calls.main({mode!r})")
 
 
-def _digest(problem: dict) -> str:
-    keys = ("task_id", "prompt", "canonical_solution", "test", "entry_point")
-    return hashlib.sha256(json.dumps([problem[k] for k in keys]).encode()).hexdigest()
-
-
-def record_calls(problems: dict[str, dict], cfg: SandboxConfig | None = None) -> dict[str, list[str]]:
-    """Each problem's recorded calls (encoded argument lists, in order); recorded once per process.
-    A check that fails with its own canonical solution, or passes something that is not plain data,
-    is an error naming the problem: it cannot be scored safely."""
+def record_calls(problems: dict[str, dict], cfg: SandboxConfig | None = None, *, seed: int) -> dict[str, list[str]]:
+    """Each problem's recorded calls (encoded argument lists, in order), `random` seeded with `seed`
+    (the scoring run's secret). Not cached: recording all 164 takes about a second, and a recording
+    kept across runs would keep its seed. A check that fails with its own canonical solution, or
+    passes something that is not plain data, is an error naming the problem: it cannot be scored safely."""
     cfg = cfg or SandboxConfig()
-    with _recordings_lock:
-        todo = [p for p in problems.values() if _digest(p) not in _recordings]
-    if todo:
-        chunks = [todo[i::max(1, cfg.workers)] for i in range(max(1, cfg.workers))]
-        chunks = [c for c in chunks if c]
-        jobs = [(_program("record"), json.dumps({"problems": [
-            {"task_id": p["task_id"], "program": p["prompt"] + p["canonical_solution"], "test": p["test"],
-             "entry_point": p["entry_point"]} for p in chunk]}).encode()) for chunk in chunks]
-        runs = _run_parallel(jobs, [replace(cfg, timeout_s=cfg.timeout_s * len(c)) for c in chunks])
-        for chunk, run in zip(chunks, runs):
-            _store_recording(chunk, run)
-    return {t: _recordings[_digest(p)] for t, p in problems.items()}
+    todo = list(problems.values())
+    chunks = [c for c in (todo[i::max(1, cfg.workers)] for i in range(max(1, cfg.workers))) if c]
+    jobs = [(_program("record"), json.dumps({"seed": seed, "problems": [
+        {"task_id": p["task_id"], "program": p["prompt"] + p["canonical_solution"], "test": p["test"],
+         "entry_point": p["entry_point"]} for p in chunk]}).encode()) for chunk in chunks]
+    runs = _run_parallel(jobs, [replace(cfg, timeout_s=cfg.timeout_s * len(c)) for c in chunks])
+    recorded = {}
+    for chunk, run in zip(chunks, runs):
+        recorded.update(_read_recording(chunk, run))
+    return {t: recorded[p["task_id"]] for t, p in problems.items()}
 
 
 def _run_parallel(jobs: list[tuple[str, bytes]], cfgs: list[SandboxConfig]) -> list[SandboxRun]:
@@ -94,7 +85,7 @@ def _run_parallel(jobs: list[tuple[str, bytes]], cfgs: list[SandboxConfig]) -> l
         return list(pool.map(lambda jc: run_isolated(jc[0][0], jc[0][1], jc[1]), zip(jobs, cfgs)))
 
 
-def _store_recording(chunk: list[dict], run: SandboxRun) -> None:
+def _read_recording(chunk: list[dict], run: SandboxRun) -> dict[str, list[str]]:
     got = {}
     for line in run.stdout.decode("utf-8", "replace").splitlines():
         try:
@@ -112,8 +103,7 @@ def _store_recording(chunk: list[dict], run: SandboxRun) -> None:
                                f"recording ({rec['error']}); it cannot be scored")
         if not rec["calls"]:
             raise ShiptwoError(f"humaneval {p['task_id']}: its check never calls the candidate")
-        with _recordings_lock:
-            _recordings[_digest(p)] = rec["calls"]
+    return {p["task_id"]: got[p["task_id"]]["calls"] for p in chunk}
 
 
 def read_answers(run: SandboxRun, n_calls: int) -> tuple[list[dict] | None, str | None]:
@@ -191,10 +181,10 @@ def answer_calls(completion: str, problem: dict, calls: list[str], cfg: SandboxC
     return answers, failure, run.isolation.to_dict()
 
 
-def replay(jobs: list[dict], cfg: SandboxConfig) -> dict[int, dict]:
-    """Replay jobs (each with an `index`) in one sandbox, each limited to cfg.timeout_s; the
-    verdict line of each that finished, by index."""
-    payload = {"replays": jobs, "timeout_s": cfg.timeout_s}
+def replay(jobs: list[dict], cfg: SandboxConfig, seed: int) -> dict[int, dict]:
+    """Replay jobs (each with an `index`) in one sandbox, each limited to cfg.timeout_s, `random`
+    seeded with the recording's `seed`; the verdict line of each that finished, by index."""
+    payload = {"replays": jobs, "timeout_s": cfg.timeout_s, "seed": seed}
     run = run_isolated(_program("replay"), json.dumps(payload).encode(), replace(cfg, timeout_s=cfg.timeout_s * (len(jobs) + 1)))
     out = {}
     for line in run.stdout.splitlines():
@@ -218,8 +208,9 @@ def judge_samples(samples: Sequence[dict], problems: dict[str, dict], sandbox: S
     completion answers in a sandbox of its own; the replays run in `workers` batches, and any a
     batch did not finish runs again alone."""
     cfg = sandbox or SandboxConfig()
+    seed = secrets.randbits(63)  # this run's; only the trusted record and replay jobs see it
     needed = {s["task_id"]: problems[s["task_id"]] for s in samples}
-    calls = record_calls(needed, cfg)
+    calls = record_calls(needed, cfg, seed=seed)
     with ThreadPoolExecutor(max_workers=max(1, cfg.workers)) as pool:
         answered = list(pool.map(lambda s: answer_calls(s["completion"], problems[s["task_id"]], calls[s["task_id"]], cfg),
                                  samples))
@@ -229,10 +220,10 @@ def judge_samples(samples: Sequence[dict], problems: dict[str, dict], sandbox: S
                 for i, s in enumerate(samples) if verdicts[i] is None]
         n_batches = max(1, min(cfg.workers, len(jobs)))
         done = {}
-        for part in pool.map(lambda b: replay(jobs[b::n_batches], cfg), range(n_batches)):
+        for part in pool.map(lambda b: replay(jobs[b::n_batches], cfg, seed), range(n_batches)):
             done.update(part)
         left = [j for j in jobs if j["index"] not in done]
-        for part in pool.map(lambda j: replay([j], cfg), left):
+        for part in pool.map(lambda j: replay([j], cfg, seed), left):
             done.update(part)
     for job in jobs:
         verdicts[job["index"]] = replay_verdict(done.get(job["index"]), len(job["calls"]))
@@ -241,3 +232,4 @@ def judge_samples(samples: Sequence[dict], problems: dict[str, dict], sandbox: S
         raise ShiptwoError(f"humaneval: sandbox isolation changed during the run: {sorted(isolations)}")
     isolation = json.loads(isolations.pop()) if isolations else {}
     return Judged(verdicts=verdicts, isolation={**isolation, "scoring": SCORING_METHOD})
+
