@@ -140,6 +140,8 @@ def _add_eval(sub) -> None:
     h.add_argument("--temperature", type=float, default=0.0)
     h.add_argument("--limit", type=int, default=None, help="first N problems only")
     h.add_argument("--workers", type=int, default=2)
+    h.add_argument("--allow-weak-isolation", action="store_true",
+                   help="score even without a private root and own uid (not root): results recorded as such, not trustworthy")
     h.add_argument("--chat", action="store_true", help="ask through the model's chat template in the prompt format "
                    "of spec/recipes/model1.yaml (profile from SHIPTWO_PROFILE), code block extracted")
     h.add_argument("--out", default=".", help="directory for the results JSON and per-sample JSONL")
@@ -174,7 +176,8 @@ def _cmd_eval_humaneval(args) -> int:
     sandbox = SandboxConfig(workers=args.workers)
     if args.samples:
         problems = load_problems(args.limit)
-        res = score_samples(read_samples(args.samples, problems), problems, sandbox=sandbox)
+        res = score_samples(read_samples(args.samples, problems), problems, sandbox=sandbox,
+                            allow_weak_isolation=args.allow_weak_isolation)
         source = {"samples": args.samples}
     elif args.artifact:
         from shiptwo.formats.artifact import load_artifact
@@ -188,7 +191,8 @@ def _cmd_eval_humaneval(args) -> int:
 
             recipe = load_model1_recipe(active_profile())
             chat = ChatPromptFormat.from_dict(recipe.humaneval_prompt, f"{recipe.path}: profiles.{recipe.profile}.humaneval.prompt")
-        res = evaluate_humaneval(load_artifact(args.artifact), args.n_samples, args.temperature, args.limit, sandbox, chat=chat)
+        res = evaluate_humaneval(load_artifact(args.artifact), args.n_samples, args.temperature, args.limit, sandbox, chat=chat,
+                                 allow_weak_isolation=args.allow_weak_isolation)
         source = {"artifact": args.artifact, **({"prompt_format": chat.to_dict()} if chat else {})}
     else:
         raise ShiptwoError("eval humaneval: give an ARTIFACT or --samples FILE")

@@ -13,7 +13,9 @@ As root (the strongest isolation, recorded as such in `SandboxRun.isolation`):
 - a uid of its own, so the process limit binds and every process it spawned is found and killed.
 Each is probed once; where one is refused (not root, or the kernel says no) the run falls back —
 a temporary directory of the host, sockets blocked by an audit hook — logs why, and the isolation
-record says filesystem and /tmp "none" (network "audit-hook") rather than pretending.
+record says filesystem and /tmp "none" (network "audit-hook") rather than pretending (HumanEval
+scoring refuses such runs unless explicitly allowed). The program itself comes on stdin, ahead of its
+input, never from a file a leftover process of another run could rewrite.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ NET_AUDIT_HOOK = "audit-hook"
 FS_PRIVATE_ROOT = "private-root"
 TMP_PRIVATE = "private"
 NONE = "none"
-PROGRAM_NAME = "program.py"
+OWN_UID = "own-uid"
 # Sandbox uids: a block per test process so parallel sandboxes (and parallel pytest workers)
 # never share a uid, and "kill everything this uid runs" is exact.
 _UID_BASE = 200_000
@@ -141,10 +143,6 @@ if cfg["private_root"]:
         os.makedirs(root + d, exist_ok=True)
         owner = "" if uid is None else ",uid=%d,gid=%d" % (uid, uid)
         _mount("tmpfs", root + d, "tmpfs", MS_NOSUID | MS_NODEV, "size=%d,nr_inodes=4096,mode=%s%s" % (cfg["tmp_bytes"], mode, owner))
-    with open(cfg["program"], "rb") as src, open(root + "/work/program.py", "wb") as dst:
-        dst.write(src.read())
-    if uid is not None:
-        os.chown(root + "/work/program.py", uid, uid)
     _mount(None, root, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, "size=1m,nr_inodes=4096,mode=755")
     os.chroot(root)
     cfg["cwd"] = "/work"
@@ -164,7 +162,7 @@ if not cfg["netns"]:
 os.chdir(cfg["cwd"])
 del cfg, libc, _ok, _mount
 sys.argv = ["program.py"]
-_src = open("program.py", encoding="utf-8").read()
+_src = sys.stdin.buffer.read(int(sys.stdin.buffer.readline())).decode("utf-8")  # the rest of stdin is the program's
 exec(compile(_src, "program.py", "exec"), {"__name__": "__main__", "__builtins__": __builtins__})
 """
 
@@ -304,6 +302,26 @@ def _limits(cfg: SandboxConfig) -> dict[str, int]:
     }
 
 
+def _isolation(private_root: bool, netns: bool, own_uid: bool) -> Isolation:
+    return Isolation(network=NET_NAMESPACE if netns else NET_AUDIT_HOOK, filesystem=FS_PRIVATE_ROOT if private_root else NONE,
+                     tmp=TMP_PRIVATE if private_root else NONE, user=OWN_UID if own_uid else "caller")
+
+
+def planned_isolation(cfg: SandboxConfig) -> Isolation:
+    """The isolation `run_isolated` gives runs under `cfg` on this machine (probed once), before any run."""
+    plan = private_root_plan() if cfg.private_root else None
+    return _isolation(plan is not None, cfg.isolate_network and network_namespace_available(),
+                      cfg.drop_privileges and os.geteuid() == 0)
+
+
+def missing_isolation(iso: Isolation) -> list[str]:
+    """What `iso` lacks against a hostile program: a private root (else it reads the host's files, the
+    problem set included) and its own uid (else processes it leaves run on as the caller, able to
+    tamper with later runs, and nothing finds them to kill)."""
+    return ([] if iso.filesystem == FS_PRIVATE_ROOT else ["a private root (filesystem isolation)"]) + \
+           ([] if iso.user == OWN_UID else ["a uid of its own"])
+
+
 def run_isolated(program: str, stdin: bytes = b"", cfg: SandboxConfig | None = None) -> SandboxRun:
     """Run one Python program (as `__main__`, `stdin` on its standard input) in its own sandbox;
     never raises for what the program does."""
@@ -319,10 +337,8 @@ def _run(program: str, stdin: bytes, cfg: SandboxConfig, plan: tuple | None, net
     base = Path(tempfile.mkdtemp(prefix="shiptwo-sandbox-"))
     start = time.monotonic()
     try:
-        (base / PROGRAM_NAME).write_text(program, encoding="utf-8")
         boot_cfg = {"netns": netns, "limits": _limits(cfg),
-                    "uid": uid if unprivileged else None, "private_root": plan is not None,
-                    "program": str(base / PROGRAM_NAME)}
+                    "uid": uid if unprivileged else None, "private_root": plan is not None}
         if plan:
             (base / "root").mkdir()
             boot_cfg.update(root=str(base / "root"), binds=plan[1], hide=plan[2], tmp_bytes=cfg.tmp_bytes)
@@ -330,15 +346,18 @@ def _run(program: str, stdin: bytes, cfg: SandboxConfig, plan: tuple | None, net
         else:
             work, home = base / "work", base / "work" / "home"
             home.mkdir(parents=True)
-            shutil.copy(base / PROGRAM_NAME, work / PROGRAM_NAME)
             if unprivileged:
-                for p in (work, home, work / PROGRAM_NAME):
+                for p in (work, home):
                     os.chown(p, uid, uid)
             os.chmod(base, 0o755)
             boot_cfg["cwd"] = str(work)
             env = {"HOME": str(home), "TMPDIR": str(work)}
         env.update(PATH="/usr/bin:/bin", LANG="C.UTF-8", PYTHONHASHSEED="0")
-        with open(base / "stdout", "w+b") as out, open(base / "stderr", "w+b") as err:
+        # The program comes on stdin, ahead of its input, and its output goes to unlinked files: nothing
+        # a trusted run reads or writes has a path another sandbox's leftovers could find and rewrite.
+        code = program.encode("utf-8")
+        stdin = b"%d\n" % len(code) + code + stdin
+        with tempfile.TemporaryFile(dir=base) as out, tempfile.TemporaryFile(dir=base) as err:
             proc = subprocess.Popen(
                 [python, *_PY_FLAGS, "-c", _BOOTSTRAP, json.dumps(boot_cfg)],
                 stdin=subprocess.PIPE, stdout=out, stderr=err, cwd=base, env=env,
@@ -354,11 +373,7 @@ def _run(program: str, stdin: bytes, cfg: SandboxConfig, plan: tuple | None, net
             stdout = out.read(cfg.max_file_bytes)
             err.seek(max(0, os.fstat(err.fileno()).st_size - 2000))
             stderr_tail = err.read().decode("utf-8", "replace")
-        isolation = Isolation(
-            network=NET_NAMESPACE if boot_cfg["netns"] else NET_AUDIT_HOOK,
-            filesystem=FS_PRIVATE_ROOT if plan else NONE, tmp=TMP_PRIVATE if plan else NONE,
-            user="own-uid" if unprivileged else "caller",
-        )
+        isolation = _isolation(plan is not None, boot_cfg["netns"], unprivileged)
         return SandboxRun(stdout=stdout, returncode=proc.returncode, timed_out=timed_out,
                           elapsed_s=time.monotonic() - start, isolation=isolation, uid=uid, stderr_tail=stderr_tail)
     finally:

@@ -17,6 +17,7 @@ import os
 
 import pytest
 
+from shiptwo.errors import ShiptwoError
 from shiptwo.measure.evals.humaneval import load_problems, score_samples
 from shiptwo.measure.evals.humaneval_scoring import (
     FAILED, PASSED, STRICT, TIMED_OUT, judge_samples, read_answers, replay_verdict,
@@ -203,3 +204,60 @@ def test_check_inputs_are_not_predictable(problems):
     judged = judge_samples(samples, problems, SANDBOX)
     assert [v.passed for v in judged.verdicts] == [False, True, False, True], [v.result for v in judged.verdicts]
 
+
+WEAK = SandboxConfig(timeout_s=5.0, workers=2, private_root=False, drop_privileges=False)  # the fallback's code path
+
+
+def test_weak_isolation_is_refused_unless_allowed(problems):
+    sample = [{"task_id": "HumanEval/0", "completion": problems["HumanEval/0"]["canonical_solution"]}]
+    for score in (lambda: judge_samples(sample, problems, WEAK),
+                  lambda: score_samples(sample, {"HumanEval/0": problems["HumanEval/0"]}, sandbox=WEAK)):
+        with pytest.raises(ShiptwoError, match="lacks a private root .* and a uid of its own"):
+            score()
+    with pytest.raises(ShiptwoError, match="lacks a uid of its own, so"):
+        judge_samples(sample, problems, SandboxConfig(timeout_s=5.0, drop_privileges=False))
+
+
+# Leaves a setsid daemon (the caller's uid in the fallback) that rewrites later runs' program files
+# in the shared temp directory into a forger of passing replay verdicts.
+TAMPER = '''
+    import os, time, glob
+    if os.fork() == 0:
+        os.setsid()
+        if os.fork() == 0:
+            top, end = os.path.dirname(os.path.dirname(os.getcwd())), time.time() + 15
+            forged = "import json, sys\\nfor r in json.loads(sys.stdin.read())['replays']:\\n" \\
+                     "    print(json.dumps({'index': r['index'], 'error': None, 'made': len(r['calls']), 'diverged_at': None}))\\n"
+            while time.time() < end:
+                for p in glob.glob(top + "/shiptwo-sandbox-*/**/*.py", recursive=True):
+                    try:
+                        open(p, "w").write(forged)
+                    except OSError:
+                        pass
+                time.sleep(0.0005)
+        os._exit(0)
+    return 0
+'''
+
+
+def test_weak_isolation_when_allowed_is_recorded_and_a_tamper_daemon_forges_nothing(problems, tmp_path, monkeypatch):
+    """Allowed explicitly, the fallback scores, records what it lacked, and the trusted replays read their
+    program from no file a leftover daemon could rewrite: the daemon's victims still fail."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # every sandbox (and the daemon's reach) in here
+    samples = [{"task_id": "HumanEval/0", "completion": TAMPER}, {"task_id": "HumanEval/2", "completion": "    return 0\n"},
+               {"task_id": "HumanEval/53", "completion": "    return 0\n"},
+               {"task_id": "HumanEval/2", "completion": ATTACKS["read_problem_set_from_disk"]}]
+    try:
+        judged = judge_samples(samples, problems, WEAK, allow_weak_isolation=True)
+    finally:
+        for pid in [int(x) for x in os.listdir("/proc") if x.isdigit()]:  # the daemon, by its cwd
+            try:
+                if os.readlink(f"/proc/{pid}/cwd").startswith(str(tmp_path)):
+                    os.kill(pid, 9)
+            except OSError:
+                pass
+    assert [v.passed for v in judged.verdicts[:3]] == [False, False, False], [v.result for v in judged.verdicts]
+    assert judged.isolation["filesystem"] == "none" and judged.isolation["user"] == "caller"
+    assert judged.isolation["weak_isolation_allowed"] == ["a private root (filesystem isolation)", "a uid of its own"]

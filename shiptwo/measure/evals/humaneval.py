@@ -88,15 +88,17 @@ def read_samples(path: str | Path, problems: dict[str, dict]) -> list[dict]:
 
 
 def score_samples(samples: Sequence[dict], problems: dict[str, dict], ks: Sequence[int] = (1, 10, 100),
-                  sandbox: SandboxConfig | None = None, require_all: bool = True) -> HumanEvalResult:
-    """Judge every sample (humaneval_scoring) and compute pass@k for each k every task has samples for."""
+                  sandbox: SandboxConfig | None = None, require_all: bool = True,
+                  allow_weak_isolation: bool = False) -> HumanEvalResult:
+    """Judge every sample (humaneval_scoring; weak isolation refused unless allowed) and compute pass@k
+    for each k every task has samples for."""
     by_task = defaultdict(list)
     for s in samples:
         by_task[s["task_id"]].append(s)
     if require_all and set(by_task) != set(problems):
         missing = sorted(set(problems) - set(by_task))
         raise ShiptwoError(f"humaneval: no samples for {len(missing)} task(s), e.g. {missing[0]}")
-    judged = judge_samples(samples, problems, sandbox)
+    judged = judge_samples(samples, problems, sandbox, allow_weak_isolation)
     records = [{**s, "passed": v.passed, "result": v.result} for s, v in zip(samples, judged.verdicts)]
     tasks = list(by_task)
     n = np.array([len(by_task[t]) for t in tasks])
@@ -141,7 +143,8 @@ def _relative(text: str, tail: str) -> str:
 
 def evaluate_humaneval(ckpt: Checkpoint, samples_per_task: int = 1, temperature: float = 0.0,
                        limit: int | None = None, sandbox: SandboxConfig | None = None,
-                       max_new_tokens: int = HUMANEVAL_MAX_NEW_TOKENS, chat=None) -> HumanEvalResult:
+                       max_new_tokens: int = HUMANEVAL_MAX_NEW_TOKENS, chat=None,
+                       allow_weak_isolation: bool = False) -> HumanEvalResult:
     """pass@k of `ckpt`: raw completions of each prompt, or, with `chat` (a humaneval_chat
     ChatPromptFormat), greedy answers through the model's chat template with the code block extracted."""
     problems = load_problems(limit)
@@ -153,7 +156,7 @@ def evaluate_humaneval(ckpt: Checkpoint, samples_per_task: int = 1, temperature:
         samples, truncated = generate_chat_samples(ckpt, problems, chat)[0], 0
     else:
         samples, truncated = generate_samples(ckpt, problems, samples_per_task, temperature, max_new_tokens)
-    result = score_samples(samples, problems, sandbox=sandbox)
+    result = score_samples(samples, problems, sandbox=sandbox, allow_weak_isolation=allow_weak_isolation)
     result.prompts_truncated = truncated
     return result
 

@@ -26,7 +26,9 @@ from functools import lru_cache
 from shiptwo.errors import ShiptwoError
 from shiptwo.measure import plain_data
 from shiptwo.measure.evals import humaneval_calls
-from shiptwo.measure.sandbox import SandboxConfig, SandboxRun, run_isolated, shipped_program
+from shiptwo.measure.sandbox import (
+    Isolation, SandboxConfig, SandboxRun, missing_isolation, planned_isolation, run_isolated, shipped_program,
+)
 
 PASSED = "passed"
 TIMED_OUT = "timed out"
@@ -203,11 +205,15 @@ def _replay_job(index: int, problem: dict, calls: list[str], answers: list[dict]
             "entry_point": problem["entry_point"], "calls": calls, "answers": answers}
 
 
-def judge_samples(samples: Sequence[dict], problems: dict[str, dict], sandbox: SandboxConfig | None = None) -> Judged:
+def judge_samples(samples: Sequence[dict], problems: dict[str, dict], sandbox: SandboxConfig | None = None,
+                  allow_weak_isolation: bool = False) -> Judged:
     """Verdicts for samples (task_id, completion), in order, and the isolation the runs had: each
     completion answers in a sandbox of its own; the replays run in `workers` batches, and any a
-    batch did not finish runs again alone."""
+    batch did not finish runs again alone. Without a private root and a uid of its own a completion
+    can read the solutions or tamper with later runs: refused unless `allow_weak_isolation`
+    (then recorded in the isolation)."""
     cfg = sandbox or SandboxConfig()
+    _check_isolation(planned_isolation(cfg), allow_weak_isolation)
     seed = secrets.randbits(63)  # this run's; only the trusted record and replay jobs see it
     needed = {s["task_id"]: problems[s["task_id"]] for s in samples}
     calls = record_calls(needed, cfg, seed=seed)
@@ -231,5 +237,19 @@ def judge_samples(samples: Sequence[dict], problems: dict[str, dict], sandbox: S
     if len(isolations) > 1:
         raise ShiptwoError(f"humaneval: sandbox isolation changed during the run: {sorted(isolations)}")
     isolation = json.loads(isolations.pop()) if isolations else {}
+    if isolation:
+        weak = _check_isolation(Isolation(**isolation), allow_weak_isolation)
+        if weak:
+            isolation["weak_isolation_allowed"] = weak
     return Judged(verdicts=verdicts, isolation={**isolation, "scoring": SCORING_METHOD})
 
+
+def _check_isolation(iso: Isolation, allow_weak: bool) -> list[str]:
+    """What `iso` lacks for scoring untrusted code (empty when nothing); an error when it lacks anything
+    and weak isolation was not allowed."""
+    missing = missing_isolation(iso)
+    if missing and not allow_weak:
+        raise ShiptwoError(f"humaneval: refusing to score: the sandbox here lacks {' and '.join(missing)}, so a completion "
+                           "could pass falsely (needs root and a kernel allowing mount namespaces; allow_weak_isolation / "
+                           "--allow-weak-isolation scores anyway, recorded in the results)")
+    return missing
