@@ -87,9 +87,16 @@ class QAReport:
     golden: list[dict] = field(default_factory=list)  # per golden prompt: id, prompt, completion, passed
 
     @property
+    def missing(self) -> list[str]:
+        """Gates of GATES the report holds no result for (a run that skipped one)."""
+        present = {g.name for g in self.gates}
+        return [name for name in GATES if name not in present]
+
+    @property
     def failed(self) -> int:
-        """Gates that did not pass, those that could not run included."""
-        return sum(not g.passed for g in self.gates)
+        """Gates that did not pass: those that failed, could not run, or are missing from the report
+        (a skipped gate must not read as a pass to the criteria that sum this figure)."""
+        return sum(not g.passed for g in self.gates) + len(self.missing)
 
     @property
     def not_run(self) -> list[str]:
@@ -97,11 +104,11 @@ class QAReport:
 
     @property
     def passed(self) -> bool:
-        return self.failed == 0 and len(self.gates) == len(GATES)
+        return self.failed == 0
 
     def to_dict(self) -> dict:
         return {"artifact": self.artifact, "kind": self.kind, "profile": self.profile,
-                "failed_gates": self.failed, "not_run": self.not_run, "golden_prompts": self.golden_prompts,
+                "failed_gates": self.failed, "not_run": self.not_run, "missing": self.missing, "golden_prompts": self.golden_prompts,
                 "gates": [dataclasses.asdict(g) for g in self.gates], "golden": self.golden}
 
     def to_text(self) -> str:
@@ -109,7 +116,8 @@ class QAReport:
         for n, g in enumerate(self.gates, 1):
             verdict = "PASS" if g.passed else "FAIL" if g.ran else "NOT RUN"
             lines.append(f"  {n}. {g.name:<22} {verdict}  {g.figure}  {g.detail}".rstrip())
-        lines.append(f"{len(self.gates) - self.failed}/{len(self.gates)} gates passed")
+        lines += [f"  missing: {name}" for name in self.missing]
+        lines.append(f"{len(self.gates) + len(self.missing) - self.failed}/{len(self.gates) + len(self.missing)} gates passed")
         return "\n".join(lines)
 
 

@@ -260,3 +260,16 @@ def test_a_quantized_gguf_is_held_to_its_f32_reference_not_to_the_f32_tolerance(
     wrong = dataclasses.replace(FAST, reference=sharp_checkpoint)
     gate = gate_format_parity(load_artifact(loose), loose, KIND_GGUF, wrong)
     assert not gate.passed and gate.ran and gate.detail.endswith("outside: KL") and gate.figure > 1
+
+
+def test_a_gate_missing_from_the_report_counts_as_failed():
+    """The criteria sum report.failed: a report that skipped a gate must not read as all passed."""
+    from shiptwo.measure.qa import Gate, QAReport
+
+    all_passed = QAReport("a.safetensors", "native", "smoke", gates=[Gate(name, True, 0) for name in GATES])
+    assert all_passed.failed == 0 and all_passed.passed and all_passed.missing == []
+    # the defect: the format parity gate never ran and left no result; the rest passed
+    skipped = QAReport("a.safetensors", "native", "smoke", gates=[Gate(name, True, 0) for name in GATES[:-1]])
+    assert skipped.missing == ["format_parity"] and skipped.failed == 1 and not skipped.passed
+    assert skipped.to_dict()["failed_gates"] == 1 and "missing: format_parity" in skipped.to_text()
+    assert QAReport("a.safetensors", "native", "smoke").failed == len(GATES)  # no gates at all: every one failed
