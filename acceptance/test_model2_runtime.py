@@ -25,7 +25,7 @@ def test_qa_passes_all_gates(criterion, threshold, model2_artifacts):
 
     path = atomic_write_json(criterion.evidence_dir / QA_REPORT_FILE, report.to_dict())
     golden = write_samples(golden_samples(report.golden), criterion.evidence_dir / "golden-samples.jsonl")
-    failed = [g.name for g in report.gates if not g.passed]
+    failed = [g.name for g in report.gates if not g.passed] + report.missing
     criterion.check(report.failed, evidence={"qa_report": path, "golden_samples": golden, "failed_gates": failed})
 
 
