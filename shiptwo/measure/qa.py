@@ -56,6 +56,7 @@ class QAConfig:
     quant_max_kl: float  # quantized vs F32 reference: mean KL divergence per position (nats)
     quant_min_top1: float  # ... share of positions whose top token agrees
     quant_min_golden_unchanged: float  # ... share of golden prompts whose greedy continuation is unchanged
+    quant_golden_tokens: int  # ... greedy tokens compared per golden prompt
     max_abs_weight: float  # a trained weight beyond this is implausible (diverged or corrupt)
     max_repetition: float  # share of an output taken by one repeating loop
     profile: str = DEFAULT_PROFILE
@@ -321,7 +322,7 @@ def gate_quantized_parity(path: Path, cfg: QAConfig, golden: GoldenSet) -> Gate:
                                          "(give --reference, or run qa on the file inside its release)")
     try:
         ref = load_artifact(reference)
-        res = compare_quantized(ref, path, golden)
+        res = compare_quantized(ref, path, golden, cfg.quant_golden_tokens)
     except ShiptwoError as exc:
         return Gate("format_parity", False, None, f"comparison with reference {reference} failed: {exc}")
     misses = []
@@ -335,7 +336,7 @@ def gate_quantized_parity(path: Path, cfg: QAConfig, golden: GoldenSet) -> Gate:
         misses.append("tokenizer")
     detail = (f"vs {reference}: mean KL {res.mean_kl:.2e} (max {cfg.quant_max_kl:g}), top-1 {res.top1_agreement:.1%} "
               f"(min {cfg.quant_min_top1:.0%}) over {res.positions} positions, golden unchanged "
-              f"{res.golden_unchanged:.0%} (min {cfg.quant_min_golden_unchanged:.0%})"
+              f"{res.golden_unchanged:.0%} over {res.golden_tokens} greedy tokens (min {cfg.quant_min_golden_unchanged:.0%})"
               + ("" if res.tokenizer_agrees else "; llama.cpp tokenizes the reference text differently")
               + (f"; outside: {', '.join(misses)}" if misses else ""))
     return Gate("format_parity", not misses, float(f"{res.mean_kl:.3g}"), detail)

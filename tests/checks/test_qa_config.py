@@ -12,7 +12,7 @@ from shiptwo.harness.spec import load_spec
 def test_bounds_are_the_criterions_parameters_for_the_profile():
     crit = load_spec().criterion("AC-SHIP2-006")
     cfg = qa_config(crit, "default", min_decode_tok_s=5.0, parity_tol=1e-3)
-    for name in ("golden_min_pass", "quant_max_kl", "quant_min_top1", "quant_min_golden_unchanged"):
+    for name in ("golden_min_pass", "quant_max_kl", "quant_min_top1", "quant_min_golden_unchanged", "quant_golden_tokens"):
         assert getattr(cfg, name) == crit.param(name, "default")
     assert cfg.profile == "default" and cfg.min_decode_tok_s == 5.0 and cfg.reference is None
 

@@ -23,7 +23,7 @@ from shiptwo.formats.names import HF_ARCHITECTURE_CLASS
 from shiptwo.model.checkpoint import META_ARCHITECTURE, META_LICENSE, META_TOKENIZER
 
 FAST = QAConfig(min_decode_tok_s=1.0, parity_tol=1e-3, golden_min_pass=1.0, quant_max_kl=0.01, quant_min_top1=0.95,
-                quant_min_golden_unchanged=0.75, max_abs_weight=1e4, max_repetition=0.5, throughput_tokens=8)
+                quant_min_golden_unchanged=0.75, quant_golden_tokens=8, max_abs_weight=1e4, max_repetition=0.5, throughput_tokens=8)
 
 
 @pytest.fixture(scope="module")
@@ -252,6 +252,7 @@ def test_a_quantized_gguf_is_held_to_its_f32_reference_not_to_the_f32_tolerance(
     gate = gate_format_parity(load_artifact(shipped), shipped, KIND_GGUF, FAST)  # reference: the release's checkpoint
     assert gate.passed and gate.ran, gate.detail
     assert "sound.safetensors: mean KL" in gate.detail and "tol" not in gate.detail and gate.figure <= FAST.quant_max_kl
+    assert f"over {FAST.quant_golden_tokens} greedy tokens" in gate.detail  # the bound the caller gave, not one in code
     # no reference beside it and none given: the gate says so and does not pass
     gate = gate_format_parity(load_artifact(loose), loose, KIND_GGUF, FAST)
     assert not gate.passed and not gate.ran and "no F32 reference" in gate.detail
