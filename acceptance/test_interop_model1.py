@@ -15,7 +15,6 @@ import torch
 from shiptwo.errors import ShiptwoError
 
 from shiptwo.model.canaries import CANARY_PROMPTS
-from shiptwo.runtimes.llamacpp import LLAMACPP_GREEDY_STEPS
 
 
 @pytest.mark.ac("AC-SHIP1-001")
@@ -87,7 +86,7 @@ def test_quantized_round_trip_cosine(criterion, model1_checkpoint, model1_artifa
 
 
 @pytest.mark.ac("AC-SHIP1-004")
-def test_gguf_loads_and_generates_in_llamacpp(criterion, threshold, model1_checkpoint, model1_gguf_f32, model1_artifacts):
+def test_gguf_loads_and_generates_in_llamacpp(criterion, threshold, parameter, model1_checkpoint, model1_gguf_f32, model1_artifacts):
     """Every GGUF (an F32 export and each quantized file the release ships; one the criterion names
     that the artifact lacks is an ERROR, so zero failures means files that ran) loads and generates
     in llama.cpp, with our token ids; and what it computes is this model: F32 within the spec's logits
@@ -96,15 +95,15 @@ def test_gguf_loads_and_generates_in_llamacpp(criterion, threshold, model1_check
     from shiptwo.checks.release import shipped_ggufs
     from shiptwo.runtimes.llamacpp import compare_distributions, compare_with_llamacpp, llamacpp_generate
 
-    tol = threshold("AC-SHIP2-009")  # the F32 GGUF logits tolerance
+    tol, steps = threshold("AC-SHIP2-009"), parameter("AC-SHIP2-009", "greedy_steps")  # the F32 GGUF's bounds
     max_kl, min_top1 = criterion.param("q8_0_max_kl"), criterion.param("q8_0_min_top1")
     ggufs = shipped_ggufs(model1_artifacts.files, criterion.param("quantized_formats"), f"{criterion.id} quantized_formats")
     failures, evidence = 0, {"f32_tolerance": tol, "q8_0_max_kl": max_kl, "q8_0_min_top1": min_top1}
     for label, path in (("f32", model1_gguf_f32), *ggufs.items()):
         try:
-            _, evidence[f"{label}_generated"] = llamacpp_generate(path, CANARY_PROMPTS[0], LLAMACPP_GREEDY_STEPS)
+            _, evidence[f"{label}_generated"] = llamacpp_generate(path, CANARY_PROMPTS[0], steps)
             if label == "f32":
-                r = compare_with_llamacpp(model1_checkpoint, path)
+                r = compare_with_llamacpp(model1_checkpoint, path, greedy_steps=steps)
                 failures += not r.ok(tol)
             else:
                 r = compare_distributions(model1_checkpoint, path)

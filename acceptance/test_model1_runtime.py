@@ -99,14 +99,15 @@ def test_humaneval_reproduces_upstream(criterion, model1_artifacts, model1_quant
 
 
 @pytest.mark.ac("AC-SHIP1-006")
-def test_qa_passes_all_gates(criterion, threshold, model1_artifacts):
+def test_qa_passes_all_gates(criterion, threshold, parameter, model1_artifacts):
     from shiptwo.fileio import atomic_write_json
     from shiptwo.measure.qa import run_qa
 
     from shiptwo.checks.qa import qa_config
 
     # every bound from the spec: this criterion's parameters, and the floor/tolerance other criteria own
-    cfg = qa_config(criterion.spec, criterion.profile, min_decode_tok_s=threshold("AC-SHIP1-007"), parity_tol=threshold("AC-SHIP2-009"))
+    cfg = qa_config(criterion.spec, criterion.profile, min_decode_tok_s=threshold("AC-SHIP1-007"), parity_tol=threshold("AC-SHIP2-009"),
+                    parity_greedy_steps=parameter("AC-SHIP2-009", "greedy_steps"))
     # what ships: the checkpoint, and the release's copy of each GGUF the criterion names (held to the
     # release's F32 checkpoint with this criterion's bounds, which are Q8_0's; coarser quantizations
     # are AC-SHIP1-003/005's); a named GGUF the artifact or its release lacks is an ERROR, never left out

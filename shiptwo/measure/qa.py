@@ -52,6 +52,7 @@ class QAConfig:
 
     min_decode_tok_s: float  # throughput floor
     parity_tol: float  # max |logit diff| ours vs llama.cpp on an F32 GGUF
+    parity_greedy_steps: int  # ... and greedy tokens that must agree (both AC-SHIP2-009's)
     golden_min_pass: float  # share of golden prompts whose program must pass its check
     quant_max_kl: float  # quantized vs F32 reference: mean KL divergence per position (nats)
     quant_min_top1: float  # ... share of positions whose top token agrees
@@ -300,11 +301,11 @@ def gate_format_parity(ckpt: Checkpoint | None, path: Path, kind: str, cfg: QACo
     try:
         with tempfile.TemporaryDirectory(prefix="shiptwo-qa-") as tmp:
             gguf_path = path if kind == KIND_GGUF else export(ckpt, Path(tmp) / "qa-f32.gguf", "f32")
-            res = compare_with_llamacpp(ckpt, gguf_path)
+            res = compare_with_llamacpp(ckpt, gguf_path, greedy_steps=cfg.parity_greedy_steps)
     except ShiptwoError as exc:
         return Gate("format_parity", False, None, f"GGUF export or llama.cpp load failed: {exc}")
     tol = cfg.parity_tol
-    detail = f"F32: max |logit diff| {res.max_logit_diff:.2e} (tol {tol:g})"
+    detail = f"F32: max |logit diff| {res.max_logit_diff:.2e} (tol {tol:g}), {res.greedy_steps} greedy tokens compared"
     if res.ids_mismatch or res.greedy_mismatch:
         detail += "; " + "; ".join(res.ids_mismatch + res.greedy_mismatch)[:300]
     return Gate("format_parity", res.ok(tol), float(f"{res.max_logit_diff:.3g}"), detail)

@@ -22,7 +22,7 @@ from shiptwo.measure.qa import (
 from shiptwo.formats.names import HF_ARCHITECTURE_CLASS
 from shiptwo.model.checkpoint import META_ARCHITECTURE, META_LICENSE, META_TOKENIZER
 
-FAST = QAConfig(min_decode_tok_s=1.0, parity_tol=1e-3, golden_min_pass=1.0, quant_max_kl=0.01, quant_min_top1=0.95,
+FAST = QAConfig(min_decode_tok_s=1.0, parity_tol=1e-3, parity_greedy_steps=8, golden_min_pass=1.0, quant_max_kl=0.01, quant_min_top1=0.95,
                 quant_min_golden_unchanged=0.75, quant_golden_tokens=8, max_abs_weight=1e4, max_repetition=0.5, throughput_tokens=8)
 
 
@@ -65,6 +65,7 @@ def test_sound_artifact_passes_its_gates_and_cli_exits_1_on_a_failed_gate(sound,
             assert g["passed"], (name, g["detail"])
     assert not gates["throughput"]["passed"] and isinstance(gates["no_degeneration"]["figure"], float)
     assert gates["format_parity"]["figure"] <= 1e-3 and gates["format_parity"]["detail"].startswith("F32")
+    assert "32 greedy tokens compared" in gates["format_parity"]["detail"]  # AC-SHIP2-009's greedy_steps, from the spec
     # an untrained model writes no working function: the golden gate (floor from the spec) fails
     assert not gates["golden_output"]["passed"] and gates["golden_output"]["figure"] == "0/8"
     # each golden prompt's record, for per-sample evidence (paired across runs by prompt hash)
