@@ -33,6 +33,16 @@ def threshold(spec_path, profile):
     return lambda cid: spec.criterion(cid).threshold_for(profile)
 
 
+@pytest.fixture(scope="session")
+def parameter(spec_path, profile):
+    """parameter(ID, name): another criterion's parameter for this run's profile, read from the spec
+    (for checks that apply a bound another criterion owns, as `threshold` does for thresholds)."""
+    from shiptwo.harness.spec import load_spec
+
+    spec = load_spec(spec_path)
+    return lambda cid, name: spec.criterion(cid).param(name, profile)
+
+
 # --- MODEL-2 artifacts (trainer / artifact store) -------------------------------------------
 
 

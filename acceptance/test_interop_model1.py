@@ -15,7 +15,6 @@ import torch
 from shiptwo.errors import ShiptwoError
 
 from shiptwo.model.canaries import CANARY_PROMPTS
-from shiptwo.runtimes.llamacpp import LLAMACPP_GREEDY_STEPS
 
 
 @pytest.mark.ac("AC-SHIP1-001")
@@ -59,44 +58,52 @@ def test_hf_weights_load_in_both_runtimes(criterion, request, model1_checkpoint,
 
 
 @pytest.mark.ac("AC-SHIP1-003")
-def test_quantized_round_trip_cosine(criterion, model1_checkpoint, model1_quantized_ggufs):
+def test_quantized_round_trip_cosine(criterion, model1_checkpoint, model1_artifacts):
     """Per-tensor cosine of every quantized GGUF the release ships (read back from the file) against
-    the F32 checkpoint; the report names the tensor types each file actually holds."""
+    the F32 checkpoint; the report names the tensor types each file actually holds. A format the
+    criterion names that the artifact lacks is an ERROR: the figure is a minimum over measured
+    tensors, never a starting value."""
     from collections import Counter
 
+    from shiptwo.checks.release import shipped_ggufs
     from shiptwo.formats.gguf_load import quantization_cosines, tensor_types
 
-    per_format, worst_of_all = {}, 1.0
-    for dtype, path in model1_quantized_ggufs.items():
+    ggufs = shipped_ggufs(model1_artifacts.files, criterion.param("quantized_formats"), f"{criterion.id} quantized_formats")
+    per_format = {}
+    for dtype, path in ggufs.items():
         cos = quantization_cosines(model1_checkpoint, path)
+        if not cos:
+            raise ShiptwoError(f"{path}: no tensor to compare with the checkpoint")
         worst = min(cos, key=cos.get)
-        worst_of_all = min(worst_of_all, cos[worst])
         per_format[dtype] = {"gguf": str(path), "min_cosine": cos[worst], "worst_tensor": worst, "tensors": len(cos),
                              "below_threshold": sorted(t for t, c in cos.items() if c < criterion.threshold),
                              "tensor_types": dict(Counter(tensor_types(path).values()))}
     summary = "; ".join(f"{d}: min {f['min_cosine']:.5f} ({f['worst_tensor']}), {len(f['below_threshold'])} of {f['tensors']} "
                         f"tensors below {criterion.threshold}, types " + ", ".join(f"{t}x{k}" for t, k in f["tensor_types"].items())
                         for d, f in per_format.items())
-    criterion.check(worst_of_all, n=sum(f["tensors"] for f in per_format.values()),
+    criterion.check(min(f["min_cosine"] for f in per_format.values()), n=sum(f["tensors"] for f in per_format.values()),
                     evidence={"summary": summary, "formats": per_format})
 
 
 @pytest.mark.ac("AC-SHIP1-004")
-def test_gguf_loads_and_generates_in_llamacpp(criterion, threshold, model1_checkpoint, model1_gguf_f32, model1_quantized_ggufs):
-    """Every GGUF (an F32 export and each quantized file the release ships) loads and generates in
-    llama.cpp, with our token ids; and what it computes is this model: F32 within the spec's logits
+def test_gguf_loads_and_generates_in_llamacpp(criterion, threshold, parameter, model1_checkpoint, model1_gguf_f32, model1_artifacts):
+    """Every GGUF (an F32 export and each quantized file the release ships; one the criterion names
+    that the artifact lacks is an ERROR, so zero failures means files that ran) loads and generates
+    in llama.cpp, with our token ids; and what it computes is this model: F32 within the spec's logits
     tolerance with the same greedy tokens, Q8_0 within the KL / top-1 bounds (llama.cpp quantizes
     activations too, so no absolute logit bound fits); coarser formats are AC-SHIP1-003/005's."""
+    from shiptwo.checks.release import shipped_ggufs
     from shiptwo.runtimes.llamacpp import compare_distributions, compare_with_llamacpp, llamacpp_generate
 
-    tol = threshold("AC-SHIP2-009")  # the F32 GGUF logits tolerance
+    tol, steps = threshold("AC-SHIP2-009"), parameter("AC-SHIP2-009", "greedy_steps")  # the F32 GGUF's bounds
     max_kl, min_top1 = criterion.param("q8_0_max_kl"), criterion.param("q8_0_min_top1")
+    ggufs = shipped_ggufs(model1_artifacts.files, criterion.param("quantized_formats"), f"{criterion.id} quantized_formats")
     failures, evidence = 0, {"f32_tolerance": tol, "q8_0_max_kl": max_kl, "q8_0_min_top1": min_top1}
-    for label, path in (("f32", model1_gguf_f32), *model1_quantized_ggufs.items()):
+    for label, path in (("f32", model1_gguf_f32), *ggufs.items()):
         try:
-            _, evidence[f"{label}_generated"] = llamacpp_generate(path, CANARY_PROMPTS[0], LLAMACPP_GREEDY_STEPS)
+            _, evidence[f"{label}_generated"] = llamacpp_generate(path, CANARY_PROMPTS[0], steps)
             if label == "f32":
-                r = compare_with_llamacpp(model1_checkpoint, path)
+                r = compare_with_llamacpp(model1_checkpoint, path, greedy_steps=steps)
                 failures += not r.ok(tol)
             else:
                 r = compare_distributions(model1_checkpoint, path)
@@ -110,12 +117,18 @@ def test_gguf_loads_and_generates_in_llamacpp(criterion, threshold, model1_check
 
 @pytest.mark.ac("AC-SHIP1-010")
 def test_published_release_verifies(criterion, tmp_path, model1_artifacts):
+    """The release MODEL-1's build published verifies, a tampered copy does not, and it holds every
+    shipped file (checkpoint, HF directory, each GGUF) as the build wrote it: each one its manifest
+    lacks, or lists with another SHA-256, is a defect."""
+    from shiptwo.checks.gate_verifiers import EVIDENCE_RELEASE
+    from shiptwo.checks.release import release_omissions, shipped_artifacts
     from shiptwo.formats.release import audit_release
 
-    # The release directory MODEL-1's build published (checkpoint, HF directory, Q8_0 GGUF).
-    from shiptwo.checks.gate_verifiers import EVIDENCE_RELEASE
-
     manifest = model1_artifacts.files["release_manifest"]  # in the artifact store: it survives the run
+    shipped = shipped_artifacts(model1_artifacts.files, criterion.param("quantized_formats"), f"{criterion.id} quantized_formats")
+    omissions = release_omissions(manifest, shipped)
     audit = audit_release(manifest.parent, tmp_path)  # tmp_path: the tampered scratch copy
     scratch = {"tampered_file": Path(audit["tampered_file"]).name}  # named, not hashed: the scratch copy is temporary
-    criterion.check(audit["defects"], evidence={**audit, **scratch, EVIDENCE_RELEASE: manifest.parent})
+    criterion.check(audit["defects"] + len(omissions), evidence={
+        **audit, **scratch, EVIDENCE_RELEASE: manifest.parent, "not_in_release": omissions,
+        "shipped": {role: str(path) for role, path in shipped.items()}})

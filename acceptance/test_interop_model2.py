@@ -16,7 +16,7 @@ def test_gguf_parity_with_llamacpp(criterion, model2_checkpoint, model2_gguf_f32
 
     from shiptwo.checks.samples import parity_samples, write_samples
 
-    r = compare_with_llamacpp(model2_checkpoint, model2_gguf_f32)
+    r = compare_with_llamacpp(model2_checkpoint, model2_gguf_f32, greedy_steps=criterion.param("greedy_steps"))
     samples = write_samples(parity_samples(r.per_prompt), criterion.evidence_dir / "parity-samples.jsonl")
     # Different token ids or greedy tokens fail the criterion whatever the logits say.
     measured = r.max_logit_diff if not (r.ids_mismatch or r.greedy_mismatch) else math.inf

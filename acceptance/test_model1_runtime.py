@@ -99,21 +99,24 @@ def test_humaneval_reproduces_upstream(criterion, model1_artifacts, model1_quant
 
 
 @pytest.mark.ac("AC-SHIP1-006")
-def test_qa_passes_all_gates(criterion, threshold, model1_artifacts):
+def test_qa_passes_all_gates(criterion, threshold, parameter, model1_artifacts):
     from shiptwo.fileio import atomic_write_json
     from shiptwo.measure.qa import run_qa
 
     from shiptwo.checks.qa import qa_config
 
     # every bound from the spec: this criterion's parameters, and the floor/tolerance other criteria own
-    cfg = qa_config(criterion.spec, criterion.profile, min_decode_tok_s=threshold("AC-SHIP1-007"), parity_tol=threshold("AC-SHIP2-009"))
-    # what ships: the checkpoint, and each Q8_0-class GGUF of the release (held to the release's F32
-    # checkpoint with this criterion's bounds, which are Q8_0's; coarser quantizations are AC-SHIP1-003/005's)
-    from shiptwo.formats.gguf_load import tensor_types
+    cfg = qa_config(criterion.spec, criterion.profile, min_decode_tok_s=threshold("AC-SHIP1-007"), parity_tol=threshold("AC-SHIP2-009"),
+                    parity_greedy_steps=parameter("AC-SHIP2-009", "greedy_steps"))
+    # what ships: the checkpoint, and the release's copy of each GGUF the criterion names (held to the
+    # release's F32 checkpoint with this criterion's bounds, which are Q8_0's; coarser quantizations
+    # are AC-SHIP1-003/005's); a named GGUF the artifact or its release lacks is an ERROR, never left out
+    from shiptwo.checks.release import named_ggufs, release_copies
 
-    release = model1_artifacts.files["release_manifest"].parent
-    q8 = [g for g in sorted(release.glob("*.gguf")) if set(tensor_types(g).values()) <= {"F32", "F16", "Q8_0"}]
-    shipped = [model1_artifacts.checkpoint, *q8]
+    where = f"{criterion.id} qa_formats"
+    ggufs = named_ggufs(model1_artifacts.files, criterion.param("qa_formats"), where)
+    released = release_copies(ggufs, model1_artifacts.files["release_manifest"].parent, where)
+    shipped = [model1_artifacts.checkpoint, *released.values()]
     reports = [run_qa(path, cfg) for path in shipped]
     from shiptwo.checks.samples import golden_samples, write_samples
 
@@ -123,7 +126,7 @@ def test_qa_passes_all_gates(criterion, threshold, model1_artifacts):
     criterion.check(sum(r.failed for r in reports), evidence={
         **{f"qa_report_{i}": p for i, p in enumerate(paths)},
         **{f"golden_samples_{i}": p for i, p in enumerate(golden)},
-        "failed_gates": {Path(r.artifact).name: [g.name for g in r.gates if not g.passed] for r in reports},
+        "failed_gates": {Path(r.artifact).name: [g.name for g in r.gates if not g.passed] + r.missing for r in reports},
         "not_run": {Path(r.artifact).name: r.not_run for r in reports if r.not_run}})
 
 

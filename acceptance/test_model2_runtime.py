@@ -12,20 +12,21 @@ from shiptwo.measure.qa import QA_REPORT_FILE
 
 
 @pytest.mark.ac("AC-SHIP2-006")
-def test_qa_passes_all_gates(criterion, threshold, model2_artifacts):
+def test_qa_passes_all_gates(criterion, threshold, parameter, model2_artifacts):
     from shiptwo.fileio import atomic_write_json
     from shiptwo.measure.qa import run_qa
 
     from shiptwo.checks.qa import qa_config
 
     # every bound from the spec: this criterion's parameters, and the floor/tolerance other criteria own
-    cfg = qa_config(criterion.spec, criterion.profile, min_decode_tok_s=threshold("AC-SHIP2-010"), parity_tol=threshold("AC-SHIP2-009"))
+    cfg = qa_config(criterion.spec, criterion.profile, min_decode_tok_s=threshold("AC-SHIP2-010"), parity_tol=threshold("AC-SHIP2-009"),
+                    parity_greedy_steps=parameter("AC-SHIP2-009", "greedy_steps"))
     report = run_qa(model2_artifacts.checkpoint, cfg)
     from shiptwo.checks.samples import golden_samples, write_samples
 
     path = atomic_write_json(criterion.evidence_dir / QA_REPORT_FILE, report.to_dict())
     golden = write_samples(golden_samples(report.golden), criterion.evidence_dir / "golden-samples.jsonl")
-    failed = [g.name for g in report.gates if not g.passed]
+    failed = [g.name for g in report.gates if not g.passed] + report.missing
     criterion.check(report.failed, evidence={"qa_report": path, "golden_samples": golden, "failed_gates": failed})
 
 

@@ -11,20 +11,23 @@ import pytest
     pytest.param("model1", marks=pytest.mark.ac("AC-SHIP1-009")),
 ])
 def test_provenance_in_every_format(criterion, request, model):
-    """Each part of each shipped format holds the declared license (the spec's), and for MODEL-2
-    the data source and license its recipe's corpus declares (re-derived here, not read from a build record)."""
-    from shiptwo.checks.provenance import provenance_defects
-    from shiptwo.model.checkpoint import META_DATA_LICENSE, META_DATA_SOURCE, META_LICENSE
+    """Each part of each shipped format, read from the file itself, holds the declared license (the
+    spec's) and the data source and license its recipe declares (re-derived here, not read from a
+    build record): MODEL-2's corpus; MODEL-1's base declaration (and tuning corpus). MODEL-1 is
+    checked on what its release ships: checkpoint, HF directory and every quantized GGUF."""
+    from shiptwo.checks.provenance import model1_declared_provenance, model2_declared_provenance, provenance_defects
 
     artifacts = request.getfixturevalue(f"{model}_artifacts")
-    formats = [artifacts.checkpoint] + [request.getfixturevalue(f"{model}_{f}") for f in ("hf_dir", "gguf_f32", "gguf_q8_0")]
-    declared = {META_LICENSE: criterion.param("license")}
-    if model == "model2":
-        from shiptwo.data.corpus import load_corpus
-        from shiptwo.training.recipes import load_recipe
+    if model == "model1":
+        from shiptwo.checks.release import shipped_artifacts
+        from shiptwo.training.recipes import load_model1_recipe
 
-        corpus = load_corpus(load_recipe("model2", criterion.profile).corpus)
-        declared.update({META_DATA_SOURCE: corpus.data_source, META_DATA_LICENSE: corpus.data_license})
+        formats = list(shipped_artifacts(artifacts.files, criterion.param("quantized_formats"),
+                                         f"{criterion.id} quantized_formats").values())
+        declared = model1_declared_provenance(load_model1_recipe(criterion.profile), criterion.param("license"))
+    else:
+        formats = [artifacts.checkpoint] + [request.getfixturevalue(f"{model}_{f}") for f in ("hf_dir", "gguf_f32", "gguf_q8_0")]
+        declared = model2_declared_provenance(criterion.profile, criterion.param("license"))
     defects = provenance_defects(formats, declared)
     criterion.check(sum(len(d) for d in defects.values()), evidence={
         "checked": [str(f) for f in formats], "declared": declared, "defects": defects})

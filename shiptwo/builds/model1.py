@@ -55,6 +55,11 @@ def packaged_provenance(base: PackagedBase) -> dict[str, str]:
             META_DATA_LICENSE: base.data_license}
 
 
+def tuned_data_source(base_source: str, pairs_source: str) -> str:
+    """The data source of an instruction-tuned model: its base's, then where the pairs were mined."""
+    return f"{base_source}; instruction pairs mined from {pairs_source}"
+
+
 def load_base(recipe: Model1Recipe) -> tuple[Checkpoint, dict]:
     """The base checkpoint and a record of where it came from (hashed into MODEL-1's key)."""
     where = f"{recipe.path}: profiles.{recipe.profile}.base"
@@ -125,8 +130,7 @@ def finetune(recipe: Model1Recipe, out_dir: str | Path, code_version: str,
     tok.save(out / TOKENIZER_FILE)
     provenance = {
         META_LICENSE: base.provenance[META_LICENSE],
-        META_DATA_SOURCE: f"{base.provenance[META_DATA_SOURCE]}; instruction pairs mined from "
-                            f"{corpus.data_source}",
+        META_DATA_SOURCE: tuned_data_source(base.provenance[META_DATA_SOURCE], corpus.data_source),
         META_DATA_LICENSE: base.provenance[META_DATA_LICENSE],
     }
     data = {"base": base_record, "train_pairs": len(train_pairs), "validation_pairs": len(val_pairs),

@@ -8,10 +8,8 @@ from shiptwo.errors import ShiptwoError
 from shiptwo.data.chat import CHAT_TEMPLATE, REFERENCE_CONVERSATIONS, load_reference_conversations, render_chat
 
 
-CHAT_MAX_NEW_TOKENS = 384  # an answer that has not ended its turn by then is a stop failure
-
-
-def chat_defects(checkpoint, reference=REFERENCE_CONVERSATIONS, hf_dir=None, gguf=None) -> tuple[list[str], dict]:
+def chat_defects(checkpoint, reference=REFERENCE_CONVERSATIONS, hf_dir=None, gguf=None, *,
+                 max_new_tokens: int) -> tuple[list[str], dict]:
     """AC-SHIP1-008: every way the chat format of a checkpoint (and its HF / GGUF exports) is broken.
 
     The checkpoint's template must render each judged reference conversation to the expected
@@ -19,7 +17,8 @@ def chat_defects(checkpoint, reference=REFERENCE_CONVERSATIONS, hf_dir=None, ggu
     llama.cpp's C template engine on the GGUF's template; on the `defaults` conversation the
     renderers' differences are named in the evidence. Each marker must be one id (in our
     tokenizer and llama.cpp's), the end-of-turn marker must be the model's EOS, and greedy
-    generation after each prompt must end its turn.
+    generation after each prompt must end its turn within `max_new_tokens` (the criterion's
+    turn_end_max_tokens: an answer still going then is a stop failure).
     """
     from shiptwo.model.checkpoint import load_checkpoint
     from shiptwo.model.generate import FINISH_EOS, SamplingConfig, generate_batch
@@ -68,10 +67,10 @@ def chat_defects(checkpoint, reference=REFERENCE_CONVERSATIONS, hf_dir=None, ggu
         defects += _gguf_token_defects(gguf, tok, markers)
     prompts = [render_chat(c["messages"], True, template) for c in ref.conversations if c["add_generation_prompt"]]
     prompts += [render_chat([{"role": "user", "content": p}], True, template) for p in ref.stop_prompts]
-    outs = generate_batch(ckpt.build_model(), tok, prompts, SamplingConfig(max_new_tokens=CHAT_MAX_NEW_TOKENS))
+    outs = generate_batch(ckpt.build_model(), tok, prompts, SamplingConfig(max_new_tokens=max_new_tokens))
     not_ended = [i for i, o in enumerate(outs) if o.finish_reason != FINISH_EOS]
     for i in not_ended:
-        defects.append(f"generation after prompt {i} did not end its turn within {CHAT_MAX_NEW_TOKENS} tokens")
+        defects.append(f"generation after prompt {i} did not end its turn within {max_new_tokens} tokens")
     evidence = {"format": fmt.name if fmt else None, "renderers": sorted(renderers),
                 "named_differences": named, "stop_prompts": len(prompts), "ended_turn": len(prompts) - len(not_ended),
                 "sample_answer": outs[0].text[:300] if outs else ""}

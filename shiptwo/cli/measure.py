@@ -82,7 +82,8 @@ def _cmd_qa(args) -> int:
     spec = load_spec(args.spec)
     floor = args.min_tok_s if args.min_tok_s is not None else spec.criterion(args.throughput_criterion).threshold_for(args.profile)
     tol = args.parity_tol if args.parity_tol is not None else spec.criterion(args.parity_criterion).threshold_for(args.profile)
-    cfg = qa_config(spec.criterion(args.qa_criterion), args.profile, min_decode_tok_s=floor, parity_tol=tol,
+    steps = spec.criterion(args.parity_criterion).param("greedy_steps", args.profile)
+    cfg = qa_config(spec.criterion(args.qa_criterion), args.profile, min_decode_tok_s=floor, parity_tol=tol, parity_greedy_steps=steps,
                     reference=Path(args.reference) if args.reference else None)
     report = run_qa(args.artifact, cfg)
     if args.json:

@@ -168,6 +168,14 @@ def _listed_digests(manifest_path: Path, release_only: bool = False) -> dict[str
     return None
 
 
+def release_listing(manifest: str | Path) -> dict[str, str]:
+    """{relative path: SHA-256} of every file a release manifest lists; ShiptwoError if it is none."""
+    listed = _listed_digests(Path(manifest), release_only=True)
+    if listed is None:
+        raise ShiptwoError(f"{manifest}: missing or not a release manifest (files: [{{path, sha256}}])")
+    return listed
+
+
 def recorded_digests(path: str | Path) -> tuple[Path, dict[str, str]] | None:
     """The manifest (release or artifact store) in a directory above `path` that lists it, with
     the SHA-256 it records for each of its files (one for a file, every file under a directory);

@@ -21,7 +21,6 @@ from shiptwo.model.generate import SamplingConfig, generate_batch
 from shiptwo.runtimes.llamacpp import llamacpp_greedy, llamacpp_logits, llamacpp_tokenize, load_llama
 
 KL_WINDOW = 256  # tokens per scored window of the reference text (capped by the model's context)
-GOLDEN_GREEDY_TOKENS = 32  # greedy tokens compared per golden prompt
 
 
 def is_quantized(gguf_path: str | Path) -> bool:
@@ -39,6 +38,7 @@ class QuantComparison:
     positions: int
     golden_unchanged: float  # share of golden prompts whose greedy continuation is identical
     golden_prompts: int
+    golden_tokens: int  # greedy tokens compared per golden prompt (the bound given, capped by the context)
     tokenizer_agrees: bool  # llama.cpp tokenizes the reference text into the reference's ids
 
     def to_dict(self) -> dict:
@@ -59,8 +59,9 @@ def kl_and_top1(ref_logits: np.ndarray, quant_logits: np.ndarray) -> tuple[np.nd
 
 
 @torch.inference_mode()
-def compare_quantized(reference: Checkpoint, gguf_path: str | Path, golden: GoldenSet) -> QuantComparison:
-    """Score the quantized GGUF against `reference` over golden.reference_text and the golden prompts."""
+def compare_quantized(reference: Checkpoint, gguf_path: str | Path, golden: GoldenSet, golden_tokens: int) -> QuantComparison:
+    """Score the quantized GGUF against `reference` over golden.reference_text and the golden prompts
+    (their first `golden_tokens` greedy tokens, the qa criterion's bound, capped by the context)."""
     model, tok = reference.build_model(), reference.tokenizer()
     ctx = min(reference.config.max_position_embeddings, KL_WINDOW)
     ids = tok.encode(golden.reference_text)
@@ -83,12 +84,12 @@ def compare_quantized(reference: Checkpoint, gguf_path: str | Path, golden: Gold
         kl_all, agree_all = np.concatenate(kls), np.concatenate(agree)
         # as the model is served: a chat model's greedy answer, not its ramble on raw code
         prompts = [tok.encode(t) for t in served_prompts(reference, golden, [p.prompt for p in golden.prompts])]
-        steps = min(GOLDEN_GREEDY_TOKENS, ctx - max(len(p) for p in prompts))
+        steps = min(golden_tokens, ctx - max(len(p) for p in prompts))
         ours_gen = [c.token_ids for c in generate_batch(model, tok, prompts, SamplingConfig(max_new_tokens=steps))]
         unchanged = sum(llamacpp_greedy(llm, p, len(o)) == o for p, o in zip(prompts, ours_gen))
     finally:
         llm.close()
     return QuantComparison(mean_kl=float(kl_all.mean()), max_kl=float(kl_all.max()),
                            top1_agreement=float(agree_all.mean()), positions=int(kl_all.size),
-                           golden_unchanged=unchanged / len(golden.prompts), golden_prompts=len(golden.prompts),
+                           golden_unchanged=unchanged / len(golden.prompts), golden_prompts=len(golden.prompts), golden_tokens=steps,
                            tokenizer_agrees=same_ids)

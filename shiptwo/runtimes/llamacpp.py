@@ -23,7 +23,6 @@ from shiptwo.model.generate import SamplingConfig, generate_ids
 
 from shiptwo.model.canaries import CANARY_PROMPTS, CANARY_STRINGS
 
-LLAMACPP_GREEDY_STEPS = 32  # AC-SHIP2-009: greedy tokens that must agree with our runtime
 
 
 GGML_TYPE_F32 = 0  # ggml_type enum value for the KV cache
@@ -138,9 +137,10 @@ class ParityResult:
 
 @torch.inference_mode()
 def compare_with_llamacpp(
-    ckpt: Checkpoint, gguf_path: str | Path, prompts=CANARY_PROMPTS, greedy_steps: int = LLAMACPP_GREEDY_STEPS,
+    ckpt: Checkpoint, gguf_path: str | Path, prompts=CANARY_PROMPTS, *, greedy_steps: int,
 ) -> ParityResult:
-    """Run our runtime on `ckpt` and llama.cpp on `gguf_path` over `prompts` and compare."""
+    """Run our runtime on `ckpt` and llama.cpp on `gguf_path` over `prompts` and compare: logits, token
+    ids, and `greedy_steps` greedy tokens (AC-SHIP2-009's parameter, passed by the caller)."""
     model, tok = ckpt.build_model(), ckpt.tokenizer()
     n_ctx = min(ckpt.config.max_position_embeddings, max(len(tok.encode(p)) for p in prompts) + greedy_steps + 1)
     llm = load_llama(gguf_path, n_ctx)

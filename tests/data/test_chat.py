@@ -22,6 +22,8 @@ from shiptwo.data.instruct import mine_pairs, pack_pairs, prompt_for
 from shiptwo.builds.model1 import add_chat_tokens
 from shiptwo.checks.chat import chat_defects
 
+TURN_LIMIT = 16  # the turn-end bound the tests pass (the spec gives AC-SHIP1-008 its own)
+
 
 SMOLLM2_TEMPLATE = (  # SmolLM2-Instruct's chat template, as its GGUF carries it
     "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\n"
@@ -130,31 +132,31 @@ def test_new_vocab_rows_start_at_the_mean(tiny_checkpoint):
 
 
 def test_chat_check_passes_a_model_that_ends_its_turns(tiny_checkpoint, tmp_path):
-    defects, evidence = chat_defects(_chat_checkpoint(tiny_checkpoint, tmp_path, always=END_OF_TURN_TOKEN))
+    defects, evidence = chat_defects(_chat_checkpoint(tiny_checkpoint, tmp_path, always=END_OF_TURN_TOKEN), max_new_tokens=TURN_LIMIT)
     assert defects == [] and evidence["ended_turn"] == evidence["stop_prompts"]
 
 
 def test_chat_check_fails_without_template(tiny_checkpoint, tmp_path):
-    defects, _ = chat_defects(_chat_checkpoint(tiny_checkpoint, tmp_path, always=END_OF_TURN_TOKEN, template=None))
+    defects, _ = chat_defects(_chat_checkpoint(tiny_checkpoint, tmp_path, always=END_OF_TURN_TOKEN, template=None), max_new_tokens=TURN_LIMIT)
     assert any("no chat template" in d for d in defects)
 
 
 def test_chat_check_fails_on_a_wrong_template(tiny_checkpoint, tmp_path):
     wrong = CHAT_TEMPLATE.replace("<|end|>\n'", "<|end|>'")
     assert wrong != CHAT_TEMPLATE
-    defects, _ = chat_defects(_chat_checkpoint(tiny_checkpoint, tmp_path, always=END_OF_TURN_TOKEN, template=wrong))
+    defects, _ = chat_defects(_chat_checkpoint(tiny_checkpoint, tmp_path, always=END_OF_TURN_TOKEN, template=wrong), max_new_tokens=TURN_LIMIT)
     assert sum("shiptwo renders" in d for d in defects) == 3
 
 
 def test_chat_check_fails_when_generation_never_ends(tiny_checkpoint, tmp_path):
-    defects, evidence = chat_defects(_chat_checkpoint(tiny_checkpoint, tmp_path, always="x"))
-    assert evidence["ended_turn"] == 0 and any("did not end its turn" in d for d in defects)
+    defects, evidence = chat_defects(_chat_checkpoint(tiny_checkpoint, tmp_path, always="x"), max_new_tokens=TURN_LIMIT)
+    assert evidence["ended_turn"] == 0 and any(f"did not end its turn within {TURN_LIMIT} tokens" in d for d in defects)
 
 
 def test_chat_check_fails_when_special_tokens_split(tiny_checkpoint, tmp_path):
     base = load_checkpoint(tiny_checkpoint)  # no chat tokens added at all
     ckpt = dataclasses.replace(base, chat_template=CHAT_TEMPLATE, path=None)
     path = save_checkpoint(ckpt, tmp_path / "plain.safetensors")
-    defects, _ = chat_defects(path)
+    defects, _ = chat_defects(path, max_new_tokens=TURN_LIMIT)
     assert sum("encodes as" in d for d in defects) == len(CHAT_SPECIAL_TOKENS)
     assert any("eos_token_id" in d for d in defects)

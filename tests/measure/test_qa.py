@@ -22,8 +22,8 @@ from shiptwo.measure.qa import (
 from shiptwo.formats.names import HF_ARCHITECTURE_CLASS
 from shiptwo.model.checkpoint import META_ARCHITECTURE, META_LICENSE, META_TOKENIZER
 
-FAST = QAConfig(min_decode_tok_s=1.0, parity_tol=1e-3, golden_min_pass=1.0, quant_max_kl=0.01, quant_min_top1=0.95,
-                quant_min_golden_unchanged=0.75, max_abs_weight=1e4, max_repetition=0.5, throughput_tokens=8)
+FAST = QAConfig(min_decode_tok_s=1.0, parity_tol=1e-3, parity_greedy_steps=8, golden_min_pass=1.0, quant_max_kl=0.01, quant_min_top1=0.95,
+                quant_min_golden_unchanged=0.75, quant_golden_tokens=8, max_abs_weight=1e4, max_repetition=0.5, throughput_tokens=8)
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +65,7 @@ def test_sound_artifact_passes_its_gates_and_cli_exits_1_on_a_failed_gate(sound,
             assert g["passed"], (name, g["detail"])
     assert not gates["throughput"]["passed"] and isinstance(gates["no_degeneration"]["figure"], float)
     assert gates["format_parity"]["figure"] <= 1e-3 and gates["format_parity"]["detail"].startswith("F32")
+    assert "32 greedy tokens compared" in gates["format_parity"]["detail"]  # AC-SHIP2-009's greedy_steps, from the spec
     # an untrained model writes no working function: the golden gate (floor from the spec) fails
     assert not gates["golden_output"]["passed"] and gates["golden_output"]["figure"] == "0/8"
     # each golden prompt's record, for per-sample evidence (paired across runs by prompt hash)
@@ -252,6 +253,7 @@ def test_a_quantized_gguf_is_held_to_its_f32_reference_not_to_the_f32_tolerance(
     gate = gate_format_parity(load_artifact(shipped), shipped, KIND_GGUF, FAST)  # reference: the release's checkpoint
     assert gate.passed and gate.ran, gate.detail
     assert "sound.safetensors: mean KL" in gate.detail and "tol" not in gate.detail and gate.figure <= FAST.quant_max_kl
+    assert f"over {FAST.quant_golden_tokens} greedy tokens" in gate.detail  # the bound the caller gave, not one in code
     # no reference beside it and none given: the gate says so and does not pass
     gate = gate_format_parity(load_artifact(loose), loose, KIND_GGUF, FAST)
     assert not gate.passed and not gate.ran and "no F32 reference" in gate.detail
@@ -260,3 +262,16 @@ def test_a_quantized_gguf_is_held_to_its_f32_reference_not_to_the_f32_tolerance(
     wrong = dataclasses.replace(FAST, reference=sharp_checkpoint)
     gate = gate_format_parity(load_artifact(loose), loose, KIND_GGUF, wrong)
     assert not gate.passed and gate.ran and gate.detail.endswith("outside: KL") and gate.figure > 1
+
+
+def test_a_gate_missing_from_the_report_counts_as_failed():
+    """The criteria sum report.failed: a report that skipped a gate must not read as all passed."""
+    from shiptwo.measure.qa import Gate, QAReport
+
+    all_passed = QAReport("a.safetensors", "native", "smoke", gates=[Gate(name, True, 0) for name in GATES])
+    assert all_passed.failed == 0 and all_passed.passed and all_passed.missing == []
+    # the defect: the format parity gate never ran and left no result; the rest passed
+    skipped = QAReport("a.safetensors", "native", "smoke", gates=[Gate(name, True, 0) for name in GATES[:-1]])
+    assert skipped.missing == ["format_parity"] and skipped.failed == 1 and not skipped.passed
+    assert skipped.to_dict()["failed_gates"] == 1 and "missing: format_parity" in skipped.to_text()
+    assert QAReport("a.safetensors", "native", "smoke").failed == len(GATES)  # no gates at all: every one failed

@@ -10,9 +10,8 @@ from shiptwo.runtimes.llamacpp import compare_with_llamacpp, llamacpp_generate
 
 from shiptwo.formats.names import HF_ARCHITECTURE_CLASS
 from shiptwo.model.canaries import CANARY_PROMPTS
-from shiptwo.runtimes.llamacpp import LLAMACPP_GREEDY_STEPS
-
-TOL = 1e-3  # AC-SHIP2-009
+TOL = 1e-3  # AC-SHIP2-009's threshold
+STEPS = 32  # AC-SHIP2-009's greedy_steps
 
 
 @pytest.fixture(scope="module")
@@ -21,9 +20,9 @@ def sharp(sharp_checkpoint):
 
 
 def test_f32_gguf_matches_our_runtime(tmp_path, sharp, sharp_gguf_f32):
-    r = compare_with_llamacpp(sharp, sharp_gguf_f32)
+    r = compare_with_llamacpp(sharp, sharp_gguf_f32, greedy_steps=STEPS)
     assert r.ids_mismatch == [] and r.greedy_mismatch == []
-    assert r.greedy_steps == LLAMACPP_GREEDY_STEPS == 32
+    assert r.greedy_steps == STEPS
     assert r.max_logit_diff <= TOL and r.ok(TOL)
     # one record per canary text, the per-sample evidence AC-SHIP2-009 keeps
     assert len(r.per_prompt) == r.prompts and max(p["max_logit_diff"] for p in r.per_prompt) == r.max_logit_diff
@@ -37,14 +36,14 @@ def test_f32_gguf_matches_our_runtime(tmp_path, sharp, sharp_gguf_f32):
 
 def test_without_qk_permutation_loads_but_logits_check_fails(tmp_path, sharp):
     path = write_gguf(sharp, tmp_path / "noperm.gguf", permute=False)
-    r = compare_with_llamacpp(sharp, path)  # llama.cpp loads it without complaint
+    r = compare_with_llamacpp(sharp, path, greedy_steps=STEPS)  # llama.cpp loads it without complaint
     assert r.max_logit_diff > 100 * TOL and not r.ok(TOL)
 
 
 def test_parity_fails_when_the_runtime_weights_differ(sharp, sharp_gguf_f32):
     other = load_checkpoint(sharp.path)
     other.tensors["model.layers.1.mlp.down_proj.weight"] = other.tensors["model.layers.1.mlp.down_proj.weight"] * 4
-    assert not compare_with_llamacpp(other, sharp_gguf_f32).ok(TOL)
+    assert not compare_with_llamacpp(other, sharp_gguf_f32, greedy_steps=STEPS).ok(TOL)
 
 
 @pytest.mark.parametrize("knobs, name", [
@@ -55,7 +54,7 @@ def test_parity_fails_when_the_runtime_weights_differ(sharp, sharp_gguf_f32):
 def test_llamacpp_refuses_defective_files(tmp_path, sharp, knobs, name):
     path = write_gguf(sharp, tmp_path / f"{name}.gguf", **knobs)
     with pytest.raises(ShiptwoError, match="llama.cpp refused"):
-        compare_with_llamacpp(sharp, path)
+        compare_with_llamacpp(sharp, path, greedy_steps=STEPS)
 
 
 def test_q8_0_loads_and_generates(tmp_path, tiny_checkpoint):
