@@ -39,7 +39,7 @@ def test_architecture_contract(criterion, recipe, model2_artifacts):
     from shiptwo.checks.checkpoint import checkpoint_contract_violations
 
     measured, evidence = checkpoint_contract_violations(model2_artifacts.checkpoint, recipe.model_declared,
-                                                        recipe.declared_parameters, recipe.parameter_tolerance)
+                                                        recipe.declared_parameters, criterion.param("parameter_tolerance"))
     criterion.check(measured, evidence={**evidence, "recipe": recipe.path, "checkpoint": model2_artifacts.checkpoint})
 
 
