@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from shiptwo.errors import ShiptwoError
 from shiptwo.model.llama import ModelConfig
 from shiptwo.training.config import TrainConfig
 from shiptwo.training.guards import unique_training_tokens
@@ -182,7 +183,9 @@ def reproducibility_runs(cfg: TrainConfig, model_config: ModelConfig, train_toke
         r = train(c, model_config, train_tokens, val_tokens, Path(workdir) / f"run{n}", tokenizer_json, provenance,
                   stop_after=stop, observe=hash_at_other if n == 0 else None)
         runs.append((r.losses[:stop], r.optimizer_sha256))
-    a_at_other = (runs[0][0][:other_steps], at_other.get(other_steps, ""))
+    if other_steps not in at_other:
+        raise ShiptwoError(f"reproducibility: the first run's optimizer state was never hashed at step {other_steps}")
+    a_at_other = (runs[0][0][:other_steps], at_other[other_steps])
     return reproducibility_violations(*runs, loss_tol=loss_tol, same_a_at_other=a_at_other)
 
 

@@ -181,6 +181,20 @@ def test_same_seed_identical_other_seed_diverges(tmp_path, tiny_config, tiny_tok
     assert n == 0 and ev["max_abs_loss_diff_same_seed"] == 0.0 and ev["max_abs_loss_diff_other_seed"] > 0
 
 
+def test_reproducibility_runs_refuse_a_hash_that_was_never_taken(tmp_path, tiny_config, tiny_tokenizer, data, monkeypatch):
+    from shiptwo.checks import training as checks
+
+    real = checks.train
+
+    def no_observe(*args, observe=None, **kwargs):  # the defect: the first run's state is never hashed
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(checks, "train", no_observe)
+    with pytest.raises(ShiptwoError, match="never hashed at step 3"):
+        reproducibility_runs(_cfg(), tiny_config, data[0], data[1], 4, tmp_path, tiny_tokenizer.to_json(), PROV, 1e-6,
+                             other_steps=3)
+
+
 def test_reproducibility_runs_catch_a_nondeterministic_op(tmp_path, tiny_config, tiny_tokenizer, data, monkeypatch):
     import random
 
