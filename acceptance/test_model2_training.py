@@ -145,7 +145,8 @@ def test_no_silent_device_fallback(criterion, recipe, model2_artifacts, provenan
     import dataclasses
 
     from shiptwo.builds.model2 import load_tokens
-    from shiptwo.checks.training import expected_device, missing_device_refused, tensor_device_census, token_prefix_data
+    from shiptwo.checks.training import (device_census_violations, expected_device, missing_device_refused,
+                                         tensor_device_census, token_prefix_data)
     from shiptwo.training.loop import train
 
     work = tmp_path_factory.mktemp("device")
@@ -159,7 +160,7 @@ def test_no_silent_device_fallback(criterion, recipe, model2_artifacts, provenan
           model2_artifacts.tokenizer.read_text(encoding="utf-8"), provenance, stop_after=LIVE_STEPS,
           observe=lambda model, opt, step: census.append(tensor_device_census(model, opt, expected)))
     not_refused, fault = missing_device_refused(data, criterion.profile, work / "fault")
-    criterion.check(sum(n for n, _ in census), legs={"missing_device_not_refused": not_refused}, evidence={
+    criterion.check(device_census_violations(census, LIVE_STEPS), legs={"missing_device_not_refused": not_refused}, evidence={
         "requested": recipe.train.device, "steps_observed": len(census), "census_last_step": census[-1][1] if census else None,
         "fault_leg": fault})
 

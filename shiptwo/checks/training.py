@@ -45,6 +45,12 @@ def early_stop_violations(summary: dict) -> int:
     return int(step < min_steps or len(evals_after_best) < patience)
 
 
+def device_census_violations(census: list[tuple[int, dict]], steps: int) -> int:
+    """AC-SHIP2-016: tensors off the requested device over the observed steps, plus one for each of
+    the `steps` live steps that was never observed (a census that inspected nothing proves nothing)."""
+    return sum(n for n, _ in census) + abs(steps - len(census))
+
+
 def expected_device(requested: str) -> torch.device:
     """The device a request must land on, resolved here rather than read from the trainer: `auto`
     means cuda when this process sees one, else cpu."""

@@ -20,8 +20,8 @@ from shiptwo.model.tokenizer import encode_split
 from shiptwo.checks.checkpoint import checkpoint_reload_defects
 from shiptwo.checks.tokenizer import roundtrip_mismatches
 from shiptwo.checks.training import (
-    chinchilla_figures, early_stop_violations, expected_device, reproducibility_runs, reproducibility_violations,
-    tensor_device_census, unreported_wraps, wraps_in_log,
+    chinchilla_figures, device_census_violations, early_stop_violations, expected_device,
+    reproducibility_runs, reproducibility_violations, tensor_device_census, unreported_wraps, wraps_in_log,
 )
 from shiptwo.training.config import TrainConfig, lr_at
 from shiptwo.training.guards import chinchilla_gate, resolve_device
@@ -193,6 +193,14 @@ def test_reproducibility_runs_refuse_a_hash_that_was_never_taken(tmp_path, tiny_
     with pytest.raises(ShiptwoError, match="never hashed at step 3"):
         reproducibility_runs(_cfg(), tiny_config, data[0], data[1], 4, tmp_path, tiny_tokenizer.to_json(), PROV, 1e-6,
                              other_steps=3)
+
+
+def test_device_census_violations_count_steps_never_observed():
+    clean = (0, {})
+    assert device_census_violations([clean] * 3, 3) == 0
+    assert device_census_violations([], 3) == 3  # the defect: the observe hook never ran, nothing was inspected
+    assert device_census_violations([clean], 3) == 2
+    assert device_census_violations([clean, (2, {}), clean], 3) == 2
 
 
 def test_reproducibility_runs_catch_a_nondeterministic_op(tmp_path, tiny_config, tiny_tokenizer, data, monkeypatch):
