@@ -76,9 +76,16 @@ def test_validation_cross_entropy(criterion, recipe, model2_checkpoint, model2_a
 
 @pytest.mark.ac("AC-SHIP2-004")
 def test_training_wall_clock(criterion, summary, model2_artifacts):
-    criterion.check(summary["wall_seconds"], evidence={"steps": summary["steps"], "device": summary["device_used"],
-                                                       "tokens_per_second": summary["tokens_per_second"],
-                                                       "train_log": model2_artifacts.train_log})
+    """The artifact store's clock around the whole MODEL-2 build (data preparation and training),
+    recorded in its manifest when built: independent of, and stricter than, the trainer's own figure,
+    which stays beside it as evidence only."""
+    from shiptwo.checks.training import build_wall_seconds
+
+    criterion.check(build_wall_seconds(model2_artifacts), evidence={
+        "measured_by": "artifact store: build_seconds in the artifact manifest", "manifest": model2_artifacts.manifest,
+        "build_resumed": model2_artifacts.build_resumed,  # then only the last leg of the build was timed
+        "trainer_wall_seconds": summary["wall_seconds"], "steps": summary["steps"], "device": summary["device_used"],
+        "tokens_per_second": summary["tokens_per_second"], "train_log": model2_artifacts.train_log})
 
 
 @pytest.mark.ac("AC-SHIP2-005")

@@ -45,6 +45,15 @@ def early_stop_violations(summary: dict) -> int:
     return int(step < min_steps or len(evals_after_best) < patience)
 
 
+def build_wall_seconds(artifacts) -> float:
+    """AC-SHIP2-004: the artifact store's own clock around the whole build (data preparation and
+    training), recorded in its manifest when built: not the trainer's figure about itself."""
+    seconds = artifacts.build_seconds
+    if not isinstance(seconds, (int, float)) or not math.isfinite(seconds) or seconds < 0:
+        raise ShiptwoError(f"{artifacts.manifest}: build_seconds not recorded (rebuild the artifact with --rebuild)")
+    return float(seconds)
+
+
 def device_census_violations(census: list[tuple[int, dict]], steps: int) -> int:
     """AC-SHIP2-016: tensors off the requested device over the observed steps, plus one for each of
     the `steps` live steps that was never observed (a census that inspected nothing proves nothing)."""

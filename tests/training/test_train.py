@@ -20,7 +20,7 @@ from shiptwo.model.tokenizer import encode_split
 from shiptwo.checks.checkpoint import checkpoint_reload_defects
 from shiptwo.checks.tokenizer import roundtrip_mismatches
 from shiptwo.checks.training import (
-    chinchilla_figures, device_census_violations, early_stop_violations, expected_device,
+    build_wall_seconds, chinchilla_figures, device_census_violations, early_stop_violations, expected_device,
     reproducibility_runs, reproducibility_violations, tensor_device_census, unreported_wraps, wraps_in_log,
 )
 from shiptwo.training.config import TrainConfig, lr_at
@@ -201,6 +201,15 @@ def test_device_census_violations_count_steps_never_observed():
     assert device_census_violations([], 3) == 3  # the defect: the observe hook never ran, nothing was inspected
     assert device_census_violations([clean], 3) == 2
     assert device_census_violations([clean, (2, {}), clean], 3) == 2
+
+
+def test_build_wall_seconds_is_the_stores_figure_and_refuses_one_never_recorded(tmp_path):
+    from types import SimpleNamespace
+
+    assert build_wall_seconds(SimpleNamespace(build_seconds=12.5, manifest=tmp_path / "manifest.json")) == 12.5
+    for missing in (None, float("nan"), -1.0):
+        with pytest.raises(ShiptwoError, match=r"manifest\.json: build_seconds not recorded"):
+            build_wall_seconds(SimpleNamespace(build_seconds=missing, manifest=tmp_path / "manifest.json"))
 
 
 def test_reproducibility_runs_catch_a_nondeterministic_op(tmp_path, tiny_config, tiny_tokenizer, data, monkeypatch):
