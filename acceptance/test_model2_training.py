@@ -173,7 +173,13 @@ def test_no_silent_device_fallback(criterion, recipe, model2_artifacts, provenan
 
 
 @pytest.mark.ac("AC-SHIP2-017")
-def test_no_premature_early_stop(criterion, summary):
-    from shiptwo.checks.training import early_stop_violations
-    criterion.check(early_stop_violations(summary), evidence={k: summary.get(k) for k in
-                                                              ("stop_reason", "steps", "min_steps", "patience", "best_step")})
+def test_no_premature_early_stop(criterion, recipe, summary, model2_artifacts):
+    """The recorded stop reason against the recipe's own limits (planned steps, min_steps, patience,
+    wall-clock limit), a wall-clock stop also against the store's clock."""
+    from shiptwo.checks.training import build_wall_seconds, early_stop_violations
+
+    n, problems = early_stop_violations(summary, recipe.train, build_wall_seconds(model2_artifacts))
+    criterion.check(n, evidence={"problems": problems, "planned_steps": recipe.train.total_steps(),
+                                 "recipe_min_steps": recipe.train.min_steps, "recipe_patience": recipe.train.patience,
+                                 "recipe_max_wall_seconds": recipe.train.max_wall_seconds,
+                                 **{k: summary.get(k) for k in ("stop_reason", "steps", "best_step", "wall_seconds")}})

@@ -33,16 +33,49 @@ def unreported_wraps(summary: dict) -> int:
     return mismatch
 
 
-def early_stop_violations(summary: dict) -> int:
-    """AC-SHIP2-017: 1 if no known stop reason is recorded, or an early stop fired before min_steps or patience."""
-    reason = summary.get("stop_reason")
+def early_stop_violations(summary: dict, cfg: TrainConfig, measured_seconds: float | None = None) -> tuple[int, list[str]]:
+    """AC-SHIP2-017: the recorded stop reason checked against the recipe's TrainConfig `cfg`.
+
+    max_steps / token_budget: the recipe sets that limit and the run made its planned total of steps;
+    wall_clock: the recipe sets a limit, the run stopped short of its total, and neither the trainer's
+    wall_seconds nor `measured_seconds` (a clock outside the trainer; optional) is under the limit;
+    early stop: short of the total, at or after the recipe's min_steps, with its patience of evals
+    since the best. No reason, or an unknown one, is a violation. Returns (count, problems).
+    """
+    reason, steps, total = summary.get("stop_reason"), summary.get("steps"), cfg.total_steps()
     if not reason:
-        return 1
-    if not reason.startswith(STOP_EARLY):
-        return int(reason.split("(")[0] not in (STOP_MAX_STEPS, STOP_TOKEN_BUDGET, STOP_WALL_CLOCK))
-    step, min_steps, patience = summary["steps"], summary["min_steps"], summary["patience"]
-    evals_after_best = [v for v in summary.get("val_history", []) if v["step"] > summary["best_step"]]
-    return int(step < min_steps or len(evals_after_best) < patience)
+        return 1, ["no stop reason recorded"]
+    kind = reason.split("(")[0]
+    problems = []
+    if kind in (STOP_MAX_STEPS, STOP_TOKEN_BUDGET):
+        limit = cfg.max_steps if kind == STOP_MAX_STEPS else cfg.token_budget
+        if limit is None:
+            problems.append(f"stop reason {kind} but the recipe sets no {kind}")
+        if steps != total:
+            problems.append(f"stop reason {kind} after {steps} steps; the recipe plans {total}")
+    elif kind == STOP_WALL_CLOCK:
+        limit = cfg.max_wall_seconds
+        if limit is None:
+            problems.append("stop reason wall_clock but the recipe sets no max_wall_seconds")
+        else:
+            for what, seconds in (("trainer's wall_seconds", summary.get("wall_seconds")), ("measured", measured_seconds)):
+                if what == "measured" and seconds is None:
+                    continue
+                if seconds is None or seconds < limit:
+                    problems.append(f"stop reason wall_clock but {what} {seconds} is under the limit {limit:g} s")
+        if steps is None or steps >= total:
+            problems.append(f"stop reason wall_clock after {steps} steps, not short of the planned {total}")
+    elif kind == STOP_EARLY:
+        after_best = [v for v in summary.get("val_history", []) if v["step"] > summary.get("best_step", math.inf)]
+        if steps is None or steps < cfg.min_steps:
+            problems.append(f"early stop at step {steps}, before the recipe's min_steps {cfg.min_steps}")
+        if len(after_best) < cfg.patience:
+            problems.append(f"early stop after {len(after_best)} evals without improvement; the recipe's patience is {cfg.patience}")
+        if steps is None or steps >= total:
+            problems.append(f"early stop after {steps} steps, not short of the planned {total}")
+    else:
+        problems.append(f"unknown stop reason {reason!r}")
+    return len(problems), problems
 
 
 def build_wall_seconds(artifacts) -> float:

@@ -153,7 +153,7 @@ def test_run_writes_checkpoints_log_curve_and_summary(tmp_path, tiny_config, tin
     for key in ("steps", "tokens", "tokens_per_param", "best_val_loss", "final_val_loss", "seed", "device_requested",
                 "device_used", "stop_reason", "wraps", "epochs", "wall_seconds", "code_version"):
         assert key in s, key
-    assert s["steps"] == 6 and s["stop_reason"] == "max_steps" and early_stop_violations(s) == 0
+    assert s["steps"] == 6 and s["stop_reason"] == "max_steps" and early_stop_violations(s, _cfg())[0] == 0
     seen = 6 * 4 * 32
     assert s["tokens_seen_per_param"] == pytest.approx(seen / tiny_config.num_parameters())
     assert s["tokens_per_param"] == pytest.approx(min(seen, len(data[0])) / tiny_config.num_parameters())
@@ -170,10 +170,37 @@ def test_early_stop_only_after_min_steps_and_patience(tmp_path, tiny_config, tin
     cfg = _cfg(lr=0.0, min_lr=0.0, max_steps=20, eval_interval=2, min_steps=8, patience=2)
     s = _train(tmp_path, cfg, tiny_config, tiny_tokenizer, data).summary
     assert s["stop_reason"] == "early_stop(patience=2)" and s["steps"] == 8
-    assert early_stop_violations(s) == 0
-    assert early_stop_violations({**s, "steps": 4}) == 1  # before min_steps
-    assert early_stop_violations({**s, "val_history": s["val_history"][:2]}) == 1  # patience window not elapsed
-    assert early_stop_violations({**s, "stop_reason": None}) == 1  # not recorded
+    assert early_stop_violations(s, cfg) == (0, [])
+    assert early_stop_violations({**s, "steps": 4}, cfg)[0] == 1  # before min_steps
+    assert early_stop_violations({**s, "val_history": s["val_history"][:2]}, cfg)[0] == 1  # patience window not elapsed
+    assert early_stop_violations({**s, "stop_reason": None}, cfg)[0] == 1  # not recorded
+    # min_steps and patience are the recipe's: a summary that understates them does not excuse the stop
+    n, problems = early_stop_violations({**s, "min_steps": 2, "patience": 1}, _cfg(max_steps=20, min_steps=10, patience=4))
+    assert n == 2 and "min_steps 10" in problems[0] and "patience is 4" in problems[1]
+
+
+def test_a_run_labelled_max_steps_that_stopped_early_is_a_violation():
+    cfg = _cfg(max_steps=20)
+    done = {"stop_reason": "max_steps", "steps": 20}
+    assert early_stop_violations(done, cfg) == (0, [])
+    n, problems = early_stop_violations({**done, "steps": 12}, cfg)  # the defect: stopped short, labelled max_steps
+    assert n == 1 and "after 12 steps; the recipe plans 20" in problems[0]
+    assert early_stop_violations({**done, "stop_reason": "token_budget"}, cfg)[0] == 1  # the recipe sets no budget
+    budget = _cfg(max_steps=None, token_budget=4 * 32 * 10)
+    assert early_stop_violations({"stop_reason": "token_budget", "steps": 10}, budget) == (0, [])
+    assert early_stop_violations({"stop_reason": "token_budget", "steps": 9}, budget)[0] == 1
+
+
+def test_a_wall_clock_stop_claimed_under_the_limit_is_a_violation():
+    cfg = _cfg(max_steps=50, max_wall_seconds=30.0)
+    stop = {"stop_reason": "wall_clock(limit=30s)", "steps": 12, "wall_seconds": 30.5}
+    assert early_stop_violations(stop, cfg, measured_seconds=31.0) == (0, [])
+    n, problems = early_stop_violations({**stop, "wall_seconds": 5.0}, cfg)  # the defect: the trainer's own claim
+    assert n == 1 and "wall_seconds 5.0 is under the limit 30 s" in problems[0]
+    n, problems = early_stop_violations(stop, cfg, measured_seconds=6.0)  # the store's clock says 6 s
+    assert n == 1 and "measured 6.0 is under the limit" in problems[0]
+    assert early_stop_violations(stop, _cfg(max_steps=50))[0] == 1  # the recipe sets no wall-clock limit
+    assert early_stop_violations({**stop, "steps": 50}, cfg)[0] == 1  # ran its full plan: not a wall-clock stop
 
 
 def test_same_seed_identical_other_seed_diverges(tmp_path, tiny_config, tiny_tokenizer, data):
@@ -370,7 +397,8 @@ def test_wall_clock_stop_is_recorded_and_the_last_step_evaluated(tmp_path, tiny_
     s = _train(tmp_path, _cfg(max_steps=50, eval_interval=20, max_wall_seconds=0.0), tiny_config, tiny_tokenizer,
                data).summary
     assert s["stop_reason"] == "wall_clock(limit=0s)" and s["steps"] == 1
-    assert s["val_history"][-1]["step"] == 1 and early_stop_violations(s) == 0
+    assert s["val_history"][-1]["step"] == 1
+    assert early_stop_violations(s, _cfg(max_steps=50, eval_interval=20, max_wall_seconds=0.0)) == (0, [])
 
 
 def test_a_failed_compile_is_logged_and_training_goes_on_eager(monkeypatch, caplog):
