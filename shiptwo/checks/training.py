@@ -20,17 +20,48 @@ from shiptwo.model.llama import ModelConfig
 from shiptwo.training.config import TrainConfig
 from shiptwo.training.guards import unique_training_tokens
 from shiptwo.training.loop import STOP_EARLY, STOP_MAX_STEPS, STOP_TOKEN_BUDGET, STOP_WALL_CLOCK, train
+from shiptwo.training.sampler import window_count
 from shiptwo.training.state import optimizer_state_sha256
 
-def unreported_wraps(summary: dict) -> int:
-    """AC-SHIP2-015: wraps implied by windows consumed vs windows per epoch, minus those recorded."""
-    per_epoch, consumed = summary["windows_per_epoch"], summary["windows_consumed"]
-    expected = max(0, (consumed - 1) // per_epoch) if consumed else 0
-    recorded = len(summary.get("wraps", []))
-    mismatch = abs(expected - recorded)
-    if summary.get("epochs") != expected + 1 and consumed:
-        mismatch += 1
-    return mismatch
+def split_length(data_dir: str | Path, split: str) -> int:
+    """Tokens in `split` of a prepared data directory's token file, read from its header (nothing loaded)."""
+    from safetensors import safe_open
+
+    from shiptwo.builds.model2 import TOKENS_FILE
+
+    path = Path(data_dir) / TOKENS_FILE
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            if split not in fh.keys():
+                raise ShiptwoError(f"{path}: split {split!r} missing")
+            return int(fh.get_slice(split).get_shape()[0])
+    except ShiptwoError:
+        raise
+    except Exception as exc:  # safetensors raises its own error types for a missing or corrupt file
+        raise ShiptwoError(f"{path}: cannot read the token file ({str(exc).splitlines()[0]})") from None
+
+
+def unreported_wraps(summary: dict, logged_wraps: int, logged_steps: int, train_split_tokens: int,
+                     cfg: TrainConfig) -> tuple[int, dict]:
+    """AC-SHIP2-015: wrap-arounds the run must have made, derived from outside the trainer's records,
+    that its summary or its step log does not report.
+
+    Windows per epoch come from the train split's length and the recipe's seq_len (the sampler's own
+    count), windows consumed from the logged steps x the recipe's batch_size x grad_accum; each wrap
+    missing from (or extra in) the summary's wraps, the log's epoch count or the summary's epochs is one.
+    """
+    per_epoch = window_count(train_split_tokens, cfg.seq_len)
+    if per_epoch < 1:
+        raise ShiptwoError(f"train split of {train_split_tokens} tokens holds no window of seq_len+1 = {cfg.seq_len + 1}")
+    consumed = logged_steps * cfg.batch_size * cfg.grad_accum
+    expected = (consumed - 1) // per_epoch if consumed else 0
+    reported = len(summary.get("wraps", []))
+    mismatch = abs(expected - reported) + abs(expected - logged_wraps) + abs(expected + 1 - summary.get("epochs", 0))
+    return mismatch, {"expected_wraps": expected, "windows_per_epoch": per_epoch, "windows_consumed": consumed,
+                      "train_split_tokens": train_split_tokens, "steps_in_log": logged_steps,
+                      "wraps_in_summary": reported, "wraps_in_log": logged_wraps, "epochs_in_summary": summary.get("epochs"),
+                      "summary_windows_per_epoch": summary.get("windows_per_epoch"),
+                      "summary_windows_consumed": summary.get("windows_consumed")}
 
 
 def early_stop_violations(summary: dict, cfg: TrainConfig, measured_seconds: float | None = None) -> tuple[int, list[str]]:
@@ -237,8 +268,9 @@ def reproducibility_runs(cfg: TrainConfig, model_config: ModelConfig, train_toke
     return reproducibility_violations(*runs, loss_tol=loss_tol, same_a_at_other=a_at_other)
 
 
-def wraps_in_log(log_path: str | Path) -> int:
-    """Epoch increments seen in the step log: an independent count of wrap-arounds (AC-SHIP2-015)."""
-    epochs = [json.loads(line)["epoch"] for line in Path(log_path).read_text(encoding="utf-8").splitlines()
-              if line and json.loads(line).get("type") == "train"]
-    return epochs[-1] if epochs else 0  # epochs are numbered from 0: the last one is the wrap count
+def wraps_in_log(log_path: str | Path) -> tuple[int, int]:
+    """(wraps, steps) seen in the step log: epoch increments and the last training step, counted apart
+    from the trainer's summary (AC-SHIP2-015)."""
+    train = [e for e in (json.loads(line) for line in Path(log_path).read_text(encoding="utf-8").splitlines() if line)
+             if e.get("type") == "train"]
+    return (train[-1]["epoch"], train[-1]["step"]) if train else (0, 0)  # epochs count from 0: the last is the wraps

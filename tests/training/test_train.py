@@ -21,7 +21,8 @@ from shiptwo.checks.checkpoint import checkpoint_reload_defects
 from shiptwo.checks.tokenizer import roundtrip_mismatches
 from shiptwo.checks.training import (
     build_wall_seconds, chinchilla_figures, device_census_violations, early_stop_violations, expected_device,
-    reproducibility_runs, reproducibility_violations, tensor_device_census, unreported_wraps, wraps_in_log,
+    reproducibility_runs, reproducibility_violations, split_length, tensor_device_census, unreported_wraps,
+    wraps_in_log,
 )
 from shiptwo.training.config import TrainConfig, lr_at
 from shiptwo.training.guards import chinchilla_gate, resolve_device
@@ -140,10 +141,30 @@ def test_a_run_that_exhausts_the_corpus_records_it_and_the_check_sees_a_silent_o
     small = (data[0][:600], data[1])  # 18 windows of 32: 6 steps x 4 = 24 windows -> one wrap
     res = _train(tmp_path, _cfg(), tiny_config, tiny_tokenizer, small)
     s = res.summary
-    assert s["epochs"] == 2 and len(s["wraps"]) == 1 and unreported_wraps(s) == 0
-    assert wraps_in_log(res.log_path) == 1
-    assert unreported_wraps({**s, "wraps": []}) >= 1  # the defect: a wrap that was not reported
-    assert unreported_wraps({**s, "epochs": 1, "wraps": []}) >= 1
+    cfg = _cfg()
+    logged = wraps_in_log(res.log_path)
+    assert logged == (1, 6) and s["epochs"] == 2 and len(s["wraps"]) == 1
+    n, ev = unreported_wraps(s, *logged, 600, cfg)
+    assert n == 0 and ev["windows_per_epoch"] == 18 and ev["windows_consumed"] == 24 and ev["expected_wraps"] == 1
+    assert unreported_wraps({**s, "wraps": []}, *logged, 600, cfg)[0] >= 1  # the defect: a wrap that was not reported
+    assert unreported_wraps({**s, "epochs": 1, "wraps": []}, *logged, 600, cfg)[0] >= 1
+    # the defect the trainer's own figures hide: summary and log agree on no wrap (both consistent with
+    # their windows_per_epoch), but the split and the recipe say the run went round once
+    silent = {**s, "epochs": 1, "wraps": [], "windows_per_epoch": 30}
+    n, ev = unreported_wraps(silent, 0, 6, 600, cfg)
+    assert n == 3 and ev["expected_wraps"] == 1
+    assert unreported_wraps({**s, "epochs": 1, "wraps": []}, 0, 6, 10_000, cfg)[0] == 0  # a split that big: no wrap
+
+
+def test_split_length_reads_the_token_file_header_and_refuses_a_missing_split(tmp_path):
+    from safetensors.torch import save_file as st_save_file
+
+    st_save_file({"train": torch.zeros(123, dtype=torch.int32)}, str(tmp_path / "tokens.safetensors"))
+    assert split_length(tmp_path, "train") == 123
+    with pytest.raises(ShiptwoError, match=r"tokens\.safetensors: split 'test' missing"):
+        split_length(tmp_path, "test")
+    with pytest.raises(ShiptwoError, match=r"tokens\.safetensors: cannot read the token file"):
+        split_length(tmp_path / "nowhere", "train")
 
 
 def test_run_writes_checkpoints_log_curve_and_summary(tmp_path, tiny_config, tiny_tokenizer, data):
