@@ -26,20 +26,20 @@ from shiptwo.training.state import optimizer_state_sha256
 
 def split_length(data_dir: str | Path, split: str) -> int:
     """Tokens in `split` of a prepared data directory's token file, read from its header (nothing loaded)."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     from shiptwo.builds.model2 import TOKENS_FILE
 
     path = Path(data_dir) / TOKENS_FILE
     try:
         with safe_open(str(path), framework="pt") as fh:
-            if split not in fh.keys():
-                raise ShiptwoError(f"{path}: split {split!r} missing")
-            return int(fh.get_slice(split).get_shape()[0])
-    except ShiptwoError:
-        raise
-    except Exception as exc:  # safetensors raises its own error types for a missing or corrupt file
+            names = list(fh.keys())
+            shape = fh.get_slice(split).get_shape() if split in names else None
+    except (SafetensorError, OSError, ValueError) as exc:
         raise ShiptwoError(f"{path}: cannot read the token file ({str(exc).splitlines()[0]})") from None
+    if shape is None:
+        raise ShiptwoError(f"{path}: split {split!r} missing")
+    return int(shape[0])
 
 
 def unreported_wraps(summary: dict, logged_wraps: int, logged_steps: int, train_split_tokens: int,
