@@ -64,6 +64,8 @@ class Artifacts:
     summary: dict
     files: dict[str, Path] = field(default_factory=dict)  # role -> path, every role the builder declared
     reused: bool = False
+    build_seconds: float | None = None  # the store's own clock around the whole build (None: not recorded)
+    build_resumed: bool = False  # the build continued an interrupted one: build_seconds covers only its last leg
     tokenizer: Path | None = None
     checkpoint: Path | None = None  # the best checkpoint: the one every later stage consumes
     final_checkpoint: Path | None = None
@@ -209,7 +211,8 @@ def build(builder: Builder, profile: str, rebuild: bool = False, **options) -> A
                 raise ShiptwoError(f"build {model_name}/{profile}: builder did not write {', '.join(missing)}")
             atomic_write_json(tmp / ARTIFACT_MANIFEST, {
                 "model": model_name, "profile": profile, "key": key, "code_version": code,
-                "build_seconds": time.perf_counter() - t0, "roles": roles, "files": files,
+                "build_seconds": time.perf_counter() - t0, "build_resumed": adopted is not None,
+                "roles": roles, "files": files,
                 "recipe": recipe, "summary": summary,
             })
             os.rename(tmp, final)
@@ -298,6 +301,7 @@ def _load(root: Path, model_name: str, profile: str, key: str, reused: bool) -> 
     return Artifacts(
         model=model_name, profile=profile, key=key, root=root, manifest=root / ARTIFACT_MANIFEST,
         recipe=manifest["recipe"], summary=manifest["summary"], files=files, reused=reused,
+        build_seconds=manifest.get("build_seconds"), build_resumed=bool(manifest.get("build_resumed", False)),
         **{role: p for role, p in files.items() if role in known},
     )
 

@@ -11,37 +11,134 @@ import math
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch
 
+from shiptwo.errors import ShiptwoError
 from shiptwo.model.llama import ModelConfig
 from shiptwo.training.config import TrainConfig
 from shiptwo.training.guards import unique_training_tokens
 from shiptwo.training.loop import STOP_EARLY, STOP_MAX_STEPS, STOP_TOKEN_BUDGET, STOP_WALL_CLOCK, train
+from shiptwo.training.sampler import window_count
 from shiptwo.training.state import optimizer_state_sha256
 
-def unreported_wraps(summary: dict) -> int:
-    """AC-SHIP2-015: wraps implied by windows consumed vs windows per epoch, minus those recorded."""
-    per_epoch, consumed = summary["windows_per_epoch"], summary["windows_consumed"]
-    expected = max(0, (consumed - 1) // per_epoch) if consumed else 0
-    recorded = len(summary.get("wraps", []))
-    mismatch = abs(expected - recorded)
-    if summary.get("epochs") != expected + 1 and consumed:
-        mismatch += 1
-    return mismatch
+def split_length(data_dir: str | Path, split: str) -> int:
+    """Tokens in `split` of a prepared data directory's token file, read from its header (nothing loaded)."""
+    from safetensors import SafetensorError, safe_open
+
+    from shiptwo.builds.model2 import TOKENS_FILE
+
+    path = Path(data_dir) / TOKENS_FILE
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            names = list(fh.keys())
+            shape = fh.get_slice(split).get_shape() if split in names else None
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ShiptwoError(f"{path}: cannot read the token file ({str(exc).splitlines()[0]})") from None
+    if shape is None:
+        raise ShiptwoError(f"{path}: split {split!r} missing")
+    return int(shape[0])
 
 
-def early_stop_violations(summary: dict) -> int:
-    """AC-SHIP2-017: 1 if no known stop reason is recorded, or an early stop fired before min_steps or patience."""
-    reason = summary.get("stop_reason")
+def unreported_wraps(summary: dict, logged_wraps: int, logged_steps: int, train_split_tokens: int,
+                     cfg: TrainConfig) -> tuple[int, dict]:
+    """AC-SHIP2-015: wrap-arounds the run must have made, derived from outside the trainer's records,
+    that its summary or its step log does not report.
+
+    Windows per epoch come from the train split's length and the recipe's seq_len (the sampler's own
+    count), windows consumed from the logged steps x the recipe's batch_size x grad_accum; each wrap
+    missing from (or extra in) the summary's wraps, the log's epoch count or the summary's epochs is one.
+    """
+    per_epoch = window_count(train_split_tokens, cfg.seq_len)
+    if per_epoch < 1:
+        raise ShiptwoError(f"train split of {train_split_tokens} tokens holds no window of seq_len+1 = {cfg.seq_len + 1}")
+    consumed = logged_steps * cfg.batch_size * cfg.grad_accum
+    expected = (consumed - 1) // per_epoch if consumed else 0
+    reported = len(summary.get("wraps", []))
+    mismatch = abs(expected - reported) + abs(expected - logged_wraps) + abs(expected + 1 - summary.get("epochs", 0))
+    return mismatch, {"expected_wraps": expected, "windows_per_epoch": per_epoch, "windows_consumed": consumed,
+                      "train_split_tokens": train_split_tokens, "steps_in_log": logged_steps,
+                      "wraps_in_summary": reported, "wraps_in_log": logged_wraps, "epochs_in_summary": summary.get("epochs"),
+                      "summary_windows_per_epoch": summary.get("windows_per_epoch"),
+                      "summary_windows_consumed": summary.get("windows_consumed")}
+
+
+def early_stop_violations(summary: dict, cfg: TrainConfig, measured_seconds: float | None = None) -> tuple[int, list[str]]:
+    """AC-SHIP2-017: the recorded stop reason checked against the recipe's TrainConfig `cfg`.
+
+    max_steps / token_budget: the recipe sets that limit and the run made its planned total of steps;
+    wall_clock: the recipe sets a limit, the run stopped short of its total, and neither the trainer's
+    wall_seconds nor `measured_seconds` (a clock outside the trainer; optional) is under the limit;
+    early stop: short of the total, at or after the recipe's min_steps, with its patience of evals
+    since the best. No reason, or an unknown one, is a violation. Returns (count, problems).
+    """
+    reason, steps, total = summary.get("stop_reason"), summary.get("steps"), cfg.total_steps()
     if not reason:
-        return 1
-    if not reason.startswith(STOP_EARLY):
-        return int(reason.split("(")[0] not in (STOP_MAX_STEPS, STOP_TOKEN_BUDGET, STOP_WALL_CLOCK))
-    step, min_steps, patience = summary["steps"], summary["min_steps"], summary["patience"]
-    evals_after_best = [v for v in summary.get("val_history", []) if v["step"] > summary["best_step"]]
-    return int(step < min_steps or len(evals_after_best) < patience)
+        return 1, ["no stop reason recorded"]
+    kind = reason.split("(")[0]
+    problems = []
+    if kind in (STOP_MAX_STEPS, STOP_TOKEN_BUDGET):
+        limit = cfg.max_steps if kind == STOP_MAX_STEPS else cfg.token_budget
+        if limit is None:
+            problems.append(f"stop reason {kind} but the recipe sets no {kind}")
+        if steps != total:
+            problems.append(f"stop reason {kind} after {steps} steps; the recipe plans {total}")
+    elif kind == STOP_WALL_CLOCK:
+        limit = cfg.max_wall_seconds
+        if limit is None:
+            problems.append("stop reason wall_clock but the recipe sets no max_wall_seconds")
+        else:
+            for what, seconds in (("trainer's wall_seconds", summary.get("wall_seconds")), ("measured", measured_seconds)):
+                if what == "measured" and seconds is None:
+                    continue
+                if seconds is None or seconds < limit:
+                    problems.append(f"stop reason wall_clock but {what} {seconds} is under the limit {limit:g} s")
+        if steps is None or steps >= total:
+            problems.append(f"stop reason wall_clock after {steps} steps, not short of the planned {total}")
+    elif kind == STOP_EARLY:
+        after_best = [v for v in summary.get("val_history", []) if v["step"] > summary.get("best_step", math.inf)]
+        if steps is None or steps < cfg.min_steps:
+            problems.append(f"early stop at step {steps}, before the recipe's min_steps {cfg.min_steps}")
+        if len(after_best) < cfg.patience:
+            problems.append(f"early stop after {len(after_best)} evals without improvement; the recipe's patience is {cfg.patience}")
+        if steps is None or steps >= total:
+            problems.append(f"early stop after {steps} steps, not short of the planned {total}")
+    else:
+        problems.append(f"unknown stop reason {reason!r}")
+    return len(problems), problems
+
+
+def build_wall_seconds(artifacts) -> float:
+    """AC-SHIP2-004: the artifact store's own clock around the whole build (data preparation and
+    training), recorded in its manifest when built: not the trainer's figure about itself."""
+    seconds = artifacts.build_seconds
+    if not isinstance(seconds, (int, float)) or not math.isfinite(seconds) or seconds < 0:
+        raise ShiptwoError(f"{artifacts.manifest}: build_seconds not recorded (rebuild the artifact with --rebuild)")
+    return float(seconds)
+
+
+def device_census_violations(census: list[tuple[int, dict]], steps: int) -> int:
+    """AC-SHIP2-016: tensors off the requested device over the observed steps, plus one for each of
+    the `steps` live steps that was never observed (a census that inspected nothing proves nothing)."""
+    return sum(n for n, _ in census) + abs(steps - len(census))
+
+
+def heldout_cross_entropy(model: torch.nn.Module, tokenizer, texts: list[str], seq_len: int, batch: int) -> dict:
+    """AC-SHIP2-003: cross-entropy over every window of `texts`, tokenized here as the build tokenizes a
+    split (encode_split), with a 95% bootstrap interval over windows (tokens within one are correlated)."""
+    from shiptwo import stats
+    from shiptwo.model.tokenizer import encode_split
+    from shiptwo.training.objective import window_losses
+
+    t0 = time.perf_counter()
+    tokens = encode_split(tokenizer, texts)
+    tokenize_seconds = time.perf_counter() - t0
+    sums, counts = window_losses(model, tokens, seq_len, batch)
+    return {"cross_entropy": sum(sums) / sum(counts), "interval": stats.bootstrap_ci([s / c for s, c in zip(sums, counts)]),
+            "n": len(sums), "tokens": len(tokens), "targets": sum(counts), "documents": len(texts),
+            "tokenize_seconds": tokenize_seconds, "measure_seconds": time.perf_counter() - t0 - tokenize_seconds}
 
 
 def expected_device(requested: str) -> torch.device:
@@ -182,12 +279,15 @@ def reproducibility_runs(cfg: TrainConfig, model_config: ModelConfig, train_toke
         r = train(c, model_config, train_tokens, val_tokens, Path(workdir) / f"run{n}", tokenizer_json, provenance,
                   stop_after=stop, observe=hash_at_other if n == 0 else None)
         runs.append((r.losses[:stop], r.optimizer_sha256))
-    a_at_other = (runs[0][0][:other_steps], at_other.get(other_steps, ""))
+    if other_steps not in at_other:
+        raise ShiptwoError(f"reproducibility: the first run's optimizer state was never hashed at step {other_steps}")
+    a_at_other = (runs[0][0][:other_steps], at_other[other_steps])
     return reproducibility_violations(*runs, loss_tol=loss_tol, same_a_at_other=a_at_other)
 
 
-def wraps_in_log(log_path: str | Path) -> int:
-    """Epoch increments seen in the step log: an independent count of wrap-arounds (AC-SHIP2-015)."""
-    epochs = [json.loads(line)["epoch"] for line in Path(log_path).read_text(encoding="utf-8").splitlines()
-              if line and json.loads(line).get("type") == "train"]
-    return epochs[-1] if epochs else 0  # epochs are numbered from 0: the last one is the wrap count
+def wraps_in_log(log_path: str | Path) -> tuple[int, int]:
+    """(wraps, steps) seen in the step log: epoch increments and the last training step, counted apart
+    from the trainer's summary (AC-SHIP2-015)."""
+    train = [e for e in (json.loads(line) for line in Path(log_path).read_text(encoding="utf-8").splitlines() if line)
+             if e.get("type") == "train"]
+    return (train[-1]["epoch"], train[-1]["step"]) if train else (0, 0)  # epochs count from 0: the last is the wraps

@@ -21,8 +21,7 @@ from shiptwo.training.loop import TrainConfig
 
 from shiptwo.paths import recipe_path
 
-PROFILE_KEYS = ("rationale", "declared_parameters", "parameter_tolerance",
-                "model", "corpus", "tokenizer", "train")
+PROFILE_KEYS = ("rationale", "declared_parameters", "model", "corpus", "tokenizer", "train")
 
 
 @dataclass
@@ -35,7 +34,6 @@ class Recipe:
     model: ModelConfig
     model_declared: dict  # the model block exactly as written (for the field-by-field contract)
     declared_parameters: int
-    parameter_tolerance: float
     corpus: CorpusConfig
     vocab_size: int
     train: TrainConfig
@@ -94,7 +92,7 @@ def load_recipe(model_name: str, profile: str, path: str | Path | None = None) -
         raise ShiptwoError(f"{where}.train.seq_len {train.seq_len} exceeds model.max_position_embeddings")
     return Recipe(
         model_name=model_name, profile=profile, path=path, model=model, model_declared=dict(block["model"]),
-        declared_parameters=int(block["declared_parameters"]), parameter_tolerance=float(block["parameter_tolerance"]),
+        declared_parameters=int(block["declared_parameters"]),
         corpus=corpus, vocab_size=vocab, train=train,
         rationale=str(block["rationale"]), raw=block,
     )

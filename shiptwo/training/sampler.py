@@ -15,11 +15,16 @@ from shiptwo.errors import ShiptwoError
 log = logging.getLogger(__name__)
 
 
+def window_count(n_tokens: int, seq_len: int) -> int:
+    """Windows of seq_len+1 tokens (overlapping by one) that `n_tokens` yield: one epoch of the sampler."""
+    return (n_tokens - 1) // seq_len
+
+
 class WindowSampler:
     """Sequential windows of seq_len+1 tokens, in a seeded shuffled order per epoch; wraps recorded."""
 
     def __init__(self, n_tokens: int, seq_len: int, seed: int):
-        self.n_windows = (n_tokens - 1) // seq_len
+        self.n_windows = window_count(n_tokens, seq_len)
         if self.n_windows < 1:
             raise ShiptwoError(f"train: train split has {n_tokens} tokens, fewer than seq_len+1 = {seq_len + 1}")
         self.seed, self.epoch, self.cursor = seed, 0, 0

@@ -87,6 +87,22 @@ def test_tampered_artifact_is_refused_then_rebuilt_on_request(store_root, counti
         build("toy", "smoke")
 
 
+def test_the_store_times_the_whole_build_and_a_reuse_reads_the_same_figure(store_root, monkeypatch):
+    """AC-SHIP2-004 measures the store's clock, not the builder's claim: a builder that spends time
+    outside its trainer and reports 0 s of its own is still timed in full."""
+    import time
+
+    def run(profile, fp, workdir):
+        time.sleep(0.3)  # e.g. data preparation, outside the trainer's clock
+        atomic_write_text(workdir / "a.txt", "x")
+        return {"tokenizer": "a.txt"}, {}, {"wall_seconds": 0.0}  # the trainer's figure about itself
+
+    monkeypatch.setitem(BUILDERS, "slow", Builder("slow", lambda p, o: Fingerprint({}), run, entry="shiptwo.builds.store"))
+    a, b = build("slow", "smoke"), build("slow", "smoke")
+    assert a.build_seconds >= 0.3 and not a.build_resumed and a.summary["wall_seconds"] == 0.0
+    assert b.reused and b.build_seconds == a.build_seconds == json.loads(a.manifest.read_text())["build_seconds"]
+
+
 def test_failed_build_leaves_nothing_visible(store_root, monkeypatch):
     def run(profile, fp, workdir):
         atomic_write_text(workdir / "half.txt", "x")
@@ -217,6 +233,7 @@ def test_a_build_killed_mid_way_resumes_from_its_last_state(tmp_path, monkeypatc
     assert resumed_at % 20 == 0 and 0 < resumed_at < 300 and a.summary["steps"] == 300
     assert not list(base.glob(".tmp-*")) and verify(a.root) is None and a.root.name == work.name.split("-")[1]
     assert store.OWNER_FILE not in json.loads(a.manifest.read_text())["files"]
+    assert a.build_resumed and a.build_seconds > 0  # its clock covers the last leg only, and says so
     train_steps = [json.loads(x)["step"] for x in a.train_log.read_text().splitlines() if '"train"' in x]
     assert train_steps == list(range(1, 301))  # one record per step: the steps after the kill were redone, once
 

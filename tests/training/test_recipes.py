@@ -11,14 +11,20 @@ from shiptwo.model.llama import LlamaModel, ModelConfig
 from shiptwo.checks.checkpoint import architecture_mismatches
 from shiptwo.paths import recipe_path
 from shiptwo.training.recipes import load_recipe
+from shiptwo.harness.spec import load_spec
 
 from shiptwo.paths import PROFILES
+
+
+def _tolerance(profile: str) -> float:
+    """AC-SHIP2-001's parameter-count band: the spec's, not the recipe's."""
+    return load_spec().criterion("AC-SHIP2-001").param("parameter_tolerance", profile)
 
 
 @pytest.mark.parametrize("profile", PROFILES)
 def test_every_profile_loads_and_meets_its_contract(profile):
     r = load_recipe("model2", profile)
-    n, problems = architecture_mismatches(r.model_declared, r.declared_parameters, r.parameter_tolerance)
+    n, problems = architecture_mismatches(r.model_declared, r.declared_parameters, _tolerance(profile))
     assert (n, problems) == (0, [])
     assert r.vocab_size == r.model.vocab_size and r.train.seq_len <= r.model.max_position_embeddings
 
@@ -27,7 +33,7 @@ def test_contract_counts_a_module_built_differently_from_the_declaration():
     r = load_recipe("model2", "smoke")
     with torch.device("meta"):
         other = LlamaModel(ModelConfig(**{**r.model.to_dict(), "intermediate_size": 96, "rope_theta": 500000.0}))
-    n, problems = architecture_mismatches(r.model_declared, r.declared_parameters, r.parameter_tolerance, model=other)
+    n, problems = architecture_mismatches(r.model_declared, r.declared_parameters, _tolerance("smoke"), model=other)
     assert n == 3  # two fields plus the parameter count outside ±1%
     assert any(p.startswith("intermediate_size") for p in problems) and any(p.startswith("parameters") for p in problems)
 
@@ -51,6 +57,7 @@ def _write(tmp_path, mutate) -> str:
 @pytest.mark.parametrize("mutate, match", [
     (lambda b: b.pop("train"), "missing field"),
     (lambda b: b.update(extra=1), "unknown field"),
+    (lambda b: b.update(parameter_tolerance=0.01), "unknown field"),  # the band is the spec's (AC-SHIP2-001)
     (lambda b: b["model"].update(hidden=3), "unknown model config field"),
     (lambda b: b["train"].update(lr_max=1), "unknown train field"),
     (lambda b: b["tokenizer"].update(vocab_size=999), "differs from model.vocab_size"),
@@ -99,7 +106,7 @@ def test_checkpoint_contract_reads_the_tensors_in_the_file(smoke_checkpoint, tmp
     from shiptwo.checks.checkpoint import checkpoint_contract_violations
 
     r, path = smoke_checkpoint
-    args = (r.model_declared, r.declared_parameters, r.parameter_tolerance)
+    args = (r.model_declared, r.declared_parameters, _tolerance("smoke"))
     n, ev = checkpoint_contract_violations(path, *args)
     assert n == 0 and ev["parameters_in_file"] == r.declared_parameters and ev["tensors"] == ev["expected_tensors"]
 

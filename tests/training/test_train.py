@@ -20,8 +20,9 @@ from shiptwo.model.tokenizer import encode_split
 from shiptwo.checks.checkpoint import checkpoint_reload_defects
 from shiptwo.checks.tokenizer import roundtrip_mismatches
 from shiptwo.checks.training import (
-    chinchilla_figures, early_stop_violations, expected_device, reproducibility_runs, reproducibility_violations,
-    tensor_device_census, unreported_wraps, wraps_in_log,
+    build_wall_seconds, chinchilla_figures, device_census_violations, early_stop_violations, expected_device,
+    heldout_cross_entropy, reproducibility_runs, reproducibility_violations, split_length, tensor_device_census,
+    unreported_wraps, wraps_in_log,
 )
 from shiptwo.training.config import TrainConfig, lr_at
 from shiptwo.training.guards import chinchilla_gate, resolve_device
@@ -140,10 +141,30 @@ def test_a_run_that_exhausts_the_corpus_records_it_and_the_check_sees_a_silent_o
     small = (data[0][:600], data[1])  # 18 windows of 32: 6 steps x 4 = 24 windows -> one wrap
     res = _train(tmp_path, _cfg(), tiny_config, tiny_tokenizer, small)
     s = res.summary
-    assert s["epochs"] == 2 and len(s["wraps"]) == 1 and unreported_wraps(s) == 0
-    assert wraps_in_log(res.log_path) == 1
-    assert unreported_wraps({**s, "wraps": []}) >= 1  # the defect: a wrap that was not reported
-    assert unreported_wraps({**s, "epochs": 1, "wraps": []}) >= 1
+    cfg = _cfg()
+    logged = wraps_in_log(res.log_path)
+    assert logged == (1, 6) and s["epochs"] == 2 and len(s["wraps"]) == 1
+    n, ev = unreported_wraps(s, *logged, 600, cfg)
+    assert n == 0 and ev["windows_per_epoch"] == 18 and ev["windows_consumed"] == 24 and ev["expected_wraps"] == 1
+    assert unreported_wraps({**s, "wraps": []}, *logged, 600, cfg)[0] >= 1  # the defect: a wrap that was not reported
+    assert unreported_wraps({**s, "epochs": 1, "wraps": []}, *logged, 600, cfg)[0] >= 1
+    # the defect the trainer's own figures hide: summary and log agree on no wrap (both consistent with
+    # their windows_per_epoch), but the split and the recipe say the run went round once
+    silent = {**s, "epochs": 1, "wraps": [], "windows_per_epoch": 30}
+    n, ev = unreported_wraps(silent, 0, 6, 600, cfg)
+    assert n == 3 and ev["expected_wraps"] == 1
+    assert unreported_wraps({**s, "epochs": 1, "wraps": []}, 0, 6, 10_000, cfg)[0] == 0  # a split that big: no wrap
+
+
+def test_split_length_reads_the_token_file_header_and_refuses_a_missing_split(tmp_path):
+    from safetensors.torch import save_file as st_save_file
+
+    st_save_file({"train": torch.zeros(123, dtype=torch.int32)}, str(tmp_path / "tokens.safetensors"))
+    assert split_length(tmp_path, "train") == 123
+    with pytest.raises(ShiptwoError, match=r"tokens\.safetensors: split 'test' missing"):
+        split_length(tmp_path, "test")
+    with pytest.raises(ShiptwoError, match=r"tokens\.safetensors: cannot read the token file"):
+        split_length(tmp_path / "nowhere", "train")
 
 
 def test_run_writes_checkpoints_log_curve_and_summary(tmp_path, tiny_config, tiny_tokenizer, data):
@@ -153,7 +174,7 @@ def test_run_writes_checkpoints_log_curve_and_summary(tmp_path, tiny_config, tin
     for key in ("steps", "tokens", "tokens_per_param", "best_val_loss", "final_val_loss", "seed", "device_requested",
                 "device_used", "stop_reason", "wraps", "epochs", "wall_seconds", "code_version"):
         assert key in s, key
-    assert s["steps"] == 6 and s["stop_reason"] == "max_steps" and early_stop_violations(s) == 0
+    assert s["steps"] == 6 and s["stop_reason"] == "max_steps" and early_stop_violations(s, _cfg())[0] == 0
     seen = 6 * 4 * 32
     assert s["tokens_seen_per_param"] == pytest.approx(seen / tiny_config.num_parameters())
     assert s["tokens_per_param"] == pytest.approx(min(seen, len(data[0])) / tiny_config.num_parameters())
@@ -170,15 +191,93 @@ def test_early_stop_only_after_min_steps_and_patience(tmp_path, tiny_config, tin
     cfg = _cfg(lr=0.0, min_lr=0.0, max_steps=20, eval_interval=2, min_steps=8, patience=2)
     s = _train(tmp_path, cfg, tiny_config, tiny_tokenizer, data).summary
     assert s["stop_reason"] == "early_stop(patience=2)" and s["steps"] == 8
-    assert early_stop_violations(s) == 0
-    assert early_stop_violations({**s, "steps": 4}) == 1  # before min_steps
-    assert early_stop_violations({**s, "val_history": s["val_history"][:2]}) == 1  # patience window not elapsed
-    assert early_stop_violations({**s, "stop_reason": None}) == 1  # not recorded
+    assert early_stop_violations(s, cfg) == (0, [])
+    assert early_stop_violations({**s, "steps": 4}, cfg)[0] == 1  # before min_steps
+    assert early_stop_violations({**s, "val_history": s["val_history"][:2]}, cfg)[0] == 1  # patience window not elapsed
+    assert early_stop_violations({**s, "stop_reason": None}, cfg)[0] == 1  # not recorded
+    # min_steps and patience are the recipe's: a summary that understates them does not excuse the stop
+    n, problems = early_stop_violations({**s, "min_steps": 2, "patience": 1}, _cfg(max_steps=20, min_steps=10, patience=4))
+    assert n == 2 and "min_steps 10" in problems[0] and "patience is 4" in problems[1]
+
+
+def test_a_run_labelled_max_steps_that_stopped_early_is_a_violation():
+    cfg = _cfg(max_steps=20)
+    done = {"stop_reason": "max_steps", "steps": 20}
+    assert early_stop_violations(done, cfg) == (0, [])
+    n, problems = early_stop_violations({**done, "steps": 12}, cfg)  # the defect: stopped short, labelled max_steps
+    assert n == 1 and "after 12 steps; the recipe plans 20" in problems[0]
+    assert early_stop_violations({**done, "stop_reason": "token_budget"}, cfg)[0] == 1  # the recipe sets no budget
+    budget = _cfg(max_steps=None, token_budget=4 * 32 * 10)
+    assert early_stop_violations({"stop_reason": "token_budget", "steps": 10}, budget) == (0, [])
+    assert early_stop_violations({"stop_reason": "token_budget", "steps": 9}, budget)[0] == 1
+
+
+def test_a_wall_clock_stop_claimed_under_the_limit_is_a_violation():
+    cfg = _cfg(max_steps=50, max_wall_seconds=30.0)
+    stop = {"stop_reason": "wall_clock(limit=30s)", "steps": 12, "wall_seconds": 30.5}
+    assert early_stop_violations(stop, cfg, measured_seconds=31.0) == (0, [])
+    n, problems = early_stop_violations({**stop, "wall_seconds": 5.0}, cfg)  # the defect: the trainer's own claim
+    assert n == 1 and "wall_seconds 5.0 is under the limit 30 s" in problems[0]
+    n, problems = early_stop_violations(stop, cfg, measured_seconds=6.0)  # the store's clock says 6 s
+    assert n == 1 and "measured 6.0 is under the limit" in problems[0]
+    assert early_stop_violations(stop, _cfg(max_steps=50))[0] == 1  # the recipe sets no wall-clock limit
+    assert early_stop_violations({**stop, "steps": 50}, cfg)[0] == 1  # ran its full plan: not a wall-clock stop
 
 
 def test_same_seed_identical_other_seed_diverges(tmp_path, tiny_config, tiny_tokenizer, data):
     n, ev = reproducibility_runs(_cfg(), tiny_config, data[0], data[1], 4, tmp_path, tiny_tokenizer.to_json(), PROV, 1e-6)
     assert n == 0 and ev["max_abs_loss_diff_same_seed"] == 0.0 and ev["max_abs_loss_diff_other_seed"] > 0
+
+
+def test_reproducibility_runs_refuse_a_hash_that_was_never_taken(tmp_path, tiny_config, tiny_tokenizer, data, monkeypatch):
+    from shiptwo.checks import training as checks
+
+    real = checks.train
+
+    def no_observe(*args, observe=None, **kwargs):  # the defect: the first run's state is never hashed
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(checks, "train", no_observe)
+    with pytest.raises(ShiptwoError, match="never hashed at step 3"):
+        reproducibility_runs(_cfg(), tiny_config, data[0], data[1], 4, tmp_path, tiny_tokenizer.to_json(), PROV, 1e-6,
+                             other_steps=3)
+
+
+def test_device_census_violations_count_steps_never_observed():
+    clean = (0, {})
+    assert device_census_violations([clean] * 3, 3) == 0
+    assert device_census_violations([], 3) == 3  # the defect: the observe hook never ran, nothing was inspected
+    assert device_census_violations([clean], 3) == 2
+    assert device_census_violations([clean, (2, {}), clean], 3) == 2
+
+
+def test_build_wall_seconds_is_the_stores_figure_and_refuses_one_never_recorded(tmp_path):
+    from types import SimpleNamespace
+
+    assert build_wall_seconds(SimpleNamespace(build_seconds=12.5, manifest=tmp_path / "manifest.json")) == 12.5
+    for missing in (None, float("nan"), -1.0):
+        with pytest.raises(ShiptwoError, match=r"manifest\.json: build_seconds not recorded"):
+            build_wall_seconds(SimpleNamespace(build_seconds=missing, manifest=tmp_path / "manifest.json"))
+
+
+def test_heldout_cross_entropy_measures_the_texts_given_not_a_token_file(tiny_config, tiny_tokenizer, tiny_texts):
+    from shiptwo.training.objective import window_losses
+
+    torch.manual_seed(0)
+    model = LlamaModel(tiny_config)
+    model.init_weights(0)
+    texts = tiny_texts[6:]
+    r = heldout_cross_entropy(model, tiny_tokenizer, texts, 32, 4)
+    tokens = encode_split(tiny_tokenizer, texts)  # the build's own tokenization of a split
+    sums, counts = window_losses(model, tokens, 32, 4)
+    assert r["cross_entropy"] == pytest.approx(sum(sums) / sum(counts)) and r["n"] == (len(tokens) - 1) // 32
+    assert r["interval"][0] <= r["cross_entropy"] <= r["interval"][1] and r["documents"] == len(texts)
+    assert r["tokenize_seconds"] >= 0 and r["measure_seconds"] >= 0
+    # the defect it guards against: a figure from a stream the build wrote, not the corpus (here: a stale,
+    # easy one of a single repeated token) differs from the corpus's figure
+    easy = torch.full_like(tokens, int(tokens[0]))
+    e_sums, e_counts = window_losses(model, easy, 32, 4)
+    assert abs(sum(e_sums) / sum(e_counts) - r["cross_entropy"]) > 1e-3
 
 
 def test_reproducibility_runs_catch_a_nondeterministic_op(tmp_path, tiny_config, tiny_tokenizer, data, monkeypatch):
@@ -339,7 +438,8 @@ def test_wall_clock_stop_is_recorded_and_the_last_step_evaluated(tmp_path, tiny_
     s = _train(tmp_path, _cfg(max_steps=50, eval_interval=20, max_wall_seconds=0.0), tiny_config, tiny_tokenizer,
                data).summary
     assert s["stop_reason"] == "wall_clock(limit=0s)" and s["steps"] == 1
-    assert s["val_history"][-1]["step"] == 1 and early_stop_violations(s) == 0
+    assert s["val_history"][-1]["step"] == 1
+    assert early_stop_violations(s, _cfg(max_steps=50, eval_interval=20, max_wall_seconds=0.0)) == (0, [])
 
 
 def test_a_failed_compile_is_logged_and_training_goes_on_eager(monkeypatch, caplog):
