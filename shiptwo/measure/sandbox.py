@@ -314,14 +314,6 @@ def planned_isolation(cfg: SandboxConfig) -> Isolation:
                       cfg.drop_privileges and os.geteuid() == 0)
 
 
-def missing_isolation(iso: Isolation) -> list[str]:
-    """What `iso` lacks against a hostile program: a private root (else it reads the host's files, the
-    problem set included) and its own uid (else processes it leaves run on as the caller, able to
-    tamper with later runs, and nothing finds them to kill)."""
-    return ([] if iso.filesystem == FS_PRIVATE_ROOT else ["a private root (filesystem isolation)"]) + \
-           ([] if iso.user == OWN_UID else ["a uid of its own"])
-
-
 def run_isolated(program: str, stdin: bytes = b"", cfg: SandboxConfig | None = None) -> SandboxRun:
     """Run one Python program (as `__main__`, `stdin` on its standard input) in its own sandbox;
     never raises for what the program does."""

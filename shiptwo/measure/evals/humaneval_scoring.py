@@ -27,7 +27,7 @@ from shiptwo.errors import ShiptwoError
 from shiptwo.measure import plain_data
 from shiptwo.measure.evals import humaneval_calls
 from shiptwo.measure.sandbox import (
-    Isolation, SandboxConfig, SandboxRun, missing_isolation, planned_isolation, run_isolated, shipped_program,
+    FS_PRIVATE_ROOT, OWN_UID, Isolation, SandboxConfig, SandboxRun, planned_isolation, run_isolated, shipped_program,
 )
 
 PASSED = "passed"
@@ -253,3 +253,11 @@ def _check_isolation(iso: Isolation, allow_weak: bool) -> list[str]:
                            "could pass falsely (needs root and a kernel allowing mount namespaces; allow_weak_isolation / "
                            "--allow-weak-isolation scores anyway, recorded in the results)")
     return missing
+
+
+def missing_isolation(iso: Isolation) -> list[str]:
+    """What `iso` lacks against a hostile program: a private root (else it reads the host's files, the
+    problem set included) and its own uid (else processes it leaves run on as the caller, able to
+    tamper with later runs, and nothing finds them to kill)."""
+    return ([] if iso.filesystem == FS_PRIVATE_ROOT else ["a private root (filesystem isolation)"]) + \
+           ([] if iso.user == OWN_UID else ["a uid of its own"])
