@@ -89,7 +89,8 @@ def _add_gate(sub) -> None:
     p.add_argument("--spec", default=None, help="spec file (default: the project's spec/ship-two.yaml)")
     p.add_argument("--acceptance", default=None, help="acceptance tests whose bindings must all have run (default: acceptance/ beside spec/)")
     p.add_argument("--allow-stale", action="store_true",
-                   help="accept results from another commit, profile or spec version, or from an uncommitted tree")
+                   help="accept results from another commit, profile or spec version, or from an uncommitted tree "
+                        "(never an uncommitted spec: in a checkout that is an error, exit 2)")
     p.add_argument("--recheck", type=int, default=0, metavar="K",
                    help="re-execute K randomly chosen samples of each sampled criterion and refuse on any disagreement")
     p.add_argument("--seed", type=int, default=None, help="seed for choosing the --recheck samples (default: random)")
@@ -97,6 +98,24 @@ def _add_gate(sub) -> None:
     p.add_argument("--bundle", default=None, metavar="DIR", help="also write a verdict bundle (spec, results, evidence, hashes) to DIR")
     p.add_argument("--from-bundle", default=None, metavar="DIR", help="recompute the verdict offline from a bundle alone")
     p.set_defaults(func=_cmd_gate)
+
+
+def _refuse_uncommitted_spec(root: Path, spec, checkout: dict) -> None:
+    """In a git checkout, the spec the gate judges against (its directory, the recipes it names) must
+    be the one committed at HEAD: an uncommitted edit could loosen any threshold or release rule."""
+    from shiptwo.checkout import UNKNOWN_COMMIT, uncommitted
+
+    if checkout.get("commit") in (None, UNKNOWN_COMMIT):
+        return
+    spec_file = Path(spec.path).resolve()
+    recipes = [root / m.recipe for m in spec.models.values() if m.recipe and (root / m.recipe).exists()]
+    try:
+        changed = uncommitted(root, [spec_file.parent, *recipes])
+    except ValueError:  # the spec lies outside the checkout it names as its root
+        changed = [str(spec_file)]
+    if changed:
+        raise ShiptwoError(f"gate: {changed[0]}: uncommitted change to the spec or a recipe it names "
+                           f"(the gate judges only the spec committed at HEAD; commit it or revert it)")
 
 
 def _cmd_gate(args) -> int:
@@ -121,6 +140,7 @@ def _cmd_gate(args) -> int:
     root = paths.root_of_spec(args.spec)
     bound = bound_tests(scan_bindings(args.acceptance), root) if Path(args.acceptance).is_dir() else None
     checkout = run_info(root, spec.sha256, "")  # the code being gated: this checkout's HEAD
+    _refuse_uncommitted_spec(root, spec, checkout)
     baseline = load_results(args.baseline) if args.baseline else None
     decisions = decide(spec, results, args.model, args.allow_stale, checkout, bound, args.recheck, args.seed, baseline)
     print(format_decisions(decisions, spec, results))

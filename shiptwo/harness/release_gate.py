@@ -4,8 +4,10 @@ The gate trusts no recorded verdict it can re-check. A PASS counts only when `re
 with it (every leg holds on the recorded figures against the current spec's thresholds for the
 recorded profile, every bound test ran, every evidence file is unaltered, the sample file yields
 the figure, registered verifiers agree); any disagreement is a refusal, never a release.
-Results from another commit or profile than the latest run count as not passed unless
-`allow_stale` is set. A run whose profile is not among the model's `release_profiles` is a
+Results from another commit or profile than the latest run, judged on another spec (or
+recording no spec_sha256 or commit), or from a run whose spec_sha256 is not this spec's, count
+as not passed unless `allow_stale` is set. `shiptwo gate` in a git checkout refuses (exit 2) a
+spec directory or recipe with uncommitted changes: it judges only the spec committed at HEAD. A run whose profile is not among the model's `release_profiles` is a
 REHEARSAL: judged the same way, but it never releases.
 
 Verdicts and exit codes: RELEASE 0; HOLD (some criterion does not pass) 1; REFUSED (a recorded
@@ -108,6 +110,7 @@ def decide(spec: Spec, results: Results, models: list[str] | None = None, allow_
         if key not in spec.models:
             raise ShiptwoError(f"{spec.path}: unknown model {key!r} (spec has {', '.join(spec.models)})")
     profile = results.run.get("profile", "")
+    checkout = {**(checkout or {}), "spec_sha256": spec.sha256}  # the run must have been judged on this spec
     card = score(spec, results, reject_stale=not allow_stale, checkout=checkout, count_stale=allow_stale)
     regressions = blocking_regressions(compare(spec, results, baseline)) if baseline is not None else []  # issue 13
     decisions = []
