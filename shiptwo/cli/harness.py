@@ -132,7 +132,11 @@ def _cmd_gate(args) -> int:
     if args.from_bundle:
         from shiptwo.harness.bundle import gate_from_bundle
 
-        decisions, lines = gate_from_bundle(args.from_bundle, args.spec)
+        if Path(args.spec).is_file():  # in a checkout: its spec must be the committed one, as below
+            spec = load_spec(args.spec)
+            root = paths.root_of_spec(args.spec)
+            _refuse_uncommitted_spec(root, spec, run_info(root, spec.sha256, ""))
+        decisions, lines = gate_from_bundle(args.from_bundle, args.spec, args.model, args.allow_stale, args.acceptance)
         print("\n".join(lines))
         return exit_code(decisions)
     spec = load_spec(args.spec)
