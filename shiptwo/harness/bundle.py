@@ -141,6 +141,28 @@ def _relocate(results: Results, root: Path, which: str, artifacts: list[dict]) -
     return Results(doc["run"], doc["criteria"], str(root / RESULTS_FILE[which])), notes
 
 
+def _info_problem(info: dict) -> str:
+    """The first field of bundle.json whose type the gate cannot read (a hand edit), else ""."""
+    artifacts = info["artifacts"]
+    if not isinstance(artifacts, list) or not all(isinstance(a, dict) for a in artifacts):
+        return "artifacts must be a list of mappings"
+    for i, a in enumerate(artifacts):
+        for key in ("results", "id", "name", "path"):
+            if not isinstance(a.get(key), str):
+                return f"artifacts[{i}].{key} must be a string"
+        if not (a.get("bundled") is None or isinstance(a["bundled"], str)):
+            return f"artifacts[{i}].bundled must be a string or null"
+    if not (info.get("gate") is None or isinstance(info["gate"], dict)):
+        return "gate must be a mapping"
+    bound = (info.get("gate") or {}).get("bound")
+    if not (bound is None or isinstance(bound, dict) and all(isinstance(v, list) for v in bound.values())):
+        return "gate.bound must map ids to lists of tests"
+    verdict = info.get("verdict", [])
+    if not isinstance(verdict, list) or not all(isinstance(v, dict) and isinstance(v.get("model"), str) for v in verdict):
+        return "verdict must be a list of {model, verdict} mappings"
+    return ""
+
+
 def open_bundle(root: str | Path) -> Bundle:
     """Verify the bundle against its manifest (refusing any mismatch) and load what it holds."""
     root = Path(root)
@@ -152,9 +174,14 @@ def open_bundle(root: str | Path) -> Bundle:
         raise ShiptwoError(f"bundle refused: {problems[0]}{more}")
     try:
         info = json.loads((root / BUNDLE_INFO).read_text(encoding="utf-8"))
+        if not isinstance(info, dict):
+            raise ShiptwoError(f"{root / BUNDLE_INFO}: bundle description must be a JSON object")
         artifacts = info["artifacts"]
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ShiptwoError(f"{root / BUNDLE_INFO}: unreadable bundle description ({type(exc).__name__})") from None
+    problem = _info_problem(info)
+    if problem:
+        raise ShiptwoError(f"{root / BUNDLE_INFO}: {problem}")
     if info.get("schema") != BUNDLE_SCHEMA:
         raise ShiptwoError(f"{root / BUNDLE_INFO}: bundle schema {info.get('schema')!r}, this shiptwo reads {BUNDLE_SCHEMA}")
     spec = load_spec(root / BUNDLE_SPEC)
@@ -215,7 +242,7 @@ def gate_from_bundle(root: str | Path, checkout_spec: str | Path | None = None, 
     if bound is None:
         lines.append("NOTE: no acceptance directory here: the bundle's recorded bound tests are not trusted, "
                      "so no PASS can be re-derived")
-    recorded = {v["model"]: v["verdict"] for v in bundle.info["verdict"]}
+    recorded = {v["model"]: v.get("verdict") for v in bundle.info.get("verdict", [])}
     for d in decisions:
         if recorded.get(d.key) != d.verdict:
             lines.append(f"NOTE: {d.key}: recomputed verdict {d.verdict} differs from the bundle's recorded {recorded.get(d.key)}")

@@ -220,3 +220,21 @@ def test_bundle_without_acceptance_tests_never_releases(bundled):
     decisions, lines = gate_from_bundle(out)
     assert decisions[0].verdict == REFUSED and "cannot check that every bound test ran" in decisions[0].refusals[0].why
     assert any("recorded bound tests are not trusted" in line for line in lines)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda i: i.update(artifacts=[1]), "artifacts must be a list of mappings"),
+    (lambda i: i["gate"].update(bound=5), "gate.bound must map ids to lists of tests"),
+    (lambda i: i.update(gate="x"), "gate must be a mapping"),
+    (lambda i: i.update(verdict=5), "verdict must be a list"),
+])
+def test_malformed_bundle_json_is_a_one_line_error(bundled, edit, message):
+    """f08: a type-corrupted (re-sealed) bundle.json is a ShiptwoError naming the file and field."""
+    _, out = bundled
+    _reseal_info(out, edit)
+    with pytest.raises(ShiptwoError, match=f"bundle.json: {message}"):
+        open_bundle(out)
+    (out / "bundle.json").write_text("[]")
+    _rehash_manifest(out)
+    with pytest.raises(ShiptwoError, match="bundle description must be a JSON object"):
+        open_bundle(out)

@@ -7,6 +7,7 @@ write_results) with real evidence files, then edited the way a person (or a bug)
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -463,3 +464,24 @@ def test_uncommitted_spec_in_a_checkout_is_refused(project, capsys):
     (project.root / "spec" / "recipes" / "new.yaml").write_text("x: 1\n")  # untracked files count too
     assert project.gate("--model", "model2", "--allow-stale") == 2
     assert "spec/recipes/new.yaml" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("cid, edit, field", [
+    ("AC-G2-001", lambda e: e.update(legs=5), "legs must be a list of mappings"),
+    ("AC-G2-001", lambda e: e.update(legs=[{"metric": [1]}]), r"legs\[0\].metric must be a string"),
+    ("AC-G2-001", lambda e: e.update(nodeids=5), "nodeids must be a list of strings"),
+    ("AC-G2-001", lambda e: e.update(nodeids=[1, 2]), "nodeids must be a list of strings"),
+    ("AC-G2-001", lambda e: e.update(expected=7), "expected must be a list of strings"),
+    ("AC-G2-001", lambda e: e.update(evidence=[1]), "evidence must be a mapping"),
+    ("AC-G2-001", lambda e: e["evidence"]["report"].update(path=5), "evidence.report.path must be a string"),
+    ("AC-G2-004", lambda e: e.update(per_test=[1]), "per_test must be a list of mappings"),
+    ("AC-G2-002", lambda e: e["samples"].update(path=5), "samples must be a mapping with a string path"),
+])
+def test_malformed_entry_fields_are_a_one_line_error(project, capsys, cid, edit, field):
+    """f07: a type-corrupted field is exit 2 naming the file, the id and the field, never a traceback."""
+    project.record()
+    project.edit(lambda doc: edit(doc["criteria"][cid]))
+    assert project.gate() == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and f"{project.results}: criteria.{cid}: " in err
+    assert re.search(field, err), err
