@@ -94,6 +94,11 @@ def _add_gate(sub) -> None:
     p.add_argument("--recheck", type=int, default=0, metavar="K",
                    help="re-execute K randomly chosen samples of each sampled criterion and refuse on any disagreement")
     p.add_argument("--seed", type=int, default=None, help="seed for choosing the --recheck samples (default: random)")
+    p.add_argument("--rerun", action="store_true",
+                   help="re-execute the bound acceptance tests of every PASS without a samples rule (recorded profile, "
+                        "results in a temp dir) and refuse any whose fresh outcome is not PASS; costs a full re-run of "
+                        "those tests against the artifacts in the store")
+    p.add_argument("--rerun-timeout", type=float, default=None, metavar="S", help="give up a --rerun after S seconds (refused)")
     p.add_argument("--baseline", default=None, help="an older results.json: hold on a significant regression of a blocking change rule")
     p.add_argument("--bundle", default=None, metavar="DIR", help="also write a verdict bundle (spec, results, evidence, hashes) to DIR")
     p.add_argument("--from-bundle", default=None, metavar="DIR", help="recompute the verdict offline from a bundle alone")
@@ -129,6 +134,8 @@ def _cmd_gate(args) -> int:
 
     if args.recheck < 0:
         raise ShiptwoError(f"gate: --recheck must be >= 0, not {args.recheck}")
+    if args.from_bundle and args.rerun:
+        raise ShiptwoError("gate: --rerun re-runs tests in the checkout; it does not combine with --from-bundle")
     if args.from_bundle:
         from shiptwo.harness.bundle import gate_from_bundle
 
@@ -146,8 +153,15 @@ def _cmd_gate(args) -> int:
     checkout = run_info(root, spec.sha256, "")  # the code being gated: this checkout's HEAD
     _refuse_uncommitted_spec(root, spec, checkout)
     baseline = load_results(args.baseline) if args.baseline else None
-    decisions = decide(spec, results, args.model, args.allow_stale, checkout, bound, args.recheck, args.seed, baseline)
+    rerun = None
+    if args.rerun:
+        from shiptwo.harness.rerun import Rerun
+
+        rerun = Rerun(root, Path(spec.path).resolve(), args.rerun_timeout)
+    decisions = decide(spec, results, args.model, args.allow_stale, checkout, bound, args.recheck, args.seed, baseline, rerun)
     print(format_decisions(decisions, spec, results))
+    if rerun is not None:
+        print(rerun.summary())
     if args.bundle:
         from shiptwo.checkout import environment
         from shiptwo.harness.bundle import bundle_gate_run
