@@ -123,3 +123,8 @@ def test_rerun_without_an_entry_or_with_an_error_refuses(recorded):
     assert d.verdict == REFUSED
     assert calls and all(p == "default" for p, _ in calls)
     assert any("re-run recorded no result for AC-R2-002: pytest exited 4" in h.why for h in d.refusals)
+
+
+def test_rerun_does_not_combine_with_from_bundle(recorded, tmp_path, capsys):
+    assert recorded.gate("--rerun", "--from-bundle", str(tmp_path)) == 2
+    assert "--rerun re-runs tests in the checkout" in capsys.readouterr().err
