@@ -50,6 +50,16 @@ def run_info(root: str | Path, spec_sha256: str, profile: str, with_environment:
     return info
 
 
+def uncommitted(root: str | Path, paths: list[str | Path]) -> list[str]:
+    """The files under `paths` (relative to the checkout `root`, or absolute) that differ from HEAD or
+    are untracked; [] outside a git checkout. The gate refuses to judge against such a spec."""
+    root = Path(root)
+    rel = [str(Path(p).resolve().relative_to(root.resolve())) if Path(p).is_absolute() else str(p) for p in paths]
+    changed = _git(root, "diff", "--name-only", "HEAD", "--", *rel) or ""
+    untracked = _git(root, "ls-files", "--others", "--exclude-standard", "--", *rel) or ""
+    return [line for line in (changed + "\n" + untracked).splitlines() if line.strip()]
+
+
 def package_version(name: str) -> str:
     """The installed version of distribution `name`, or "not installed"."""
     try:

@@ -40,5 +40,6 @@ def recheck_humaneval(request: RecheckRequest) -> list[str]:
     return regenerate_and_rescore(Path(record["path"]), request.samples)
 
 
-register_evidence(EVIDENCE_RELEASE, verify_release)
+RELEASE_CRITERIA = ("AC-SHIP1-010", "AC-SHIP2-012")  # their acceptance tests record the release they verified
+register_evidence(EVIDENCE_RELEASE, verify_release, RELEASE_CRITERIA)
 register_recheck(RECHECK_HUMANEVAL, recheck_humaneval)

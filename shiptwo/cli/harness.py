@@ -89,14 +89,38 @@ def _add_gate(sub) -> None:
     p.add_argument("--spec", default=None, help="spec file (default: the project's spec/ship-two.yaml)")
     p.add_argument("--acceptance", default=None, help="acceptance tests whose bindings must all have run (default: acceptance/ beside spec/)")
     p.add_argument("--allow-stale", action="store_true",
-                   help="accept results from another commit, profile or spec version, or from an uncommitted tree")
+                   help="accept results from another commit, profile or spec version, or from an uncommitted tree "
+                        "(never an uncommitted spec: in a checkout that is an error, exit 2)")
     p.add_argument("--recheck", type=int, default=0, metavar="K",
                    help="re-execute K randomly chosen samples of each sampled criterion and refuse on any disagreement")
     p.add_argument("--seed", type=int, default=None, help="seed for choosing the --recheck samples (default: random)")
+    p.add_argument("--rerun", action="store_true",
+                   help="re-execute the bound acceptance tests of every PASS without a samples rule (recorded profile, "
+                        "results in a temp dir) and refuse any whose fresh outcome is not PASS; costs a full re-run of "
+                        "those tests against the artifacts in the store")
+    p.add_argument("--rerun-timeout", type=float, default=None, metavar="S", help="give up a --rerun after S seconds (refused)")
     p.add_argument("--baseline", default=None, help="an older results.json: hold on a significant regression of a blocking change rule")
     p.add_argument("--bundle", default=None, metavar="DIR", help="also write a verdict bundle (spec, results, evidence, hashes) to DIR")
     p.add_argument("--from-bundle", default=None, metavar="DIR", help="recompute the verdict offline from a bundle alone")
     p.set_defaults(func=_cmd_gate)
+
+
+def _refuse_uncommitted_spec(root: Path, spec, checkout: dict) -> None:
+    """In a git checkout, the spec the gate judges against (its directory, the recipes it names) must
+    be the one committed at HEAD: an uncommitted edit could loosen any threshold or release rule."""
+    from shiptwo.checkout import UNKNOWN_COMMIT, uncommitted
+
+    if checkout.get("commit") in (None, UNKNOWN_COMMIT):
+        return
+    spec_file = Path(spec.path).resolve()
+    recipes = [root / m.recipe for m in spec.models.values() if m.recipe and (root / m.recipe).exists()]
+    try:
+        changed = uncommitted(root, [spec_file.parent, *recipes])
+    except ValueError:  # the spec lies outside the checkout it names as its root
+        changed = [str(spec_file)]
+    if changed:
+        raise ShiptwoError(f"gate: {changed[0]}: uncommitted change to the spec or a recipe it names "
+                           f"(the gate judges only the spec committed at HEAD; commit it or revert it)")
 
 
 def _cmd_gate(args) -> int:
@@ -110,10 +134,16 @@ def _cmd_gate(args) -> int:
 
     if args.recheck < 0:
         raise ShiptwoError(f"gate: --recheck must be >= 0, not {args.recheck}")
+    if args.from_bundle and args.rerun:
+        raise ShiptwoError("gate: --rerun re-runs tests in the checkout; it does not combine with --from-bundle")
     if args.from_bundle:
         from shiptwo.harness.bundle import gate_from_bundle
 
-        decisions, lines = gate_from_bundle(args.from_bundle, args.spec)
+        if Path(args.spec).is_file():  # in a checkout: its spec must be the committed one, as below
+            spec = load_spec(args.spec)
+            root = paths.root_of_spec(args.spec)
+            _refuse_uncommitted_spec(root, spec, run_info(root, spec.sha256, ""))
+        decisions, lines = gate_from_bundle(args.from_bundle, args.spec, args.model, args.allow_stale, args.acceptance)
         print("\n".join(lines))
         return exit_code(decisions)
     spec = load_spec(args.spec)
@@ -121,9 +151,17 @@ def _cmd_gate(args) -> int:
     root = paths.root_of_spec(args.spec)
     bound = bound_tests(scan_bindings(args.acceptance), root) if Path(args.acceptance).is_dir() else None
     checkout = run_info(root, spec.sha256, "")  # the code being gated: this checkout's HEAD
+    _refuse_uncommitted_spec(root, spec, checkout)
     baseline = load_results(args.baseline) if args.baseline else None
-    decisions = decide(spec, results, args.model, args.allow_stale, checkout, bound, args.recheck, args.seed, baseline)
+    rerun = None
+    if args.rerun:
+        from shiptwo.harness.rerun import Rerun
+
+        rerun = Rerun(root, Path(spec.path).resolve(), args.rerun_timeout)
+    decisions = decide(spec, results, args.model, args.allow_stale, checkout, bound, args.recheck, args.seed, baseline, rerun)
     print(format_decisions(decisions, spec, results))
+    if rerun is not None:
+        print(rerun.summary())
     if args.bundle:
         from shiptwo.checkout import environment
         from shiptwo.harness.bundle import bundle_gate_run

@@ -5,7 +5,9 @@ with), every evidence and per-sample file small enough to carry, the SHA-256 of 
 results name, the environment, and the verdict, with a SHA-256 manifest (fileio's scheme, as the
 artifact store and releases use). `shiptwo gate --from-bundle DIR` refuses a bundle whose files do
 not match its manifest, then re-runs the gate on the bundle's own spec and results, with evidence
-paths pointing into the bundle.
+paths pointing into the bundle. The gate's options (models, allow_stale) and the bound tests come
+from the command line and the checkout, never from bundle.json; in a checkout, a bundle whose spec
+is not the checkout's is refused.
 """
 
 from __future__ import annotations
@@ -139,6 +141,28 @@ def _relocate(results: Results, root: Path, which: str, artifacts: list[dict]) -
     return Results(doc["run"], doc["criteria"], str(root / RESULTS_FILE[which])), notes
 
 
+def _info_problem(info: dict) -> str:
+    """The first field of bundle.json whose type the gate cannot read (a hand edit), else ""."""
+    artifacts = info["artifacts"]
+    if not isinstance(artifacts, list) or not all(isinstance(a, dict) for a in artifacts):
+        return "artifacts must be a list of mappings"
+    for i, a in enumerate(artifacts):
+        for key in ("results", "id", "name", "path"):
+            if not isinstance(a.get(key), str):
+                return f"artifacts[{i}].{key} must be a string"
+        if not (a.get("bundled") is None or isinstance(a["bundled"], str)):
+            return f"artifacts[{i}].bundled must be a string or null"
+    if not (info.get("gate") is None or isinstance(info["gate"], dict)):
+        return "gate must be a mapping"
+    bound = (info.get("gate") or {}).get("bound")
+    if not (bound is None or isinstance(bound, dict) and all(isinstance(v, list) for v in bound.values())):
+        return "gate.bound must map ids to lists of tests"
+    verdict = info.get("verdict", [])
+    if not isinstance(verdict, list) or not all(isinstance(v, dict) and isinstance(v.get("model"), str) for v in verdict):
+        return "verdict must be a list of {model, verdict} mappings"
+    return ""
+
+
 def open_bundle(root: str | Path) -> Bundle:
     """Verify the bundle against its manifest (refusing any mismatch) and load what it holds."""
     root = Path(root)
@@ -150,9 +174,14 @@ def open_bundle(root: str | Path) -> Bundle:
         raise ShiptwoError(f"bundle refused: {problems[0]}{more}")
     try:
         info = json.loads((root / BUNDLE_INFO).read_text(encoding="utf-8"))
+        if not isinstance(info, dict):
+            raise ShiptwoError(f"{root / BUNDLE_INFO}: bundle description must be a JSON object")
         artifacts = info["artifacts"]
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ShiptwoError(f"{root / BUNDLE_INFO}: unreadable bundle description ({type(exc).__name__})") from None
+    problem = _info_problem(info)
+    if problem:
+        raise ShiptwoError(f"{root / BUNDLE_INFO}: {problem}")
     if info.get("schema") != BUNDLE_SCHEMA:
         raise ShiptwoError(f"{root / BUNDLE_INFO}: bundle schema {info.get('schema')!r}, this shiptwo reads {BUNDLE_SCHEMA}")
     spec = load_spec(root / BUNDLE_SPEC)
@@ -165,17 +194,16 @@ def open_bundle(root: str | Path) -> Bundle:
 
 
 def spec_note(bundle: Bundle, checkout_spec: str | Path | None) -> str:
-    """One line saying whether the checkout's spec is the one the bundle was judged on."""
+    """One line saying the checkout's spec is the bundle's; a checkout spec that differs (or does not
+    load) refuses the bundle (ShiptwoError): its verdict could rest on a loosened spec."""
     if checkout_spec is None or not Path(checkout_spec).is_file():
-        return f"bundle spec sha256 {bundle.spec.sha256[:12]}…; no checkout spec to compare with"
-    try:
-        current = load_spec(checkout_spec).sha256
-    except ShiptwoError as exc:
-        return f"bundle spec sha256 {bundle.spec.sha256[:12]}…; the checkout's spec does not load ({exc})"
-    if current == bundle.spec.sha256:
-        return f"bundle spec is the checkout's spec ({checkout_spec}, sha256 {current[:12]}…)"
-    return (f"NOTE: the checkout's spec {checkout_spec} (sha256 {current[:12]}…) differs from the bundle's "
-            f"(sha256 {bundle.spec.sha256[:12]}…); the verdict below uses the bundle's own spec")
+        return (f"bundle spec sha256 {bundle.spec.sha256[:12]}…; no checkout spec to compare with "
+                f"(and no acceptance tests: no PASS can be re-derived, so nothing releases)")
+    current = load_spec(checkout_spec).sha256
+    if current != bundle.spec.sha256:
+        raise ShiptwoError(f"bundle refused: its spec (sha256 {bundle.spec.sha256[:12]}…) is not the checkout's "
+                           f"{checkout_spec} (sha256 {current[:12]}…)")
+    return f"bundle spec is the checkout's spec ({checkout_spec}, sha256 {current[:12]}…)"
 
 
 def bundle_gate_run(out_dir: str | Path, spec: Spec, results: Results, decisions: list, gate: dict,
@@ -187,21 +215,34 @@ def bundle_gate_run(out_dir: str | Path, spec: Spec, results: Results, decisions
     return write_bundle(out_dir, spec, results, gate, verdict, environment, baseline)
 
 
-def gate_from_bundle(root: str | Path, checkout_spec: str | Path | None = None) -> tuple[list, list[str]]:
-    """Re-run the gate on a verified bundle alone, with its own spec, results, bindings and baseline:
-    (decisions, lines to print: spec note, artifacts not re-verifiable here, recorded vs recomputed,
-    then the verdicts)."""
+def gate_from_bundle(root: str | Path, checkout_spec: str | Path | None = None, models: list[str] | None = None,
+                     allow_stale: bool = False, acceptance: str | Path | None = None) -> tuple[list, list[str]]:
+    """Re-run the gate on a verified bundle's spec, results and baseline: (decisions, lines to print:
+    spec note, artifacts not re-verifiable here, recorded vs recomputed, then the verdicts).
+
+    The gate's options come from the caller, never from the editable bundle.json: `models`,
+    `allow_stale`, and the bound tests, scanned from `acceptance` (default: beside `checkout_spec`).
+    Without an acceptance directory no PASS can be re-derived (the bundle's recorded bindings are not
+    trusted), so nothing releases; a checkout spec that differs from the bundle's refuses the bundle."""
+    from shiptwo.harness.bindings import bound_tests, scan_bindings
     from shiptwo.harness.release_gate import decide, format_decisions
+    from shiptwo.paths import ACCEPTANCE_DIR, root_of_spec
 
     bundle = open_bundle(root)
-    gate = bundle.info.get("gate") or {}
-    bound = None if gate.get("bound") is None else {k: set(v) for k, v in gate["bound"].items()}
+    note = spec_note(bundle, checkout_spec)
+    if acceptance is None and checkout_spec is not None:
+        acceptance = root_of_spec(checkout_spec) / ACCEPTANCE_DIR
+    bound = None
+    if acceptance is not None and Path(acceptance).is_dir():
+        base = root_of_spec(checkout_spec) if checkout_spec is not None else Path(acceptance).resolve().parent
+        bound = bound_tests(scan_bindings(acceptance), base)
     checkout = {"commit": bundle.results.run.get("commit")}  # the verdict is about the bundled run's code
-    decisions = decide(bundle.spec, bundle.results, gate.get("models"), bool(gate.get("allow_stale")), checkout,
-                       bound, baseline=bundle.baseline)
-    lines = [f"bundle {bundle.root}: manifest verified ({len(bundle.info.get('artifacts', []))} artifacts named)",
-             spec_note(bundle, checkout_spec), *bundle.notes]
-    recorded = {v.get("model"): v.get("verdict") for v in bundle.info.get("verdict", [])}
+    decisions = decide(bundle.spec, bundle.results, models, allow_stale, checkout, bound, baseline=bundle.baseline)
+    lines = [f"bundle {bundle.root}: manifest verified ({len(bundle.info['artifacts'])} artifacts named)", note, *bundle.notes]
+    if bound is None:
+        lines.append("NOTE: no acceptance directory here: the bundle's recorded bound tests are not trusted, "
+                     "so no PASS can be re-derived")
+    recorded = {v["model"]: v.get("verdict") for v in bundle.info.get("verdict", [])}
     for d in decisions:
         if recorded.get(d.key) != d.verdict:
             lines.append(f"NOTE: {d.key}: recomputed verdict {d.verdict} differs from the bundle's recorded {recorded.get(d.key)}")

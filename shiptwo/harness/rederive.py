@@ -15,7 +15,7 @@ from shiptwo.errors import ShiptwoError
 from shiptwo.harness.evidence import is_file_record, read_samples, same_figure, sample_statistic, verify_file_record
 from shiptwo.harness.results import format_number, missing_tests
 from shiptwo.harness.spec import Criterion
-from shiptwo.harness.verifiers import RecheckRequest, evidence_verifiers, rechecker
+from shiptwo.harness.verifiers import RecheckRequest, evidence_verifiers, rechecker, required_evidence
 
 
 def _recorded_legs(entry: dict) -> dict[str, dict]:
@@ -80,14 +80,22 @@ def coverage_disagreements(entry: dict, bound: set[str] | None) -> list[str]:
     return [f"bound tests did not run in this result: {', '.join(missing)}"] if missing else []
 
 
-def evidence_disagreements(entry: dict) -> list[str]:
-    """Every evidence file and the sample file exist with their recorded SHA-256; registered verifiers agree."""
+def evidence_disagreements(entry: dict, cid: str = "") -> list[str]:
+    """Every evidence file and the sample file exist with their recorded SHA-256; registered verifiers
+    agree; a record naming a path without its SHA-256, or one the criterion's verifiers require but
+    missing, is a disagreement (else deleting a key would skip the check)."""
     problems = []
     records = dict(entry.get("evidence") or {})
     if entry.get("samples") is not None:
         records["samples"] = entry["samples"]
     verifiers = evidence_verifiers()
+    for name in required_evidence(cid):
+        if not (isinstance(records.get(name), dict) and "path" in records[name]):
+            problems.append(f"evidence {name!r}: required for {cid} (a verifier is registered for it), but not recorded")
     for name, value in sorted(records.items()):
+        if isinstance(value, dict) and "path" in value and "sha256" not in value:
+            problems.append(f"evidence {name!r}: {value['path']} is recorded without its SHA-256")
+            continue
         if not is_file_record(value):
             continue
         problem = verify_file_record(name, value)
@@ -123,7 +131,7 @@ def rederive(criterion: Criterion, entry: dict, profile: str, bound: set[str] | 
     """Every disagreement between a PASS entry and what the gate re-derives (empty: it stands)."""
     problems = outcome_disagreements(criterion, entry, profile)
     problems += coverage_disagreements(entry, bound)
-    problems += evidence_disagreements(entry)
+    problems += evidence_disagreements(entry, criterion.id)
     if not any(p.startswith("evidence 'samples'") for p in problems):
         problems += sample_disagreements(criterion, entry)
     return problems

@@ -4,9 +4,14 @@ The gate trusts no recorded verdict it can re-check. A PASS counts only when `re
 with it (every leg holds on the recorded figures against the current spec's thresholds for the
 recorded profile, every bound test ran, every evidence file is unaltered, the sample file yields
 the figure, registered verifiers agree); any disagreement is a refusal, never a release.
-Results from another commit or profile than the latest run count as not passed unless
-`allow_stale` is set. A run whose profile is not among the model's `release_profiles` is a
+Results from another commit or profile than the latest run, judged on another spec (or
+recording no spec_sha256 or commit), or from a run whose spec_sha256 is not this spec's, count
+as not passed unless `allow_stale` is set. `shiptwo gate` in a git checkout refuses (exit 2) a
+spec directory or recipe with uncommitted changes: it judges only the spec committed at HEAD. A run whose profile is not among the model's `release_profiles` is a
 REHEARSAL: judged the same way, but it never releases.
+With `rerun` (`shiptwo gate --rerun`), each counted PASS without a samples rule is also re-executed
+(its bound tests, the recorded profile, results in a temp dir): a fresh outcome other than PASS, or
+none, is a refusal. That is the only check here that a consistently edited figure cannot pass.
 
 Verdicts and exit codes: RELEASE 0; HOLD (some criterion does not pass) 1; REFUSED (a recorded
 verdict disagrees with what the gate re-derives) 1; REHEARSAL 3 when everything would pass,
@@ -15,11 +20,14 @@ else 1. Several models: the worst code wins (1 over 3 over 0).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from shiptwo.errors import ShiptwoError
+from shiptwo.harness.bindings import key_of_nodeid
 from shiptwo.harness.compare import blocking_regressions, change_text, compare
 from shiptwo.harness.rederive import recheck, rederive
+from shiptwo.harness.rerun import RerunOutcome, compare_rerun
 from shiptwo.harness.results import Results
 from shiptwo.harness.scoring import CriterionStatus, score, ship_percentage
 from shiptwo.harness.spec import Spec
@@ -98,34 +106,46 @@ def exit_code(decisions: list[ModelDecision]) -> int:
 
 def decide(spec: Spec, results: Results, models: list[str] | None = None, allow_stale: bool = False,
            checkout: dict | None = None, bound: dict[str, set[str]] | None = None,
-           recheck_k: int = 0, seed: int | None = None, baseline: Results | None = None) -> list[ModelDecision]:
+           recheck_k: int = 0, seed: int | None = None, baseline: Results | None = None,
+           rerun: Callable[[str, dict[str, list[str]]], RerunOutcome] | None = None) -> list[ModelDecision]:
     """One decision per selected model (all models of the spec by default). `bound` maps each id
     to the tests bound to it (None: unknown, so no PASS can be re-derived); with `checkout`
     ({"commit": ...}) results from other code count as stale; `recheck_k` > 0 re-executes that many
-    samples of each sampled criterion through the registered rechecker."""
+    samples of each sampled criterion through the registered rechecker; `rerun` (profile, {id: tests})
+    re-executes the bound tests of every PASS that stands re-derived and has no samples rule (those
+    are re-derived from their sample file), refusing any whose fresh outcome is not PASS."""
     selected = models or list(spec.models)
     for key in selected:
         if key not in spec.models:
             raise ShiptwoError(f"{spec.path}: unknown model {key!r} (spec has {', '.join(spec.models)})")
     profile = results.run.get("profile", "")
+    checkout = {**(checkout or {}), "spec_sha256": spec.sha256}  # the run must have been judged on this spec
     card = score(spec, results, reject_stale=not allow_stale, checkout=checkout, count_stale=allow_stale)
     regressions = blocking_regressions(compare(spec, results, baseline)) if baseline is not None else []  # issue 13
+    checked = {}  # cid -> (disagreements, notes) of each recorded PASS
+    for key in selected:
+        for st in (card.statuses[c.id] for c in spec.for_model(key)):
+            if st.own != PASS or st.entry is None:
+                continue
+            entry_profile = st.entry.get("profile", profile)
+            bound_here = None if bound is None else bound.get(st.criterion.id, set())
+            problems, notes = rederive(st.criterion, st.entry, entry_profile, bound_here), []
+            if not problems and recheck_k > 0:
+                more, note = recheck(st.criterion, st.entry, entry_profile, recheck_k, seed)
+                problems += more
+                if note:
+                    notes.append(f"{st.criterion.id}: {note}")
+            checked[st.criterion.id] = (problems, notes)
+    if rerun is not None:
+        _rerun_passes(card, checked, bound, profile, rerun)
     decisions = []
     for key in selected:
         model, ms = spec.models[key], card.models[key]
         mine = [card.statuses[c.id] for c in spec.for_model(key)]
         refusals, notes = [], []
         for st in mine:
-            if st.own != PASS or st.entry is None:
-                continue
-            entry_profile = st.entry.get("profile", profile)
-            bound_here = None if bound is None else bound.get(st.criterion.id, set())
-            problems = rederive(st.criterion, st.entry, entry_profile, bound_here)
-            if not problems and recheck_k > 0:
-                more, note = recheck(st.criterion, st.entry, entry_profile, recheck_k, seed)
-                problems += more
-                if note:
-                    notes.append(f"{st.criterion.id}: {note}")
+            problems, more_notes = checked.get(st.criterion.id, ([], []))
+            notes += more_notes
             refusals += [Holdback(st.criterion.id, REFUSED, p) for p in problems]
         refused = {r.cid for r in refusals}
         open_ = [st for st in mine if st.status != PASS and st.criterion.id not in refused]
@@ -147,6 +167,30 @@ def decide(spec: Spec, results: Results, models: list[str] | None = None, allow_
         decisions.append(ModelDecision(key, model.name, profile, ms.ship_pct, model.min_ship_pct, verdict, holdbacks,
                                        refusals, model.release_profiles, model.required_all, notes))
     return decisions
+
+
+def _rerun_passes(card, checked: dict, bound: dict[str, set[str]] | None, profile: str, rerun) -> None:
+    """Re-run the bound tests of each counted PASS that stands re-derived and has no samples rule,
+    one run per recorded profile; add each disagreement and note to `checked`."""
+    by_profile: dict[str, dict[str, list[str]]] = {}
+    for cid, (problems, notes) in checked.items():
+        st = card.statuses[cid]
+        if problems or st.status != PASS:
+            continue
+        if st.criterion.samples is not None:
+            notes.append(f"{cid}: not re-run (--rerun): re-derived from its per-sample file (see --recheck)")
+            continue
+        ran = set(st.entry.get("nodeids") or [])
+        keys = set(st.entry.get("expected") or []) | set((bound or {}).get(cid, set()))
+        tests = ran | {k for k in keys - ran if k not in {key_of_nodeid(n) for n in ran}}  # a key covers its params
+        by_profile.setdefault(st.entry.get("profile", profile), {})[cid] = sorted(tests)
+    for entry_profile, tests in sorted(by_profile.items()):
+        outcome = rerun(entry_profile, tests)
+        for cid in sorted(tests):
+            problems, note = compare_rerun(cid, card.statuses[cid].entry, outcome.entries.get(cid), outcome.error)
+            checked[cid][0].extend(problems)
+            if note:
+                checked[cid][1].append(f"{cid}: {note}")
 
 
 def _headline(d: ModelDecision) -> str:

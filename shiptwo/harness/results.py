@@ -25,6 +25,7 @@ from filelock import FileLock
 from shiptwo.errors import ShiptwoError
 from shiptwo.fileio import atomic_write_json
 from shiptwo.harness.bindings import key_of_nodeid
+from shiptwo.harness.entry_shape import entry_type_problem
 from shiptwo.harness.evidence import describe_evidence, keep_file, read_samples, same_figure, sample_statistic
 from shiptwo.harness.spec import Criterion, Leg
 
@@ -342,6 +343,9 @@ def results_from_json(doc, path: str = "results") -> Results:
                 raise ShiptwoError(f"{path}: criteria.{cid}: missing {key!r}")
         if entry["outcome"] not in RECORDED_OUTCOMES:
             raise ShiptwoError(f"{path}: criteria.{cid}: unknown outcome {entry['outcome']!r}")
+        problem = entry_type_problem(entry)
+        if problem:
+            raise ShiptwoError(f"{path}: criteria.{cid}: {problem}")
     return Results(doc["run"], doc["criteria"], path)
 
 

@@ -78,14 +78,21 @@ def stale_reason(entry: dict, run: dict | None, spec_sha256: str | None = None,
                  checkout: dict | None = None) -> str:
     """Why `entry` is not evidence about what is being judged, else "": it comes from another
     commit or profile than the latest run, was judged against another spec (thresholds may have
-    changed), ran on an uncommitted tree, or on another commit than the `checkout` being gated."""
+    changed; with a `checkout`, a missing spec_sha256 or commit counts as another), ran on an uncommitted tree, on another
+    commit than the `checkout` being gated, or its run's spec is not the `checkout`'s spec_sha256."""
     reasons = []
     if run and entry.get("commit") != run.get("commit"):
         reasons.append(f"commit {str(entry.get('commit'))[:12]} (latest {str(run.get('commit'))[:12]})")
     if run and entry.get("profile") != run.get("profile"):
         reasons.append(f"profile {entry.get('profile')} (latest {run.get('profile')})")
+    if checkout is not None and not entry.get("commit"):  # judging a checkout: no commit is no proof
+        reasons.append("no commit recorded")
     if spec_sha256 and entry.get("spec_sha256") and entry["spec_sha256"] != spec_sha256:
         reasons.append("judged against another version of the spec")
+    elif spec_sha256 and checkout is not None and not entry.get("spec_sha256"):  # nor is a missing hash
+        reasons.append("no spec_sha256 recorded")
+    if checkout and checkout.get("spec_sha256") and run and run.get("spec_sha256") != checkout["spec_sha256"]:
+        reasons.append("the latest run was judged against another version of the spec")
     if entry.get("dirty"):
         reasons.append("ran on an uncommitted working tree")
     if checkout and checkout.get("commit") not in (None, UNKNOWN_COMMIT) and entry.get("commit") != checkout["commit"]:

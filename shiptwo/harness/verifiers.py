@@ -3,8 +3,9 @@
 The harness never imports the model wing. A module of `shiptwo.checks` registers concrete
 verifiers here, and the CLI imports that module before gating:
 
-- `register_evidence(key, fn)`: `fn(path) -> list[str]` re-verifies the evidence file recorded
-  under `key` (e.g. a release manifest: re-hash every file it lists); each string is a disagreement.
+- `register_evidence(key, fn, criteria)`: `fn(path) -> list[str]` re-verifies the evidence file
+  recorded under `key` (e.g. a release manifest: re-hash every file it lists); each string is a
+  disagreement. A PASS of one of `criteria` lacking that record is a disagreement too.
 - `register_recheck(kind, fn)`: `fn(RecheckRequest) -> list[str]` re-executes the chosen samples of
   a criterion whose spec says `samples: {recheck: kind}` (e.g. regenerate K HumanEval completions
   with the recorded artifact and re-score them), one string per disagreement.
@@ -36,11 +37,20 @@ Rechecker = Callable[[RecheckRequest], list[str]]
 
 _EVIDENCE: dict[str, EvidenceVerifier] = {}
 _RECHECK: dict[str, Rechecker] = {}
+_REQUIRED: dict[str, set[str]] = {}  # criterion id -> evidence keys its PASS must record
 
 
-def register_evidence(key: str, fn: EvidenceVerifier) -> None:
-    """Re-verify every evidence file recorded under `key` with `fn` when gating."""
+def register_evidence(key: str, fn: EvidenceVerifier, criteria: tuple[str, ...] = ()) -> None:
+    """Re-verify every evidence file recorded under `key` with `fn` when gating; a PASS of one of
+    `criteria` must record it (deleting the record would otherwise skip the verifier)."""
     _register(_EVIDENCE, "evidence verifier", key, fn)
+    for cid in criteria:
+        _REQUIRED.setdefault(cid, set()).add(key)
+
+
+def required_evidence(cid: str) -> list[str]:
+    """The evidence keys a PASS of `cid` must record (their verifiers are registered for it)."""
+    return sorted(_REQUIRED.get(cid, ()))
 
 
 def register_recheck(kind: str, fn: Rechecker) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from shiptwo.checks.gate_verifiers import EVIDENCE_RELEASE, verify_release
+from shiptwo.checks.gate_verifiers import EVIDENCE_RELEASE, RELEASE_CRITERIA, verify_release
 from shiptwo.harness.evidence import describe_evidence, describe_path
 from shiptwo.harness.rederive import evidence_disagreements
 from shiptwo.harness.verifiers import registered
@@ -41,3 +41,18 @@ def test_a_release_altered_after_the_run_refuses_even_with_a_forged_hash(tmp_pat
     problems = evidence_disagreements(entry)
     assert problems and all(p.startswith(f"evidence '{EVIDENCE_RELEASE}': ") for p in problems)
     assert any(victim.name in p for p in problems), problems  # the manifest still names the original bytes
+
+
+def test_a_release_record_without_its_hash_or_missing_altogether_refuses(tmp_path, tiny_checkpoint):
+    """f05: deleting the record's sha256 (or the whole record) no longer skips the hash check and the verifier."""
+    release = _release(tmp_path, tiny_checkpoint)
+    entry = {"evidence": describe_evidence({EVIDENCE_RELEASE: release})}
+    (release / "tampered.txt").write_text("x")
+    del entry["evidence"][EVIDENCE_RELEASE]["sha256"]
+    problems = evidence_disagreements(entry, "AC-SHIP1-010")
+    assert any("recorded without its SHA-256" in p for p in problems), problems
+    assert any("without its SHA-256" in p for p in evidence_disagreements({"samples": {"path": "s.jsonl"}}))
+    for cid in RELEASE_CRITERIA:
+        problems = evidence_disagreements({"evidence": {}}, cid)
+        assert problems == [f"evidence 'release': required for {cid} (a verifier is registered for it), but not recorded"]
+    assert evidence_disagreements({"evidence": {}}, "AC-SHIP1-001") == []

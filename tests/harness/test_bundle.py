@@ -101,29 +101,30 @@ def test_from_bundle_recomputes_offline_from_the_bundle_alone(bundled, tmp_path)
     assert str(moved) in open_bundle(moved).results.criteria["AC-B2-001"]["samples"]["path"]
 
 
-def test_checkout_spec_that_differs_is_named(bundled):
+def test_checkout_spec_that_differs_refuses_the_bundle(bundled):
+    """B4b/B5b: a bundle judged on another spec than the checkout's is refused, not merely noted."""
     project, out = bundled
     (project.path / "spec" / "ship-two.yaml").write_text(SPEC.replace("threshold: 50", "threshold: 90"))
-    decisions, lines = gate_from_bundle(out, project.path / "spec" / "ship-two.yaml")
-    assert [d.verdict for d in decisions] == [RELEASE]  # judged by the bundle's own spec
-    assert any("differs from the bundle's" in line for line in lines)
+    with pytest.raises(ShiptwoError, match=r"bundle refused: its spec .* is not the checkout's"):
+        gate_from_bundle(out, project.path / "spec" / "ship-two.yaml")
 
 
 def test_altered_sample_outcome_is_refused_or_changes_the_verdict(bundled):
-    _, out = bundled
+    project, out = bundled
+    checkout_spec = project.path / "spec" / "ship-two.yaml"
     _flip_one_pass(_samples_file(out))
     with pytest.raises(ShiptwoError, match=r"bundle refused: .*samples.*SHA-256 differs from the manifest"):
-        gate_from_bundle(out)
+        gate_from_bundle(out, checkout_spec)
     # who edits evidence can recompute the manifest (the threat model says so): the gate still re-derives
     _rehash_manifest(out)
-    decisions, _ = gate_from_bundle(out)
+    decisions, _ = gate_from_bundle(out, checkout_spec)
     assert decisions[0].verdict == REFUSED and "evidence 'samples'" in decisions[0].refusals[0].why
     # also rewrite the recorded hash of the samples file: the figure no longer follows from the samples
     doc = json.loads((out / "results.json").read_text())
     doc["criteria"]["AC-B2-001"]["samples"]["sha256"] = sha256_file(_samples_file(out))
     (out / "results.json").write_text(json.dumps(doc))
     _rehash_manifest(out)
-    decisions, _ = gate_from_bundle(out)
+    decisions, _ = gate_from_bundle(out, checkout_spec)
     assert decisions[0].verdict == REFUSED and "samples give pass_at_1 = 70" in decisions[0].refusals[0].why
     (out / "extra.txt").write_text("smuggled")
     with pytest.raises(ShiptwoError, match="extra.txt: extra file not in the manifest"):
@@ -188,5 +189,52 @@ def test_cli_gate_holds_on_a_blocking_significant_regression(pytester, tmp_path,
     assert main(_gate_args(project) + ["--baseline", baseline, "--bundle", str(tmp_path / "b")]) == 1
     out = capsys.readouterr().out
     assert "AC-B2-001 REGRESSED: worse" in out and "McNemar" in out and "[blocking]" in out
-    decisions, _ = gate_from_bundle(tmp_path / "b")  # the bundle carries the baseline: same verdict offline
+    decisions, _ = gate_from_bundle(tmp_path / "b", project.path / "spec" / "ship-two.yaml")  # it carries the baseline
     assert decisions[0].verdict == "HOLD" and decisions[0].holdbacks[0].status == "REGRESSED"
+
+
+def _reseal_info(out, edit):
+    info = json.loads((out / "bundle.json").read_text())
+    edit(info)
+    (out / "bundle.json").write_text(json.dumps(info))
+    _rehash_manifest(out)
+
+
+def test_gate_options_in_bundle_json_are_not_trusted(bundled):
+    """f04 (B4b, B6): allow_stale, models and bound come from the caller and the checkout, not bundle.json."""
+    project, out = bundled
+    checkout_spec = project.path / "spec" / "ship-two.yaml"
+    doc = json.loads((out / "results.json").read_text())
+    doc["criteria"]["AC-B2-001"].update(commit="0" * 40, nodeids=[], expected=[])  # stale, and no test ran
+    (out / "results.json").write_text(json.dumps(doc))
+    _reseal_info(out, lambda i: i["gate"].update(allow_stale=True, bound={}, models=["nope"]))
+    decisions, _ = gate_from_bundle(out, checkout_spec)
+    assert [d.verdict for d in decisions] == ["HOLD"] and "stale result" in decisions[0].holdbacks[0].why
+    decisions, _ = gate_from_bundle(out, checkout_spec, allow_stale=True)  # stale allowed: coverage still checked
+    assert decisions[0].verdict == REFUSED and "bound tests did not run" in decisions[0].refusals[0].why
+
+
+def test_bundle_without_acceptance_tests_never_releases(bundled):
+    """Offline, with no checkout: the bundle's recorded bindings are not trusted, so no PASS stands."""
+    _, out = bundled
+    decisions, lines = gate_from_bundle(out)
+    assert decisions[0].verdict == REFUSED and "cannot check that every bound test ran" in decisions[0].refusals[0].why
+    assert any("recorded bound tests are not trusted" in line for line in lines)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda i: i.update(artifacts=[1]), "artifacts must be a list of mappings"),
+    (lambda i: i["gate"].update(bound=5), "gate.bound must map ids to lists of tests"),
+    (lambda i: i.update(gate="x"), "gate must be a mapping"),
+    (lambda i: i.update(verdict=5), "verdict must be a list"),
+])
+def test_malformed_bundle_json_is_a_one_line_error(bundled, edit, message):
+    """f08: a type-corrupted (re-sealed) bundle.json is a ShiptwoError naming the file and field."""
+    _, out = bundled
+    _reseal_info(out, edit)
+    with pytest.raises(ShiptwoError, match=f"bundle.json: {message}"):
+        open_bundle(out)
+    (out / "bundle.json").write_text("[]")
+    _rehash_manifest(out)
+    with pytest.raises(ShiptwoError, match="bundle description must be a JSON object"):
+        open_bundle(out)

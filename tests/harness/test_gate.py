@@ -7,6 +7,7 @@ write_results) with real evidence files, then edited the way a person (or a bug)
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -408,3 +409,79 @@ def test_min_ship_pct_rule_still_supported(project):
     project.edit(_set("AC-G2-001", outcome="FAIL"))
     assert project.decide(models=["model2"])["model2"].verdict == HOLD
     assert REFUSED not in {d.verdict for d in project.decide().values()}
+
+
+def _loosen(project):
+    """The reviewer's forgery (f02/f03): the spec's threshold for AC-G2-002 lowered below the figure."""
+    project.spec_path.write_text(SPEC.replace("default: 30, full: 30", "default: 0, full: 0"))
+    project.spec = load_spec(project.spec_path)
+
+
+def test_loosened_spec_with_spec_hashes_deleted_is_stale(project):
+    """A missing spec_sha256 on an entry is no proof it was judged on this spec: stale, so HOLD."""
+    project.record(pass_at_1=(1, 10))  # AC-G2-002 FAILs at 10% against 30
+    _loosen(project)
+
+    def forge(doc):
+        _flip_to_pass(doc)
+        for entry in doc["criteria"].values():
+            entry.pop("spec_sha256", None)
+    project.edit(forge)
+    decision = project.decide(models=["model2"])["model2"]
+    assert decision.verdict == HOLD and "no spec_sha256 recorded" in decision.holdbacks[0].why
+
+
+def test_run_judged_on_another_spec_is_stale_even_if_entries_say_otherwise(project):
+    """Entries' spec_sha256 rewritten to the loosened spec's hash: the run block still names the old spec."""
+    project.record(pass_at_1=(1, 10))
+    _loosen(project)
+
+    def forge(doc):
+        _flip_to_pass(doc)
+        for entry in doc["criteria"].values():
+            entry["spec_sha256"] = project.spec.sha256
+    project.edit(forge)
+    decision = project.decide(models=["model2"])["model2"]
+    assert decision.verdict == HOLD and "latest run was judged against another version" in decision.holdbacks[0].why
+
+
+def test_uncommitted_spec_in_a_checkout_is_refused(project, capsys):
+    """In a git checkout the gate judges only the spec committed at HEAD (exit 2, the file named)."""
+    import subprocess
+
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    subprocess.run([*git, "init", "-q"], cwd=project.root, check=True)
+    subprocess.run([*git, "add", "spec", "acceptance"], cwd=project.root, check=True)
+    subprocess.run([*git, "commit", "-qm", "spec"], cwd=project.root, check=True)
+    project.record()
+    assert project.gate("--model", "model2") != 2  # committed spec: judged (stale here, but no refusal)
+    capsys.readouterr()
+    _loosen(project)
+    assert project.gate("--model", "model2") == 2
+    assert "spec/ship-two.yaml: uncommitted change to the spec" in capsys.readouterr().err
+    project.spec_path.write_text(SPEC)
+    (project.root / "spec" / "recipes").mkdir()
+    (project.root / "spec" / "recipes" / "new.yaml").write_text("x: 1\n")  # untracked files count too
+    assert project.gate("--model", "model2", "--allow-stale") == 2
+    assert "spec/recipes/new.yaml" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("cid, edit, field", [
+    ("AC-G2-001", lambda e: e.update(legs=5), "legs must be a list of mappings"),
+    ("AC-G2-001", lambda e: e.update(legs=[{"metric": [1]}]), r"legs\[0\].metric must be a string"),
+    ("AC-G2-001", lambda e: e.update(nodeids=5), "nodeids must be a list of strings"),
+    ("AC-G2-001", lambda e: e.update(nodeids=[1, 2]), "nodeids must be a list of strings"),
+    ("AC-G2-001", lambda e: e.update(expected=7), "expected must be a list of strings"),
+    ("AC-G2-001", lambda e: e.update(evidence=[1]), "evidence must be a mapping"),
+    ("AC-G2-001", lambda e: e["evidence"]["report"].update(path=5), "evidence.report.path must be a string"),
+    ("AC-G2-004", lambda e: e.update(per_test=[1]), "per_test must be a list of mappings"),
+    ("AC-G2-002", lambda e: e["samples"].update(path=5), "samples must be a mapping with a string path"),
+])
+def test_malformed_entry_fields_are_a_one_line_error(project, capsys, cid, edit, field):
+    """f07: a type-corrupted field is exit 2 naming the file, the id and the field, never a traceback."""
+    project.record()
+    project.edit(lambda doc: edit(doc["criteria"][cid]))
+    assert project.gate() == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and f"{project.results}: criteria.{cid}: " in err
+    assert re.search(field, err), err

@@ -1,0 +1,98 @@
+"""`shiptwo gate --rerun`: re-execute the bound acceptance tests of a recorded PASS and compare outcomes.
+
+Re-deriving a PASS from results.json catches edits that leave the record inconsistent; it cannot
+catch an outcome edited together with its figures (for a criterion without a samples rule), or old
+results replayed under rewritten commit fields. Re-running the criterion's tests on this checkout
+can: a recorded PASS whose fresh outcome is not PASS is refused.
+
+The run is `python -m pytest <nodeids> --profile <recorded profile> --spec <spec> --results <tmp>
+--evidence-root <tmp>` in the project root: it writes only under a temporary directory, never into
+the checkout's reports/. Timing figures vary between runs, so outcomes are compared, and the fresh
+figure is shown beside the recorded one.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shiptwo.errors import ShiptwoError
+from shiptwo.harness.results import PASS, format_number, load_results
+from shiptwo.paths import PROFILE_ENV
+
+
+@dataclass
+class RerunOutcome:
+    """What one re-run produced: the fresh entry per criterion id (missing: none was recorded),
+    the seconds it took, and a one-line error when the run itself went wrong."""
+
+    entries: dict[str, dict]
+    seconds: float = 0.0
+    error: str = ""
+
+
+@dataclass
+class Rerun:
+    """Runs the acceptance tests in a subprocess (callable as decide's `rerun`) and logs what it ran."""
+
+    root: Path
+    spec_path: Path
+    timeout: float | None = None
+    log: list[tuple[str, list[str], float]] = field(default_factory=list)  # (profile, ids, seconds)
+
+    def __call__(self, profile: str, tests: dict[str, list[str]]) -> RerunOutcome:
+        nodeids = sorted({n for ids in tests.values() for n in ids})
+        start = time.monotonic()
+        with tempfile.TemporaryDirectory(prefix="shiptwo-rerun-") as tmp:
+            results = Path(tmp) / "results.json"
+            cmd = [sys.executable, "-m", "pytest", *nodeids, "-q", "-p", "no:cacheprovider", "--rootdir", str(self.root),
+                   "--profile", profile, "--spec", str(self.spec_path), "--results", str(results),
+                   "--evidence-root", str(Path(tmp) / "evidence")]
+            env = {k: v for k, v in os.environ.items() if k != PROFILE_ENV}
+            error = ""
+            try:
+                proc = subprocess.run(cmd, check=False, cwd=self.root, env=env, capture_output=True, text=True, timeout=self.timeout)
+                tail = (proc.stdout + proc.stderr).strip().splitlines()[-1:] or [""]
+                if proc.returncode not in (0, 1):  # 1: some test failed, which the outcomes say
+                    error = f"pytest exited {proc.returncode}: {tail[0]}"
+            except subprocess.TimeoutExpired:
+                error, tail = f"timed out after {self.timeout:g} s", [""]
+            entries = {}
+            if results.is_file():
+                try:
+                    entries = load_results(results).criteria
+                except ShiptwoError as exc:
+                    error = error or f"unreadable fresh results: {exc}"
+            elif not error:
+                error = f"no results written ({tail[0]})"
+        seconds = time.monotonic() - start
+        self.log.append((profile, sorted(tests), seconds))
+        return RerunOutcome({cid: e for cid, e in entries.items() if cid in tests}, seconds, error)
+
+    def summary(self) -> str:
+        if not self.log:
+            return "re-run (--rerun): no criterion to re-run"
+        parts = [f"{', '.join(ids)} (profile {profile}, {seconds:.1f} s)" for profile, ids, seconds in self.log]
+        return f"re-run (--rerun): {sum(len(ids) for _, ids, _ in self.log)} criteria: {'; '.join(parts)}"
+
+
+def _figure(entry: dict) -> str:
+    value = entry.get("measured")
+    return "none" if value is None else format_number(value) if isinstance(value, (int, float)) else repr(value)
+
+
+def compare_rerun(cid: str, recorded: dict, fresh: dict | None, error: str = "") -> tuple[list[str], str]:
+    """(disagreements, note) between a recorded PASS and its fresh re-run entry."""
+    if fresh is None:
+        why = f": {error}" if error else ""
+        return [f"re-run recorded no result for {cid}{why}"], ""
+    figures = f"fresh measured {_figure(fresh)}, recorded {_figure(recorded)}"
+    if fresh.get("outcome") != PASS:
+        message = fresh.get("message") or fresh.get("reason") or ""
+        return [f"re-run gives {fresh.get('outcome')} ({figures}){': ' + message if message else ''}"], ""
+    return [], f"re-run PASS ({figures})"

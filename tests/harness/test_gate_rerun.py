@@ -1,0 +1,130 @@
+"""`shiptwo gate --rerun`: a results file forged consistently (outcome, figure and leg record edited
+together) passes every re-derivation from results.json alone; re-running the bound acceptance
+tests catches it. The project is real: its acceptance test runs through the plugin in a subprocess,
+as the gate's re-run does."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from shiptwo.cli import main
+from shiptwo.harness.release_gate import (
+    EXIT_HOLD,
+    EXIT_RELEASE,
+    REFUSED,
+    RELEASE,
+    decide,
+)
+from shiptwo.harness.rerun import Rerun, RerunOutcome
+from shiptwo.harness.results import load_results
+from shiptwo.harness.spec import load_spec
+
+SPEC = """\
+models:
+  model2: {name: MODEL-2, release_profiles: [default], required: all}
+criteria:
+  - {id: AC-R2-001, model: model2, title: latency, metric: latency_ms, comparison: "<=", threshold: 10, unit: ms, class: packaging}
+  - {id: AC-R2-002, model: model2, title: defects, metric: defects, comparison: "==", threshold: 0, unit: defects, class: packaging}
+"""
+
+TEST = """\
+import pytest
+
+@pytest.mark.ac("AC-R2-001")
+def test_latency(criterion):
+    log = criterion.evidence_dir / "timings.txt"
+    log.write_text("25.0")
+    criterion.check(25.0, evidence={"timings": log})  # the honest figure misses its threshold (<= 10)
+
+@pytest.mark.ac("AC-R2-002")
+def test_defects(criterion):
+    criterion.check(0)
+"""
+
+
+class Project:
+    def __init__(self, root: Path):
+        self.root = root
+        (root / "spec").mkdir()
+        (root / "acceptance").mkdir()
+        self.spec_path = root / "spec" / "ship-two.yaml"
+        self.spec_path.write_text(SPEC)
+        (root / "acceptance" / "test_r.py").write_text(TEST)
+        self.results = root / "reports" / "results.json"
+
+    def run_acceptance(self) -> None:
+        subprocess.run([sys.executable, "-m", "pytest", "acceptance", "-q", "-p", "no:cacheprovider", "--rootdir", str(self.root),
+                        "--profile", "default", "--spec", str(self.spec_path), "--results", str(self.results),
+                        "--evidence-root", str(self.root / "reports" / "evidence")], cwd=self.root, capture_output=True, check=False)
+
+    def forge(self) -> None:
+        """What the reviewer did: the FAIL becomes a PASS with consistent figures."""
+        doc = json.loads(self.results.read_text())
+        entry = doc["criteria"]["AC-R2-001"]
+        entry.update(outcome="PASS", measured=5.0, message="latency_ms = 5 ms (threshold <= 10)")
+        entry["legs"][0].update(measured=5.0, judged=5.0, met=True)
+        self.results.write_text(json.dumps(doc))
+
+    def gate(self, *extra: str) -> int:
+        return main(["gate", "--spec", str(self.spec_path), "--results", str(self.results), "--allow-stale", *extra])
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory) -> Project:
+    project = Project(tmp_path_factory.mktemp("rerun"))
+    project.run_acceptance()
+    assert load_results(project.results).criteria["AC-R2-001"]["outcome"] == "FAIL"
+    return project
+
+
+def test_forged_pass_releases_without_rerun_and_is_refused_with_it(recorded, capsys):
+    recorded.forge()
+    before = recorded.results.read_bytes()
+    assert recorded.gate() == EXIT_RELEASE  # the documented hole: re-derivation alone cannot see it
+    capsys.readouterr()
+    assert recorded.gate("--rerun") == EXIT_HOLD
+    out = capsys.readouterr().out
+    assert "model2 (MODEL-2): REFUSED" in out
+    assert "AC-R2-001 REFUSED: re-run gives FAIL (fresh measured 25, recorded 5)" in out
+    assert "AC-R2-002: re-run PASS (fresh measured 0, recorded 0)" in out
+    assert "re-run (--rerun): 2 criteria: AC-R2-001, AC-R2-002 (profile default," in out
+    assert recorded.results.read_bytes() == before  # the re-run wrote only to a temp dir
+    assert len(list((recorded.root / "reports" / "evidence").iterdir())) == 1
+
+
+def test_genuine_pass_stands_under_rerun(tmp_path):
+    project = Project(tmp_path)
+    (tmp_path / "acceptance" / "test_r.py").write_text(TEST.replace("25.0", "4.0"))
+    project.run_acceptance()
+    spec, results = load_spec(project.spec_path), load_results(project.results)
+    rerun = Rerun(tmp_path, project.spec_path)
+    bound = {"AC-R2-001": {"acceptance/test_r.py::test_latency"}, "AC-R2-002": {"acceptance/test_r.py::test_defects"}}
+    [d] = decide(spec, results, allow_stale=True, bound=bound, rerun=rerun)
+    assert d.verdict == RELEASE and not d.refusals, d
+    assert [ids for _, ids, _ in rerun.log] == [["AC-R2-001", "AC-R2-002"]]
+    assert len(list((tmp_path / "reports" / "evidence").iterdir())) == 1  # the first run's; the re-run's went to a temp dir
+
+
+def test_rerun_without_an_entry_or_with_an_error_refuses(recorded):
+    spec, results = load_spec(recorded.spec_path), load_results(recorded.results)
+    bound = {"AC-R2-001": {"acceptance/test_r.py::test_latency"}, "AC-R2-002": {"acceptance/test_r.py::test_defects"}}
+    calls = []
+
+    def broken(profile, tests):
+        calls.append((profile, tests))
+        return RerunOutcome({}, 0.1, "pytest exited 4: usage error")
+
+    [d] = decide(spec, results, allow_stale=True, bound=bound, rerun=broken)
+    assert d.verdict == REFUSED
+    assert calls and all(p == "default" for p, _ in calls)
+    assert any("re-run recorded no result for AC-R2-002: pytest exited 4" in h.why for h in d.refusals)
+
+
+def test_rerun_does_not_combine_with_from_bundle(recorded, tmp_path, capsys):
+    assert recorded.gate("--rerun", "--from-bundle", str(tmp_path)) == 2
+    assert "--rerun re-runs tests in the checkout" in capsys.readouterr().err
