@@ -53,8 +53,8 @@ def test_hf_weights_load_in_both_runtimes(criterion, request, model1_checkpoint,
     parity = compare_distributions(hf, upstream or request.getfixturevalue("model1_gguf_f32"))
     evidence["import_parity"] = parity.evidence()
     criterion.check(failures, evidence=evidence, legs={
-        "import_token_id_mismatches": len(parity.token_id_mismatches), "import_kl_mean": parity.kl_mean,
-        "import_top1_agreement": parity.top1_agreement})
+        "import_token_id_mismatches": len(parity.token_id_mismatches), "import_kl_mean": parity.leg("kl_mean"),
+        "import_top1_agreement": parity.leg("top1_agreement")})
 
 
 @pytest.mark.ac("AC-SHIP1-003")

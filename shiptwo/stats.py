@@ -83,6 +83,20 @@ def bootstrap_ci(values: Sequence[float], stat: str = "mean", conf: float = 0.95
     return (float(res.confidence_interval.low), float(res.confidence_interval.high))
 
 
+def cluster_ratio_ci(sums: Sequence[float], counts: Sequence[float], conf: float = 0.95,
+                     n_boot: int = 10000, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of sum(sums) / sum(counts), resampling whole clusters (a text's
+    positions, say): items within a cluster are correlated, so resampling items would be too narrow."""
+    s, c = _pair(sums, counts)
+    if s.size < 2 or np.any(c <= 0):
+        raise ShiptwoError(f"cluster_ratio_ci: need >= 2 clusters with positive counts, got {c.tolist()}")
+    conf = _conf(conf)
+    idx = np.random.default_rng(seed).integers(0, s.size, size=(int(n_boot), s.size))
+    ratios = s[idx].sum(axis=1) / c[idx].sum(axis=1)
+    lo, hi = np.quantile(ratios, [(1 - conf) / 2, (1 + conf) / 2])
+    return (float(lo), float(hi))
+
+
 def paired_bootstrap_ci(a: Sequence[float], b: Sequence[float], stat: str = "mean",
                         conf: float = 0.95, n_boot: int = 10000, seed: int = 0) -> tuple[float, float]:
     """Bootstrap interval of stat(a - b) over pairs (a[i], b[i]); resampling pairs keeps their link."""

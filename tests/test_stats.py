@@ -145,3 +145,23 @@ def test_equivalent():
 def test_proportion_stderr_issue_figure():
     # issue 13: at p = 0.5 on 164 problems the standard error is 3.9 points
     assert 100 * stats.proportion_stderr(0.5, 164) == pytest.approx(3.904, abs=1e-3)
+
+
+def test_cluster_ratio_ci_resamples_whole_clusters():
+    # equal cluster sizes: the ratio of sums is the mean of cluster means, so the interval is the
+    # plain bootstrap's of those means (same resampling scheme, up to the generator's draws)
+    sums, counts = [a * 5 for a in A], [5] * len(A)
+    lo, hi = stats.cluster_ratio_ci(sums, counts, n_boot=4000)
+    ref = stats.bootstrap_ci(A, n_boot=4000)
+    assert lo <= np.mean(A) <= hi and abs(lo - ref[0]) < 0.03 and abs(hi - ref[1]) < 0.03
+    # correlated items: 4 clusters of 50 identical items; treating the 200 items as independent
+    # gives a far narrower (wrong) interval than resampling the 4 clusters
+    vals = [0.0] * 50 + [1.0] * 50 + [0.0] * 50 + [1.0] * 50
+    c_lo, c_hi = stats.cluster_ratio_ci([0.0, 50.0, 0.0, 50.0], [50] * 4)
+    i_lo, i_hi = stats.bootstrap_ci(vals)
+    assert c_hi - c_lo > 3 * (i_hi - i_lo)
+    assert stats.cluster_ratio_ci([1.0, 2.0], [1, 1], seed=3) == stats.cluster_ratio_ci([1.0, 2.0], [1, 1], seed=3)
+    with pytest.raises(ShiptwoError):
+        stats.cluster_ratio_ci([1.0], [1])
+    with pytest.raises(ShiptwoError):
+        stats.cluster_ratio_ci([1.0, 2.0], [1, 0])

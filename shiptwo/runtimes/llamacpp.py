@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from shiptwo import stats
 from shiptwo.model.checkpoint import Checkpoint
 from shiptwo.errors import ShiptwoError
 from shiptwo.model.generate import SamplingConfig, generate_ids
@@ -291,11 +292,21 @@ class DistributionParity:
     kl_max: float
     top1_agreement: float  # share of positions whose argmax agrees
     token_id_mismatches: list[str] = field(default_factory=list)
+    texts: int = 0
+    # 95 % intervals resampling whole texts (a text's positions are correlated)
+    kl_interval: tuple[float, float] | None = None
+    top1_interval: tuple[float, float] | None = None
 
     def evidence(self) -> dict:
-        return {"positions": self.positions, "kl_mean": self.kl_mean, "kl_max": self.kl_max,
-                "top1_agreement": self.top1_agreement, "token_id_mismatches": self.token_id_mismatches,
+        return {"positions": self.positions, "texts": self.texts, "kl_mean": self.kl_mean, "kl_interval": self.kl_interval,
+                "kl_max": self.kl_max, "top1_agreement": self.top1_agreement, "top1_interval": self.top1_interval,
+                "intervals": "95 %, bootstrap over texts", "token_id_mismatches": self.token_id_mismatches,
                 "llamacpp_settings": LLAMACPP_SETTINGS}
+
+    def leg(self, figure: str) -> dict:
+        """`kl_mean` or `top1_agreement` as a criterion leg: value, interval and the positions it averages."""
+        return {"value": getattr(self, figure), "n": self.positions,
+                "interval": self.kl_interval if figure == "kl_mean" else self.top1_interval}
 
 
 @torch.inference_mode()
@@ -306,7 +317,7 @@ def compare_distributions(ckpt: Checkpoint, gguf_path: str | Path, texts=DISTRIB
     model, tok = ckpt.build_model(), ckpt.tokenizer()
     rows = [(t, tok.encode(t)) for t in texts]
     llm = load_llama(gguf_path, n_ctx=max(len(ids) for _, ids in rows) + 1)
-    kls, agree, mismatches = [], [], []
+    kls, agree, mismatches, per_text = [], [], [], []  # per_text: (KL sum, agreements, positions)
     try:
         if llm.n_vocab() != ckpt.config.vocab_size:
             raise ShiptwoError(f"{gguf_path}: llama.cpp vocab {llm.n_vocab()} != checkpoint vocab {ckpt.config.vocab_size}")
@@ -316,9 +327,15 @@ def compare_distributions(ckpt: Checkpoint, gguf_path: str | Path, texts=DISTRIB
                 mismatches.append(f"{text!r}: ours {ids[:8]}... llama.cpp {theirs_ids[:8]}...")
             theirs = _log_softmax_rows(llamacpp_logits(llm, ids))
             ours = _log_softmax_rows(model(torch.tensor([ids]))[0].double().numpy())
-            kls += (np.exp(theirs) * (theirs - ours)).sum(-1).tolist()
-            agree += (theirs.argmax(-1) == ours.argmax(-1)).tolist()
+            kl = (np.exp(theirs) * (theirs - ours)).sum(-1)
+            same = theirs.argmax(-1) == ours.argmax(-1)
+            kls += kl.tolist()
+            agree += same.tolist()
+            per_text.append((float(kl.sum()), float(same.sum()), len(kl)))
     finally:
         llm.close()
+    sums, hits, counts = zip(*per_text)
     return DistributionParity(positions=len(kls), kl_mean=float(np.mean(kls)), kl_max=float(np.max(kls)),
-                              top1_agreement=float(np.mean(agree)), token_id_mismatches=mismatches)
+                              top1_agreement=float(np.mean(agree)), token_id_mismatches=mismatches, texts=len(per_text),
+                              kl_interval=stats.cluster_ratio_ci(sums, counts) if len(per_text) > 1 else None,
+                              top1_interval=stats.cluster_ratio_ci(hits, counts) if len(per_text) > 1 else None)

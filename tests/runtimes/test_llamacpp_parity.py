@@ -80,5 +80,9 @@ def test_q8_0_distribution_check_passes_its_model_and_fails_another(tmp_path, sh
     q8 = export_gguf(sharp, tmp_path / "sharp-q8_0.gguf", "q8_0")
     own = compare_distributions(sharp, q8)
     assert own.token_id_mismatches == [] and own.kl_mean <= max_kl and own.top1_agreement >= min_top1
+    # each figure with its interval over texts, around it, and as a criterion leg
+    assert own.texts > 1 and own.kl_interval[0] <= own.kl_mean <= own.kl_interval[1]
+    assert own.top1_interval[0] <= own.top1_agreement <= own.top1_interval[1]
+    assert own.leg("kl_mean") == {"value": own.kl_mean, "n": own.positions, "interval": own.kl_interval}
     other = compare_distributions(load_checkpoint(tiny_checkpoint), q8)  # same shapes, unsharpened weights
     assert other.kl_mean > max_kl  # (its top-1 agrees: both heads echo the input token of this sharp model)
