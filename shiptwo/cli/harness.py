@@ -105,29 +105,11 @@ def _add_gate(sub) -> None:
     p.set_defaults(func=_cmd_gate)
 
 
-def _refuse_uncommitted_spec(root: Path, spec, checkout: dict) -> None:
-    """In a git checkout, the spec the gate judges against (its directory, the recipes it names) must
-    be the one committed at HEAD: an uncommitted edit could loosen any threshold or release rule."""
-    from shiptwo.checkout import UNKNOWN_COMMIT, uncommitted
-
-    if checkout.get("commit") in (None, UNKNOWN_COMMIT):
-        return
-    spec_file = Path(spec.path).resolve()
-    recipes = [root / m.recipe for m in spec.models.values() if m.recipe and (root / m.recipe).exists()]
-    try:
-        changed = uncommitted(root, [spec_file.parent, *recipes])
-    except ValueError:  # the spec lies outside the checkout it names as its root
-        changed = [str(spec_file)]
-    if changed:
-        raise ShiptwoError(f"gate: {changed[0]}: uncommitted change to the spec or a recipe it names "
-                           f"(the gate judges only the spec committed at HEAD; commit it or revert it)")
-
-
 def _cmd_gate(args) -> int:
     from shiptwo.checkout import run_info
     from shiptwo.checks import gate_verifiers  # noqa: F401 (registers the model wing's verifiers)
     from shiptwo.harness.bindings import bound_tests, scan_bindings
-    from shiptwo.harness.release_gate import decide, exit_code, format_decisions
+    from shiptwo.harness.release_gate import decide, exit_code, format_decisions, refuse_uncommitted_spec
     from shiptwo.harness.results import load_results
     from shiptwo.harness.spec import load_spec
     from shiptwo.harness.verifiers import registered
@@ -142,7 +124,7 @@ def _cmd_gate(args) -> int:
         if Path(args.spec).is_file():  # in a checkout: its spec must be the committed one, as below
             spec = load_spec(args.spec)
             root = paths.root_of_spec(args.spec)
-            _refuse_uncommitted_spec(root, spec, run_info(root, spec.sha256, ""))
+            refuse_uncommitted_spec(root, spec, run_info(root, spec.sha256, ""))
         decisions, lines = gate_from_bundle(args.from_bundle, args.spec, args.model, args.allow_stale, args.acceptance)
         print("\n".join(lines))
         return exit_code(decisions)
@@ -151,7 +133,7 @@ def _cmd_gate(args) -> int:
     root = paths.root_of_spec(args.spec)
     bound = bound_tests(scan_bindings(args.acceptance), root) if Path(args.acceptance).is_dir() else None
     checkout = run_info(root, spec.sha256, "")  # the code being gated: this checkout's HEAD
-    _refuse_uncommitted_spec(root, spec, checkout)
+    refuse_uncommitted_spec(root, spec, checkout)
     baseline = load_results(args.baseline) if args.baseline else None
     rerun = None
     if args.rerun:

@@ -22,7 +22,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
+from shiptwo.checkout import UNKNOWN_COMMIT, uncommitted
 from shiptwo.errors import ShiptwoError
 from shiptwo.harness.bindings import key_of_nodeid
 from shiptwo.harness.compare import blocking_regressions, change_text, compare
@@ -191,6 +193,22 @@ def _rerun_passes(card, checked: dict, bound: dict[str, set[str]] | None, profil
             checked[cid][0].extend(problems)
             if note:
                 checked[cid][1].append(f"{cid}: {note}")
+
+
+def refuse_uncommitted_spec(root: Path, spec: Spec, checkout: dict) -> None:
+    """In a git checkout, the spec the gate judges against (its directory, the recipes it names) must
+    be the one committed at HEAD: an uncommitted edit could loosen any threshold or release rule."""
+    if checkout.get("commit") in (None, UNKNOWN_COMMIT):
+        return
+    spec_file = Path(spec.path).resolve()
+    recipes = [root / m.recipe for m in spec.models.values() if m.recipe and (root / m.recipe).exists()]
+    try:
+        changed = uncommitted(root, [spec_file.parent, *recipes])
+    except ValueError:  # the spec lies outside the checkout it names as its root
+        changed = [str(spec_file)]
+    if changed:
+        raise ShiptwoError(f"gate: {changed[0]}: uncommitted change to the spec or a recipe it names "
+                           f"(the gate judges only the spec committed at HEAD; commit it or revert it)")
 
 
 def _headline(d: ModelDecision) -> str:
