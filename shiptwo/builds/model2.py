@@ -12,7 +12,6 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file as st_load_file
-from safetensors.torch import save as st_save
 
 from shiptwo.data.corpus import SPLITS, Corpus, load_corpus
 from shiptwo.errors import ShiptwoError
@@ -22,7 +21,7 @@ from shiptwo.training.recipes import Recipe
 from shiptwo.model.tokenizer import BPETokenizer, encode_split, train_tokenizer
 from shiptwo.training.loop import TrainResult, train
 
-from shiptwo.model.checkpoint import META_DATA_LICENSE, META_DATA_SOURCE, META_LICENSE
+from shiptwo.model.checkpoint import META_DATA_LICENSE, META_DATA_SOURCE, META_LICENSE, safetensors_bytes
 from shiptwo.training.loop import BEST_CHECKPOINT, FINAL_CHECKPOINT, LOSS_CURVE, TRAIN_LOG, TRAIN_STATE
 
 CORPUS_MANIFEST = "corpus_manifest.json"
@@ -48,7 +47,7 @@ def prepare_data(recipe: Recipe, out_dir: str | Path, corpus: Corpus | None = No
     tokens = {s: encode_split(tok, corpus.texts(s)) for s in SPLITS}
     paths = {
         "tokenizer": tok.save(out / TOKENIZER_FILE),
-        "tokens": atomic_write_bytes(out / TOKENS_FILE, st_save(tokens)),
+        "tokens": atomic_write_bytes(out / TOKENS_FILE, safetensors_bytes(tokens)),
         "corpus_manifest": atomic_write_json(out / CORPUS_MANIFEST, corpus.manifest({s: len(t) for s, t in tokens.items()})),
     }
     return paths

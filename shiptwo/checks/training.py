@@ -213,10 +213,10 @@ def token_prefix_data(data_dir: str | Path, out_dir: str | Path, n_tokens: int) 
     import shutil
 
     from safetensors import safe_open
-    from safetensors.torch import save as st_save
 
     from shiptwo.builds.model2 import CORPUS_MANIFEST, TOKENIZER_FILE, TOKENS_FILE
     from shiptwo.fileio import atomic_write_bytes
+    from shiptwo.model.checkpoint import safetensors_bytes
 
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -224,7 +224,7 @@ def token_prefix_data(data_dir: str | Path, out_dir: str | Path, n_tokens: int) 
         shutil.copy(data_dir / name, out_dir / name)
     with safe_open(str(data_dir / TOKENS_FILE), framework="pt") as fh:
         prefix = {k: fh.get_slice(k)[:n_tokens].contiguous() for k in fh.keys()}
-    atomic_write_bytes(out_dir / TOKENS_FILE, st_save(prefix))
+    atomic_write_bytes(out_dir / TOKENS_FILE, safetensors_bytes(prefix))
     return out_dir
 
 

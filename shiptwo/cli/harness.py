@@ -99,6 +99,11 @@ def _add_gate(sub) -> None:
                         "results in a temp dir) and refuse any whose fresh outcome is not PASS; costs a full re-run of "
                         "those tests against the artifacts in the store")
     p.add_argument("--rerun-timeout", type=float, default=None, metavar="S", help="give up a --rerun after S seconds (refused)")
+    p.add_argument("--rebuild", action="store_true",
+                   help="rebuild every artifact set the run judged from this checkout in a temporary store and refuse "
+                        "each model whose stored artifacts differ from the rebuild (beyond wall-clock readings); costs "
+                        "a full build of each")
+    p.add_argument("--rebuild-timeout", type=float, default=None, metavar="S", help="give up a rebuild after S seconds (refused)")
     p.add_argument("--baseline", default=None, help="an older results.json: hold on a significant regression of a blocking change rule")
     p.add_argument("--bundle", default=None, metavar="DIR", help="also write a verdict bundle (spec, results, evidence, hashes) to DIR")
     p.add_argument("--from-bundle", default=None, metavar="DIR", help="recompute the verdict offline from a bundle alone")
@@ -116,8 +121,9 @@ def _cmd_gate(args) -> int:
 
     if args.recheck < 0:
         raise ShiptwoError(f"gate: --recheck must be >= 0, not {args.recheck}")
-    if args.from_bundle and args.rerun:
-        raise ShiptwoError("gate: --rerun re-runs tests in the checkout; it does not combine with --from-bundle")
+    if args.from_bundle and (args.rerun or args.rebuild):
+        which = "--rerun re-runs tests" if args.rerun else "--rebuild compares the store"
+        raise ShiptwoError(f"gate: {which} in the checkout; it does not combine with --from-bundle")
     if args.from_bundle:
         from shiptwo.harness.bundle import gate_from_bundle
 
@@ -140,10 +146,17 @@ def _cmd_gate(args) -> int:
         from shiptwo.harness.rerun import Rerun
 
         rerun = Rerun(root, Path(spec.path).resolve(), args.rerun_timeout)
-    decisions = decide(spec, results, args.model, args.allow_stale, checkout, bound, args.recheck, args.seed, baseline, rerun)
+    rebuild = None
+    if args.rebuild:
+        from shiptwo.checks.rebuild import Rebuild
+
+        rebuild = Rebuild(root, paths.artifact_root(), args.rebuild_timeout)
+    decisions = decide(spec, results, args.model, args.allow_stale, checkout, bound, args.recheck, args.seed, baseline, rerun,
+                       rebuild.problems if rebuild else None)
     print(format_decisions(decisions, spec, results))
-    if rerun is not None:
-        print(rerun.summary())
+    for extra in (rerun, rebuild):
+        if extra is not None:
+            print(extra.summary())
     if args.bundle:
         from shiptwo.checkout import environment
         from shiptwo.harness.bundle import bundle_gate_run

@@ -11,10 +11,10 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import save as st_save
 
 from shiptwo import __version__
-from shiptwo.model.checkpoint import Checkpoint, finite_defects, missing_provenance, read_safetensors, save_checkpoint
+from shiptwo.model.checkpoint import (Checkpoint, finite_defects, missing_provenance, read_safetensors, safetensors_bytes,
+                                     save_checkpoint)
 from shiptwo.errors import ShiptwoError
 from shiptwo.fileio import atomic_output_dir, atomic_write_bytes, atomic_write_json, atomic_write_text
 from shiptwo.model.llama import ModelConfig
@@ -110,7 +110,7 @@ def export_hf(ckpt: Checkpoint, out_dir: str | Path) -> Path:
     tok = ckpt.tokenizer()
     ckpt.build_model()  # the tensor contract holds before anything is written
     tensors = {k: v.detach().to(torch.float32).contiguous().cpu() for k, v in ckpt.tensors.items()}
-    weights = st_save(tensors, metadata={"format": "pt", **{k: ckpt.provenance[k] for k in PROVENANCE_KEYS}})
+    weights = safetensors_bytes(tensors, {"format": "pt", **{k: ckpt.provenance[k] for k in PROVENANCE_KEYS}})
     try:
         with atomic_output_dir(out_dir) as tmp:
             atomic_write_json(tmp / HF_CONFIG_FILE, hf_config(ckpt))

@@ -29,6 +29,9 @@ RELEASE_MANIFEST_SCHEMA = 1
 
 
 _SELF_HASH = "manifest_sha256"
+# When, and from which checkout and spec, a release was published (and the self-hash over them): two
+# publications of the same files differ only in these.
+CIRCUMSTANCE_FIELDS = frozenset({"created", "git_commit", "git_dirty", "spec_sha256", _SELF_HASH})
 
 # --- provenance in every format -----------------------------------------------------------
 

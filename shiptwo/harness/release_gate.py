@@ -109,13 +109,16 @@ def exit_code(decisions: list[ModelDecision]) -> int:
 def decide(spec: Spec, results: Results, models: list[str] | None = None, allow_stale: bool = False,
            checkout: dict | None = None, bound: dict[str, set[str]] | None = None,
            recheck_k: int = 0, seed: int | None = None, baseline: Results | None = None,
-           rerun: Callable[[str, dict[str, list[str]]], RerunOutcome] | None = None) -> list[ModelDecision]:
+           rerun: Callable[[str, dict[str, list[str]]], RerunOutcome] | None = None,
+           rebuild: Callable[[dict[str, list[dict]]], dict[str, list[str]]] | None = None) -> list[ModelDecision]:
     """One decision per selected model (all models of the spec by default). `bound` maps each id
     to the tests bound to it (None: unknown, so no PASS can be re-derived); with `checkout`
     ({"commit": ...}) results from other code count as stale; `recheck_k` > 0 re-executes that many
     samples of each sampled criterion through the registered rechecker; `rerun` (profile, {id: tests})
     re-executes the bound tests of every PASS that stands re-derived and has no samples rule (those
-    are re-derived from their sample file), refusing any whose fresh outcome is not PASS."""
+    are re-derived from their sample file), refusing any whose fresh outcome is not PASS; `rebuild`
+    ({model: its recorded entries} -> {model: problems}) checks that the artifacts they judged are what
+    this checkout builds, refusing every counted PASS of a model with a problem."""
     selected = models or list(spec.models)
     for key in selected:
         if key not in spec.models:
@@ -140,6 +143,11 @@ def decide(spec: Spec, results: Results, models: list[str] | None = None, allow_
             checked[st.criterion.id] = (problems, notes)
     if rerun is not None:
         _rerun_passes(card, checked, bound, profile, rerun)
+    if rebuild is not None:
+        found = rebuild({key: [st.entry for c in spec.for_model(key) if (st := card.statuses[c.id]).entry is not None]
+                         for key in selected})
+        for cid, (problems, _) in checked.items():
+            problems.extend(found.get(spec.criteria[cid].model, []))
     decisions = []
     for key in selected:
         model, ms = spec.models[key], card.models[key]

@@ -6,6 +6,7 @@ training summary — so that no consumer can refuse it for a missing piece (back
 from __future__ import annotations
 
 import json
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,7 +44,7 @@ REQUIRED_META_KEYS = (
     META_TOKENIZER,
     *PROVENANCE_KEYS,
 )
-
+HEADER_ALIGN = 8  # safetensors pads its JSON header with spaces to a multiple of 8 bytes
 
 
 @dataclass
@@ -97,8 +98,7 @@ def save_checkpoint(ckpt: Checkpoint, path: str | Path) -> Path:
         raise ShiptwoError(f"{path}: provenance field(s) {', '.join(missing)} missing")
     ckpt.config.check_tensors(ckpt.tensors, source=str(path))  # contract check
     tensors = {k: v.detach().contiguous().cpu() for k, v in ckpt.tensors.items()}
-    data = st_save(tensors, metadata=ckpt.metadata())
-    out = atomic_write_bytes(path, data)
+    out = atomic_write_bytes(path, safetensors_bytes(tensors, ckpt.metadata()))
     ckpt.path = out
     return out
 
@@ -134,6 +134,18 @@ def load_checkpoint(path: str | Path, check_finite: bool = True) -> Checkpoint:
     )
     ckpt.tokenizer()  # the embedded tokenizer must parse
     return ckpt
+
+
+def safetensors_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> bytes:
+    """safetensors' own serialization with its JSON header's keys sorted: equal tensors and metadata
+    give equal bytes (the library orders the metadata by a hash seeded per process), so a rebuild
+    can be compared with what it rebuilds byte for byte. Only the header moves; the data section and
+    every tensor's offsets within it are the library's."""
+    raw = st_save(tensors, metadata=metadata)
+    (size,) = struct.unpack("<Q", raw[:8])
+    header = json.dumps(json.loads(raw[8 : 8 + size]), sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    header += b" " * (-len(header) % HEADER_ALIGN)
+    return struct.pack("<Q", len(header)) + header + raw[8 + size :]
 
 
 def safetensors_metadata(path: str | Path) -> dict[str, str]:

@@ -49,6 +49,11 @@ STOP_MAX_STEPS = "max_steps"
 STOP_TOKEN_BUDGET = "token_budget"
 STOP_WALL_CLOCK = "wall_clock"
 STOP_EARLY = "early_stop"
+# Readings of the wall clock: the only fields in which two runs of one recipe on one machine differ.
+# The checkpoints' training record leaves them out, so a checkpoint's bytes depend only on what was
+# trained (`shiptwo gate --rebuild` compares a rebuild byte for byte); the log, the run state and the
+# build's summary keep them.
+CLOCK_FIELDS = frozenset({"tokens_per_s", "tokens_per_second", "wall_seconds", "elapsed"})
 
 
 # --- the run ---------------------------------------------------------------------------------
@@ -384,7 +389,8 @@ def _finish(raw, st, summary, result, tokenizer_json, provenance, val_tokens, cf
     for tensors, path in ((final_tensors, result.final_checkpoint), (best_tensors, result.best_checkpoint)):
         cpu_model.load_tensors(tensors)
         cpu_model.eval()
-        ckpt = checkpoint_from_model(cpu_model, tokenizer_json, provenance, training=summary,
+        record = {k: v for k, v in summary.items() if k not in CLOCK_FIELDS}
+        ckpt = checkpoint_from_model(cpu_model, tokenizer_json, provenance, training=record,
                                      chat_template=finetune.chat_template if finetune else None)
         save_checkpoint(ckpt, path)
     _write_log(result.log_path, st.log)

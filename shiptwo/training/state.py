@@ -10,11 +10,10 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file as st_load_file
-from safetensors.torch import save as st_save
 
 from shiptwo.errors import ShiptwoError
 from shiptwo.fileio import atomic_write_bytes
-from shiptwo.model.checkpoint import safetensors_metadata
+from shiptwo.model.checkpoint import safetensors_bytes, safetensors_metadata
 from shiptwo.model.llama import LlamaModel
 from shiptwo.training.sampler import WindowSampler
 
@@ -51,7 +50,7 @@ def save_state(path: Path, raw: LlamaModel, opt, sampler: WindowSampler, st: Tra
     meta = {k: getattr(st, k) for k in _META_FIELDS}
     meta["best_val"] = None if math.isinf(meta["best_val"]) else meta["best_val"]
     meta["sampler"] = sampler.state()
-    atomic_write_bytes(path, st_save(tensors, metadata={"train_state": json.dumps(meta)}))
+    atomic_write_bytes(path, safetensors_bytes(tensors, {"train_state": json.dumps(meta)}))
 
 
 def load_state(path: Path, raw: LlamaModel, opt, sampler: WindowSampler, st: TrainState) -> None:

@@ -1,0 +1,149 @@
+"""`shiptwo gate --rebuild`: a store holding artifacts this checkout does not build is refused.
+
+Real builds (MODEL-2's smoke recipe, through `python -m shiptwo build` as the gate runs it): an
+honest stored set agrees with its rebuild, wall-clock readings aside; a swapped checkpoint, an edited
+training log, a forged evidence copy and a set under a key this code does not give are each named.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from shiptwo.builds.reproduce import ArtifactSet, file_difference, rebuild_set
+from shiptwo.checks.rebuild import Rebuild, judged_sets
+from shiptwo.harness.release_gate import EXIT_HOLD, REFUSED, RELEASE, decide
+from shiptwo.harness.results import load_results
+from shiptwo.harness.spec import load_spec
+from shiptwo.model.checkpoint import load_checkpoint, safetensors_bytes, save_checkpoint
+from shiptwo.paths import project_root
+from shiptwo.training.loop import BEST_CHECKPOINT, TRAIN_LOG, TRAIN_STATE
+from tests.harness.test_gate_rerun import TEST, Project
+
+REPO = project_root()
+
+
+@pytest.fixture(scope="module")
+def stored(tmp_path_factory) -> Path:
+    """A real smoke build of MODEL-2 in its own store: the set a run judged."""
+    store = tmp_path_factory.mktemp("store")
+    rebuild_set(ArtifactSet("model2", "smoke", "?"), REPO, store)
+    return store
+
+
+def _fresh_copy(stored: Path, tmp_path: Path) -> tuple[Path, Path]:
+    store = tmp_path / "store"
+    shutil.copytree(stored, store)
+    [built] = [p for p in (store / "model2" / "smoke").iterdir() if p.is_dir() and not p.name.startswith(".")]
+    return store, built
+
+
+def _entries(built: Path, copies: dict[str, Path] | None = None) -> list[dict]:
+    evidence = {"checkpoint": {"kind": "file", "path": str(built / BEST_CHECKPOINT), "sha256": "x"}}
+    for name, path in (copies or {}).items():
+        evidence[name] = {"kind": "file", "path": str(path), "sha256": "x", "copied_from": str(built / name)}
+    return [{"id": "AC-SHIP2-001", "evidence": evidence}]
+
+
+def test_an_honest_store_agrees_with_its_rebuild_and_a_tampered_one_is_named(stored, tmp_path):
+    store, built = _fresh_copy(stored, tmp_path)
+    rebuild = Rebuild(REPO, store)
+    assert rebuild.problems({"model2": _entries(built)}) == {"model2": []}, rebuild.log
+    assert "agrees" in rebuild.summary()
+
+    # the defects: a checkpoint trained otherwise (one weight moved, a valid file), a loss edited in the
+    # log, a step's tokens/s edited (a clock reading: not a defect), and an evidence copy that is not the
+    # stored file (the criterion read other bytes)
+    ckpt = load_checkpoint(built / BEST_CHECKPOINT)
+    name = min(ckpt.tensors)
+    ckpt.tensors = {**ckpt.tensors, name: ckpt.tensors[name].clone().add_(1e-3)}
+    save_checkpoint(ckpt, built / BEST_CHECKPOINT)
+    log = [json.loads(line) for line in (built / TRAIN_LOG).read_text().splitlines()]
+    log[3]["loss"] -= 0.5
+    log[4]["tokens_per_s"] *= 7
+    (built / TRAIN_LOG).write_text("".join(json.dumps(e, sort_keys=True) + "\n" for e in log))
+    copy = tmp_path / "evidence" / "tokenizer.json"
+    copy.parent.mkdir()
+    copy.write_text((built / "tokenizer.json").read_text().replace('"<|endoftext|>"', '"<|eot|>"', 1))
+    found = Rebuild(REPO, store).problems({"model2": _entries(built, {"tokenizer.json": copy})})["model2"]
+    text = "\n".join(found)
+    assert f"{BEST_CHECKPOINT} differs from the rebuild" in text
+    assert f"{TRAIN_LOG}: [3].loss differs from the rebuild" in text
+    assert "[4]" not in text  # the clock reading alone is no difference
+    assert f"evidence copy {copy}: tokenizer.json differs from the rebuild" in text
+    assert len(found) == 3, found
+
+
+def test_a_set_under_a_key_this_checkout_does_not_give_is_refused(stored, tmp_path):
+    store, built = _fresh_copy(stored, tmp_path)
+    moved = built.with_name("0123456789abcdef")
+    built.rename(moved)
+    [problem] = Rebuild(REPO, store).problems({"model2": _entries(moved)})["model2"]
+    assert f"the run judged model2/smoke/0123456789abcdef; this checkout builds key {built.name}" in problem
+
+
+def test_variable_records_compare_without_their_clock_fields_only(tmp_path):
+    t = {"w": torch.arange(4, dtype=torch.float32)}
+    a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    a.write_bytes(safetensors_bytes(t, {"train_state": json.dumps({"step": 3, "elapsed": 1.5, "log": [{"loss": 1.0, "tokens_per_s": 9}]})}))
+    b.write_bytes(safetensors_bytes(t, {"train_state": json.dumps({"step": 3, "elapsed": 2.5, "log": [{"loss": 1.0, "tokens_per_s": 4}]})}))
+    assert file_difference(a, b, TRAIN_STATE) == ""
+    assert file_difference(a, b, BEST_CHECKPOINT) == f"{BEST_CHECKPOINT} differs from the rebuild"  # not a variable record
+    b.write_bytes(safetensors_bytes(t, {"train_state": json.dumps({"step": 4, "elapsed": 1.5, "log": [{"loss": 1.0, "tokens_per_s": 9}]})}))
+    assert "train_state.step differs" in file_difference(a, b, TRAIN_STATE)
+    b.write_bytes(safetensors_bytes({"w": t["w"] + 1}, {"train_state": json.dumps({"step": 3})}))
+    assert "tensor w differs" in file_difference(a, b, TRAIN_STATE)
+    ra, rb = tmp_path / "ra.json", tmp_path / "rb.json"
+    release = {"files": [{"path": "m.gguf", "sha256": "ab"}], "provenance": {"license": "Apache-2.0"}, "created": "t1", "git_commit": "c1"}
+    ra.write_text(json.dumps(release))
+    rb.write_text(json.dumps({**release, "created": "t2", "git_commit": "c2"}))
+    assert file_difference(ra, rb, "release/manifest.json") == ""
+    rb.write_text(json.dumps({**release, "provenance": {"license": "MIT"}}))
+    assert "provenance.license differs" in file_difference(ra, rb, "release/manifest.json")
+
+
+def test_safetensors_bytes_do_not_depend_on_the_metadata_order():
+    t = {"b": torch.ones(3), "a": torch.zeros(2, dtype=torch.float64)}
+    one = safetensors_bytes(t, {"x": "1", "y": "2", "z": "3"})
+    assert one == safetensors_bytes(dict(reversed(list(t.items()))), {"z": "3", "x": "1", "y": "2"})
+    from safetensors.torch import load
+
+    back = load(one)
+    assert torch.equal(back["a"], t["a"]) and torch.equal(back["b"], t["b"])
+
+
+def test_judged_sets_come_from_paths_and_copies_under_the_store(tmp_path):
+    store = tmp_path / "store"
+    inside = store / "model2" / "smoke" / "k1" / "best.safetensors"
+    entries = [{"evidence": {"a": {"path": str(inside), "sha256": "x"},
+                             "b": {"path": str(tmp_path / "ev" / "t.json"), "sha256": "y", "copied_from": str(inside.with_name("t.json"))},
+                             "c": {"path": str(tmp_path / "elsewhere.txt"), "sha256": "z"}, "d": "prose"}}]
+    assert judged_sets(entries, store) == {ArtifactSet("model2", "smoke", "k1"): {("t.json", tmp_path / "ev" / "t.json")}}
+
+
+def test_rebuild_problems_refuse_every_counted_pass_of_the_model(tmp_path, capsys):
+    project = Project(tmp_path)
+    (tmp_path / "acceptance" / "test_r.py").write_text(TEST.replace("25.0", "4.0"))  # both criteria pass honestly
+    project.run_acceptance()
+    spec, results = load_spec(project.spec_path), load_results(project.results)
+    bound = {"AC-R2-001": {"acceptance/test_r.py::test_latency"}, "AC-R2-002": {"acceptance/test_r.py::test_defects"}}
+    [d] = decide(spec, results, allow_stale=True, bound=bound, rebuild=lambda entries: {"model2": []})
+    assert d.verdict == RELEASE
+    seen = {}
+
+    def differs(entries):
+        seen.update(entries)
+        return {"model2": ["--rebuild: model2/default/k: best.safetensors differs from the rebuild"]}
+
+    [d] = decide(spec, results, allow_stale=True, bound=bound, rebuild=differs)
+    assert d.verdict == REFUSED and {h.cid for h in d.refusals} == {"AC-R2-001", "AC-R2-002"}
+    assert [e["id"] for e in seen["model2"]] == ["AC-R2-001", "AC-R2-002"]
+    # through the CLI: this project's evidence names no stored artifact set, which --rebuild refuses
+    assert project.gate("--rebuild") == EXIT_HOLD
+    assert "no evidence of model2 names an artifact set in the store" in capsys.readouterr().out
+    assert project.gate("--rebuild", "--from-bundle", str(tmp_path)) == 2
+    assert "--rebuild compares the store in the checkout" in capsys.readouterr().err
