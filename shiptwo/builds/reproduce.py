@@ -1,10 +1,10 @@
 """Is a stored artifact set what this code builds? Rebuild it in a temporary store and compare.
 
-Builds are deterministic (seeded training, thread-count-independent kernels, safetensors headers
-written sorted), so two builds of one key agree byte for byte except in the records VARIABLE_RECORDS
+Builds are deterministic on one machine (seeded training, deterministic algorithms, kernels with a
+fixed summation order, safetensors headers written sorted), so two builds of one key agree byte for byte except in the records VARIABLE_RECORDS
 names, which carry wall-clock readings or the circumstances of the build; those compare by content
-without those fields. The store's own manifest is not compared (it records the build time; the files
-it lists are compared themselves). `shiptwo gate --rebuild` (checks/rebuild.py) runs this on every
+without those fields (the store's own manifest without its build time and file hashes, which are
+re-derived from the files). `shiptwo gate --rebuild` (checks/rebuild.py) runs this on every
 set a run judged.
 """
 
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from shiptwo.builds.store import ARTIFACT_LOCK, ARTIFACT_MANIFEST
+from shiptwo.builds.store import ARTIFACT_MANIFEST, BUILD_FIELDS
 from shiptwo.errors import ShiptwoError
 from shiptwo.formats.release import CIRCUMSTANCE_FIELDS, RELEASE_MANIFEST
 from shiptwo.model.checkpoint import read_safetensors
@@ -32,8 +32,8 @@ VARIABLE_RECORDS = {
     TRAIN_LOG: CLOCK_FIELDS,  # a JSON line per step, with its tokens/s
     TRAIN_STATE: CLOCK_FIELDS,  # the resumable state: its tensors exact, its JSON metadata holds the log
     f"release/{RELEASE_MANIFEST}": CIRCUMSTANCE_FIELDS,  # when and from which checkout it was published
+    ARTIFACT_MANIFEST: BUILD_FIELDS | CLOCK_FIELDS,  # the store's: recipe, roles and the run's summary compared
 }
-NOT_COMPARED = (ARTIFACT_MANIFEST, ARTIFACT_LOCK)  # the store's own records
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ def file_difference(judged: Path, rebuilt: Path, rel: str) -> str:
 def set_differences(stored: Path, rebuilt: Path) -> list[str]:
     """Every file of the stored set against the rebuild's: missing, extra or differing."""
     def files(root: Path) -> set[str]:
-        return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()} - set(NOT_COMPARED)
+        return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
 
     mine, theirs = files(stored), files(rebuilt)
     problems = [f"{rel}: in the stored set, not in the rebuild" for rel in sorted(mine - theirs)]

@@ -43,6 +43,9 @@ from shiptwo.paths import PROFILES, artifact_root
 
 ARTIFACT_MANIFEST = "manifest.json"  # SHA-256 of every artifact file; written last
 ARTIFACT_LOCK = ".lock"
+# The manifest's records of one build rather than of what it built: its clock, whether it resumed,
+# and the SHA-256s of its files (which a comparison with another build re-derives from the files).
+BUILD_FIELDS = frozenset({"build_seconds", "build_resumed", "files"})
 OWNER_FILE = ".owner.json"  # in a build's work directory: pid, host and start time of the process building it
 
 

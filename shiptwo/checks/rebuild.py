@@ -11,6 +11,7 @@ counted PASS of the model.
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from shiptwo.builds.reproduce import (
     rebuild_set,
     set_differences,
 )
+from shiptwo.builds.store import ARTIFACT_MANIFEST
 from shiptwo.errors import ShiptwoError
 from shiptwo.harness.evidence import is_file_record
 
@@ -91,9 +93,19 @@ class Rebuild:
                                   else file_difference(judged, counterpart, rel))
                     if difference:
                         problems.append(f"--rebuild: {which}: evidence copy {judged}: {difference}")
-        self.log.append(f"{which} rebuilt in {time.monotonic() - start:.0f} s: "
-                        f"{'agrees' if not problems else f'{len(problems)} difference(s)'}")
+        self.log.append(f"{which} rebuilt in {time.monotonic() - start:.0f} s (its stored build: "
+                        f"{_stored_seconds(stored)}): {'agrees' if not problems else f'{len(problems)} difference(s)'}")
         return problems
 
     def summary(self) -> str:
         return f"rebuild (--rebuild): {'; '.join(self.log) if self.log else 'nothing rebuilt'}"
+
+
+def _stored_seconds(stored: Path) -> str:
+    """The build time the stored set's manifest records: a clock reading the rebuild cannot compare,
+    shown beside the rebuild's own for a reader to weigh (AC-SHIP2-004 judges it)."""
+    try:
+        seconds = json.loads((stored / ARTIFACT_MANIFEST).read_text(encoding="utf-8")).get("build_seconds")
+    except (OSError, ValueError, AttributeError):
+        return "unreadable"
+    return f"{seconds:.0f} s" if isinstance(seconds, (int, float)) else "not recorded"

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from shiptwo.builds.reproduce import ArtifactSet, file_difference, rebuild_set
+from shiptwo.builds.store import ARTIFACT_MANIFEST
 from shiptwo.checks.rebuild import Rebuild, judged_sets
 from shiptwo.harness.release_gate import EXIT_HOLD, REFUSED, RELEASE, decide
 from shiptwo.harness.results import load_results
@@ -66,16 +67,23 @@ def test_an_honest_store_agrees_with_its_rebuild_and_a_tampered_one_is_named(sto
     log[3]["loss"] -= 0.5
     log[4]["tokens_per_s"] *= 7
     (built / TRAIN_LOG).write_text("".join(json.dumps(e, sort_keys=True) + "\n" for e in log))
+    manifest = json.loads((built / ARTIFACT_MANIFEST).read_text())
+    manifest["summary"]["steps"] += 100  # what the build claims about itself, unlike its clock, must agree too
+    manifest["build_seconds"] = 1.0
+    (built / ARTIFACT_MANIFEST).write_text(json.dumps(manifest))
     copy = tmp_path / "evidence" / "tokenizer.json"
     copy.parent.mkdir()
     copy.write_text((built / "tokenizer.json").read_text().replace('"<|endoftext|>"', '"<|eot|>"', 1))
-    found = Rebuild(REPO, store).problems({"model2": _entries(built, {"tokenizer.json": copy})})["model2"]
+    rebuild = Rebuild(REPO, store)
+    found = rebuild.problems({"model2": _entries(built, {"tokenizer.json": copy})})["model2"]
     text = "\n".join(found)
     assert f"{BEST_CHECKPOINT} differs from the rebuild" in text
     assert f"{TRAIN_LOG}: [3].loss differs from the rebuild" in text
     assert "[4]" not in text  # the clock reading alone is no difference
     assert f"evidence copy {copy}: tokenizer.json differs from the rebuild" in text
-    assert len(found) == 3, found
+    assert f"{ARTIFACT_MANIFEST}: summary.steps differs from the rebuild" in text
+    assert len(found) == 4, found
+    assert "(its stored build: 1 s): 4 difference(s)" in rebuild.summary()  # the claimed build time, shown, not judged
 
 
 def test_a_set_under_a_key_this_checkout_does_not_give_is_refused(stored, tmp_path):
