@@ -74,17 +74,20 @@ def file_difference(judged: Path, rebuilt: Path, rel: str) -> str:
     fields = VARIABLE_RECORDS.get(rel)
     if fields is None:
         return f"{rel} differs from the rebuild"
-    if rel.endswith(".safetensors"):
-        (meta_a, ta), (meta_b, tb) = read_safetensors(judged), read_safetensors(rebuilt)
-        for name in sorted(set(ta) | set(tb)):
-            if name not in ta or name not in tb or not _same_tensor(ta[name], tb[name]):
-                return f"{rel}: tensor {name} differs from the rebuild"
-        a, b = ({k: _parsed(v) for k, v in m.items()} for m in (meta_a, meta_b))
-    elif rel.endswith(".jsonl"):
-        a, b = ([json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
-                for p in (judged, rebuilt))
-    else:
-        a, b = (json.loads(p.read_text(encoding="utf-8")) for p in (judged, rebuilt))
+    try:
+        if rel.endswith(".safetensors"):
+            (meta_a, ta), (meta_b, tb) = read_safetensors(judged), read_safetensors(rebuilt)
+            for name in sorted(set(ta) | set(tb)):
+                if name not in ta or name not in tb or not _same_tensor(ta[name], tb[name]):
+                    return f"{rel}: tensor {name} differs from the rebuild"
+            a, b = ({k: _parsed(v) for k, v in m.items()} for m in (meta_a, meta_b))
+        elif rel.endswith(".jsonl"):
+            a, b = ([json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+                    for p in (judged, rebuilt))
+        else:
+            a, b = (json.loads(p.read_text(encoding="utf-8")) for p in (judged, rebuilt))
+    except (ShiptwoError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return f"{rel} differs from the rebuild and cannot be read as its record ({str(exc).splitlines()[0][:200]})"
     a, b = _without(a, fields), _without(b, fields)
     if a != b:
         return f"{rel}: {_first_difference(a, b)} differs from the rebuild (beyond {', '.join(sorted(fields))})"

@@ -112,6 +112,11 @@ def test_variable_records_compare_without_their_clock_fields_only(tmp_path):
     assert file_difference(ra, rb, "release/manifest.json") == ""
     rb.write_text(json.dumps({**release, "provenance": {"license": "MIT"}}))
     assert "provenance.license differs" in file_difference(ra, rb, "release/manifest.json")
+    rb.write_text("{not json")  # a malformed record: a difference, one line, no traceback
+    assert "release/manifest.json differs from the rebuild and cannot be read as its record" in file_difference(
+        ra, rb, "release/manifest.json")
+    b.write_bytes(b"garbage")
+    assert "cannot be read as its record" in file_difference(a, b, TRAIN_STATE)
 
 
 def test_safetensors_bytes_do_not_depend_on_the_metadata_order():
