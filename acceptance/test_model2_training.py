@@ -180,7 +180,7 @@ def test_no_premature_early_stop(criterion, recipe, summary, model2_artifacts):
     wall-clock limit), a wall-clock stop also against the store's clock."""
     from shiptwo.checks.training import build_wall_seconds, early_stop_violations
 
-    # the checkpoint's record has no clock readings (training/loop.CLOCK_FIELDS): the trainer's comes from the build's summary
+    # the checkpoint's record has no clock readings (training/loop.VARYING_FIELDS): the trainer's comes from the build's summary
     trainer_clock = {"wall_seconds": model2_artifacts.summary.get("wall_seconds")}
     n, problems = early_stop_violations({**summary, **trainer_clock}, recipe.train, build_wall_seconds(model2_artifacts))
     criterion.check(n, evidence={"problems": problems, "planned_steps": recipe.train.total_steps(),

@@ -19,21 +19,23 @@ from pathlib import Path
 
 import torch
 
+from shiptwo.builds.registry import BUILDERS
 from shiptwo.builds.store import ARTIFACT_MANIFEST, BUILD_FIELDS
 from shiptwo.errors import ShiptwoError
 from shiptwo.formats.release import CIRCUMSTANCE_FIELDS, RELEASE_MANIFEST
 from shiptwo.model.checkpoint import read_safetensors
-from shiptwo.paths import ARTIFACT_ROOT_ENV
-from shiptwo.training.loop import CLOCK_FIELDS, TRAIN_LOG, TRAIN_STATE
+from shiptwo.paths import ARTIFACT_ROOT_ENV, PROFILES
+from shiptwo.training.loop import RESUME_EVENT, TRAIN_LOG, TRAIN_STATE, VARYING_FIELDS
 
 # Relative path in an artifact set -> the fields two builds of one key may differ in; every other
 # file must agree byte for byte.
 VARIABLE_RECORDS = {
-    TRAIN_LOG: CLOCK_FIELDS,  # a JSON line per step, with its tokens/s
-    TRAIN_STATE: CLOCK_FIELDS,  # the resumable state: its tensors exact, its JSON metadata holds the log
+    TRAIN_LOG: VARYING_FIELDS,  # a JSON line per step, with its tokens/s (and a line per resumption)
+    TRAIN_STATE: VARYING_FIELDS,  # the resumable state: its tensors exact, its JSON metadata holds the log
     f"release/{RELEASE_MANIFEST}": CIRCUMSTANCE_FIELDS,  # when and from which checkout it was published
-    ARTIFACT_MANIFEST: BUILD_FIELDS | CLOCK_FIELDS,  # the store's: recipe, roles and the run's summary compared
+    ARTIFACT_MANIFEST: BUILD_FIELDS | VARYING_FIELDS,  # the store's: recipe, roles and the run's summary compared
 }
+DROPPED_EVENTS = (RESUME_EVENT,)  # log entries (in the log and the run state) of a resumption, not of training
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,9 @@ class ArtifactSet:
 def rebuild_set(which: ArtifactSet, root: Path, into: Path, timeout: float | None = None) -> Path:
     """Build `which.model` under `which.profile` from the checkout at `root` into the empty store
     `into` (a subprocess, as a user's `shiptwo build`); the built set's directory."""
+    if which.model not in BUILDERS or which.profile not in PROFILES:
+        raise ShiptwoError(f"{which.model}/{which.profile}: not a model and profile this checkout builds (models {', '.join(sorted(BUILDERS))}; "
+                           f"profiles {', '.join(PROFILES)})")
     cmd = [sys.executable, "-m", "shiptwo", "build", which.model, "--profile", which.profile]
     env = {**os.environ, ARTIFACT_ROOT_ENV: str(into)}
     try:
@@ -68,39 +73,55 @@ def rebuild_set(which: ArtifactSet, root: Path, into: Path, timeout: float | Non
 
 def file_difference(judged: Path, rebuilt: Path, rel: str) -> str:
     """'' when `judged` agrees with `rebuilt` (bytes, or the content of a variable record without its
-    variable fields), else what differs, naming `rel`."""
+    variable fields), else what differs, naming `rel` (and, where the format tells, where first)."""
     if judged.read_bytes() == rebuilt.read_bytes():
         return ""
     fields = VARIABLE_RECORDS.get(rel)
-    if fields is None:
-        return f"{rel} differs from the rebuild"
     try:
         if rel.endswith(".safetensors"):
-            (meta_a, ta), (meta_b, tb) = read_safetensors(judged), read_safetensors(rebuilt)
-            for name in sorted(set(ta) | set(tb)):
-                if name not in ta or name not in tb or not _same_tensor(ta[name], tb[name]):
-                    return f"{rel}: tensor {name} differs from the rebuild"
-            a, b = ({k: _parsed(v) for k, v in m.items()} for m in (meta_a, meta_b))
-        elif rel.endswith(".jsonl"):
-            a, b = ([json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
-                    for p in (judged, rebuilt))
+            where = _safetensors_difference(judged, rebuilt, fields or frozenset())
+        elif fields is None:
+            where = ""
         else:
-            a, b = (json.loads(p.read_text(encoding="utf-8")) for p in (judged, rebuilt))
+            a, b = (_records(p) for p in (judged, rebuilt))
+            a, b = _without(a, fields), _without(b, fields)
+            where = "" if a == b else _first_difference(a, b)
     except (ShiptwoError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return f"{rel} differs from the rebuild and cannot be read as its record ({str(exc).splitlines()[0][:200]})"
-    a, b = _without(a, fields), _without(b, fields)
-    if a != b:
-        return f"{rel}: {_first_difference(a, b)} differs from the rebuild (beyond {', '.join(sorted(fields))})"
-    return ""
+        return f"{rel} differs from the rebuild and cannot be read as its format ({str(exc).splitlines()[0][:200]})"
+    if fields is None:  # must agree byte for byte
+        return f"{rel} differs from the rebuild{f' (first in {where})' if where else ''}"
+    return f"{rel}: {where} differs from the rebuild (beyond {', '.join(sorted(fields))})" if where else ""
+
+
+def _safetensors_difference(a: Path, b: Path, fields: frozenset) -> str:
+    """Where two safetensors files first differ, tensors (bit for bit) before metadata (JSON values
+    parsed, `fields` left out); '' when they agree."""
+    (meta_a, ta), (meta_b, tb) = read_safetensors(a), read_safetensors(b)
+    for name in sorted(set(ta) | set(tb)):
+        if name not in ta or name not in tb or not _same_tensor(ta[name], tb[name]):
+            return f"tensor {name}"
+    ma, mb = ({k: _parsed(v) for k, v in m.items()} for m in (meta_a, meta_b))
+    ma, mb = _without(ma, fields), _without(mb, fields)
+    return "" if ma == mb else f"metadata.{_first_difference(ma, mb)}"
+
+
+def _records(path: Path):
+    """A JSON file's value, or a JSONL file's list of values."""
+    text = path.read_text(encoding="utf-8")
+    return [json.loads(line) for line in text.splitlines() if line.strip()] if path.suffix == ".jsonl" else json.loads(text)
 
 
 def set_differences(stored: Path, rebuilt: Path) -> list[str]:
-    """Every file of the stored set against the rebuild's: missing, extra or differing."""
+    """Every file of the stored set against the rebuild's: missing, extra or differing; a symbolic
+    link in the stored set is a difference too (a build writes files, and a linked directory would
+    hide what it holds from the listing)."""
     def files(root: Path) -> set[str]:
-        return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+        return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and not p.is_symlink()}
 
+    links = sorted(p.relative_to(stored).as_posix() for p in stored.rglob("*") if p.is_symlink())
     mine, theirs = files(stored), files(rebuilt)
-    problems = [f"{rel}: in the stored set, not in the rebuild" for rel in sorted(mine - theirs)]
+    problems = [f"{rel}: a symbolic link in the stored set" for rel in links]
+    problems += [f"{rel}: in the stored set, not in the rebuild" for rel in sorted(mine - theirs)]
     problems += [f"{rel}: in the rebuild, missing from the stored set" for rel in sorted(theirs - mine)]
     problems += [d for rel in sorted(mine & theirs) if (d := file_difference(stored / rel, rebuilt / rel, rel))]
     return problems
@@ -120,10 +141,11 @@ def _parsed(value: str):
 
 
 def _without(value, fields: frozenset | tuple):
+    """`value` without the `fields` at any depth, and without the log entries of DROPPED_EVENTS."""
     if isinstance(value, dict):
         return {k: _without(v, fields) for k, v in value.items() if k not in fields}
     if isinstance(value, list):
-        return [_without(v, fields) for v in value]
+        return [_without(v, fields) for v in value if not (isinstance(v, dict) and v.get("type") in DROPPED_EVENTS)]
     return value
 
 

@@ -114,7 +114,8 @@ def _cmd_gate(args) -> int:
     from shiptwo.checkout import run_info
     from shiptwo.checks import gate_verifiers  # noqa: F401 (registers the model wing's verifiers)
     from shiptwo.harness.bindings import bound_tests, scan_bindings
-    from shiptwo.harness.release_gate import decide, exit_code, format_decisions, refuse_uncommitted_spec
+    from shiptwo.harness.release_gate import (decide, exit_code, format_decisions, refuse_uncommitted_code,
+                                              refuse_uncommitted_spec)
     from shiptwo.harness.results import load_results
     from shiptwo.harness.spec import load_spec
     from shiptwo.harness.verifiers import registered
@@ -141,6 +142,9 @@ def _cmd_gate(args) -> int:
     checkout = run_info(root, spec.sha256, "")  # the code being gated: this checkout's HEAD
     refuse_uncommitted_spec(root, spec, checkout)
     baseline = load_results(args.baseline) if args.baseline else None
+    for option, asked in (("--rerun", args.rerun), ("--rebuild", args.rebuild)):
+        if asked:
+            refuse_uncommitted_code(root, checkout, option)
     rerun = None
     if args.rerun:
         from shiptwo.harness.rerun import Rerun

@@ -110,14 +110,14 @@ def decide(spec: Spec, results: Results, models: list[str] | None = None, allow_
            checkout: dict | None = None, bound: dict[str, set[str]] | None = None,
            recheck_k: int = 0, seed: int | None = None, baseline: Results | None = None,
            rerun: Callable[[str, dict[str, list[str]]], RerunOutcome] | None = None,
-           rebuild: Callable[[dict[str, list[dict]]], dict[str, list[str]]] | None = None) -> list[ModelDecision]:
+           rebuild: Callable[[dict[str, list[dict]], str], dict[str, list[str]]] | None = None) -> list[ModelDecision]:
     """One decision per selected model (all models of the spec by default). `bound` maps each id
     to the tests bound to it (None: unknown, so no PASS can be re-derived); with `checkout`
     ({"commit": ...}) results from other code count as stale; `recheck_k` > 0 re-executes that many
     samples of each sampled criterion through the registered rechecker; `rerun` (profile, {id: tests})
     re-executes the bound tests of every PASS that stands re-derived and has no samples rule (those
     are re-derived from their sample file), refusing any whose fresh outcome is not PASS; `rebuild`
-    ({model: its recorded entries} -> {model: problems}) checks that the artifacts they judged are what
+    ({model: its recorded entries}, the run's profile -> {model: problems}) checks that the artifacts they judged are what
     this checkout builds, refusing every counted PASS of a model with a problem."""
     selected = models or list(spec.models)
     for key in selected:
@@ -145,7 +145,7 @@ def decide(spec: Spec, results: Results, models: list[str] | None = None, allow_
         _rerun_passes(card, checked, bound, profile, rerun)
     if rebuild is not None:
         found = rebuild({key: [st.entry for c in spec.for_model(key) if (st := card.statuses[c.id]).entry is not None]
-                         for key in selected})
+                         for key in selected}, profile)
         for cid, (problems, _) in checked.items():
             problems.extend(found.get(spec.criteria[cid].model, []))
     decisions = []
@@ -217,6 +217,18 @@ def refuse_uncommitted_spec(root: Path, spec: Spec, checkout: dict) -> None:
     if changed:
         raise ShiptwoError(f"gate: {changed[0]}: uncommitted change to the spec or a recipe it names "
                            f"(the gate judges only the spec committed at HEAD; commit it or revert it)")
+
+
+def refuse_uncommitted_code(root: Path, checkout: dict, option: str) -> None:
+    """`--rerun` and `--rebuild` run this checkout's code: in a git checkout it must be the code
+    committed at HEAD, or an uncommitted edit (a trainer seeded otherwise, a loosened check) would be
+    what they re-measure and rebuild with, under HEAD's name."""
+    if checkout.get("commit") in (None, UNKNOWN_COMMIT):
+        return
+    changed = uncommitted(root, [root])
+    if changed:
+        raise ShiptwoError(f"gate: {option} runs this checkout's code, but {changed[0]} has uncommitted changes "
+                           f"(commit or stash them: the gate re-measures and rebuilds only what HEAD holds)")
 
 
 def _headline(d: ModelDecision) -> str:

@@ -49,11 +49,13 @@ STOP_MAX_STEPS = "max_steps"
 STOP_TOKEN_BUDGET = "token_budget"
 STOP_WALL_CLOCK = "wall_clock"
 STOP_EARLY = "early_stop"
-# Readings of the wall clock: the only fields in which two runs of one recipe on one machine differ.
-# The checkpoints' training record leaves them out, so a checkpoint's bytes depend only on what was
-# trained (`shiptwo gate --rebuild` compares a rebuild byte for byte); the log, the run state and the
-# build's summary keep them.
-CLOCK_FIELDS = frozenset({"tokens_per_s", "tokens_per_second", "wall_seconds", "elapsed"})
+# The only fields in which two runs of one recipe on one machine differ: readings of the wall clock,
+# and the steps a run was resumed at (a resumed run trains the same tensors; its log also holds a
+# RESUME_EVENT per resumption). The checkpoints' training record leaves them out, so a checkpoint's
+# bytes depend only on what was trained (`shiptwo gate --rebuild` compares a rebuild byte for byte);
+# the log, the run state and the build's summary keep them.
+VARYING_FIELDS = frozenset({"tokens_per_s", "tokens_per_second", "wall_seconds", "elapsed", "resumed_at_steps"})
+RESUME_EVENT = "resume"  # the log entry's type
 
 
 # --- the run ---------------------------------------------------------------------------------
@@ -218,7 +220,7 @@ def _run(run: _Run) -> TrainResult:
     state_path = out / TRAIN_STATE
     if run.resume:
         load_state(state_path, raw, opt, sampler, st)
-        st.log.append({"type": "resume", "step": st.step})
+        st.log.append({"type": RESUME_EVENT, "step": st.step})
         log.warning("resuming from %s at step %d", state_path, st.step)
     model = raw
     if dist_.active:
@@ -345,7 +347,7 @@ def _summary(cfg, st, sampler, n_params, planned_ratio, stop_reason, wall, devic
         "tokens_per_param": unique / n_params,  # Chinchilla's D/N: unique tokens
         "tokens_seen_per_param": st.tokens / n_params,
         "passes_over_data": st.tokens / train_split_tokens,
-        "resumed_at_steps": [e["step"] for e in st.log if e["type"] == "resume"],
+        "resumed_at_steps": [e["step"] for e in st.log if e["type"] == RESUME_EVENT],
         "planned_tokens_per_param": planned_ratio,
         "chinchilla_forced": bool(cfg.force_under_provisioned and planned_ratio < CHINCHILLA_MIN_RATIO),
         "best_val_loss": st.best_val,
@@ -389,7 +391,7 @@ def _finish(raw, st, summary, result, tokenizer_json, provenance, val_tokens, cf
     for tensors, path in ((final_tensors, result.final_checkpoint), (best_tensors, result.best_checkpoint)):
         cpu_model.load_tensors(tensors)
         cpu_model.eval()
-        record = {k: v for k, v in summary.items() if k not in CLOCK_FIELDS}
+        record = {k: v for k, v in summary.items() if k not in VARYING_FIELDS}
         ckpt = checkpoint_from_model(cpu_model, tokenizer_json, provenance, training=record,
                                      chat_template=finetune.chat_template if finetune else None)
         save_checkpoint(ckpt, path)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -17,11 +18,18 @@ import torch
 from shiptwo.builds.reproduce import ArtifactSet, file_difference, rebuild_set
 from shiptwo.builds.store import ARTIFACT_MANIFEST
 from shiptwo.checks.rebuild import Rebuild, judged_sets
-from shiptwo.harness.release_gate import EXIT_HOLD, REFUSED, RELEASE, decide
+from shiptwo.errors import ShiptwoError
+from shiptwo.harness.release_gate import (
+    EXIT_HOLD,
+    REFUSED,
+    RELEASE,
+    decide,
+    refuse_uncommitted_code,
+)
 from shiptwo.harness.results import load_results
 from shiptwo.harness.spec import load_spec
 from shiptwo.model.checkpoint import load_checkpoint, safetensors_bytes, save_checkpoint
-from shiptwo.paths import project_root
+from shiptwo.paths import ARTIFACT_ROOT_ENV, project_root
 from shiptwo.training.loop import BEST_CHECKPOINT, TRAIN_LOG, TRAIN_STATE
 from tests.harness.test_gate_rerun import TEST, Project
 
@@ -53,7 +61,7 @@ def _entries(built: Path, copies: dict[str, Path] | None = None) -> list[dict]:
 def test_an_honest_store_agrees_with_its_rebuild_and_a_tampered_one_is_named(stored, tmp_path):
     store, built = _fresh_copy(stored, tmp_path)
     rebuild = Rebuild(REPO, store)
-    assert rebuild.problems({"model2": _entries(built)}) == {"model2": []}, rebuild.log
+    assert rebuild.problems({"model2": _entries(built)}, "smoke") == {"model2": []}, rebuild.log
     assert "agrees" in rebuild.summary()
 
     # the defects: a checkpoint trained otherwise (one weight moved, a valid file), a loss edited in the
@@ -75,7 +83,7 @@ def test_an_honest_store_agrees_with_its_rebuild_and_a_tampered_one_is_named(sto
     copy.parent.mkdir()
     copy.write_text((built / "tokenizer.json").read_text().replace('"<|endoftext|>"', '"<|eot|>"', 1))
     rebuild = Rebuild(REPO, store)
-    found = rebuild.problems({"model2": _entries(built, {"tokenizer.json": copy})})["model2"]
+    found = rebuild.problems({"model2": _entries(built, {"tokenizer.json": copy})}, "smoke")["model2"]
     text = "\n".join(found)
     assert f"{BEST_CHECKPOINT} differs from the rebuild" in text
     assert f"{TRAIN_LOG}: [3].loss differs from the rebuild" in text
@@ -86,12 +94,54 @@ def test_an_honest_store_agrees_with_its_rebuild_and_a_tampered_one_is_named(sto
     assert "(its stored build: 1 s): 4 difference(s)" in rebuild.summary()  # the claimed build time, shown, not judged
 
 
-def test_a_set_under_a_key_this_checkout_does_not_give_is_refused(stored, tmp_path):
+def test_the_set_the_tests_read_is_compared_whatever_the_evidence_names(stored, tmp_path):
+    """The evidence names an honest set under a foreign key; the set under this checkout's key, which
+    the acceptance tests read, holds a moved weight: both are named."""
     store, built = _fresh_copy(stored, tmp_path)
-    moved = built.with_name("0123456789abcdef")
-    built.rename(moved)
-    [problem] = Rebuild(REPO, store).problems({"model2": _entries(moved)})["model2"]
-    assert f"the run judged model2/smoke/0123456789abcdef; this checkout builds key {built.name}" in problem
+    foreign = built.with_name("0123456789abcdef")
+    shutil.copytree(built, foreign)
+    ckpt = load_checkpoint(built / BEST_CHECKPOINT)
+    name = min(ckpt.tensors)
+    ckpt.tensors = {**ckpt.tensors, name: ckpt.tensors[name].clone().add_(1e-3)}
+    save_checkpoint(ckpt, built / BEST_CHECKPOINT)
+    found = Rebuild(REPO, store).problems({"model2": _entries(foreign)}, "smoke")["model2"]
+    assert len(found) == 2, found
+    assert f"model2/smoke/{built.name}: {BEST_CHECKPOINT} differs from the rebuild (first in tensor {name})" in found[0]
+    assert f"the run judged model2/smoke/0123456789abcdef; this checkout builds key {built.name}" in found[1]
+
+
+def test_a_resumed_build_agrees_with_an_uninterrupted_one(tmp_path, monkeypatch):
+    """Killed mid-way and resumed from its last state, a build trains the same tensors: only its
+    record of the resumption differs (training.loop.VARYING_FIELDS, the log's resume event)."""
+    from shiptwo.builds import model2
+    from shiptwo.builds.store import build
+
+    monkeypatch.setenv(ARTIFACT_ROOT_ENV, str(tmp_path / "store"))
+    train = model2.train
+
+    def killed(*args, **kwargs):
+        train(*args, stop_after=40, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(model2, "train", killed)
+    with pytest.raises(KeyboardInterrupt):
+        build(model2.BUILDER, "smoke")
+    monkeypatch.setattr(model2, "train", train)
+    resumed = build(model2.BUILDER, "smoke")
+    assert resumed.build_resumed and resumed.summary["resumed_at_steps"]
+    rebuild = Rebuild(REPO, tmp_path / "store")
+    assert rebuild.problems({"model2": _entries(resumed.root)}, "smoke") == {"model2": []}, rebuild.log
+
+
+def test_rerun_and_rebuild_refuse_uncommitted_code(tmp_path):
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / "loop.py").write_text("SEED = 1\n")
+    subprocess.run(["git", "-C", str(tmp_path), "add", "."], check=True)
+    subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c"], check=True)
+    refuse_uncommitted_code(tmp_path, {"commit": "HEAD"}, "--rebuild")  # clean: nothing to refuse
+    (tmp_path / "loop.py").write_text("SEED = 8\n")  # the defect: a trainer seeded otherwise, not committed
+    with pytest.raises(ShiptwoError, match=r"--rebuild runs this checkout's code, but loop.py has uncommitted changes"):
+        refuse_uncommitted_code(tmp_path, {"commit": "HEAD"}, "--rebuild")
 
 
 def test_variable_records_compare_without_their_clock_fields_only(tmp_path):
@@ -100,9 +150,10 @@ def test_variable_records_compare_without_their_clock_fields_only(tmp_path):
     a.write_bytes(safetensors_bytes(t, {"train_state": json.dumps({"step": 3, "elapsed": 1.5, "log": [{"loss": 1.0, "tokens_per_s": 9}]})}))
     b.write_bytes(safetensors_bytes(t, {"train_state": json.dumps({"step": 3, "elapsed": 2.5, "log": [{"loss": 1.0, "tokens_per_s": 4}]})}))
     assert file_difference(a, b, TRAIN_STATE) == ""
-    assert file_difference(a, b, BEST_CHECKPOINT) == f"{BEST_CHECKPOINT} differs from the rebuild"  # not a variable record
+    assert file_difference(a, b, BEST_CHECKPOINT) == (  # not a variable record: every byte counts
+        f"{BEST_CHECKPOINT} differs from the rebuild (first in metadata.train_state.elapsed)")
     b.write_bytes(safetensors_bytes(t, {"train_state": json.dumps({"step": 4, "elapsed": 1.5, "log": [{"loss": 1.0, "tokens_per_s": 9}]})}))
-    assert "train_state.step differs" in file_difference(a, b, TRAIN_STATE)
+    assert "metadata.train_state.step differs" in file_difference(a, b, TRAIN_STATE)
     b.write_bytes(safetensors_bytes({"w": t["w"] + 1}, {"train_state": json.dumps({"step": 3})}))
     assert "tensor w differs" in file_difference(a, b, TRAIN_STATE)
     ra, rb = tmp_path / "ra.json", tmp_path / "rb.json"
@@ -113,10 +164,10 @@ def test_variable_records_compare_without_their_clock_fields_only(tmp_path):
     rb.write_text(json.dumps({**release, "provenance": {"license": "MIT"}}))
     assert "provenance.license differs" in file_difference(ra, rb, "release/manifest.json")
     rb.write_text("{not json")  # a malformed record: a difference, one line, no traceback
-    assert "release/manifest.json differs from the rebuild and cannot be read as its record" in file_difference(
+    assert "release/manifest.json differs from the rebuild and cannot be read as its format" in file_difference(
         ra, rb, "release/manifest.json")
     b.write_bytes(b"garbage")
-    assert "cannot be read as its record" in file_difference(a, b, TRAIN_STATE)
+    assert "cannot be read as its format" in file_difference(a, b, TRAIN_STATE)
 
 
 def test_safetensors_bytes_do_not_depend_on_the_metadata_order():
@@ -144,19 +195,19 @@ def test_rebuild_problems_refuse_every_counted_pass_of_the_model(tmp_path, capsy
     project.run_acceptance()
     spec, results = load_spec(project.spec_path), load_results(project.results)
     bound = {"AC-R2-001": {"acceptance/test_r.py::test_latency"}, "AC-R2-002": {"acceptance/test_r.py::test_defects"}}
-    [d] = decide(spec, results, allow_stale=True, bound=bound, rebuild=lambda entries: {"model2": []})
+    [d] = decide(spec, results, allow_stale=True, bound=bound, rebuild=lambda entries, profile: {"model2": []})
     assert d.verdict == RELEASE
     seen = {}
 
-    def differs(entries):
-        seen.update(entries)
+    def differs(entries, profile):
+        seen.update(entries, profile=profile)
         return {"model2": ["--rebuild: model2/default/k: best.safetensors differs from the rebuild"]}
 
     [d] = decide(spec, results, allow_stale=True, bound=bound, rebuild=differs)
     assert d.verdict == REFUSED and {h.cid for h in d.refusals} == {"AC-R2-001", "AC-R2-002"}
-    assert [e["id"] for e in seen["model2"]] == ["AC-R2-001", "AC-R2-002"]
+    assert [e["id"] for e in seen["model2"]] == ["AC-R2-001", "AC-R2-002"] and seen["profile"] == "default"
     # through the CLI: this project's evidence names no stored artifact set, which --rebuild refuses
     assert project.gate("--rebuild") == EXIT_HOLD
-    assert "no evidence of model2 names an artifact set in the store" in capsys.readouterr().out
+    assert "--rebuild: rebuild of model2/default failed" in capsys.readouterr().out  # this toy project builds nothing
     assert project.gate("--rebuild", "--from-bundle", str(tmp_path)) == 2
     assert "--rebuild compares the store in the checkout" in capsys.readouterr().err
