@@ -170,7 +170,9 @@ def _cmd_gate(args) -> int:
     checks = registered()
     print(f"re-derived: outcomes, bound tests, evidence hashes, sample figures; verifiers: "
           f"{', '.join(checks['evidence']) or 'none'}; rechecks: {', '.join(checks['recheck']) or 'none'}"
-          f"{f' (K={args.recheck})' if args.recheck else ' (not requested)'}")
+          f"{f' (K={args.recheck})' if args.recheck else ' (not requested)'}; "
+          f"re-run of the tests: {'done' if args.rerun else 'not requested (--rerun)'}; "
+          f"rebuild of the artifacts: {'done' if args.rebuild else 'not requested (--rebuild)'}")
     return exit_code(decisions)
 
 

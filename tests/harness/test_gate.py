@@ -153,6 +153,8 @@ def test_an_honest_passing_run_releases(project, capsys):
     assert f"profile default (run {RUN_ID}" in out
     assert "model2 (MODEL-2): RELEASE — ship-% 100.0%, every criterion must pass" in out
     assert "REFUSED" not in out and "re-derived: outcomes, bound tests, evidence hashes" in out
+    # what was not re-derived is said too: a CI log shows whether the tests re-ran and the artifacts were rebuilt
+    assert "re-run of the tests: not requested (--rerun); rebuild of the artifacts: not requested (--rebuild)" in out
 
 
 def _entry(cid):
