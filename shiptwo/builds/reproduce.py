@@ -1,11 +1,11 @@
 """Is a stored artifact set what this code builds? Rebuild it in a temporary store and compare.
 
 Builds are deterministic on one machine (seeded training, deterministic algorithms, kernels with a
-fixed summation order, safetensors headers written sorted), so two builds of one key agree byte for byte except in the records VARIABLE_RECORDS
-names, which carry wall-clock readings or the circumstances of the build; those compare by content
-without those fields (the store's own manifest without its build time and file hashes, which are
-re-derived from the files). `shiptwo gate --rebuild` (checks/rebuild.py) runs this on every
-set a run judged.
+fixed summation order, safetensors headers written sorted), so two builds of one key agree byte for
+byte except in the records VARIABLE_RECORDS names, which carry wall-clock readings or the
+circumstances of the build; those compare by content without those fields (the store's own
+manifest without its build time and file hashes, which are re-derived from the files).
+`shiptwo gate --rebuild` (checks/rebuild.py) runs this on what a run judged.
 """
 
 from __future__ import annotations
@@ -54,8 +54,8 @@ def rebuild_set(which: ArtifactSet, root: Path, into: Path, timeout: float | Non
     """Build `which.model` under `which.profile` from the checkout at `root` into the empty store
     `into` (a subprocess, as a user's `shiptwo build`); the built set's directory."""
     if which.model not in BUILDERS or which.profile not in PROFILES:
-        raise ShiptwoError(f"{which.model}/{which.profile}: not a model and profile this checkout builds (models {', '.join(sorted(BUILDERS))}; "
-                           f"profiles {', '.join(PROFILES)})")
+        raise ShiptwoError(f"{which.model}/{which.profile}: not a model and profile this checkout builds "
+                           f"(models {', '.join(sorted(BUILDERS))}; profiles {', '.join(PROFILES)})")
     cmd = [sys.executable, "-m", "shiptwo", "build", which.model, "--profile", which.profile]
     env = {**os.environ, ARTIFACT_ROOT_ENV: str(into)}
     try:

@@ -2,11 +2,12 @@
 
 Every criterion measures an artifact in the store, and nothing else says that artifact came from the
 committed recipe and code: a checkpoint trained elsewhere, dropped into the store with a rewritten
-store manifest, is judged like any other, and `--rerun` re-judges the same file. So the gate rebuilds
-each artifact set the run's evidence names, from this checkout, in a temporary store (as a user's
-`shiptwo build`, with $SHIPTWO_ARTIFACTS pointing there), and compares every file of the stored set
-and every evidence copy taken from it (builds/reproduce.py says how). Any difference refuses every
-counted PASS of the model.
+store manifest, is judged like any other, and `--rerun` re-judges the same file. So the gate
+rebuilds each model under each profile its entries record, from this checkout, in a temporary store
+(as a user's `shiptwo build`, with $SHIPTWO_ARTIFACTS pointing there), and compares with it the
+store's set under the key that build gives (the one the acceptance tests read), every other set the
+evidence names, and every evidence copy taken from a stored file (builds/reproduce.py says how).
+Any difference refuses every counted PASS of the model.
 """
 
 from __future__ import annotations
@@ -79,7 +80,6 @@ class Rebuild:
         """Rebuild `model` under `profile`; compare the stored set under the rebuilt key, and every
         named set and evidence copy, with it."""
         start = time.monotonic()
-        stored = None
         with tempfile.TemporaryDirectory(prefix="shiptwo-rebuild-") as tmp:
             try:
                 built = rebuild_set(ArtifactSet(model, profile, ""), self.root, Path(tmp), self.timeout)
@@ -111,10 +111,10 @@ class Rebuild:
         return f"rebuild (--rebuild): {'; '.join(self.log) if self.log else 'nothing rebuilt'}"
 
 
-def _stored_seconds(stored: Path | None) -> str:
+def _stored_seconds(stored: Path) -> str:
     """The build time the stored set's manifest records: a clock reading the rebuild cannot compare,
     shown beside the rebuild's own for a reader to weigh (AC-SHIP2-004 judges it)."""
-    if stored is None or not stored.is_dir():
+    if not stored.is_dir():
         return "none in the store"
     try:
         seconds = json.loads((stored / ARTIFACT_MANIFEST).read_text(encoding="utf-8")).get("build_seconds")

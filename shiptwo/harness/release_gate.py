@@ -117,8 +117,8 @@ def decide(spec: Spec, results: Results, models: list[str] | None = None, allow_
     samples of each sampled criterion through the registered rechecker; `rerun` (profile, {id: tests})
     re-executes the bound tests of every PASS that stands re-derived and has no samples rule (those
     are re-derived from their sample file), refusing any whose fresh outcome is not PASS; `rebuild`
-    ({model: its recorded entries}, the run's profile -> {model: problems}) checks that the artifacts they judged are what
-    this checkout builds, refusing every counted PASS of a model with a problem."""
+    ({model: its recorded entries}, the run's profile -> {model: problems}) checks that the artifacts
+    they judged are what this checkout builds, refusing every counted PASS of a model with a problem."""
     selected = models or list(spec.models)
     for key in selected:
         if key not in spec.models:

@@ -392,10 +392,10 @@ def _finish(raw, st, summary, result, tokenizer_json, provenance, val_tokens, cf
     # Periodic evals use `eval_windows` windows; the record also gets the best model on the whole split.
     summary["best_val_loss_full_split"] = evaluate_loss(cpu_model, val_tokens, cfg.seq_len, cfg.batch_size,
                                                         mask=finetune.val_mask if finetune else None)
+    record = {k: v for k, v in summary.items() if k not in VARYING_FIELDS}
     for tensors, path in ((final_tensors, result.final_checkpoint), (best_tensors, result.best_checkpoint)):
         cpu_model.load_tensors(tensors)
         cpu_model.eval()
-        record = {k: v for k, v in summary.items() if k not in VARYING_FIELDS}
         ckpt = checkpoint_from_model(cpu_model, tokenizer_json, provenance, training=record,
                                      chat_template=finetune.chat_template if finetune else None)
         save_checkpoint(ckpt, path)
