@@ -9,7 +9,7 @@ As root (the strongest isolation, recorded as such in `SandboxRun.isolation`):
   shared libraries it loads and its standard library (site-packages hidden), read-only; a few /dev
   nodes; a private /tmp and /work (size-capped tmpfs, gone with the process). The problem set, the
   checks, the virtual environment and the repository are not in it, and there is no /proc;
-- its own empty network namespace;
+- its own empty network namespace, and (with the private root) its own IPC namespace: no shared memory outlives it;
 - a uid of its own, so the process limit binds and every process it spawned is found and killed.
 Each is probed once; where one is refused (not root, or the kernel says no) the run falls back —
 a temporary directory of the host, sockets blocked by an audit hook — logs why, and the isolation
@@ -124,7 +124,7 @@ def _mount(src, dst, fstype, flags, data):
     _ok(libc.mount(enc(src), enc(dst), enc(fstype), flags, enc(data)), "mount " + dst)
 uid = cfg["uid"]
 if cfg["private_root"]:
-    _ok(libc.unshare(0x20000 | (0x40000000 if cfg["netns"] else 0)), "unshare")
+    _ok(libc.unshare(0x20000 | 0x8000000 | (0x40000000 if cfg["netns"] else 0)), "unshare")  # mount, IPC[, net]
     _mount(None, "/", None, MS_REC | MS_PRIVATE, None)
     root = cfg["root"]
     _mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,nr_inodes=4096,mode=755")

@@ -153,6 +153,23 @@ def test_private_tmp_leaves_nothing_on_the_host_and_is_not_shared():
     assert not _ok(_run("open('/tmp/big', 'wb').write(b'x' * (64 << 20))\n"))  # size-capped
 
 
+@pytest.mark.skipif(not ROOT, reason="an IPC namespace needs root (it comes with the private root)")
+def test_shared_memory_left_behind_goes_with_the_run():
+    """SysV shared memory outlives its process and no uid sweep finds it: a run could leave the host
+    gigabytes nothing reclaims, or read the host's segments. Made in the run's own IPC namespace, it
+    goes when the run does."""
+    import ctypes
+
+    leave = "import ctypes\nprint(ctypes.CDLL(None).shmget(0, ctypes.c_size_t(1 << 20), 0o1666))\n"  # IPC_PRIVATE, IPC_CREAT
+    res = _run(leave)
+    assert _ok(res) and int(res.stdout) >= 0
+    rows = [line.split() for line in Path("/proc/sysvipc/shm").read_text().splitlines()[1:]]
+    left = [int(r[1]) for r in rows if int(r[7]) == res.uid]  # shmid, and the owner's uid
+    for shmid in left:
+        ctypes.CDLL(None).shmctl(shmid, 0, None)  # IPC_RMID: the host is cleaned even when this fails
+    assert left == []
+
+
 def test_weaker_isolation_is_recorded_not_pretended():
     res = _run("print('x')\n", cfg=SandboxConfig(timeout_s=2.0, private_root=False))
     assert _ok(res)
