@@ -3,8 +3,9 @@
 dict views, materialized iterators) and a safe loader that can only ever build those types.
 
 The encoder may run in an untrusted process (its output is then just bytes the completion could
-have forged anyway); the loader runs in the trusted one, with caps on size, nesting depth and node
-count, so nothing that comes back can override `==`, run code or exhaust memory. Stdlib only, no
+have forged anyway); the loader runs in the trusted one, with caps on size, nesting depth, node
+count and members sharing a hash, so nothing that comes back can override `==`, run code or exhaust
+memory or time. Stdlib only, no
 package imports: the sandbox runs this file as shipped source.
 """
 
@@ -14,6 +15,7 @@ MAX_BYTES = 8 << 20  # one encoded value (a call's arguments or a completion's o
 MAX_DEPTH = 64
 MAX_NODES = 1_000_000
 MAX_ITER_ITEMS = 100_000  # an iterator or generator is materialized up to this many items
+MAX_SHARED_HASH = 8  # set members or dict keys with one hash (crafted ints make building them quadratic)
 
 _SCALARS = (type(None), bool, int, float, str)
 _TAGS = {"t", "s", "fs", "d", "b", "ba", "c", "r", "it", "dk", "dv", "di"}
@@ -163,16 +165,17 @@ class _Loader:
             if tag == "t":
                 return tuple(items)
             if tag == "s":
-                return set(items)
+                return set(self._spread(items, tag))
             if tag == "fs":
-                return frozenset(items)
+                return frozenset(self._spread(items, tag))
             if tag == "it":
                 return iter(items)
             if tag == "dk":
-                return dict.fromkeys(items).keys()
+                return dict.fromkeys(self._spread(items, tag)).keys()
             if tag == "dv":
                 return dict(enumerate(items)).values()
             pairs = [self._pair(p, tag) for p in items]
+            self._spread([k for k, _ in pairs], tag)
             return dict(pairs) if tag == "d" else dict(pairs).items()
         except TypeError:  # unhashable member or key
             raise PlainDataError(f"tag {tag!r}: unhashable member") from None
@@ -182,6 +185,18 @@ class _Loader:
         if type(body) is not kind:
             raise PlainDataError(f"tag {tag!r}: body is not a {kind.__name__}")
         return body
+
+    @staticmethod
+    def _spread(keys: list, tag: str) -> list:
+        """`keys`, unless more than MAX_SHARED_HASH share a hash: ints i * (2**61 - 1) all hash to 0, and
+        a set of 300,000 (under the byte cap) would take the trusted loader hours to build."""
+        counts: dict[int, int] = {}
+        for k in keys:
+            h = hash(k)
+            counts[h] = counts.get(h, 0) + 1
+            if counts[h] > MAX_SHARED_HASH:
+                raise PlainDataError(f"tag {tag!r}: more than {MAX_SHARED_HASH} members share a hash")
+        return keys
 
     @staticmethod
     def _pair(p, tag):

@@ -4,11 +4,12 @@ over-deep input is refused."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
 
-from shiptwo.measure.plain_data import MAX_DEPTH, MAX_ITER_ITEMS, PlainDataError, dumps, loads
+from shiptwo.measure.plain_data import MAX_DEPTH, MAX_ITER_ITEMS, MAX_SHARED_HASH, PlainDataError, dumps, loads
 
 
 def test_round_trip_keeps_the_types_checks_compare():
@@ -86,6 +87,18 @@ def test_loader_caps_size_depth_and_node_count():
         loads("[" + "0," * 100 + "0]", max_nodes=50)
     with pytest.raises(PlainDataError, match="deeper"):
         dumps(_nested(MAX_DEPTH + 5))
+
+
+def test_loader_refuses_a_hash_flood():
+    """Ints i * (2**61 - 1) all hash to 0, so a set or dict of them is quadratic to build (5,000 take
+    0.1 s, the byte cap's worth hours): more than MAX_SHARED_HASH members with one hash are refused."""
+    flood = [i * (2**61 - 1) for i in range(1, 5_001)]
+    for text in ({"s": flood}, {"fs": flood}, {"dk": flood}, {"d": [[k, 0] for k in flood]}, {"di": [[k, 0] for k in flood]},
+                 [{"s": [1, {"fs": flood}]}]):
+        with pytest.raises(PlainDataError, match="share a hash"):
+            loads(json.dumps(text))
+    few = {-1, -2, 0, 2**61 - 1, *(k * (2**61 - 1) for k in range(2, MAX_SHARED_HASH))}  # -1 and -2 share one too
+    assert loads(dumps(few)) == few and loads(dumps(dict.fromkeys(few))) == dict.fromkeys(few)
 
 
 def _nested(depth: int):
