@@ -200,6 +200,14 @@ ATTACKS = {
         "            for _ in range(1000):\n"
         "                obj({'ok': json.dumps({'__eq__': 'always'})})\n"
         "    return None\n"),
+    # Ints i * (2**61 - 1) all hash to 0: built in the completion under a hash of its own (its set is
+    # quick), they cross as plain ints and a set of them took the trusted loader quadratic time (20,000
+    # members two seconds, a full answer run's worth hours, with no time limit there).
+    "hash_flood_set": ("    class H(int):\n        def __hash__(self):\n            return id(self)\n"
+                       "    return {H(i * (2 ** 61 - 1)) for i in range(1, 20_001)}\n"),
+    # Megabytes of output per call: the scorer kept every sample's outputs (and copies in each replay
+    # batch), about 35 MiB of its own memory per sample, enough for a samples file to exhaust it.
+    "huge_outputs": "    return '\"' * 400_000\n",
 }
 
 

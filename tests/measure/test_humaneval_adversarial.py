@@ -20,7 +20,7 @@ import pytest
 from shiptwo.errors import ShiptwoError
 from shiptwo.measure.evals.humaneval import load_problems, score_samples
 from shiptwo.measure.evals.humaneval_scoring import (
-    FAILED, PASSED, STRICT, TIMED_OUT, judge_samples, read_answers, replay_verdict,
+    FAILED, MAX_ANSWERS_BYTES, PASSED, STRICT, TIMED_OUT, judge_samples, read_answers, replay_verdict,
 )
 from shiptwo.measure.sandbox import Isolation, SandboxConfig, SandboxRun, run_many
 from tests.measure.humaneval_attacks import ATTACKS, attack_samples
@@ -124,6 +124,22 @@ def test_read_answers_takes_nothing_but_plain_data_for_every_call():
     assert read_answers(_run(_lines({"loaded": True}, {"ok": "1"}), timed_out=True), 2) == (None, TIMED_OUT)
     # the exit status is not a verdict either way: complete answers count, whatever the process did after
     assert read_answers(_run(ok, returncode=-9), 2)[1] is None
+
+
+def test_read_answers_caps_what_one_sample_sends_back():
+    """A sample's outputs are kept until its replay and copied into a replay batch: together they may
+    not exceed MAX_ANSWERS_BYTES (HumanEval's largest are a few kB), else failed when read."""
+    half = json.dumps("x" * (MAX_ANSWERS_BYTES // 2))
+    answers, failure = read_answers(_run(_lines({"loaded": True}, {"ok": half}, {"ok": half})), 2)
+    assert answers is None and failure.startswith(FAILED) and "over the" in failure
+    assert read_answers(_run(_lines({"loaded": True}, {"ok": half}, {"ok": "1"})), 2)[1] is None
+
+
+def test_outputs_that_would_tie_up_the_scorer_are_refused_when_read(attacked):
+    """A hash flood (hours for the trusted loader) and megabytes of output (memory of the scorer's
+    own, per sample) fail when read, before anything is loaded or kept."""
+    for attack, reason in (("hash_flood_set", "is not plain data"), ("huge_outputs", "over the")):
+        assert all(reason in v.result for v in attacked[attack]), [v.result for v in attacked[attack]]
 
 
 def test_a_forged_verdict_from_inside_the_completion_is_rejected(problems):

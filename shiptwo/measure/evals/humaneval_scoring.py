@@ -35,6 +35,9 @@ TIMED_OUT = "timed out"
 FAILED = "failed: "
 STRICT = "strict: "  # after FAILED, for samples the strict path scored
 SCORING_METHOD = "record-replay"
+# One sample's outputs, re-encoded, all together (HumanEval's largest are ~5 kB): each sample's are kept
+# until its replay and copied into a replay batch, so megabytes a sample would exhaust the scorer's memory.
+MAX_ANSWERS_BYTES = 1 << 18
 
 
 @dataclass
@@ -110,7 +113,8 @@ def _read_recording(chunk: list[dict], run: SandboxRun) -> dict[str, list[str]]:
 
 def read_answers(run: SandboxRun, n_calls: int) -> tuple[list[dict] | None, str | None]:
     """The completion's outputs from an answer run, loaded and re-encoded canonically, or why
-    there are none. Everything in `run` is the adversary's; only plain data gets through."""
+    there are none. Everything in `run` is the adversary's; only plain data gets through, at most
+    MAX_ANSWERS_BYTES of it."""
     lines = run.stdout.split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()
@@ -124,11 +128,14 @@ def read_answers(run: SandboxRun, n_calls: int) -> tuple[list[dict] | None, str 
         return None, TIMED_OUT if run.timed_out else FAILED + f"the completion did not load ({run.failure() or 'no output'})"
     if len(lines) - 1 > n_calls:
         return None, FAILED + f"the completion wrote {len(lines) - 1} outputs for {n_calls} calls"
-    answers = []
+    answers, kept = [], 0
     for i, line in enumerate(lines[1:]):
         answer = _answer(line)
         if answer is None:
             return None, FAILED + f"the output for call {i} is not plain data"
+        kept += sum(len(v) for v in answer.values())
+        if kept > MAX_ANSWERS_BYTES:
+            return None, FAILED + f"the outputs up to call {i} total {kept} bytes, over the {MAX_ANSWERS_BYTES}-byte cap"
         answers.append(answer)
     if len(answers) < n_calls:
         if run.timed_out:
