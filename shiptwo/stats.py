@@ -159,6 +159,16 @@ def holm(pvalues: Sequence[float]) -> list[float]:
     return adjusted.tolist()
 
 
+def extreme(values: Sequence[float], worst: str = "max") -> float:
+    """The max (or `worst="min"`) of `values`, NaN when any value is NaN: Python's max/min keep
+    whichever argument came first against a NaN, so a runtime's NaN logits, maximized over prompts,
+    would read as perfect agreement. ShiptwoError when there is no value (nothing was compared)."""
+    arr = np.asarray(values, dtype=float).ravel()
+    if arr.size == 0:
+        raise ShiptwoError(f"extreme: no value to take the {worst} of")
+    return float(np.max(arr) if worst == "max" else np.min(arr))
+
+
 def equivalent(a: Sequence[float], b: Sequence[float], margin: float,
                conf: float = 0.90) -> tuple[bool, tuple[float, float]]:
     """TOST-style equivalence: the paired bootstrap CI of mean(a - b) lies inside [-margin, +margin].

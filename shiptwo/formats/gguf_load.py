@@ -9,6 +9,7 @@ into a Checkpoint.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -179,3 +180,14 @@ def quantization_cosines(original: Checkpoint, path: str | Path) -> dict[str, fl
 def tensor_types(path: str | Path) -> dict[str, str]:
     """The stored type of every tensor in the file, by GGUF name (what a quantizer actually wrote)."""
     return {t.name: gguf.GGMLQuantizationType(t.tensor_type).name for t in read_gguf(path).reader.tensors}
+
+
+def worst_cosine(cosines: dict[str, float], threshold: float) -> tuple[str, float, list[str]]:
+    """(worst tensor, its cosine, tensors not at or above `threshold`) of quantization_cosines'
+    result: a NaN cosine (a tensor that reads back non-finite) is the worst and below any
+    threshold, never skipped as `min(key=)` and `c < threshold` would. ShiptwoError when empty."""
+    if not cosines:
+        raise ShiptwoError("no tensor cosine to judge")
+    nan = sorted(t for t, c in cosines.items() if math.isnan(c))
+    worst = nan[0] if nan else min(cosines, key=cosines.get)
+    return worst, cosines[worst], sorted(t for t, c in cosines.items() if not c >= threshold)

@@ -327,11 +327,11 @@ def gate_quantized_parity(path: Path, cfg: QAConfig, golden: GoldenSet) -> Gate:
     except ShiptwoError as exc:
         return Gate("format_parity", False, None, f"comparison with reference {reference} failed: {exc}")
     misses = []
-    if res.mean_kl > cfg.quant_max_kl:
+    if not res.mean_kl <= cfg.quant_max_kl:  # NaN is outside every bound
         misses.append("KL")
-    if res.top1_agreement < cfg.quant_min_top1:
+    if not res.top1_agreement >= cfg.quant_min_top1:
         misses.append("top-1")
-    if res.golden_unchanged < cfg.quant_min_golden_unchanged:
+    if not res.golden_unchanged >= cfg.quant_min_golden_unchanged:
         misses.append("golden")
     if not res.tokenizer_agrees:
         misses.append("tokenizer")

@@ -159,9 +159,9 @@ def compare_with_llamacpp(
             ours = model(torch.tensor([ids]))[0].float().numpy()
             theirs = llamacpp_logits(llm, ids)
             diff = float(np.abs(ours - theirs).max())
-            result.max_logit_diff = max(result.max_logit_diff, diff)
+            result.max_logit_diff = stats.extreme([result.max_logit_diff, diff])  # a NaN stays NaN
             cos = (ours * theirs).sum(-1) / (np.linalg.norm(ours, axis=-1) * np.linalg.norm(theirs, axis=-1))
-            result.min_logit_cosine = min(result.min_logit_cosine, float(cos.min()))
+            result.min_logit_cosine = stats.extreme([result.min_logit_cosine, float(cos.min())], "min")
             ours_gen = generate_ids(model, ids, SamplingConfig(max_new_tokens=greedy_steps))
             theirs_gen = llamacpp_greedy(llm, ids, len(ours_gen))
             if ours_gen != theirs_gen:

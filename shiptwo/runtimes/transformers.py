@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from shiptwo import stats
 from shiptwo.model.checkpoint import Checkpoint
 from shiptwo.errors import ShiptwoError
 
@@ -64,14 +65,14 @@ def compare_with_transformers(ckpt: Checkpoint, hf_dir: str | Path, prompts=CANA
         a = ours(x)
         b = theirs(x).logits
         diff = float((a - b).abs().max())
-        result.max_logit_diff = max(result.max_logit_diff, diff)
+        result.max_logit_diff = stats.extreme([result.max_logit_diff, diff])  # a NaN stays NaN
         result.per_prompt.append({"prompt": prompt, "max_logit_diff": diff, "ids_match": hf_ids == ids})
         batches.append((x, a))
     if torch.cuda.is_available():
         dev = torch.device("cuda")
         result.accelerator = torch.cuda.get_device_name(dev)
         ours_gpu = ckpt.build_model().to(dev)
-        result.max_accelerator_diff = max(float((ours_gpu(x.to(dev)).cpu() - a).abs().max()) for x, a in batches)
+        result.max_accelerator_diff = stats.extreme([float((ours_gpu(x.to(dev)).cpu() - a).abs().max()) for x, a in batches])
     else:
         result.accelerator = "none: torch.cuda.is_available() is False, CPU-vs-accelerator leg not run"
     return result
