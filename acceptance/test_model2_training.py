@@ -88,7 +88,7 @@ def test_training_wall_clock(criterion, summary, model2_artifacts):
 
     criterion.check(build_wall_seconds(model2_artifacts), evidence={
         "measured_by": "artifact store: build_seconds in the artifact manifest", "manifest": model2_artifacts.manifest,
-        "build_resumed": model2_artifacts.build_resumed,  # then only the last leg of the build was timed
+        "build_resumed": model2_artifacts.build_resumed,  # False here: a resumed build's partial time is refused
         "trainer_wall_seconds": model2_artifacts.summary.get("wall_seconds"), "steps": summary["steps"],
         "device": summary["device_used"], "tokens_per_second": model2_artifacts.summary.get("tokens_per_second"),
         "train_log": model2_artifacts.train_log})
@@ -182,7 +182,8 @@ def test_no_premature_early_stop(criterion, recipe, summary, model2_artifacts):
 
     # the checkpoint's record has no clock readings (training/loop.VARYING_FIELDS): the trainer's comes from the build's summary
     trainer_clock = {"wall_seconds": model2_artifacts.summary.get("wall_seconds")}
-    n, problems = early_stop_violations({**summary, **trainer_clock}, recipe.train, build_wall_seconds(model2_artifacts))
+    # the store's clock where it timed the whole build (a resumed build's covers its last leg only)
+    n, problems = early_stop_violations({**summary, **trainer_clock}, recipe.train, build_wall_seconds(model2_artifacts, whole=False))
     criterion.check(n, evidence={"problems": problems, "planned_steps": recipe.train.total_steps(),
                                  "recipe_min_steps": recipe.train.min_steps, "recipe_patience": recipe.train.patience,
                                  "recipe_max_wall_seconds": recipe.train.max_wall_seconds,

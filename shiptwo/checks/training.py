@@ -110,12 +110,22 @@ def early_stop_violations(summary: dict, cfg: TrainConfig, measured_seconds: flo
     return len(problems), problems
 
 
-def build_wall_seconds(artifacts) -> float:
+def build_wall_seconds(artifacts, whole: bool = True) -> float | None:
     """AC-SHIP2-004: the artifact store's own clock around the whole build (data preparation and
-    training), recorded in its manifest when built: not the trainer's figure about itself."""
+    training), recorded in its manifest when built: not the trainer's figure about itself.
+
+    A build that resumed an interrupted one timed only its last leg (store.build): that is no
+    figure for the whole build, so it is a ShiptwoError, or None with `whole=False` (a caller for
+    whom the store's clock is optional, AC-SHIP2-017), never a time that would pass for the whole.
+    """
     seconds = artifacts.build_seconds
     if not isinstance(seconds, (int, float)) or not math.isfinite(seconds) or seconds < 0:
         raise ShiptwoError(f"{artifacts.manifest}: build_seconds not recorded (rebuild the artifact with --rebuild)")
+    if artifacts.build_resumed:
+        if not whole:
+            return None
+        raise ShiptwoError(f"{artifacts.manifest}: the build resumed an interrupted one, so build_seconds ({seconds:.0f} s) "
+                           "times only its last leg, not the whole build (rebuild it uninterrupted to measure)")
     return float(seconds)
 
 

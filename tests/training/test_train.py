@@ -255,10 +255,21 @@ def test_device_census_violations_count_steps_never_observed():
 def test_build_wall_seconds_is_the_stores_figure_and_refuses_one_never_recorded(tmp_path):
     from types import SimpleNamespace
 
-    assert build_wall_seconds(SimpleNamespace(build_seconds=12.5, manifest=tmp_path / "manifest.json")) == 12.5
+    assert build_wall_seconds(SimpleNamespace(build_seconds=12.5, build_resumed=False, manifest=tmp_path / "manifest.json")) == 12.5
     for missing in (None, float("nan"), -1.0):
         with pytest.raises(ShiptwoError, match=r"manifest\.json: build_seconds not recorded"):
-            build_wall_seconds(SimpleNamespace(build_seconds=missing, manifest=tmp_path / "manifest.json"))
+            build_wall_seconds(SimpleNamespace(build_seconds=missing, build_resumed=False, manifest=tmp_path / "manifest.json"))
+
+
+def test_build_wall_seconds_refuses_the_last_leg_of_a_resumed_build(tmp_path):
+    """A resumed build's store clock timed only its last leg (store.build): judged as the whole
+    build it would pass AC-SHIP2-004 however long the interrupted legs took."""
+    from types import SimpleNamespace
+
+    resumed = SimpleNamespace(build_seconds=30.0, build_resumed=True, manifest=tmp_path / "manifest.json")
+    with pytest.raises(ShiptwoError, match="resumed an interrupted one.*only its last leg"):
+        build_wall_seconds(resumed)
+    assert build_wall_seconds(resumed, whole=False) is None  # AC-SHIP2-017: the store's clock left out, not a short one
 
 
 def test_heldout_cross_entropy_measures_the_texts_given_not_a_token_file(tiny_config, tiny_tokenizer, tiny_texts):
