@@ -48,18 +48,24 @@ def unreported_wraps(summary: dict, logged_wraps: int, logged_steps: int, train_
     that its summary or its step log does not report.
 
     Windows per epoch come from the train split's length and the recipe's seq_len (the sampler's own
-    count), windows consumed from the logged steps x the recipe's batch_size x grad_accum; each wrap
+    count), windows consumed from the steps made x the recipe's batch_size x grad_accum; each wrap
     missing from (or extra in) the summary's wraps, the log's epoch count or the summary's epochs is one.
+    The steps made are the more of the log's last step and the summary's `steps` (the trainer logs
+    every step), and a log that disagrees with the summary is one more: a truncated or empty log
+    would otherwise lower the wraps expected to none, and pass.
     """
     per_epoch = window_count(train_split_tokens, cfg.seq_len)
     if per_epoch < 1:
         raise ShiptwoError(f"train split of {train_split_tokens} tokens holds no window of seq_len+1 = {cfg.seq_len + 1}")
-    consumed = logged_steps * cfg.batch_size * cfg.grad_accum
+    recorded_steps = summary.get("steps")
+    steps = max(logged_steps, recorded_steps if isinstance(recorded_steps, int) else 0)
+    consumed = steps * cfg.batch_size * cfg.grad_accum
     expected = (consumed - 1) // per_epoch if consumed else 0
     reported = len(summary.get("wraps", []))
-    mismatch = abs(expected - reported) + abs(expected - logged_wraps) + abs(expected + 1 - summary.get("epochs", 0))
+    mismatch = (abs(expected - reported) + abs(expected - logged_wraps) + abs(expected + 1 - summary.get("epochs", 0))
+                + int(logged_steps != recorded_steps))
     return mismatch, {"expected_wraps": expected, "windows_per_epoch": per_epoch, "windows_consumed": consumed,
-                      "train_split_tokens": train_split_tokens, "steps_in_log": logged_steps,
+                      "train_split_tokens": train_split_tokens, "steps_in_log": logged_steps, "steps_in_summary": recorded_steps,
                       "wraps_in_summary": reported, "wraps_in_log": logged_wraps, "epochs_in_summary": summary.get("epochs"),
                       "summary_windows_per_epoch": summary.get("windows_per_epoch"),
                       "summary_windows_consumed": summary.get("windows_consumed")}

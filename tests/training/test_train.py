@@ -156,6 +156,17 @@ def test_a_run_that_exhausts_the_corpus_records_it_and_the_check_sees_a_silent_o
     assert unreported_wraps({**s, "epochs": 1, "wraps": []}, 0, 6, 10_000, cfg)[0] == 0  # a split that big: no wrap
 
 
+def test_a_log_that_lost_its_steps_cannot_hide_a_wrap():
+    """AC-SHIP2-015 derived the wraps from the log's last step: an empty or truncated step log made
+    zero windows consumed, so a run that went round its split silently passed."""
+    cfg = _cfg()  # 6 steps x 4 windows = 24 windows; a 600-token split holds 18 of 32: one wrap
+    silent = {"steps": 6, "epochs": 1, "wraps": []}
+    n, ev = unreported_wraps(silent, 0, 0, 600, cfg)  # the log holds no training step
+    assert n >= 1 and ev["expected_wraps"] == 1 and ev["steps_in_summary"] == 6
+    assert unreported_wraps(silent, 0, 3, 600, cfg)[0] >= 1  # half the steps: the wrap falls outside the log
+    assert unreported_wraps({"steps": 6, "epochs": 1, "wraps": []}, 0, 6, 10_000, cfg)[0] == 0  # log and summary agree, no wrap
+
+
 def test_split_length_reads_the_token_file_header_and_refuses_a_missing_split(tmp_path):
     from safetensors.torch import save_file as st_save_file
 
