@@ -65,6 +65,7 @@ def test_quantized_round_trip_cosine(criterion, model1_checkpoint, model1_artifa
     tensors, never a starting value."""
     from collections import Counter
 
+    from shiptwo import stats
     from shiptwo.checks.release import shipped_ggufs
     from shiptwo.formats.gguf_load import quantization_cosines, tensor_types, worst_cosine
 
@@ -80,8 +81,6 @@ def test_quantized_round_trip_cosine(criterion, model1_checkpoint, model1_artifa
     summary = "; ".join(f"{d}: min {f['min_cosine']:.5f} ({f['worst_tensor']}), {len(f['below_threshold'])} of {f['tensors']} "
                         f"tensors below {criterion.threshold}, types " + ", ".join(f"{t}x{k}" for t, k in f["tensor_types"].items())
                         for d, f in per_format.items())
-    from shiptwo import stats
-
     criterion.check(stats.extreme([f["min_cosine"] for f in per_format.values()], "min"), n=sum(f["tensors"] for f in per_format.values()),
                     evidence={"summary": summary, "formats": per_format})
 

@@ -3,7 +3,6 @@ larger), never vanish in `max` (Python's max keeps its first argument against Na
 export cannot read as perfect parity (AC-SHIP2-013, AC-SHIP1-001, AC-SHIP2-009)."""
 
 import math
-import shutil
 
 import pytest
 
@@ -42,8 +41,6 @@ def test_llamacpp_parity_is_not_perfect_when_the_gguf_yields_nan(tmp_path, ckpt)
 
 
 def test_extreme_keeps_a_nan_wherever_it_stands():
-    import math
-
     from shiptwo import stats
     from shiptwo.errors import ShiptwoError
 
