@@ -12,6 +12,7 @@ import random
 from pathlib import Path
 
 from shiptwo.errors import ShiptwoError
+from shiptwo.harness.bindings import key_of_nodeid
 from shiptwo.harness.evidence import is_file_record, read_samples, same_figure, sample_statistic, verify_file_record
 from shiptwo.harness.results import format_number, missing_tests
 from shiptwo.harness.spec import Criterion
@@ -72,12 +73,17 @@ def _leg_disagreements(criterion: Criterion, entry: dict, profile: str) -> list[
     return problems
 
 
-def coverage_disagreements(entry: dict, bound: set[str] | None) -> list[str]:
-    """Every test bound to the criterion (static scan, plus what the run expected) ran."""
+def coverage_disagreements(entry: dict, bound: set[str] | None, cid: str = "") -> list[str]:
+    """Every test bound to the criterion (static scan, plus what the run expected) ran, and every test
+    recorded as run is one of them: `--rerun` hands the recorded node ids to pytest, so one naming
+    another path (a conftest.py in the git-ignored reports/) or an option would run the forger's code."""
     if bound is None:
         return ["cannot check that every bound test ran: no acceptance directory to scan"]
-    missing = missing_tests(set(bound) | set(entry.get("expected", [])), entry.get("nodeids", []))
-    return [f"bound tests did not run in this result: {', '.join(missing)}"] if missing else []
+    nodeids = entry.get("nodeids") or []
+    problems = [f"recorded test {n} is not bound to {cid or 'the criterion'} in acceptance/"
+                for n in sorted(set(nodeids)) if key_of_nodeid(n) not in bound]
+    missing = missing_tests(set(bound) | set(entry.get("expected") or []), nodeids)
+    return problems + ([f"bound tests did not run in this result: {', '.join(missing)}"] if missing else [])
 
 
 def evidence_disagreements(entry: dict, cid: str = "") -> list[str]:
@@ -130,7 +136,7 @@ def sample_disagreements(criterion: Criterion, entry: dict) -> list[str]:
 def rederive(criterion: Criterion, entry: dict, profile: str, bound: set[str] | None) -> list[str]:
     """Every disagreement between a PASS entry and what the gate re-derives (empty: it stands)."""
     problems = outcome_disagreements(criterion, entry, profile)
-    problems += coverage_disagreements(entry, bound)
+    problems += coverage_disagreements(entry, bound, criterion.id)
     problems += evidence_disagreements(entry, criterion.id)
     if not any(p.startswith("evidence 'samples'") for p in problems):
         problems += sample_disagreements(criterion, entry)

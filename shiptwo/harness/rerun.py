@@ -91,6 +91,8 @@ def compare_rerun(cid: str, recorded: dict, fresh: dict | None, error: str = "")
     if fresh is None:
         why = f": {error}" if error else ""
         return [f"re-run recorded no result for {cid}{why}"], ""
+    if error:  # a run that went wrong (pytest exit 2-5, a timeout) re-derives nothing, whatever it wrote
+        return [f"re-run of {cid} errored: {error}"], ""
     figures = f"fresh measured {_figure(fresh)}, recorded {_figure(recorded)}"
     if fresh.get("outcome") != PASS:
         message = fresh.get("message") or fresh.get("reason") or ""

@@ -128,3 +128,49 @@ def test_rerun_without_an_entry_or_with_an_error_refuses(recorded):
 def test_rerun_does_not_combine_with_from_bundle(recorded, tmp_path, capsys):
     assert recorded.gate("--rerun", "--from-bundle", str(tmp_path)) == 2
     assert "--rerun re-runs tests in the checkout" in capsys.readouterr().err
+
+
+EVIL_CONFTEST = """\
+import shiptwo.harness.results as results
+
+_evaluate = results.CriterionCheck.evaluate
+
+def evaluate(self, measured, *args, **kwargs):  # what the re-run measures is now what the forger wants
+    return _evaluate(self, 5.0 if self.id == "AC-R2-001" else measured, *args, **kwargs)
+
+results.CriterionCheck.evaluate = evaluate
+"""
+
+
+@pytest.mark.parametrize("smuggled", ["reports/evidence/x", "-preports.evidence.x.conftest"])
+def test_rerun_runs_only_bound_tests_not_paths_the_results_name(recorded, tmp_path, smuggled, capsys):
+    """The forged PASS also names, among the tests that ran, a directory under the git-ignored reports/
+    (whose conftest.py would patch the measurement in the re-run's process) or a pytest option loading
+    it as a plugin: the gate refuses a recorded test not bound to the criterion, and never runs it."""
+    recorded.forge()
+    evil = recorded.root / "reports" / "evidence" / "x"
+    evil.mkdir(parents=True, exist_ok=True)
+    (evil / "conftest.py").write_text(EVIL_CONFTEST)
+    doc = json.loads(recorded.results.read_text())
+    entry = doc["criteria"]["AC-R2-001"]
+    entry["nodeids"] = sorted([*entry["nodeids"], smuggled])
+    entry["per_test"] = [{"nodeid": n, "outcome": "PASS", "measured": 5.0, "legs": entry["legs"]} for n in entry["nodeids"]]
+    forged = tmp_path / "results.json"
+    forged.write_text(json.dumps(doc))
+    code = main(["gate", "--spec", str(recorded.spec_path), "--results", str(forged), "--allow-stale", "--rerun"])
+    out = capsys.readouterr().out
+    assert code == EXIT_HOLD, out
+    assert f"AC-R2-001 REFUSED: recorded test {smuggled} is not bound to AC-R2-001 in acceptance/" in out
+
+
+def test_rerun_that_errored_refuses_even_with_a_pass_entry(recorded):
+    """pytest exiting 2-5 (interrupted, internal or usage error) is a refusal, whatever results it wrote."""
+    spec, results = load_spec(recorded.spec_path), load_results(recorded.results)
+    bound = {"AC-R2-001": {"acceptance/test_r.py::test_latency"}, "AC-R2-002": {"acceptance/test_r.py::test_defects"}}
+
+    def errored(profile, tests):
+        return RerunOutcome({cid: {"outcome": "PASS", "measured": 0} for cid in tests}, 0.1, "pytest exited 3: INTERNALERROR")
+
+    [d] = decide(spec, results, allow_stale=True, bound=bound, rerun=errored)
+    assert d.verdict == REFUSED
+    assert any("re-run of AC-R2-002 errored: pytest exited 3: INTERNALERROR" in h.why for h in d.refusals), d.refusals
