@@ -95,7 +95,7 @@ def _add_gate(sub) -> None:
                    help="re-execute K randomly chosen samples of each sampled criterion and refuse on any disagreement")
     p.add_argument("--seed", type=int, default=None, help="seed for choosing the --recheck samples (default: random)")
     p.add_argument("--rerun", action="store_true",
-                   help="re-execute the bound acceptance tests of every PASS without a samples rule (recorded profile, "
+                   help="re-execute the bound acceptance tests of every PASS whose samples --recheck did not re-execute (recorded profile, "
                         "results in a temp dir) and refuse any whose fresh outcome is not PASS; costs a full re-run of "
                         "those tests against the artifacts in the store")
     p.add_argument("--rerun-timeout", type=float, default=None, metavar="S", help="give up a --rerun after S seconds (refused)")

@@ -9,8 +9,8 @@ recording no spec_sha256 or commit), or from a run whose spec_sha256 is not this
 as not passed unless `allow_stale` is set. `shiptwo gate` in a git checkout refuses (exit 2) a
 spec directory or recipe with uncommitted changes: it judges only the spec committed at HEAD. A run whose profile is not among the model's `release_profiles` is a
 REHEARSAL: judged the same way, but it never releases.
-With `rerun` (`shiptwo gate --rerun`), each counted PASS without a samples rule is also re-executed
-(its bound tests, the recorded profile, results in a temp dir): a fresh outcome other than PASS, or
+With `rerun` (`shiptwo gate --rerun`), each counted PASS whose samples `--recheck` did not re-execute is
+also re-executed (its bound tests, the recorded profile, results in a temp dir): a fresh outcome other than PASS, or
 none, is a refusal. That is the only check here that a consistently edited figure cannot pass.
 
 Verdicts and exit codes: RELEASE 0; HOLD (some criterion does not pass) 1; REFUSED (a recorded
@@ -115,8 +115,8 @@ def decide(spec: Spec, results: Results, models: list[str] | None = None, allow_
     to the tests bound to it (None: unknown, so no PASS can be re-derived); with `checkout`
     ({"commit": ...}) results from other code count as stale; `recheck_k` > 0 re-executes that many
     samples of each sampled criterion through the registered rechecker; `rerun` (profile, {id: tests})
-    re-executes the bound tests of every PASS that stands re-derived and has no samples rule (those
-    are re-derived from their sample file), refusing any whose fresh outcome is not PASS; `rebuild`
+    re-executes the bound tests of every PASS that stands re-derived and whose samples the recheck did
+    not re-execute, refusing any whose fresh outcome is not PASS; `rebuild`
     ({model: its recorded entries}, the run's profile -> {model: problems}) checks that the artifacts
     they judged are what this checkout builds, refusing every counted PASS of a model with a problem."""
     selected = models or list(spec.models)
@@ -128,6 +128,7 @@ def decide(spec: Spec, results: Results, models: list[str] | None = None, allow_
     card = score(spec, results, reject_stale=not allow_stale, checkout=checkout, count_stale=allow_stale)
     regressions = blocking_regressions(compare(spec, results, baseline)) if baseline is not None else []  # issue 13
     checked = {}  # cid -> (disagreements, notes) of each recorded PASS
+    rechecked = set()  # cids whose samples a registered rechecker re-executed
     for key in selected:
         for st in (card.statuses[c.id] for c in spec.for_model(key)):
             if st.own != PASS or st.entry is None:
@@ -140,9 +141,10 @@ def decide(spec: Spec, results: Results, models: list[str] | None = None, allow_
                 problems += more
                 if note:
                     notes.append(f"{st.criterion.id}: {note}")
+                    rechecked.add(st.criterion.id)
             checked[st.criterion.id] = (problems, notes)
     if rerun is not None:
-        _rerun_passes(card, checked, bound, profile, rerun)
+        _rerun_passes(card, checked, bound, profile, rerun, rechecked)
     if rebuild is not None:
         found = rebuild({key: [st.entry for c in spec.for_model(key) if (st := card.statuses[c.id]).entry is not None]
                          for key in selected}, profile)
@@ -179,16 +181,19 @@ def decide(spec: Spec, results: Results, models: list[str] | None = None, allow_
     return decisions
 
 
-def _rerun_passes(card, checked: dict, bound: dict[str, set[str]] | None, profile: str, rerun) -> None:
-    """Re-run the bound tests of each counted PASS that stands re-derived and has no samples rule,
-    one run per recorded profile; add each disagreement and note to `checked`."""
+def _rerun_passes(card, checked: dict, bound: dict[str, set[str]] | None, profile: str, rerun,
+                  rechecked: set[str] = frozenset()) -> None:
+    """Re-run the bound tests of each counted PASS that stands re-derived and whose samples were not
+    re-executed by --recheck (a samples rule without a rechecker, or no --recheck, leaves only a
+    per-sample file its forger could rewrite consistently), one run per recorded profile; add each
+    disagreement and note to `checked`."""
     by_profile: dict[str, dict[str, list[str]]] = {}
     for cid, (problems, notes) in checked.items():
         st = card.statuses[cid]
         if problems or st.status != PASS:
             continue
-        if st.criterion.samples is not None:
-            notes.append(f"{cid}: not re-run (--rerun): re-derived from its per-sample file (see --recheck)")
+        if cid in rechecked:
+            notes.append(f"{cid}: not re-run (--rerun): its samples were re-executed (--recheck)")
             continue
         ran = set(st.entry.get("nodeids") or [])
         keys = set(st.entry.get("expected") or []) | set((bound or {}).get(cid, set()))

@@ -1,7 +1,7 @@
 """`shiptwo gate --rerun`: re-execute the bound acceptance tests of a recorded PASS and compare outcomes.
 
 Re-deriving a PASS from results.json catches edits that leave the record inconsistent; it cannot
-catch an outcome edited together with its figures (for a criterion without a samples rule), or old
+catch an outcome edited together with its figures (for a criterion whose samples no rechecker re-executes), or old
 results replayed under rewritten commit fields. Re-running the criterion's tests on this checkout
 can: a recorded PASS whose fresh outcome is not PASS is refused.
 

@@ -174,3 +174,49 @@ def test_rerun_that_errored_refuses_even_with_a_pass_entry(recorded):
     [d] = decide(spec, results, allow_stale=True, bound=bound, rerun=errored)
     assert d.verdict == REFUSED
     assert any("re-run of AC-R2-002 errored: pytest exited 3: INTERNALERROR" in h.why for h in d.refusals), d.refusals
+
+
+SAMPLED_SPEC = """\
+models:
+  model2: {name: MODEL-2, release_profiles: [default], required: all}
+criteria:
+  - {id: AC-R2-003, model: model2, title: validity, metric: valid_pct, comparison: ">=", threshold: 50, unit: "%",
+     class: optimization, samples: {statistic: pass_pct}}
+"""
+
+SAMPLED_TEST = """\
+import json
+import pytest
+
+@pytest.mark.ac("AC-R2-003")
+def test_validity(criterion):
+    path = criterion.evidence_dir / "samples.jsonl"
+    rows = [{"id": str(i), "prompt_sha256": "0" * 64, "output": "x", "outcome": "fail" if i else "pass"} for i in range(4)]
+    path.write_text("".join(json.dumps(r) + "\\n" for r in rows))
+    criterion.check(25.0, samples=path)  # the honest share misses its floor (>= 50)
+"""
+
+
+def test_sampled_criterion_without_a_rechecker_is_rerun(tmp_path, capsys):
+    """A criterion with a samples rule but no `recheck` kind has nothing to re-execute its samples:
+    a per-sample file forged consistently (outcomes flipped, its SHA-256, the figure and leg edited)
+    re-derives. --rerun re-runs it, instead of leaving it to a --recheck that cannot reach it."""
+    from shiptwo.fileio import sha256_file
+
+    project = Project(tmp_path)
+    project.spec_path.write_text(SAMPLED_SPEC)
+    (tmp_path / "acceptance" / "test_r.py").write_text(SAMPLED_TEST)
+    project.run_acceptance()
+    doc = json.loads(project.results.read_text())
+    entry = doc["criteria"]["AC-R2-003"]
+    assert entry["outcome"] == "FAIL"
+    samples = Path(entry["samples"]["path"])
+    samples.write_text(samples.read_text().replace('"fail"', '"pass"'))
+    entry["samples"].update(sha256=sha256_file(samples), value=100.0)
+    entry.update(outcome="PASS", measured=100.0)
+    entry["legs"][0].update(measured=100.0, judged=100.0, met=True)
+    project.results.write_text(json.dumps(doc))
+    assert project.gate("--recheck", "3") == EXIT_RELEASE  # the documented hole: a self-consistent record
+    capsys.readouterr()
+    assert project.gate("--recheck", "3", "--rerun") == EXIT_HOLD
+    assert "AC-R2-003 REFUSED: re-run gives FAIL (fresh measured 25, recorded 100)" in capsys.readouterr().out
