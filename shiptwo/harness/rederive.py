@@ -154,5 +154,5 @@ def recheck(criterion: Criterion, entry: dict, profile: str, k: int, seed: int |
     samples = read_samples(entry["samples"]["path"])
     chosen = random.Random(seed).sample(samples, min(k, len(samples)))
     params = {name: criterion.param(name, profile) for name in criterion.parameters}
-    problems = fn(RecheckRequest(criterion.id, profile, entry, chosen, params))
+    problems = fn(RecheckRequest(criterion.id, profile, entry, chosen, params, criterion.model))
     return [f"recheck: {p}" for p in problems], f"rechecked {len(chosen)} of {len(samples)} samples ({rule.recheck})"

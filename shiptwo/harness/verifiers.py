@@ -31,6 +31,7 @@ class RecheckRequest:
     entry: dict  # the results entry (evidence records carry path and SHA-256)
     samples: list[dict]  # the chosen samples, as recorded (id, prompt_sha256, output, outcome/value)
     parameters: dict  # the criterion's parameters for the recorded profile
+    model: str = ""  # the criterion's model key: its artifact is that model's build in the store
 
 
 Rechecker = Callable[[RecheckRequest], list[str]]
