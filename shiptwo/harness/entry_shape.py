@@ -39,8 +39,29 @@ def _file_record_problem(name: str, rec) -> str:
     return ""
 
 
+def too_large(value, where: str = "") -> str:
+    """The first number under `value` too large for a float ("... is a number too large for a float"),
+    else "": JSON allows any integer, and every figure is compared and shown as a float."""
+    stack = [(where, value)]
+    while stack:
+        at, v = stack.pop()
+        if isinstance(v, int) and not isinstance(v, bool):
+            try:
+                float(v)
+            except OverflowError:
+                return f"{at} is a number too large for a float"
+        elif isinstance(v, dict):
+            stack += reversed([(f"{at}.{k}" if at else str(k), x) for k, x in v.items()])
+        elif isinstance(v, list):
+            stack += reversed([(f"{at}[{i}]", x) for i, x in enumerate(v)])
+    return ""
+
+
 def entry_type_problem(entry: dict) -> str:
     """The first field of a results entry whose type the gate cannot read (a hand edit), else ""."""
+    huge = too_large(entry)
+    if huge:
+        return huge
     for key in ("profile", "commit"):
         if not (entry[key] is None or isinstance(entry[key], str)):
             return f"{key} must be a string"

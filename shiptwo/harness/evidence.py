@@ -140,6 +140,8 @@ def read_samples(path: str | Path) -> list[dict]:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
             raise ShiptwoError(f"{path}:{n}: malformed JSON: {exc.msg}") from None
+        except (ValueError, RecursionError) as exc:  # an integer past Python's digit limit, nesting past its stack
+            raise ShiptwoError(f"{path}:{n}: malformed JSON: {str(exc).split(':')[0]}") from None
         if not isinstance(obj, dict):
             raise ShiptwoError(f"{path}:{n}: a sample must be a JSON object")
         for key in SAMPLE_KEYS:
@@ -153,12 +155,20 @@ def read_samples(path: str | Path) -> list[dict]:
             raise ShiptwoError(f"{path}:{n}: sample {obj['id']!r} needs exactly one of 'outcome' and 'value'")
         if has_outcome and obj["outcome"] not in SAMPLE_OUTCOMES:
             raise ShiptwoError(f"{path}:{n}: sample {obj['id']!r}: outcome must be one of {', '.join(SAMPLE_OUTCOMES)}")
-        if not has_outcome and (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)):
+        if not has_outcome and (isinstance(value, bool) or not isinstance(value, (int, float)) or not _finite(value)):
             raise ShiptwoError(f"{path}:{n}: sample {obj['id']!r}: value must be a finite number")
         samples.append(obj)
     if not samples:
         raise ShiptwoError(f"{path}: no samples")
     return samples
+
+
+def _finite(value: int | float) -> bool:
+    """True for a number a float holds and that is not inf or NaN (JSON allows integers of any size)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def sample_value(sample: dict) -> float:

@@ -25,7 +25,7 @@ from filelock import FileLock
 from shiptwo.errors import ShiptwoError
 from shiptwo.fileio import atomic_write_json
 from shiptwo.harness.bindings import key_of_nodeid
-from shiptwo.harness.entry_shape import entry_type_problem
+from shiptwo.harness.entry_shape import entry_type_problem, too_large
 from shiptwo.harness.evidence import describe_evidence, keep_file, read_samples, same_figure, sample_statistic
 from shiptwo.harness.spec import Criterion, Leg
 
@@ -335,6 +335,9 @@ def results_from_json(doc, path: str = "results") -> Results:
     for key in _RUN_KEYS:
         if key not in doc["run"]:
             raise ShiptwoError(f"{path}: run: missing {key!r}")
+    huge = too_large(doc["run"], "run")
+    if huge:
+        raise ShiptwoError(f"{path}: {huge}")
     for cid, entry in doc["criteria"].items():
         if not isinstance(entry, dict):
             raise ShiptwoError(f"{path}: criteria.{cid}: entry must be a mapping")
@@ -359,6 +362,8 @@ def load_results(path: str | Path) -> Results:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ShiptwoError(f"{path}:{exc.lineno}: malformed JSON: {exc.msg}") from exc
+    except (ValueError, RecursionError) as exc:  # an integer past Python's digit limit, nesting past its stack
+        raise ShiptwoError(f"{path}: malformed JSON: {str(exc).split(':')[0]}") from None
     return results_from_json(doc, str(path))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -79,3 +80,17 @@ def test_cli_prune_never_removes_what_results_json_points_at(tmp_path, capsys):
     assert main(["evidence", "prune", "--keep", "0", "--root", str(root), "--results", str(results)]) == 0
     assert "removed 1 run(s)" in capsys.readouterr().out
     assert sorted(p.name for p in root.iterdir()) == ["20260101T000000Z-aaaaaa", "20260103T000000Z-cccccc"]
+
+
+@pytest.mark.parametrize("value, says", [
+    (f"1{'0' * 400}", "value must be a finite number"),  # an integer too large for a float
+    ("9" * 5000, "malformed JSON: Exceeds the limit (4300 digits)"),  # past Python's digit limit
+])
+def test_a_sample_value_no_float_holds_is_a_one_line_error(tmp_path, value, says):
+    from shiptwo.harness.evidence import read_samples
+
+    path = tmp_path / "s.jsonl"
+    path.write_text('{"id": "a", "prompt_sha256": "0", "output": "x", "value": ' + value + '}\n')
+    with pytest.raises(ShiptwoError, match=re.escape(says)) as err:
+        read_samples(path)
+    assert str(err.value).startswith(f"{path}:1: ") and "\n" not in str(err.value)

@@ -478,6 +478,10 @@ def test_uncommitted_spec_in_a_checkout_is_refused(project, capsys):
     ("AC-G2-001", lambda e: e["evidence"]["report"].update(path=5), "evidence.report.path must be a string"),
     ("AC-G2-004", lambda e: e.update(per_test=[1]), "per_test must be a list of mappings"),
     ("AC-G2-002", lambda e: e["samples"].update(path=5), "samples must be a mapping with a string path"),
+    ("AC-G2-001", lambda e: e.update(measured=10**400), "measured is a number too large for a float"),
+    ("AC-G2-001", lambda e: e["legs"][0].update(measured=-10**400), r"legs\[0\].measured is a number too large for a float"),
+    ("AC-G2-003", lambda e: e["legs"][1].update(interval=[0, 10**400]), r"legs\[1\].interval\[1\] is a number too large"),
+    ("AC-G2-004", lambda e: e["per_test"][0].update(measured=10**400), r"per_test\[0\].measured is a number too large"),
 ])
 def test_malformed_entry_fields_are_a_one_line_error(project, capsys, cid, edit, field):
     """f07: a type-corrupted field is exit 2 naming the file, the id and the field, never a traceback."""
@@ -487,3 +491,20 @@ def test_malformed_entry_fields_are_a_one_line_error(project, capsys, cid, edit,
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and f"{project.results}: criteria.{cid}: " in err
     assert re.search(field, err), err
+
+
+@pytest.mark.parametrize("text, says", [
+    ("9" * 5000, "Exceeds the limit (4300 digits) for integer string conversion"),  # json.loads' ValueError
+    ("[" * 100000 + "]" * 100000, "maximum recursion depth exceeded"),  # json.loads' RecursionError
+])
+def test_a_number_or_nesting_json_itself_refuses_is_a_one_line_error(project, capsys, text, says):
+    """Integers past Python's digit limit and nesting past its recursion limit are valid JSON that
+    json.loads cannot read: the gate and the report say so in one line (exit 2), never a traceback."""
+    project.record()
+    doc = project.results.read_text()
+    project.results.write_text(doc.replace('"duration_s": ', f'"duration_s": {text}, "was": ', 1))
+    for argv in (["gate", "--spec", str(project.spec_path), "--results", str(project.results)],
+                 ["report", "--spec", str(project.spec_path), "--results", str(project.results), "-o", "-"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and f"{project.results}: malformed JSON: " in err and says in err, err
