@@ -60,6 +60,13 @@ def uncommitted(root: str | Path, paths: list[str | Path]) -> list[str]:
     return [line for line in (changed + "\n" + untracked).splitlines() if line.strip()]
 
 
+def ignored_python(root: str | Path, paths: list[str]) -> list[str]:
+    """The git-ignored `.py` files under `paths` (relative to the checkout `root`): code that no
+    status shows (a conftest.py or test under acceptance/build/) yet pytest and Python would run."""
+    listed = _git(Path(root), "ls-files", "--others", "--ignored", "--exclude-standard", "--", *paths) or ""
+    return [line for line in listed.splitlines() if line.endswith(".py")]
+
+
 def package_version(name: str) -> str:
     """The installed version of distribution `name`, or "not installed"."""
     try:

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from shiptwo.checkout import UNKNOWN_COMMIT, uncommitted
+from shiptwo.checkout import UNKNOWN_COMMIT, ignored_python, uncommitted
 from shiptwo.errors import ShiptwoError
 from shiptwo.harness.bindings import key_of_nodeid
 from shiptwo.harness.compare import blocking_regressions, change_text, compare
@@ -33,6 +33,7 @@ from shiptwo.harness.rerun import RerunOutcome, compare_rerun
 from shiptwo.harness.results import Results
 from shiptwo.harness.scoring import CriterionStatus, score, ship_percentage
 from shiptwo.harness.spec import Spec
+from shiptwo.paths import ACCEPTANCE_DIR
 
 from shiptwo.harness.results import BLOCKED, NOT_RUN, NO_TEST, PASS, SKIPPED
 
@@ -227,13 +228,18 @@ def refuse_uncommitted_spec(root: Path, spec: Spec, checkout: dict) -> None:
 def refuse_uncommitted_code(root: Path, checkout: dict, option: str) -> None:
     """`--rerun` and `--rebuild` run this checkout's code: in a git checkout it must be the code
     committed at HEAD, or an uncommitted edit (a trainer seeded otherwise, a loosened check) would be
-    what they re-measure and rebuild with, under HEAD's name."""
+    what they re-measure and rebuild with, under HEAD's name; so would git-ignored `.py` files under
+    acceptance/ or shiptwo/ (a conftest.py in acceptance/build/), which no status shows."""
     if checkout.get("commit") in (None, UNKNOWN_COMMIT):
         return
     changed = uncommitted(root, [root])
     if changed:
         raise ShiptwoError(f"gate: {option} runs this checkout's code, but {changed[0]} has uncommitted changes "
                            f"(commit or stash them: the gate re-measures and rebuilds only what HEAD holds)")
+    hidden = ignored_python(root, [ACCEPTANCE_DIR, "shiptwo"])
+    if hidden:
+        raise ShiptwoError(f"gate: {option} runs this checkout's code, but {hidden[0]} is git-ignored code that "
+                           f"pytest or Python would load (remove it: the gate re-measures and rebuilds only what HEAD holds)")
 
 
 def _headline(d: ModelDecision) -> str:

@@ -220,3 +220,28 @@ def test_sampled_criterion_without_a_rechecker_is_rerun(tmp_path, capsys):
     capsys.readouterr()
     assert project.gate("--recheck", "3", "--rerun") == EXIT_HOLD
     assert "AC-R2-003 REFUSED: re-run gives FAIL (fresh measured 25, recorded 100)" in capsys.readouterr().out
+
+
+def test_rerun_refuses_git_ignored_code_in_acceptance(tmp_path, capsys):
+    """A test and conftest.py under acceptance/build/ (git-ignored, so no uncommitted change) would be
+    bound by the static scan, named in the forged entry and run by --rerun, patching the measurement."""
+    project = Project(tmp_path)
+    (tmp_path / ".gitignore").write_text("build/\nreports/*\n")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    subprocess.run([*git, "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run([*git, "add", "."], cwd=tmp_path, check=True)
+    subprocess.run([*git, "commit", "-qm", "project"], cwd=tmp_path, check=True)
+    project.run_acceptance()
+    project.forge()
+    evil = tmp_path / "acceptance" / "build"
+    evil.mkdir()
+    (evil / "conftest.py").write_text(EVIL_CONFTEST)
+    (evil / "test_more.py").write_text('import pytest\n\n@pytest.mark.ac("AC-R2-001")\ndef test_more(criterion):\n    criterion.check(1.0)\n')
+    doc = json.loads(project.results.read_text())
+    entry = doc["criteria"]["AC-R2-001"]
+    entry["nodeids"] = sorted([*entry["nodeids"], "acceptance/build/test_more.py::test_more"])
+    entry["per_test"] = [{"nodeid": n, "outcome": "PASS", "measured": 5.0, "legs": entry["legs"]} for n in entry["nodeids"]]
+    project.results.write_text(json.dumps(doc))
+    assert project.gate("--rerun") == 2
+    err = capsys.readouterr().err
+    assert "--rerun runs this checkout's code, but acceptance/build/conftest.py is git-ignored code" in err, err
