@@ -173,11 +173,19 @@ def decide(spec: Spec, results: Results, models: list[str] | None = None, allow_
             holding = open_ if not pct_ok else [st for st in open_ if st.criterion.id in required]
         holdbacks = [Holdback(st.criterion.id, st.status, _why(st)) for st in holding]
         holdbacks += [Holdback(ch.cid, REGRESSED, change_text(ch)) for ch in regressions if spec.criteria[ch.cid].model == key]
-        if profile not in model.release_profiles:
+        # with --allow-stale a counted PASS may come from another profile than the run's: a smoke
+        # result under a run labelled `full` releases nothing
+        foreign = sorted({str(st.entry.get("profile")) for st in mine if st.status == PASS and st.entry is not None
+                          and st.entry.get("profile") not in model.release_profiles})
+        if foreign:
+            notes.append(f"counted PASSes measured at profile {', '.join(foreign)}, not a release profile of {key}: "
+                         "a rehearsal at most")
+        if profile not in model.release_profiles or foreign:
             verdict = REHEARSAL
         else:
             verdict = REFUSED if refusals else HOLD if holdbacks else RELEASE
-        decisions.append(ModelDecision(key, model.name, profile, ms.ship_pct, model.min_ship_pct, verdict, holdbacks,
+        shown = profile if profile not in model.release_profiles or not foreign else ", ".join(foreign)
+        decisions.append(ModelDecision(key, model.name, shown, ms.ship_pct, model.min_ship_pct, verdict, holdbacks,
                                        refusals, model.release_profiles, model.required_all, notes))
     return decisions
 

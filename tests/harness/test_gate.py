@@ -275,6 +275,18 @@ def test_smoke_profile_run_is_a_rehearsal_never_a_release(project, capsys):
     assert decision.verdict == REHEARSAL and not decision.released
 
 
+def test_allow_stale_never_releases_passes_measured_at_a_profile_that_may_not_release(project, capsys):
+    """Smoke results under a run relabelled `default`: stale without --allow-stale; with it, a rehearsal."""
+    project.record(profile="smoke")
+    project.edit(lambda doc: doc["run"].update(profile="default"))
+    assert project.gate("--model", "model2") == EXIT_HOLD
+    capsys.readouterr()
+    assert project.gate("--model", "model2", "--allow-stale") == EXIT_REHEARSAL
+    out = capsys.readouterr().out
+    assert "model2 (MODEL-2): REHEARSAL — profile smoke may not release it (release profiles: default, full)" in out
+    assert "counted PASSes measured at profile smoke, not a release profile of model2" in out
+
+
 def test_a_rehearsal_that_holds_exits_1(project, capsys):
     project.record(profile="smoke")
     project.edit(_set("AC-G2-001", outcome="FAIL"))
