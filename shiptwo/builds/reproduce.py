@@ -57,7 +57,9 @@ def rebuild_set(which: ArtifactSet, root: Path, into: Path, timeout: float | Non
         raise ShiptwoError(f"{which.model}/{which.profile}: not a model and profile this checkout builds "
                            f"(models {', '.join(sorted(BUILDERS))}; profiles {', '.join(PROFILES)})")
     cmd = [sys.executable, "-m", "shiptwo", "build", which.model, "--profile", which.profile]
-    env = {**os.environ, ARTIFACT_ROOT_ENV: str(into)}
+    # bytecode compiled afresh (beside the store, gone with it): a .pyc planted in the checkout's git-ignored
+    # __pycache__ with a header matching the committed source would otherwise be what builds
+    env = {**os.environ, ARTIFACT_ROOT_ENV: str(into), "PYTHONPYCACHEPREFIX": str(into / ".pyc")}
     try:
         proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:

@@ -53,7 +53,9 @@ class Rerun:
             cmd = [sys.executable, "-m", "pytest", *nodeids, "-q", "-p", "no:cacheprovider", "--rootdir", str(self.root),
                    "--profile", profile, "--spec", str(self.spec_path), "--results", str(results),
                    "--evidence-root", str(Path(tmp) / "evidence")]
-            env = {k: v for k, v in os.environ.items() if k != PROFILE_ENV}
+            # a fresh bytecode cache: Python and pytest would load a .pyc planted in the checkout's
+            # (git-ignored) __pycache__ whose header matches the committed source
+            env = {**{k: v for k, v in os.environ.items() if k != PROFILE_ENV}, "PYTHONPYCACHEPREFIX": str(Path(tmp) / "pyc")}
             error = ""
             try:
                 proc = subprocess.run(cmd, check=False, cwd=self.root, env=env, capture_output=True, text=True, timeout=self.timeout)

@@ -245,3 +245,32 @@ def test_rerun_refuses_git_ignored_code_in_acceptance(tmp_path, capsys):
     assert project.gate("--rerun") == 2
     err = capsys.readouterr().err
     assert "--rerun runs this checkout's code, but acceptance/build/conftest.py is git-ignored code" in err, err
+
+
+def test_rerun_compiles_afresh_not_bytecode_planted_in_pycache(tmp_path, capsys):
+    """A .pyc in the (git-ignored) __pycache__ of a module the test imports, whose header matches the
+    committed source (same mtime and size) but whose code gives a passing figure: Python loads it
+    instead of the source. The re-run compiles into a fresh cache and measures the source's figure."""
+    import importlib.util
+    import os
+    import py_compile
+
+    project = Project(tmp_path)
+    figures = tmp_path / "acceptance" / "figures.py"
+    figures.write_text("LATENCY = 25.0\n")
+    (tmp_path / "acceptance" / "test_r.py").write_text(
+        TEST.replace("criterion.check(25.0,", "criterion.check(__import__('figures').LATENCY,"))
+    project.run_acceptance()
+    assert load_results(project.results).criteria["AC-R2-001"]["outcome"] == "FAIL"
+    project.forge()
+    stat = figures.stat()
+    figures.write_text("LATENCY = 05.0\n")  # same size: the planted bytecode's header matches the source
+    os.utime(figures, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    py_compile.compile(str(figures), cfile=importlib.util.cache_from_source(str(figures)), doraise=True)
+    figures.write_text("LATENCY = 25.0\n")
+    os.utime(figures, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    probe = subprocess.run([sys.executable, "-c", "import figures; print(figures.LATENCY)"], cwd=figures.parent,
+                           capture_output=True, text=True, check=True)
+    assert probe.stdout.strip() == "5.0", "the planted bytecode is what a plain import loads"
+    assert project.gate("--rerun") == EXIT_HOLD
+    assert "AC-R2-001 REFUSED: re-run gives FAIL (fresh measured 25, recorded 5)" in capsys.readouterr().out
