@@ -34,6 +34,7 @@ GITHUB_COMMENT_LIMIT = 65536  # characters GitHub accepts in one comment
 MAX_CELL = 300  # characters of a message shown in a table cell or list item
 SUMMARY_KEY = "summary"  # evidence key: a criterion's one-line account of what it measured (shown in the report)
 EVIDENCE_TRAIN_LOG = "train_log"  # evidence key of a trainer's step log: drawn as the loss curve
+EXHAUSTIVE = "exhaustive"  # interval column of a count over every item (n): nothing was sampled
 DEFAULT_EFFORT = 1.0  # person-days assumed for ranking a criterion whose spec gives no `effort`
 
 _TEMPLATE_DIR = Path(__file__).parent / "templates"
@@ -72,7 +73,8 @@ def _measured_text(entry: dict | None) -> str:
 def uncertainty(criterion: Criterion, entry: dict | None) -> dict:
     """The primary figure's 95% interval and n: as recorded, else derived from the entry's
     per-sample file (Wilson for pass/fail, bootstrap of the mean for values) or its repeated
-    measurements (bootstrap of the median); `source` says which."""
+    measurements (bootstrap of the median); `source` says which. A count judged with `==` over n
+    items and no interval is `exhaustive`: every item was checked, so there is no sampling interval."""
     entry = entry or {}
     interval, n = entry.get("interval"), entry.get("n")
     if interval:
@@ -94,12 +96,17 @@ def uncertainty(criterion: Criterion, entry: dict | None) -> dict:
     runs = repeats(entry)
     if runs:
         return {"interval": list(stats.bootstrap_ci(runs, stat="median")), "n": len(runs), "source": "repeats"}
-    return {"interval": None, "n": n, "source": ""}
+    return {"interval": None, "n": n, "source": EXHAUSTIVE if _is_exhaustive(criterion.comparison, n) else ""}
+
+
+def _is_exhaustive(comparison: str | None, n) -> bool:
+    """A count or flag (`==`) recorded over n items without an interval: a full count, not a missing interval."""
+    return comparison == "==" and n is not None
 
 
 def _interval_text(u: dict) -> str:
     if not u["interval"]:
-        return "—"
+        return EXHAUSTIVE if u["source"] == EXHAUSTIVE else "—"
     lo, hi = u["interval"]
     return f"[{format_number(round(lo, 4))}, {format_number(round(hi, 4))}]"
 
@@ -108,14 +115,15 @@ def _interval_text(u: dict) -> str:
 
 
 def _legs_text(entry: dict) -> str:
-    """The extra legs' figures: `metric value [lo, hi] (n=..)`."""
+    """The extra legs' figures: `metric value [lo, hi] (n=..)`, `(n=.., exhaustive)` for a count over every item."""
     parts = []
     for leg in (entry.get("legs") or [])[1:]:
         text = f"{leg.get('metric')} {format_number(leg.get('measured'))}"
         if leg.get("interval"):
             text += f" [{format_number(leg['interval'][0])}, {format_number(leg['interval'][1])}]"
         if leg.get("n") is not None:
-            text += f" (n={leg['n']})"
+            exhaustive = not leg.get("interval") and _is_exhaustive(leg.get("comparison"), leg["n"])
+            text += f" (n={leg['n']}{', ' + EXHAUSTIVE if exhaustive else ''})"
         parts.append(text + ("" if leg.get("met", True) else " — not met"))
     return "; ".join(parts)
 

@@ -100,6 +100,36 @@ def test_uncertainty_without_anything_to_derive_it_from_is_none(spec):
     assert uncertainty(spec.criteria["AC-R2-004"], {"measured": 2.5}) == {"interval": None, "n": None, "source": ""}
 
 
+COUNTS = """\
+models:
+  model2: {name: MODEL-2, required: all}
+criteria:
+  - {id: AC-C2-001, model: model2, title: counted, metric: defects, comparison: "==", threshold: 0, unit: defects,
+     class: packaging, legs: [{metric: leaks, comparison: "==", threshold: 0, unit: leaks}]}
+  - {id: AC-C2-002, model: model2, title: not counted, metric: defects, comparison: "==", threshold: 0, unit: defects,
+     class: packaging}
+  - {id: AC-C2-003, model: model2, title: worst, metric: diff, comparison: "<=", threshold: 1, unit: logits,
+     class: infrastructure}
+"""
+
+
+def test_a_count_over_every_item_reads_exhaustive_with_its_n(tmp_path):
+    """A `==` count recorded with n and no interval is a full count: "exhaustive" and n, not "—"; without
+    n it stays "—" (nothing says what was counted), and a figure that is no count keeps "—" beside its n."""
+    (tmp_path / "spec.yaml").write_text(COUNTS)
+    spec = load_spec(tmp_path / "spec.yaml")
+    legs = [{"metric": "defects", "measured": 0, "n": 12, "interval": None, "comparison": "==", "met": True},
+            {"metric": "leaks", "measured": 0, "n": 7, "interval": None, "comparison": "==", "met": True}]
+    results = Results({"commit": "c", "spec_sha256": "s", "profile": "default", "time": "t"}, {
+        "AC-C2-001": _entry("PASS", 0, n=12, legs=legs), "AC-C2-002": _entry("PASS", 0),
+        "AC-C2-003": _entry("PASS", 0.5, n=4)}, str(tmp_path / "results.json"))
+    assert uncertainty(spec.criteria["AC-C2-001"], {"measured": 0, "n": 12}) == {"interval": None, "n": 12, "source": "exhaustive"}
+    text = render(build_report(spec, results))
+    assert "| 0; leaks 0 (n=7, exhaustive) | exhaustive | 12 |" in _row(text, "AC-C2-001")
+    assert "| 0 | — | — |" in _row(text, "AC-C2-002")
+    assert "| 0.5 | — | 4 |" in _row(text, "AC-C2-003")
+
+
 def test_baseline_change_with_p_value_and_not_comparable(tmp_path, spec):
     old = _results(tmp_path, passes=80, name="old", env={**ENV, "cpu_model": "EPYC"})
     data = build_report(spec, _results(tmp_path), baseline=old)
