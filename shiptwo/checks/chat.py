@@ -18,7 +18,8 @@ def chat_defects(checkpoint, reference=REFERENCE_CONVERSATIONS, hf_dir=None, ggu
     renderers' differences are named in the evidence. Each marker must be one id (in our
     tokenizer and llama.cpp's), the end-of-turn marker must be the model's EOS, and greedy
     generation after each prompt must end its turn within `max_new_tokens` (the criterion's
-    turn_end_max_tokens: an answer still going then is a stop failure).
+    turn_end_max_tokens: an answer still going then is a stop failure). The evidence's `checked`
+    counts, by kind, the items the defects were counted over (each can add at most one).
     """
     from shiptwo.model.checkpoint import load_checkpoint
     from shiptwo.model.generate import FINISH_EOS, SamplingConfig, generate_batch
@@ -71,7 +72,10 @@ def chat_defects(checkpoint, reference=REFERENCE_CONVERSATIONS, hf_dir=None, ggu
     not_ended = [i for i, o in enumerate(outs) if o.finish_reason != FINISH_EOS]
     for i in not_ended:
         defects.append(f"generation after prompt {i} did not end its turn within {max_new_tokens} tokens")
-    evidence = {"format": fmt.name if fmt else None, "renderers": sorted(renderers),
+    checked = {"template": 2, "renderings": len(ref.conversations) * len(renderers), "markers": len(markers),
+               "eos_is_end_of_turn": int(fmt is not None), "gguf_markers": len(markers) if gguf is not None else 0,
+               "turn_ends": len(prompts)}
+    evidence = {"format": fmt.name if fmt else None, "renderers": sorted(renderers), "checked": checked,
                 "named_differences": named, "stop_prompts": len(prompts), "ended_turn": len(prompts) - len(not_ended),
                 "sample_answer": outs[0].text[:300] if outs else ""}
     return defects, evidence

@@ -42,7 +42,8 @@ def checkpoint_contract_violations(checkpoint: str | Path, declared: dict, decla
     count (± tolerance), and each config field the file records against the declaration.
 
     Shapes and count come from the file's safetensors header, never from a module built from it,
-    so a tensor of the wrong shape is seen even where the loader would refuse it.
+    so a tensor of the wrong shape is seen even where the loader would refuse it. The evidence's
+    `checked` says what the count was taken over (tensors, the parameter count, config fields).
     """
     from safetensors import safe_open
 
@@ -65,20 +66,23 @@ def checkpoint_contract_violations(checkpoint: str | Path, declared: dict, decla
     except (KeyError, json.JSONDecodeError):
         recorded = None
         problems.append(f"metadata {META_CONFIG} missing or unreadable")
-    if isinstance(recorded, dict):
-        for name in sorted(set(declared) | set(recorded)):
-            a, b = declared.get(name), recorded.get(name)
-            if a != b or isinstance(a, bool) != isinstance(b, bool):
-                problems.append(f"config {name}: declared {a!r}, recorded {b!r}")
+    fields = sorted(set(declared) | set(recorded)) if isinstance(recorded, dict) else []
+    for name in fields:
+        a, b = declared.get(name), recorded.get(name)
+        if a != b or isinstance(a, bool) != isinstance(b, bool):
+            problems.append(f"config {name}: declared {a!r}, recorded {b!r}")
+    checked = {"tensors": len(set(expected) | set(shapes)), "parameter_count": 1,
+               "config_fields": len(fields) if isinstance(recorded, dict) else 1}  # unreadable: the record itself
     return len(problems), {"checkpoint": str(path), "tensors": len(shapes), "expected_tensors": len(expected),
                            "parameters_in_file": count, "declared_parameters": declared_parameters,
-                           "problems": problems[:20]}
+                           "checked": checked, "problems": problems[:20]}
 
 
 def checkpoint_reload_defects(checkpoint: str | Path, state: str | Path, tokenizer: str | Path,
-                              prefix: str = "best/") -> tuple[int, list[str]]:
+                              prefix: str = "best/") -> tuple[int, list[str], dict[str, int]]:
     """AC-SHIP2-005: tensors of a saved checkpoint that differ (bitwise) from the trained tensors kept in
-    the training state, plus metadata defects (format, embedded tokenizer, re-save round trip)."""
+    the training state, plus metadata defects (format, embedded tokenizer, re-save round trip).
+    Returns (count, problems, checked): `checked` counts the items of each kind the count was taken over."""
     import tempfile
 
     from shiptwo.model.checkpoint import load_checkpoint, safetensors_metadata, save_checkpoint
@@ -88,7 +92,8 @@ def checkpoint_reload_defects(checkpoint: str | Path, state: str | Path, tokeniz
     trained = {k[len(prefix):]: v for k, v in st_load_file(str(state)).items() if k.startswith(prefix)}
     if not trained:
         problems.append(f"{state}: no '{prefix}' tensors to compare with")
-    for name in sorted(set(trained) | set(ckpt.tensors)):
+    names = sorted(set(trained) | set(ckpt.tensors))
+    for name in names:
         a, b = ckpt.tensors.get(name), trained.get(name)
         if a is None or b is None or a.dtype != b.dtype or a.shape != b.shape or not torch.equal(a, b):
             problems.append(f"tensor {name} differs from the trained tensor")
@@ -100,6 +105,9 @@ def checkpoint_reload_defects(checkpoint: str | Path, state: str | Path, tokeniz
         again = load_checkpoint(save_checkpoint(ckpt, Path(tmp) / "resaved.safetensors"))
         meta_a = safetensors_metadata(checkpoint)
         meta_b = safetensors_metadata(again.path)
-        problems += [f"metadata {k} changes on re-save" for k in sorted(set(meta_a) | set(meta_b)) if meta_a.get(k) != meta_b.get(k)]
+        keys = sorted(set(meta_a) | set(meta_b))
+        problems += [f"metadata {k} changes on re-save" for k in keys if meta_a.get(k) != meta_b.get(k)]
         problems += [f"tensor {k} changes on re-save" for k in ckpt.tensors if not torch.equal(ckpt.tensors[k], again.tensors[k])]
-    return len(problems), problems
+    checked = {"tensors_vs_trained": len(names), "embedded_tokenizer": 1, "training_metadata": 1,
+               "metadata_on_resave": len(keys), "tensors_on_resave": len(ckpt.tensors)}
+    return len(problems), problems, checked

@@ -8,8 +8,9 @@ from shiptwo.formats.release import provenance_by_part
 from shiptwo.model.checkpoint import PROVENANCE_KEYS
 
 
-def provenance_defects(paths, declared: dict[str, str]) -> dict[str, list[str]]:
-    """{part: [defects]} over every part of every artifact; empty when all is as declared.
+def provenance_defects(paths, declared: dict[str, str]) -> tuple[dict[str, list[str]], dict[str, int]]:
+    """({part: [defects]}, {part: fields checked}) over every part of every artifact; the defects are
+    empty when all is as declared, and the second mapping is what a count of them was taken over.
 
     A field is a defect when missing, or when its value differs from `declared[field]`; a field
     with no declared value must at least hold one value across all parts (the first part seen
@@ -19,9 +20,11 @@ def provenance_defects(paths, declared: dict[str, str]) -> dict[str, list[str]]:
     if unknown:
         raise ShiptwoError(f"declared provenance has unknown field(s) {', '.join(unknown)}")
     out: dict[str, list[str]] = {}
+    checked: dict[str, int] = {}
     agreed = dict(declared)
     for path in paths:
         for part, prov in provenance_by_part(path).items():
+            checked[part] = len(PROVENANCE_KEYS)
             defects = []
             for key in PROVENANCE_KEYS:
                 if key not in prov:
@@ -33,7 +36,7 @@ def provenance_defects(paths, declared: dict[str, str]) -> dict[str, list[str]]:
                     defects.append(f"{key} is {prov[key]!r}, {source} {want!r}")
             if defects:
                 out[part] = defects
-    return out
+    return out, checked
 
 
 

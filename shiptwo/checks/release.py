@@ -46,21 +46,23 @@ def shipped_artifacts(files: dict[str, Path], formats, where: str) -> dict[str, 
     return {CHECKPOINT_ROLE: Path(files[CHECKPOINT_ROLE]), "hf_dir": Path(files[HF_CONFIG_ROLE]).parent, **ggufs}
 
 
-def release_omissions(manifest: str | Path, shipped: dict[str, Path]) -> list[str]:
+def release_omissions(manifest: str | Path, shipped: dict[str, Path]) -> tuple[list[str], int]:
     """One line per shipped file (each file of a directory) that the release manifest does not list,
-    or lists with another SHA-256 than the file shipped; empty when the release holds them all."""
+    or lists with another SHA-256 than the file shipped (empty when the release holds them all), and
+    the number of shipped files checked: what a count of those lines is over."""
     listed = release_listing(manifest)
-    out = []
+    out, checked = [], 0
     for role, path in shipped.items():
         path = Path(path)
         want = ({f"{path.name}/{rel}": d for rel, d in tree_digests(path).items()} if path.is_dir()
                 else {path.name: sha256_file(path)})
+        checked += len(want)
         for rel, digest in want.items():
             if rel not in listed:
                 out.append(f"{role}: {rel} is not in {manifest}")
             elif listed[rel] != digest:
                 out.append(f"{role}: {rel} is listed in {manifest} with another SHA-256 than {path}")
-    return out
+    return out, checked
 
 
 def release_copies(paths: dict[str, Path], release_dir: str | Path, where: str) -> dict[str, Path]:

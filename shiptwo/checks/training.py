@@ -52,7 +52,8 @@ def unreported_wraps(summary: dict, logged_wraps: int, logged_steps: int, train_
     missing from (or extra in) the summary's wraps, the log's epoch count or the summary's epochs is one.
     The steps made are the more of the log's last step and the summary's `steps` (the trainer logs
     every step), and a log that disagrees with the summary is one more: a truncated or empty log
-    would otherwise lower the wraps expected to none, and pass.
+    would otherwise lower the wraps expected to none, and pass. The evidence's `records_compared`
+    names the records the count was taken over.
     """
     per_epoch = window_count(train_split_tokens, cfg.seq_len)
     if per_epoch < 1:
@@ -64,28 +65,34 @@ def unreported_wraps(summary: dict, logged_wraps: int, logged_steps: int, train_
     reported = len(summary.get("wraps", []))
     mismatch = (abs(expected - reported) + abs(expected - logged_wraps) + abs(expected + 1 - summary.get("epochs", 0))
                 + int(logged_steps != recorded_steps))
-    return mismatch, {"expected_wraps": expected, "windows_per_epoch": per_epoch, "windows_consumed": consumed,
+    compared = ["summary wraps", "step log epochs", "summary epochs", "step log steps vs summary steps"]
+    return mismatch, {"records_compared": compared, "expected_wraps": expected, "windows_per_epoch": per_epoch,
+                      "windows_consumed": consumed,
                       "train_split_tokens": train_split_tokens, "steps_in_log": logged_steps, "steps_in_summary": recorded_steps,
                       "wraps_in_summary": reported, "wraps_in_log": logged_wraps, "epochs_in_summary": summary.get("epochs"),
                       "summary_windows_per_epoch": summary.get("windows_per_epoch"),
                       "summary_windows_consumed": summary.get("windows_consumed")}
 
 
-def early_stop_violations(summary: dict, cfg: TrainConfig, measured_seconds: float | None = None) -> tuple[int, list[str]]:
+def early_stop_violations(summary: dict, cfg: TrainConfig,
+                          measured_seconds: float | None = None) -> tuple[int, list[str], list[str]]:
     """AC-SHIP2-017: the recorded stop reason checked against the recipe's TrainConfig `cfg`.
 
     max_steps / token_budget: the recipe sets that limit and the run made its planned total of steps;
     wall_clock: the recipe sets a limit, the run stopped short of its total, and neither the trainer's
     wall_seconds nor `measured_seconds` (a clock outside the trainer; optional) is under the limit;
     early stop: short of the total, at or after the recipe's min_steps, with its patience of evals
-    since the best. No reason, or an unknown one, is a violation. Returns (count, problems).
+    since the best. No reason, or an unknown one, is a violation. Returns (count, problems, checked):
+    `checked` names the conditions the count was taken over (each can add at most one problem).
     """
     reason, steps, total = summary.get("stop_reason"), summary.get("steps"), cfg.total_steps()
+    checked = ["stop reason recorded"]
     if not reason:
-        return 1, ["no stop reason recorded"]
+        return 1, ["no stop reason recorded"], checked
     kind = reason.split("(")[0]
     problems = []
     if kind in (STOP_MAX_STEPS, STOP_TOKEN_BUDGET):
+        checked += [f"recipe sets {kind}", "planned steps made"]
         limit = cfg.max_steps if kind == STOP_MAX_STEPS else cfg.token_budget
         if limit is None:
             problems.append(f"stop reason {kind} but the recipe sets no {kind}")
@@ -93,17 +100,20 @@ def early_stop_violations(summary: dict, cfg: TrainConfig, measured_seconds: flo
             problems.append(f"stop reason {kind} after {steps} steps; the recipe plans {total}")
     elif kind == STOP_WALL_CLOCK:
         limit = cfg.max_wall_seconds
+        checked += ["recipe sets max_wall_seconds", "short of the planned steps"]
         if limit is None:
             problems.append("stop reason wall_clock but the recipe sets no max_wall_seconds")
         else:
             for what, seconds in (("trainer's wall_seconds", summary.get("wall_seconds")), ("measured", measured_seconds)):
                 if what == "measured" and seconds is None:
                     continue
+                checked.append(f"{what} at the limit")
                 if seconds is None or seconds < limit:
                     problems.append(f"stop reason wall_clock but {what} {seconds} is under the limit {limit:g} s")
         if steps is None or steps >= total:
             problems.append(f"stop reason wall_clock after {steps} steps, not short of the planned {total}")
     elif kind == STOP_EARLY:
+        checked += ["min_steps reached", "patience elapsed", "short of the planned steps"]
         after_best = [v for v in summary.get("val_history", []) if v["step"] > summary.get("best_step", math.inf)]
         if steps is None or steps < cfg.min_steps:
             problems.append(f"early stop at step {steps}, before the recipe's min_steps {cfg.min_steps}")
@@ -112,8 +122,9 @@ def early_stop_violations(summary: dict, cfg: TrainConfig, measured_seconds: flo
         if steps is None or steps >= total:
             problems.append(f"early stop after {steps} steps, not short of the planned {total}")
     else:
+        checked.append("stop reason known")
         problems.append(f"unknown stop reason {reason!r}")
-    return len(problems), problems
+    return len(problems), problems, checked
 
 
 def build_wall_seconds(artifacts, whole: bool = True) -> float | None:
@@ -176,9 +187,11 @@ def tensor_device_census(model: torch.nn.Module, optimizer: torch.optim.Optimize
     Every parameter, its gradient and every optimizer-state tensor is inspected. A parameter with
     no gradient or no optimizer state counts too (it was not observed, so it cannot be vouched
     for). 0-dim `step` counters are exempt: torch.optim keeps them on the CPU unless fused or
-    capturable; they are counted apart in the evidence.
+    capturable; they are counted apart in the evidence. The evidence's `checked` is what the count
+    was taken over: tensors inspected plus gradients and optimizer states found missing.
     """
     wrong: list[str] = []
+    unobserved = 0
     seen = {"parameters": 0, "gradients": 0, "optimizer_state": 0, "exempt_step_counters": 0}
     devices: dict[str, int] = {}
 
@@ -191,11 +204,13 @@ def tensor_device_census(model: torch.nn.Module, optimizer: torch.optim.Optimize
     for name, p in model.named_parameters():
         look("parameters", name, p)
         if p.grad is None:
+            unobserved += 1
             wrong.append(f"gradient {name} missing (not observed)")
         else:
             look("gradients", name, p.grad)
         state = optimizer.state.get(p, {})
         if not state:
+            unobserved += 1
             wrong.append(f"optimizer state of {name} missing (not observed)")
         for key, t in state.items():
             if not isinstance(t, torch.Tensor):
@@ -204,7 +219,8 @@ def tensor_device_census(model: torch.nn.Module, optimizer: torch.optim.Optimize
                 seen["exempt_step_counters"] += 1
                 continue
             look("optimizer_state", f"{name}.{key}", t)
-    return len(wrong), {"expected_device": str(expected), "inspected": seen, "devices": devices,
+    checked = seen["parameters"] + seen["gradients"] + seen["optimizer_state"] + unobserved
+    return len(wrong), {"expected_device": str(expected), "checked": checked, "inspected": seen, "devices": devices,
                         "not_on_expected_device": wrong[:20]}
 
 
@@ -261,13 +277,15 @@ def reproducibility_violations(same_a: tuple[list[float], str], same_b: tuple[li
     Same seed: any step whose loss differs by more than `loss_tol`, or different optimizer
     hashes, is a violation; different seed: identical losses or identical hashes are a violation,
     compared with run A after as many steps as the other run made (`same_a_at_other`; default A itself).
+    The evidence's `compared` names the comparisons the count was taken over (each at most one).
     """
     (la, ha), (lb, hb), (lc, hc) = same_a, same_b, other
     ref_losses, ref_hash = same_a_at_other or same_a
     same_diff = max((abs(x - y) for x, y in zip(la, lb)), default=math.inf) if len(la) == len(lb) else math.inf
     other_diff = max((abs(x - y) for x, y in zip(ref_losses, lc)), default=0.0)
     violations = int(not same_diff <= loss_tol) + int(ha != hb) + int(other_diff == 0.0) + int(ref_hash == hc)
-    return violations, {"steps": len(la), "other_seed_steps": len(lc), "loss_tolerance": loss_tol,
+    compared = ["same-seed losses", "same-seed optimizer state", "other-seed losses", "other-seed optimizer state"]
+    return violations, {"compared": compared, "steps": len(la), "other_seed_steps": len(lc), "loss_tolerance": loss_tol,
                         "max_abs_loss_diff_same_seed": same_diff, "max_abs_loss_diff_other_seed": other_diff,
                         "optimizer_sha256_same_seed": [ha, hb], "optimizer_sha256_other_seed": [ref_hash, hc]}
 

@@ -226,9 +226,13 @@ def release_reference(path: str | Path) -> Path | None:
 
 def audit_release(release_dir: str | Path, work_dir: str | Path) -> dict:
     """Verify a published release, then tamper one byte of a copy and verify again (the check must be
-    able to fail). `defects` counts verify problems on the genuine release, plus one if tampering went unseen."""
+    able to fail). `defects` counts verify problems on the genuine release, plus one if tampering went unseen;
+    `checked` what that count is over: the manifest's own hash and provenance, each file listed or present, the trial."""
     release_dir, work_dir = Path(release_dir), Path(work_dir)
     problems = verify(release_dir)
+    present = {p.relative_to(release_dir).as_posix() for p in release_dir.rglob("*") if p.is_file()} - {RELEASE_MANIFEST}
+    listed = _listed_digests(release_dir / RELEASE_MANIFEST, release_only=True) or {}
+    checked = {"manifest_hash_and_provenance": 2, "files": len(present | set(listed)), "tamper_trial": 1}
     tampered = work_dir / "tampered"
     shutil.copytree(release_dir, tampered)
     victim = max((p for p in tampered.rglob("*") if p.is_file() and p.name != RELEASE_MANIFEST), key=lambda p: p.stat().st_size)
@@ -243,4 +247,5 @@ def audit_release(release_dir: str | Path, work_dir: str | Path) -> dict:
         "tampered_file": str(victim),
         "tamper_detected": detected,
         "defects": len(problems) + (0 if detected else 1),
+        "checked": checked,
     }

@@ -101,6 +101,11 @@ class QAReport:
         return sum(not g.passed for g in self.gates) + len(self.missing)
 
     @property
+    def judged(self) -> int:
+        """Gates `failed` is counted over: every gate the report holds and every one it lacks."""
+        return len(self.gates) + len(self.missing)
+
+    @property
     def not_run(self) -> list[str]:
         return [g.name for g in self.gates if not g.ran]
 
@@ -110,7 +115,7 @@ class QAReport:
 
     def to_dict(self) -> dict:
         return {"artifact": self.artifact, "kind": self.kind, "profile": self.profile,
-                "failed_gates": self.failed, "not_run": self.not_run, "missing": self.missing, "golden_prompts": self.golden_prompts,
+                "failed_gates": self.failed, "judged_gates": self.judged, "not_run": self.not_run, "missing": self.missing, "golden_prompts": self.golden_prompts,
                 "gates": [dataclasses.asdict(g) for g in self.gates], "golden": self.golden}
 
     def to_text(self) -> str:
@@ -119,7 +124,7 @@ class QAReport:
             verdict = "PASS" if g.passed else "FAIL" if g.ran else "NOT RUN"
             lines.append(f"  {n}. {g.name:<22} {verdict}  {g.figure}  {g.detail}".rstrip())
         lines += [f"  missing: {name}" for name in self.missing]
-        lines.append(f"{len(self.gates) + len(self.missing) - self.failed}/{len(self.gates) + len(self.missing)} gates passed")
+        lines.append(f"{self.judged - self.failed}/{self.judged} gates passed")
         return "\n".join(lines)
 
 

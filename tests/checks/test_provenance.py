@@ -24,12 +24,14 @@ def formats(tmp_path_factory, tiny_checkpoint):
 
 
 def test_declared_values_in_every_part_pass(formats):
-    assert provenance_defects(formats, TINY_PROVENANCE) == {}
-    assert provenance_defects(formats, {"license": TINY_PROVENANCE["license"]}) == {}
+    found, checked = provenance_defects(formats, TINY_PROVENANCE)
+    assert found == {} and provenance_defects(formats, {"license": TINY_PROVENANCE["license"]})[0] == {}
+    # what the count is over: checkpoint, HF config, HF weights, GGUF, each with its three fields
+    assert len(checked) == 4 and set(checked.values()) == {3}
 
 
 def test_a_license_that_differs_from_the_declared_one_fails(formats):
-    found = provenance_defects(formats, {**TINY_PROVENANCE, "license": "MIT"})
+    found, _ = provenance_defects(formats, {**TINY_PROVENANCE, "license": "MIT"})
     assert len(found) == 4  # checkpoint, HF config, HF weights, GGUF: present everywhere, but not the declared value
     assert all(d == ["license is 'Apache-2.0', declared 'MIT'"] for d in found.values())
 
@@ -41,7 +43,8 @@ def test_an_undeclared_field_rewritten_by_one_format_fails(formats, tmp_path):
     shutil.copytree(formats[1], hf)
     cfg = json.loads((hf / "config.json").read_text())
     (hf / "config.json").write_text(json.dumps({**cfg, "data_license": "CC-BY-NC-4.0"}))
-    found = provenance_defects([formats[0], hf, formats[2]], {"license": "Apache-2.0"})
+    found, checked = provenance_defects([formats[0], hf, formats[2]], {"license": "Apache-2.0"})
+    assert str(hf / "config.json") in checked and sum(checked.values()) == 12
     assert list(found) == [str(hf / "config.json")]
     assert found[str(hf / "config.json")] == ["data_license is 'CC-BY-NC-4.0', recorded in the first format 'PSF-2.0'"]
 
@@ -83,10 +86,10 @@ def test_model1_is_held_to_its_base_declaration_not_only_to_agreement(tmp_path, 
         path = save_checkpoint(ckpt, d / "model1.safetensors")
         return [path, export_hf(ckpt, d / "hf"), export_gguf(ckpt, d / "model1-q8_0.gguf", "q8_0")]
 
-    assert provenance_defects(release(declared, "as-declared"), declared) == {}
+    assert provenance_defects(release(declared, "as-declared"), declared)[0] == {}
     # the defect: every format agrees, on provenance the recipe does not declare (here: the tiny
     # model's own); agreement alone would pass it
-    found = provenance_defects(release(TINY_PROVENANCE, "undeclared"), declared)
+    found, _ = provenance_defects(release(TINY_PROVENANCE, "undeclared"), declared)
     assert len(found) == 4 and all(len(d) == 2 for d in found.values())  # checkpoint, HF config + weights, GGUF
     assert any(p.endswith("model1-q8_0.gguf") for p in found)
 

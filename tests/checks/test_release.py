@@ -57,7 +57,10 @@ def test_every_shipped_gguf_is_measured_beyond_the_named_ones(build, tmp_path):
 
 def test_a_complete_release_has_no_omissions(build):
     files, manifest = build
-    assert release_omissions(manifest, shipped_artifacts(files, ["q8_0"], "w")) == []
+    shipped = shipped_artifacts(files, ["q8_0"], "w")
+    found, checked = release_omissions(manifest, shipped)
+    in_dirs = sum(sum(1 for f in p.rglob("*") if f.is_file()) for p in shipped.values() if p.is_dir())
+    assert found == [] and checked == in_dirs + sum(1 for p in shipped.values() if p.is_file())  # each file: n
 
 
 def test_a_release_that_lacks_a_shipped_file_fails(build, tmp_path):
@@ -69,7 +72,7 @@ def test_a_release_that_lacks_a_shipped_file_fails(build, tmp_path):
     # the defect: a release published without the GGUF; it still verifies against its own manifest
     partial = publish([files["checkpoint"], shipped["hf_dir"]], tmp_path / "release", spec_path=spec_path(), repo_root=project_root())
     assert verify(partial.parent) == []
-    found = release_omissions(partial, shipped)
+    found, _ = release_omissions(partial, shipped)
     assert found == [f"gguf_q8_0: model1-q8_0.gguf is not in {partial}"]
     with pytest.raises(ShiptwoError, match="model1-q8_0.gguf: not in the published release"):
         release_copies({"q8_0": files["gguf_q8_0"]}, partial.parent, "AC-X qa_formats")
@@ -93,7 +96,7 @@ def test_a_release_holding_another_file_under_a_shipped_name_fails(build, tmp_pa
     dropped = sorted(p for p in hf_dir.iterdir() if p.is_file())[-1]
     dropped.unlink()  # and an HF directory missing one of its files
     manifest = publish([other, hf_dir, files["gguf_q8_0"]], tmp_path / "release", spec_path=spec_path(), repo_root=project_root())
-    found = release_omissions(manifest, shipped)
+    found, _ = release_omissions(manifest, shipped)
     assert found == [f"checkpoint: {other.name} is listed in {manifest} with another SHA-256 than {files['checkpoint']}",
                      f"hf_dir: hf/{dropped.name} is not in {manifest}"]
 

@@ -134,6 +134,10 @@ def test_new_vocab_rows_start_at_the_mean(tiny_checkpoint):
 def test_chat_check_passes_a_model_that_ends_its_turns(tiny_checkpoint, tmp_path):
     defects, evidence = chat_defects(_chat_checkpoint(tiny_checkpoint, tmp_path, always=END_OF_TURN_TOKEN), max_new_tokens=TURN_LIMIT)
     assert defects == [] and evidence["ended_turn"] == evidence["stop_prompts"]
+    ref = load_reference_conversations()  # what the count is over (AC-SHIP1-008's n), by kind
+    markers = ref.format_of(CHAT_TEMPLATE).markers
+    assert evidence["checked"] == {"template": 2, "renderings": len(ref.conversations), "markers": len(markers),
+                                   "eos_is_end_of_turn": 1, "gguf_markers": 0, "turn_ends": evidence["stop_prompts"]}
 
 
 def test_chat_check_fails_without_template(tiny_checkpoint, tmp_path):

@@ -114,7 +114,9 @@ def test_audit_release_counts_defects_of_a_doctored_manifest(tmp_path, tiny_chec
     good = audit_release(manifest.parent, tmp_path / "work-good")
     assert good["defects"] == 0 and good["tamper_detected"]
     doc = json.loads(manifest.read_text())
+    files = len(doc["files"])  # what the count is over: the manifest's hash and provenance, each file, the trial
+    assert files >= 1 and good["checked"] == {"manifest_hash_and_provenance": 2, "files": files, "tamper_trial": 1}
     doc["files"] = []  # lists nothing: its self-hash no longer matches and every file is extra
     manifest.write_text(json.dumps(doc))
     bad = audit_release(manifest.parent, tmp_path / "work-bad")
-    assert bad["defects"] >= 2 and bad["problems"]
+    assert bad["defects"] >= 2 and bad["problems"] and bad["checked"]["files"] == files  # unlisted, still checked

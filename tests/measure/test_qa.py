@@ -275,3 +275,6 @@ def test_a_gate_missing_from_the_report_counts_as_failed():
     assert skipped.missing == ["format_parity"] and skipped.failed == 1 and not skipped.passed
     assert skipped.to_dict()["failed_gates"] == 1 and "missing: format_parity" in skipped.to_text()
     assert QAReport("a.safetensors", "native", "smoke").failed == len(GATES)  # no gates at all: every one failed
+    # what the count is over (the qa criteria's n): every gate, held or missing
+    assert all_passed.judged == skipped.judged == QAReport("a.safetensors", "native", "smoke").judged == len(GATES)
+    assert skipped.to_dict()["judged_gates"] == len(GATES) and f"{len(GATES) - 1}/{len(GATES)} gates passed" in skipped.to_text()

@@ -104,11 +104,14 @@ def test_checkpoint_contract_reads_the_tensors_in_the_file(smoke_checkpoint, tmp
     import json
 
     from shiptwo.checks.checkpoint import checkpoint_contract_violations
+    from shiptwo.model.checkpoint import safetensors_metadata
 
     r, path = smoke_checkpoint
     args = (r.model_declared, r.declared_parameters, _tolerance("smoke"))
     n, ev = checkpoint_contract_violations(path, *args)
     assert n == 0 and ev["parameters_in_file"] == r.declared_parameters and ev["tensors"] == ev["expected_tensors"]
+    fields = len(set(r.model_declared) | set(json.loads(safetensors_metadata(path)["config"])))
+    assert ev["checked"] == {"tensors": ev["tensors"], "parameter_count": 1, "config_fields": fields}  # what n counts
 
     def narrow(t):  # the defect: one tensor of the wrong shape (the loader would refuse the file outright)
         t["model.layers.1.mlp.up_proj.weight"] = t["model.layers.1.mlp.up_proj.weight"][:80].clone()
@@ -121,6 +124,7 @@ def test_checkpoint_contract_reads_the_tensors_in_the_file(smoke_checkpoint, tmp
 
     n, ev = checkpoint_contract_violations(_rewritten(path, tmp_path / "untied.safetensors", untie), *args)
     assert n == 2 and any("lm_head.weight not implied" in p for p in ev["problems"])
+    assert ev["checked"]["tensors"] == ev["expected_tensors"] + 1  # the extra tensor was checked too
 
     def theta(m):  # the recorded config differs from the declaration in a field no shape shows
         cfg = json.loads(m["config"])

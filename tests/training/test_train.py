@@ -114,6 +114,8 @@ def test_device_census_looks_at_every_live_tensor_and_counts_one_elsewhere(tmp_p
     assert n_all == 4 * n_params  # everything is on the cpu, "meta" was requested
     # the swapped-in meta parameter: itself, its missing gradient and its missing optimizer state
     assert n_one == 3 and any("model.norm.weight on meta" in w for w in ev_one["not_on_expected_device"])
+    # what the count is over (AC-SHIP2-016's n): every tensor inspected, plus each gradient or state found missing
+    assert ev1["checked"] == 4 * n_params and ev_one["checked"] == 4 * n_params - 1  # its two states: one missing item
     assert expected_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -146,6 +148,7 @@ def test_a_run_that_exhausts_the_corpus_records_it_and_the_check_sees_a_silent_o
     assert logged == (1, 6) and s["epochs"] == 2 and len(s["wraps"]) == 1
     n, ev = unreported_wraps(s, *logged, 600, cfg)
     assert n == 0 and ev["windows_per_epoch"] == 18 and ev["windows_consumed"] == 24 and ev["expected_wraps"] == 1
+    assert len(ev["records_compared"]) == 4  # summary wraps, log epochs, summary epochs, log vs summary steps: n
     assert unreported_wraps({**s, "wraps": []}, *logged, 600, cfg)[0] >= 1  # the defect: a wrap that was not reported
     assert unreported_wraps({**s, "epochs": 1, "wraps": []}, *logged, 600, cfg)[0] >= 1
     # the defect the trainer's own figures hide: summary and log agree on no wrap (both consistent with
@@ -203,34 +206,38 @@ def test_early_stop_only_after_min_steps_and_patience(tmp_path, tiny_config, tin
     cfg = _cfg(lr=0.0, min_lr=0.0, max_steps=20, eval_interval=2, min_steps=8, patience=2)
     s = _train(tmp_path, cfg, tiny_config, tiny_tokenizer, data).summary
     assert s["stop_reason"] == "early_stop(patience=2)" and s["steps"] == 8
-    assert early_stop_violations(s, cfg) == (0, [])
+    assert early_stop_violations(s, cfg)[:2] == (0, [])
     assert early_stop_violations({**s, "steps": 4}, cfg)[0] == 1  # before min_steps
     assert early_stop_violations({**s, "val_history": s["val_history"][:2]}, cfg)[0] == 1  # patience window not elapsed
     assert early_stop_violations({**s, "stop_reason": None}, cfg)[0] == 1  # not recorded
+    assert len(early_stop_violations(s, cfg)[2]) == 4  # recorded, min_steps, patience, short of the plan: what n counts
+    assert early_stop_violations({**s, "stop_reason": None}, cfg)[2] == ["stop reason recorded"]
     # min_steps and patience are the recipe's: a summary that understates them does not excuse the stop
-    n, problems = early_stop_violations({**s, "min_steps": 2, "patience": 1}, _cfg(max_steps=20, min_steps=10, patience=4))
+    n, problems, _ = early_stop_violations({**s, "min_steps": 2, "patience": 1}, _cfg(max_steps=20, min_steps=10, patience=4))
     assert n == 2 and "min_steps 10" in problems[0] and "patience is 4" in problems[1]
 
 
 def test_a_run_labelled_max_steps_that_stopped_early_is_a_violation():
     cfg = _cfg(max_steps=20)
     done = {"stop_reason": "max_steps", "steps": 20}
-    assert early_stop_violations(done, cfg) == (0, [])
-    n, problems = early_stop_violations({**done, "steps": 12}, cfg)  # the defect: stopped short, labelled max_steps
+    assert early_stop_violations(done, cfg) == (0, [], ["stop reason recorded", "recipe sets max_steps", "planned steps made"])
+    n, problems, _ = early_stop_violations({**done, "steps": 12}, cfg)  # the defect: stopped short, labelled max_steps
     assert n == 1 and "after 12 steps; the recipe plans 20" in problems[0]
     assert early_stop_violations({**done, "stop_reason": "token_budget"}, cfg)[0] == 1  # the recipe sets no budget
     budget = _cfg(max_steps=None, token_budget=4 * 32 * 10)
-    assert early_stop_violations({"stop_reason": "token_budget", "steps": 10}, budget) == (0, [])
+    assert early_stop_violations({"stop_reason": "token_budget", "steps": 10}, budget)[:2] == (0, [])
     assert early_stop_violations({"stop_reason": "token_budget", "steps": 9}, budget)[0] == 1
 
 
 def test_a_wall_clock_stop_claimed_under_the_limit_is_a_violation():
     cfg = _cfg(max_steps=50, max_wall_seconds=30.0)
     stop = {"stop_reason": "wall_clock(limit=30s)", "steps": 12, "wall_seconds": 30.5}
-    assert early_stop_violations(stop, cfg, measured_seconds=31.0) == (0, [])
-    n, problems = early_stop_violations({**stop, "wall_seconds": 5.0}, cfg)  # the defect: the trainer's own claim
+    assert early_stop_violations(stop, cfg, measured_seconds=31.0)[:2] == (0, [])
+    assert len(early_stop_violations(stop, cfg, measured_seconds=31.0)[2]) == 5  # each clock is one condition
+    assert len(early_stop_violations(stop, cfg)[2]) == 4  # no store clock: not counted
+    n, problems, _ = early_stop_violations({**stop, "wall_seconds": 5.0}, cfg)  # the defect: the trainer's own claim
     assert n == 1 and "wall_seconds 5.0 is under the limit 30 s" in problems[0]
-    n, problems = early_stop_violations(stop, cfg, measured_seconds=6.0)  # the store's clock says 6 s
+    n, problems, _ = early_stop_violations(stop, cfg, measured_seconds=6.0)  # the store's clock says 6 s
     assert n == 1 and "measured 6.0 is under the limit" in problems[0]
     assert early_stop_violations(stop, _cfg(max_steps=50))[0] == 1  # the recipe sets no wall-clock limit
     assert early_stop_violations({**stop, "steps": 50}, cfg)[0] == 1  # ran its full plan: not a wall-clock stop
@@ -239,6 +246,7 @@ def test_a_wall_clock_stop_claimed_under_the_limit_is_a_violation():
 def test_same_seed_identical_other_seed_diverges(tmp_path, tiny_config, tiny_tokenizer, data):
     n, ev = reproducibility_runs(_cfg(), tiny_config, data[0], data[1], 4, tmp_path, tiny_tokenizer.to_json(), PROV, 1e-6)
     assert n == 0 and ev["max_abs_loss_diff_same_seed"] == 0.0 and ev["max_abs_loss_diff_other_seed"] > 0
+    assert len(ev["compared"]) == 4  # losses and optimizer state, same seed and other seed: AC-SHIP2-011's n
 
 
 def test_reproducibility_runs_refuse_a_hash_that_was_never_taken(tmp_path, tiny_config, tiny_tokenizer, data, monkeypatch):
@@ -374,12 +382,15 @@ def test_checkpoint_reload_check_sees_a_tensor_that_differs(tmp_path, tiny_confi
     res = _train(tmp_path, _cfg(), tiny_config, tiny_tokenizer, data)
     tok = tmp_path / "tokenizer.json"
     tiny_tokenizer.save(tok)
-    assert checkpoint_reload_defects(res.best_checkpoint, res.state_path, tok, "best/") == (0, [])
-    assert checkpoint_reload_defects(res.final_checkpoint, res.state_path, tok, "model/") == (0, [])
+    n, problems, checked = checkpoint_reload_defects(res.best_checkpoint, res.state_path, tok, "best/")
+    tensors = len(load_file(str(res.best_checkpoint)))
+    assert (n, problems) == (0, []) and checked["tensors_vs_trained"] == checked["tensors_on_resave"] == tensors
+    assert checked["embedded_tokenizer"] == checked["training_metadata"] == 1 and checked["metadata_on_resave"] >= 1
+    assert checkpoint_reload_defects(res.final_checkpoint, res.state_path, tok, "model/")[:2] == (0, [])
     state = load_file(str(res.state_path))
     state["best/model.norm.weight"] = state["best/model.norm.weight"] + 1e-3
     save_file(state, str(tmp_path / "bad_state.safetensors"))
-    n, problems = checkpoint_reload_defects(res.best_checkpoint, tmp_path / "bad_state.safetensors", tok, "best/")
+    n, problems, _ = checkpoint_reload_defects(res.best_checkpoint, tmp_path / "bad_state.safetensors", tok, "best/")
     assert n == 1 and "model.norm.weight" in problems[0]
     other = tmp_path / "other_tok.json"
     other.write_text(tiny_tokenizer.to_json().replace('"<|endoftext|>"', '"<|endoftext|>"', 1) + " ")
@@ -462,7 +473,7 @@ def test_wall_clock_stop_is_recorded_and_the_last_step_evaluated(tmp_path, tiny_
                data).summary
     assert s["stop_reason"] == "wall_clock(limit=0s)" and s["steps"] == 1
     assert s["val_history"][-1]["step"] == 1
-    assert early_stop_violations(s, _cfg(max_steps=50, eval_interval=20, max_wall_seconds=0.0)) == (0, [])
+    assert early_stop_violations(s, _cfg(max_steps=50, eval_interval=20, max_wall_seconds=0.0))[:2] == (0, [])
 
 
 def test_a_failed_compile_is_logged_and_training_goes_on_eager(monkeypatch, caplog):
