@@ -284,7 +284,8 @@ def missing_tests(expected, nodeids) -> list[str]:
 
 def combine_records(records: list[dict]) -> dict:
     """One entry per criterion from its tests' records: the worst outcome decides (all must pass),
-    and a criterion whose bound tests did not all run is NOT RUN unless what ran already failed."""
+    and a criterion whose bound tests did not all run is NOT RUN unless what ran already failed.
+    Where every test passed, each with a count over n items and no interval, n is their total."""
     rank = {status: i for i, status in enumerate(OUTCOME_ORDER)}
     worst = min(records, key=lambda r: rank.get(r["outcome"], 0))
     entry = dict(worst)
@@ -297,7 +298,9 @@ def combine_records(records: list[dict]) -> dict:
         evidence.update(r["evidence"])
     entry["evidence"] = evidence
     if len(records) > 1:  # each test's own figures, so the gate re-derives every one, not only the worst
-        entry["per_test"] = [{k: r.get(k) for k in ("nodeid", "outcome", "measured", "legs")} for r in records]
+        entry["per_test"] = [{k: r.get(k) for k in ("nodeid", "outcome", "measured", "n", "legs")} for r in records]
+        if all(r["outcome"] == PASS and r.get("n") is not None and not r.get("interval") for r in records):
+            entry["n"] = sum(r["n"] for r in records)  # one exhaustive count split over several tests
     missing = missing_tests(entry["expected"], entry["nodeids"])
     if missing:
         entry["missing_tests"] = missing

@@ -261,3 +261,19 @@ def test_report_mermaid_renders_to_a_picture_in_headless_chromium(tmp_path, spec
     assert drawn > 0.03 * image.width * image.height  # charts, not a blank page
     assert colours[(0x21, 0x71, 0xB5)] > 200  # the dark band of the measured pass rate (and the train line)
     assert sum(n for (r, g, b), n in colours.items() if r > 200 and 60 < g < 140 and b < 60) > 50  # the orange validation line
+
+
+def test_a_count_split_over_several_tests_is_over_all_their_items():
+    """AC-SHIP2-012 has two tests (provenance fields, release files): passing, the entry's n is their
+    total, each test's n kept per test; a failing one keeps its own figure and n."""
+    from shiptwo.harness.results import combine_records
+
+    def rec(node, outcome, measured, n):
+        return {"id": "AC-C2-001", "nodeid": node, "expected": ["t::a", "t::b"], "outcome": outcome, "measured": measured,
+                "n": n, "interval": None, "legs": [], "duration_s": 0.1, "evidence": {}}
+
+    entry = combine_records([rec("t::a", "PASS", 0, 12), rec("t::b", "PASS", 0, 9)])
+    assert entry["n"] == 21 and [r["n"] for r in entry["per_test"]] == [12, 9]
+    failed = combine_records([rec("t::a", "PASS", 0, 12), rec("t::b", "FAIL", 2, 9)])
+    assert (failed["measured"], failed["n"]) == (2, 9)
+    assert combine_records([rec("t::a", "PASS", 0, 12), rec("t::b", "PASS", 0, None)])["n"] == 12  # no total claimed
