@@ -29,8 +29,9 @@ def test_hf_weights_load_in_both_runtimes(criterion, request, model1_checkpoint,
     from shiptwo.training.recipes import load_model1_recipe
 
     tol = criterion.param("load_parity_tol")
-    failures, evidence = 0, {"hf_dir": model1_hf_dir, "tolerance": tol}
+    failures, evidence, runtimes = 0, {"hf_dir": model1_hf_dir, "tolerance": tol}, []
     hf = model1_checkpoint
+    runtimes.append("shiptwo")
     try:  # our runtime, from the directory alone
         hf = read_hf(model1_hf_dir)
         ours = hf.build_model()
@@ -41,6 +42,7 @@ def test_hf_weights_load_in_both_runtimes(criterion, request, model1_checkpoint,
     except ShiptwoError as exc:
         evidence["ours_error"] = str(exc)
         failures += 1
+    runtimes.append("transformers")
     try:
         r = compare_with_transformers(model1_checkpoint, model1_hf_dir)
         evidence.update(r.evidence())
@@ -52,8 +54,10 @@ def test_hf_weights_load_in_both_runtimes(criterion, request, model1_checkpoint,
     evidence["upstream"] = upstream or "no upstream GGUF (base is not one): the release's own F32 GGUF"
     parity = compare_distributions(hf, upstream or request.getfixturevalue("model1_gguf_f32"))
     evidence["import_parity"] = parity.evidence()
-    criterion.check(failures, evidence=evidence, legs={
-        "import_token_id_mismatches": len(parity.token_id_mismatches), "import_kl_mean": parity.leg("kl_mean"),
+    evidence["runtimes"] = runtimes
+    criterion.check(failures, n=len(runtimes), evidence=evidence, legs={  # n: the runtimes the HF directory was loaded in
+        "import_token_id_mismatches": {"value": len(parity.token_id_mismatches), "n": parity.texts},
+        "import_kl_mean": parity.leg("kl_mean"),
         "import_top1_agreement": parity.leg("top1_agreement")})
 
 
@@ -99,7 +103,8 @@ def test_gguf_loads_and_generates_in_llamacpp(criterion, threshold, parameter, m
     max_kl, min_top1 = criterion.param("q8_0_max_kl"), criterion.param("q8_0_min_top1")
     ggufs = shipped_ggufs(model1_artifacts.files, criterion.param("quantized_formats"), f"{criterion.id} quantized_formats")
     failures, evidence = 0, {"f32_tolerance": tol, "q8_0_max_kl": max_kl, "q8_0_min_top1": min_top1}
-    for label, path in (("f32", model1_gguf_f32), *ggufs.items()):
+    runs = (("f32", model1_gguf_f32), *ggufs.items())
+    for label, path in runs:
         try:
             _, evidence[f"{label}_generated"] = llamacpp_generate(path, CANARY_PROMPTS[0], steps)
             if label == "f32":
@@ -112,7 +117,7 @@ def test_gguf_loads_and_generates_in_llamacpp(criterion, threshold, parameter, m
         except ShiptwoError as exc:
             evidence[f"{label}_error"] = str(exc)
             failures += 1
-    criterion.check(failures, evidence=evidence)
+    criterion.check(failures, n=len(runs), evidence=evidence)  # n: the GGUF files run in llama.cpp
 
 
 @pytest.mark.ac("AC-SHIP1-010")
@@ -126,9 +131,10 @@ def test_published_release_verifies(criterion, tmp_path, model1_artifacts):
 
     manifest = model1_artifacts.files["release_manifest"]  # in the artifact store: it survives the run
     shipped = shipped_artifacts(model1_artifacts.files, criterion.param("quantized_formats"), f"{criterion.id} quantized_formats")
-    omissions = release_omissions(manifest, shipped)
+    omissions, shipped_files = release_omissions(manifest, shipped)
     audit = audit_release(manifest.parent, tmp_path)  # tmp_path: the tampered scratch copy
     scratch = {"tampered_file": Path(audit["tampered_file"]).name}  # named, not hashed: the scratch copy is temporary
-    criterion.check(audit["defects"] + len(omissions), evidence={
-        **audit, **scratch, EVIDENCE_RELEASE: manifest.parent, "not_in_release": omissions,
+    checked = {**audit["checked"], "shipped_files_in_manifest": shipped_files}  # n: the audit's items and each shipped file
+    criterion.check(audit["defects"] + len(omissions), n=sum(checked.values()), evidence={
+        **audit, **scratch, "checked": checked, EVIDENCE_RELEASE: manifest.parent, "not_in_release": omissions,
         "shipped": {role: str(path) for role, path in shipped.items()}})

@@ -36,7 +36,8 @@ def test_release_manifest_verifies(criterion, spec_path, tmp_path, model2_artifa
                        spec_path)
     audit = audit_release(manifest.parent, tmp_path)  # tmp_path: the tampered scratch copy
     scratch = {"tampered_file": Path(audit["tampered_file"]).name}  # named, not hashed: the scratch copy is temporary
-    criterion.check(audit["defects"], evidence={**audit, **scratch, EVIDENCE_RELEASE: manifest.parent})
+    criterion.check(audit["defects"], n=sum(audit["checked"].values()),  # n: manifest checks, files, tamper trial
+                    evidence={**audit, **scratch, EVIDENCE_RELEASE: manifest.parent})
 
 
 @pytest.mark.ac("AC-SHIP2-013")

@@ -22,5 +22,5 @@ def test_chat_template_applies_cleanly(criterion, request, model1_artifacts, mod
     ref = _reference_path(request.config)
     defects, evidence = chat_defects(model1_artifacts.checkpoint, ref, hf_dir=model1_hf_dir, gguf=model1_gguf_q8_0,
                                      max_new_tokens=criterion.param("turn_end_max_tokens"))
-    criterion.check(len(defects), evidence={**evidence, "defects": defects, "reference": ref,
+    criterion.check(len(defects), n=sum(evidence["checked"].values()), evidence={**evidence, "defects": defects, "reference": ref,
                                             "checkpoint": model1_artifacts.checkpoint})

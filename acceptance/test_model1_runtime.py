@@ -40,7 +40,8 @@ def test_run_emits_valid_python(criterion, model1_hf_dir):
     context = json.loads((model1_hf_dir / HF_CONFIG_FILE).read_text())["max_position_embeddings"]
     results = run_hostile_suite(model1_hf_dir, hostile_cases(context))
     hostile = atomic_write_json(criterion.evidence_dir / "hostile-inputs.json", [asdict(r) for r in results])
-    criterion.check(measured, legs={"hostile_input_failures": sum(r.failed for r in results)}, evidence={
+    hostile_failures = {"value": sum(r.failed for r in results), "n": len(results)}  # n: hostile cases run
+    criterion.check(measured, legs={"hostile_input_failures": hostile_failures}, evidence={
         "command": " ".join(cmd[2:]), "output": out, "exit_status": proc.returncode, "hostile_inputs": hostile,
         "hostile_cases": len(results), "hostile_failed": [f"{r.id}: {r.status} {r.detail}" for r in results if r.failed]})
 
@@ -123,7 +124,7 @@ def test_qa_passes_all_gates(criterion, threshold, parameter, model1_artifacts):
     paths = [atomic_write_json(criterion.evidence_dir / f"{Path(r.artifact).name}-{QA_REPORT_FILE}", r.to_dict()) for r in reports]
     golden = [write_samples(golden_samples(r.golden), criterion.evidence_dir / f"{Path(r.artifact).name}-golden-samples.jsonl")
               for r in reports]
-    criterion.check(sum(r.failed for r in reports), evidence={
+    criterion.check(sum(r.failed for r in reports), n=sum(r.judged for r in reports), evidence={  # n: gates, every file
         **{f"qa_report_{i}": p for i, p in enumerate(paths)},
         **{f"golden_samples_{i}": p for i, p in enumerate(golden)},
         "failed_gates": {Path(r.artifact).name: [g.name for g in r.gates if not g.passed] + r.missing for r in reports},

@@ -27,7 +27,7 @@ def test_qa_passes_all_gates(criterion, threshold, parameter, model2_artifacts):
     path = atomic_write_json(criterion.evidence_dir / QA_REPORT_FILE, report.to_dict())
     golden = write_samples(golden_samples(report.golden), criterion.evidence_dir / "golden-samples.jsonl")
     failed = [g.name for g in report.gates if not g.passed] + report.missing
-    criterion.check(report.failed, evidence={"qa_report": path, "golden_samples": golden, "failed_gates": failed})
+    criterion.check(report.failed, n=report.judged, evidence={"qa_report": path, "golden_samples": golden, "failed_gates": failed})
 
 
 @pytest.mark.ac("AC-SHIP2-007")

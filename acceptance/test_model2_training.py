@@ -40,7 +40,10 @@ def test_architecture_contract(criterion, recipe, model2_artifacts):
 
     measured, evidence = checkpoint_contract_violations(model2_artifacts.checkpoint, recipe.model_declared,
                                                         recipe.declared_parameters, criterion.param("parameter_tolerance"))
-    criterion.check(measured, evidence={**evidence, "recipe": recipe.path, "checkpoint": model2_artifacts.checkpoint})
+    checked = evidence["checked"]  # n: every tensor, the parameter count and every config field compared
+    criterion.check(measured, n=sum(checked.values()), evidence={
+        **evidence, "recipe": recipe.path, "checkpoint": model2_artifacts.checkpoint,
+        "summary": "violations over " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in checked.items())})
 
 
 @pytest.mark.ac("AC-SHIP2-002")
@@ -53,7 +56,7 @@ def test_tokenizer_roundtrip(criterion, recipe, model2_artifacts):
     corpus = load_corpus(recipe.corpus)
     held_out = corpus.texts("validation") + corpus.texts("test")
     assert held_out, "no held-out documents to check"
-    criterion.check(roundtrip_mismatches(tok, held_out),
+    criterion.check(roundtrip_mismatches(tok, held_out), n=len(held_out),
                     evidence={"tokenizer": model2_artifacts.tokenizer, "held_out_documents": len(held_out)})
 
 
@@ -99,10 +102,13 @@ def test_checkpoint_reload_bit_exact(criterion, model2_artifacts):
     from shiptwo.checks.checkpoint import checkpoint_reload_defects
 
     a = model2_artifacts
-    n_best, best_problems = checkpoint_reload_defects(a.checkpoint, a.files["train_state"], a.tokenizer, "best/")
-    n_final, final_problems = checkpoint_reload_defects(a.final_checkpoint, a.files["train_state"], a.tokenizer, "model/")
-    criterion.check(n_best + n_final, evidence={"checkpoint": a.checkpoint, "final_checkpoint": a.final_checkpoint,
-                                                "problems": (best_problems + final_problems)[:10]})
+    n_best, best_problems, best_checked = checkpoint_reload_defects(a.checkpoint, a.files["train_state"], a.tokenizer, "best/")
+    n_final, final_problems, final_checked = checkpoint_reload_defects(a.final_checkpoint, a.files["train_state"], a.tokenizer,
+                                                                       "model/")
+    # n: the tensors and metadata items compared in both checkpoints, by kind in the evidence
+    criterion.check(n_best + n_final, n=sum(best_checked.values()) + sum(final_checked.values()), evidence={
+        "checkpoint": a.checkpoint, "final_checkpoint": a.final_checkpoint, "problems": (best_problems + final_problems)[:10],
+        "checked": {"best": best_checked, "final": final_checked}})
 
 
 @pytest.mark.ac("AC-SHIP2-011")
@@ -116,7 +122,7 @@ def test_reproducible_training(criterion, recipe, model2_artifacts, provenance, 
         recipe.train, recipe.model, tokens["train"], tokens["validation"], criterion.param("steps"),
         tmp_path_factory.mktemp("repro"), model2_artifacts.tokenizer.read_text(encoding="utf-8"), provenance,
         loss_tol=criterion.param("loss_tolerance"))
-    criterion.check(violations, evidence={**evidence, "recipe": recipe.path, "profile": recipe.profile,
+    criterion.check(violations, n=len(evidence["compared"]), evidence={**evidence, "recipe": recipe.path, "profile": recipe.profile,
                                           "parameters": recipe.model.num_parameters()})
 
 
@@ -144,7 +150,8 @@ def test_no_silent_wraparound(criterion, recipe, summary, model2_artifacts):
     logged_wraps, logged_steps = wraps_in_log(model2_artifacts.train_log)
     measured, evidence = unreported_wraps(summary, logged_wraps, logged_steps,
                                           split_length(model2_artifacts.root, "train"), recipe.train)
-    criterion.check(measured, evidence={**evidence, "wraps": summary["wraps"], "train_log": model2_artifacts.train_log})
+    criterion.check(measured, n=len(evidence["records_compared"]),  # n: the records held to the derived wraps
+                    evidence={**evidence, "wraps": summary["wraps"], "train_log": model2_artifacts.train_log})
 
 
 @pytest.mark.ac("AC-SHIP2-016")
@@ -169,9 +176,12 @@ def test_no_silent_device_fallback(criterion, recipe, model2_artifacts, provenan
           model2_artifacts.tokenizer.read_text(encoding="utf-8"), provenance, stop_after=LIVE_STEPS,
           observe=lambda model, opt, step: census.append(tensor_device_census(model, opt, expected)))
     not_refused, fault = missing_device_refused(data, criterion.profile, work / "fault")
-    criterion.check(device_census_violations(census, LIVE_STEPS), legs={"missing_device_not_refused": not_refused}, evidence={
+    tensors = sum(ev["checked"] for _, ev in census)  # n: tensors inspected over the steps, and each step (observed or not)
+    criterion.check(device_census_violations(census, LIVE_STEPS), n=tensors + LIVE_STEPS,
+                    legs={"missing_device_not_refused": not_refused}, evidence={
         "requested": recipe.train.device, "steps_observed": len(census), "census_last_step": census[-1][1] if census else None,
-        "fault_leg": fault})
+        "fault_leg": fault, "summary": f"tensors off {expected} over {tensors} tensors checked in {len(census)} observed "
+                                       f"steps, plus steps of {LIVE_STEPS} never observed"})
 
 
 @pytest.mark.ac("AC-SHIP2-017")
@@ -183,8 +193,9 @@ def test_no_premature_early_stop(criterion, recipe, summary, model2_artifacts):
     # the checkpoint's record has no clock readings (training/loop.VARYING_FIELDS): the trainer's comes from the build's summary
     trainer_clock = {"wall_seconds": model2_artifacts.summary.get("wall_seconds")}
     # the store's clock where it timed the whole build (a resumed build's covers its last leg only)
-    n, problems = early_stop_violations({**summary, **trainer_clock}, recipe.train, build_wall_seconds(model2_artifacts, whole=False))
-    criterion.check(n, evidence={"problems": problems, "planned_steps": recipe.train.total_steps(),
+    n, problems, checked = early_stop_violations({**summary, **trainer_clock}, recipe.train,
+                                                 build_wall_seconds(model2_artifacts, whole=False))
+    criterion.check(n, n=len(checked), evidence={"problems": problems, "checked": checked, "planned_steps": recipe.train.total_steps(),
                                  "recipe_min_steps": recipe.train.min_steps, "recipe_patience": recipe.train.patience,
                                  "recipe_max_wall_seconds": recipe.train.max_wall_seconds,
                                  **{k: summary.get(k) for k in ("stop_reason", "steps", "best_step")}, **trainer_clock})
