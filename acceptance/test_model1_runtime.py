@@ -92,7 +92,8 @@ def test_humaneval_reproduces_upstream(criterion, model1_artifacts, model1_quant
                    f"{name} {e['mean_diff']:+.4f} [{e['ci_90'][0]:+.4f}, {e['ci_90'][1]:+.4f}]{'' if e['equivalent'] else ' NOT equivalent'}"
                    for name, e in verdict["loglik"].items()) + f" (margin {criterion.param('loglik_margin')}, {len(scored)} problems)")
     criterion.check(verdict["mcnemar_p_loss"], n=len(problems), samples=sample_file,
-                    legs={"loglik_equivalence_violations": verdict["loglik_equivalence_violations"]}, evidence={
+                    legs={"loglik_equivalence_violations": {"value": verdict["loglik_equivalence_violations"],
+                                                            "n": len(verdict["loglik"])}}, evidence={  # n: files scored
         "summary": summary, "reference_pass@1": verdict["reference"], "candidate_pass@1": verdict["candidate"],
         "lost": verdict["lost"], "gained": verdict["gained"], "loglik": verdict["loglik"],
         "reference": recipe.humaneval_reference, "prompt_format": fmt.to_dict(), "details": details,
