@@ -37,7 +37,10 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 
 
 def _temp_beside(path: Path) -> tuple[int, str]:
-    """A temp file in `path`'s directory (created if needed); an unwritable place is a ShiptwoError."""
+    """A temp file in `path`'s directory (created if needed); an unwritable place, or a directory
+    at `path` (the final rename would fail only after the whole file was written), is a ShiptwoError."""
+    if path.is_dir():
+        raise ShiptwoError(f"{path}: cannot write a file there: a directory of that name exists")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         return tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -88,12 +91,18 @@ def atomic_output_file(path: str | os.PathLike):
 
 
 @contextlib.contextmanager
-def atomic_output_dir(path: str | os.PathLike):
+def atomic_output_dir(path: str | os.PathLike, marker: str):
     """Yield a temp directory beside `path`; on success it replaces `path` (an old directory is
-    removed only after the new one is complete), on failure it is removed and `path` untouched."""
+    removed only after the new one is complete), on failure it is removed and `path` untouched.
+
+    Only an empty directory or an earlier output of the same kind (one holding the file `marker`,
+    e.g. a release's manifest) is replaced: `-o` naming the working directory or a folder of inputs
+    is refused rather than deleted wholesale."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ShiptwoError(f"{path}: cannot write a directory there: a file of that name exists")
+    if path.is_dir() and any(path.iterdir()) and not (path / marker).is_file():
+        raise ShiptwoError(f"{path}: directory exists and is not an earlier output (no {marker}); refusing to replace it")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
@@ -112,6 +121,21 @@ def atomic_output_dir(path: str | os.PathLike):
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+def refuse_overwriting_inputs(output: str | os.PathLike, inputs: dict[str, object]) -> None:
+    """A ShiptwoError when `output` is one of `inputs` (label -> path or list of paths, None
+    skipped), lies inside an input directory, or is a directory holding an input: writing it
+    would replace or delete what the command reads (`export ck -o ck`, `publish d -o d`)."""
+    out = Path(output).resolve()
+    for label, given in inputs.items():
+        for p in given if isinstance(given, (list, tuple)) else [given]:
+            if p is None:
+                continue
+            src = Path(p).resolve()
+            if out == src or src in out.parents or out in src.parents or (
+                    out.exists() and src.exists() and os.path.samefile(out, src)):
+                raise ShiptwoError(f"{output}: output would overwrite the input {label} {p}; write it elsewhere")
 
 
 # --- manifests: one scheme for the artifact store, releases and verdict bundles --------------

@@ -15,6 +15,7 @@ from shiptwo.cli import formats as cli_formats
 from shiptwo.cli import harness as cli_harness
 from shiptwo.cli import measure as cli_measure
 from shiptwo.errors import ShiptwoError
+from shiptwo.fileio import refuse_overwriting_inputs
 
 from shiptwo.paths import ACCEPTANCE_DIR
 
@@ -27,10 +28,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# command -> (the option naming what it writes, the options naming what it reads): an output that
+# is, holds or lies inside an input is refused before anything runs (`export ck -o ck` clobbered ck)
+WRITES = {
+    "export": ("output", ("checkpoint",)),
+    "import": ("output", ("source",)),
+    "publish": ("output", ("artifacts", "spec")),
+    "report": ("output", ("results", "spec", "baseline", "template")),
+    "gate": ("bundle", ("results", "spec", "baseline", "from_bundle")),
+    "python-validity": ("out", ("artifact",)),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         _resolve_locations(args)
+        output, inputs = WRITES.get(getattr(args, "eval_name", None) or args.command, (None, ()))
+        if output and getattr(args, output) not in (None, "-"):
+            refuse_overwriting_inputs(getattr(args, output), {n.replace("_", "-"): getattr(args, n) for n in inputs})
         return int(args.func(args) or 0)
     except ShiptwoError as exc:
         print(f"shiptwo: error: {exc}", file=sys.stderr)

@@ -112,7 +112,7 @@ def export_hf(ckpt: Checkpoint, out_dir: str | Path) -> Path:
     tensors = {k: v.detach().to(torch.float32).contiguous().cpu() for k, v in ckpt.tensors.items()}
     weights = safetensors_bytes(tensors, {"format": "pt", **{k: ckpt.provenance[k] for k in PROVENANCE_KEYS}})
     try:
-        with atomic_output_dir(out_dir) as tmp:
+        with atomic_output_dir(out_dir, HF_CONFIG_FILE) as tmp:
             atomic_write_json(tmp / HF_CONFIG_FILE, hf_config(ckpt))
             atomic_write_bytes(tmp / HF_WEIGHTS_FILE, weights)
             atomic_write_text(tmp / HF_TOKENIZER_FILE, ckpt.tokenizer_json)

@@ -107,7 +107,7 @@ def publish(artifacts, out_dir: str | Path, spec_path: str | Path = SPEC_PATH, r
     provenance = common_provenance(artifacts)
     info = run_info(repo_root, sha256_file(spec_path), profile="release")
     out_dir = Path(out_dir)
-    with atomic_output_dir(out_dir) as tmp:
+    with atomic_output_dir(out_dir, RELEASE_MANIFEST) as tmp:
         for a in artifacts:
             if a.is_dir():
                 shutil.copytree(a, tmp / a.name)

@@ -93,7 +93,7 @@ def write_bundle(out_dir: str | Path, spec: Spec, results: Results, gate: dict, 
     `gate` holds the options the verdict was reached with (models, allow_stale), `verdict` one
     {model, released, ship_pct} per model, `environment` the machine that bundled it."""
     out_dir = Path(out_dir)
-    with atomic_output_dir(out_dir) as tmp:
+    with atomic_output_dir(out_dir, BUNDLE_MANIFEST) as tmp:
         shutil.copy2(spec.path, tmp / BUNDLE_SPEC)
         artifacts = []
         for which, res in (("current", results), ("baseline", baseline)):

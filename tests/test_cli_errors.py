@@ -1,0 +1,84 @@
+"""Bad input to the CLI: one line on stderr naming the file or option, exit 2, nothing written or
+deleted (an output that is an input, a directory where a file goes, an unrelated directory)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from shiptwo.cli import main
+from shiptwo.fileio import atomic_output_dir, atomic_write_text
+from shiptwo.errors import ShiptwoError
+
+GOLDEN = Path(__file__).resolve().parent / "golden"
+
+
+def _one_line_exit_2(argv: list[str], capsys, names: str) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err and names in err, err
+    return err
+
+
+@pytest.fixture
+def golden_copy(tmp_path) -> Path:
+    d = tmp_path / "golden"
+    shutil.copytree(GOLDEN, d)
+    return d
+
+
+def test_output_equal_to_the_input_is_refused_and_the_input_kept(tiny_checkpoint, tmp_path, capsys):
+    """`export ck -o ck` replaced the checkpoint with a GGUF and exited 0."""
+    ck = tmp_path / "ck.safetensors"
+    shutil.copy(tiny_checkpoint, ck)
+    before = ck.read_bytes()
+    _one_line_exit_2(["export", str(ck), "--format", "gguf", "-o", str(ck)], capsys, str(ck))
+    _one_line_exit_2(["eval", "python-validity", str(ck), "--out", str(ck)], capsys, str(ck))
+    _one_line_exit_2(["export", str(ck), "--format", "hf", "-o", str(tmp_path)], capsys, "input checkpoint")
+    assert ck.read_bytes() == before
+
+
+def test_report_onto_its_results_and_bundle_onto_its_inputs_are_refused(golden_copy, capsys):
+    """`report -o results.json` overwrote the results; `gate --bundle DIR` deleted DIR's other files."""
+    results, spec = golden_copy / "results.json", golden_copy / "spec.yaml"
+    before = {p.name: p.read_bytes() for p in golden_copy.iterdir()}
+    common = ["--results", str(results), "--spec", str(spec)]
+    _one_line_exit_2(["report", *common, "--format", "json", "-o", str(results)], capsys, "input results")
+    _one_line_exit_2(["gate", *common, "--allow-stale", "--bundle", str(golden_copy)], capsys, "input results")
+    assert {p.name: p.read_bytes() for p in golden_copy.iterdir()} == before
+
+
+def test_publish_into_or_onto_an_artifact_directory_is_refused(tiny_checkpoint, tmp_path, capsys):
+    art = tmp_path / "art"
+    art.mkdir()
+    shutil.copy(tiny_checkpoint, art / "model.safetensors")
+    for out in (art, art / "release"):
+        _one_line_exit_2(["publish", str(art), "-o", str(out)], capsys, "input artifacts")
+    assert sorted(p.name for p in art.iterdir()) == ["model.safetensors"]
+
+
+def test_a_directory_where_a_file_goes_is_one_line(golden_copy, tmp_path, capsys):
+    """`report -o DIR` wrote the whole report, then died in the rename with an IsADirectoryError traceback."""
+    (tmp_path / "adir").mkdir()
+    _one_line_exit_2(["report", "--results", str(golden_copy / "results.json"), "--spec", str(golden_copy / "spec.yaml"),
+                      "-o", str(tmp_path / "adir")], capsys, "adir: cannot write a file there")
+    with pytest.raises(ShiptwoError, match="a directory of that name exists"):
+        atomic_write_text(tmp_path / "adir", "x")
+    assert list((tmp_path / "adir").iterdir()) == [] and not list(tmp_path.glob(".adir*"))
+
+
+def test_an_unrelated_directory_is_never_replaced_by_a_directory_output(tmp_path):
+    """An output directory replaced only an empty one or an earlier output holding its marker file."""
+    keep = tmp_path / "work"
+    keep.mkdir()
+    (keep / "notes.txt").write_text("mine")
+    with pytest.raises(ShiptwoError, match=r"work: directory exists and is not an earlier output \(no manifest.json\)"):
+        with atomic_output_dir(keep, "manifest.json") as tmp:
+            (tmp / "manifest.json").write_text("{}")
+    assert [p.name for p in tmp_path.iterdir()] == ["work"] and (keep / "notes.txt").read_text() == "mine"
+    (keep / "manifest.json").write_text("{}")  # an earlier output of the same kind: replaced whole
+    with atomic_output_dir(keep, "manifest.json") as tmp:
+        (tmp / "manifest.json").write_text("[]")
+    assert sorted(p.name for p in keep.iterdir()) == ["manifest.json"]
