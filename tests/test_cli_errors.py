@@ -82,3 +82,11 @@ def test_an_unrelated_directory_is_never_replaced_by_a_directory_output(tmp_path
     with atomic_output_dir(keep, "manifest.json") as tmp:
         (tmp / "manifest.json").write_text("[]")
     assert sorted(p.name for p in keep.iterdir()) == ["manifest.json"]
+
+
+def test_train_refuses_a_step_count_below_one(tmp_path, capsys):
+    """`train --max-steps 0` (or -5) wrote an untrained best.safetensors and exited 0."""
+    for steps in ("0", "-5"):
+        _one_line_exit_2(["train", "--profile", "smoke", "--data", str(tmp_path / "d"), "--out", str(tmp_path / "o"),
+                          "--max-steps", steps], capsys, f"max_steps must be >= 1, got {steps}")
+    assert not (tmp_path / "o").exists() and not (tmp_path / "d").exists()

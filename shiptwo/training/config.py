@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import typing
 from dataclasses import dataclass
 
 from shiptwo.errors import ShiptwoError
@@ -45,6 +46,9 @@ class TrainConfig:
             raise ShiptwoError("train: set exactly one of max_steps and token_budget")
         if self.device not in DEVICES:
             raise ShiptwoError(f"train: device {self.device!r} is not one of {', '.join(DEVICES)}")
+        for name in ("max_steps", "token_budget"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ShiptwoError(f"train: {name} must be >= 1, got {getattr(self, name)}")
         for name in ("batch_size", "grad_accum", "seq_len", "eval_interval", "eval_windows", "patience"):
             if int(getattr(self, name)) < 1:
                 raise ShiptwoError(f"train: {name} must be >= 1, got {getattr(self, name)}")
@@ -60,14 +64,33 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "train") -> "TrainConfig":
+        if not isinstance(d, dict):
+            raise ShiptwoError(f"{source}: not a mapping")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
             raise ShiptwoError(f"{source}: unknown train field(s) {', '.join(unknown)}")
+        check_field_types(cls, d, source)
         try:
             return cls(**d)
         except ShiptwoError as exc:
             raise ShiptwoError(f"{source}: {exc}") from None
+
+
+def check_field_types(cls, d: dict, source: str) -> None:
+    """A ShiptwoError naming the first field of `d` whose YAML value is not of the type `cls`
+    declares for it (`batch_size: eight`, `lr: fast`, `max_files: [40]`), before any of them is
+    used: a wrong type otherwise surfaced as a TypeError/ValueError traceback deep in the trainer."""
+    allowed = {bool: (bool,), int: (int,), float: (int, float), str: (str,), type(None): (type(None),)}
+    for name, kind in typing.get_type_hints(cls).items():
+        if name not in d:
+            continue
+        value = d[name]
+        kinds = typing.get_args(kind) or (kind,)
+        ok = any(isinstance(value, allowed.get(k, (object,))) for k in kinds)
+        if not ok or (isinstance(value, bool) and bool not in kinds):
+            names = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
+            raise ShiptwoError(f"{source}.{name}: {value!r} is not {names}")
 
 
 def lr_at(step: int, cfg: TrainConfig, total: int) -> float:

@@ -17,6 +17,7 @@ import yaml
 from shiptwo.data.corpus import CorpusConfig
 from shiptwo.errors import ShiptwoError
 from shiptwo.model.llama import ModelConfig
+from shiptwo.training.config import check_field_types
 from shiptwo.training.loop import TrainConfig
 
 from shiptwo.paths import recipe_path
@@ -73,6 +74,9 @@ def _profile_block(model_name: str, profile: str, path: str | Path | None, keys:
 
 
 def _corpus_config(block: dict, where: str) -> CorpusConfig:
+    if not isinstance(block["corpus"], dict):
+        raise ShiptwoError(f"{where}.corpus: not a mapping")
+    check_field_types(CorpusConfig, block["corpus"], f"{where}.corpus")
     try:
         return CorpusConfig(**block["corpus"])
     except TypeError as exc:
@@ -85,14 +89,17 @@ def load_recipe(model_name: str, profile: str, path: str | Path | None = None) -
     model = ModelConfig.from_dict(block["model"], source=f"{where}.model")
     corpus = _corpus_config(block, where)
     train = TrainConfig.from_dict(block["train"], source=f"{where}.train")
-    vocab = int(block["tokenizer"].get("vocab_size", 0))
+    vocab = block["tokenizer"].get("vocab_size", 0) if isinstance(block["tokenizer"], dict) else None
+    for field, value in (("tokenizer.vocab_size", vocab), ("declared_parameters", block["declared_parameters"])):
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ShiptwoError(f"{where}.{field}: {value!r} is not int")
     if vocab != model.vocab_size:
         raise ShiptwoError(f"{where}.tokenizer.vocab_size {vocab} differs from model.vocab_size {model.vocab_size}")
     if train.seq_len > model.max_position_embeddings:
         raise ShiptwoError(f"{where}.train.seq_len {train.seq_len} exceeds model.max_position_embeddings")
     return Recipe(
         model_name=model_name, profile=profile, path=path, model=model, model_declared=dict(block["model"]),
-        declared_parameters=int(block["declared_parameters"]),
+        declared_parameters=block["declared_parameters"],
         corpus=corpus, vocab_size=vocab, train=train,
         rationale=str(block["rationale"]), raw=block,
     )

@@ -63,6 +63,16 @@ def _write(tmp_path, mutate) -> str:
     (lambda b: b["tokenizer"].update(vocab_size=999), "differs from model.vocab_size"),
     (lambda b: b["train"].update(max_steps=None), "exactly one of max_steps"),
     (lambda b: b["train"].update(device="tpu"), "device"),
+    # wrong YAML types were TypeError/ValueError tracebacks from the trainer or the loader
+    (lambda b: b["train"].update(batch_size="eight"), r"train\.batch_size: 'eight' is not int"),
+    (lambda b: b["train"].update(lr="fast"), r"train\.lr: 'fast' is not float"),
+    (lambda b: b["train"].update(seed=None), r"train\.seed: None is not int"),
+    (lambda b: b["train"].update(max_steps=80.5), r"train\.max_steps: 80\.5 is not int or null"),
+    (lambda b: b.update(train=5), r"smoke\.train: not a mapping"),
+    (lambda b: b["corpus"].update(max_files=[40]), r"corpus\.max_files: \[40\] is not int or null"),
+    (lambda b: b.update(declared_parameters="lots"), r"declared_parameters: 'lots' is not int"),
+    (lambda b: b["tokenizer"].update(vocab_size="x"), r"tokenizer\.vocab_size: 'x' is not int"),
+    (lambda b: b["train"].update(max_steps=0), "max_steps must be >= 1, got 0"),  # trained 0 steps, exit 0
 ])
 def test_recipe_defects_are_one_line_errors_naming_the_file(tmp_path, mutate, match):
     path = _write(tmp_path, mutate)
