@@ -90,3 +90,26 @@ def test_train_refuses_a_step_count_below_one(tmp_path, capsys):
         _one_line_exit_2(["train", "--profile", "smoke", "--data", str(tmp_path / "d"), "--out", str(tmp_path / "o"),
                           "--max-steps", steps], capsys, f"max_steps must be >= 1, got {steps}")
     assert not (tmp_path / "o").exists() and not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize("argv, names", [
+    (["run", "{ck}", "--prompt", "def f", "--temperature", "1e-46"], "temperature must be 0 (greedy) or >= 1.18e-38"),
+    (["run", "{ck}", "--prompt", "def f", "--temperature", "inf"], "temperature must be a finite number"),
+    (["bench", "{ck}", "--threads", "100000", "--no-limits"], "bench: threads must be in 1.."),
+    (["eval", "python-validity", "{ck}", "--profile", "smoke", "--n", "-4"], "--n must be >= 1, got -4"),
+    (["eval", "python-validity", "{ck}", "--profile", "smoke", "--n", "0"], "--n must be >= 1, got 0"),
+    (["eval", "loss", "{ck}", "--profile", "smoke", "--max-windows", "0"], "--max-windows must be >= 1, got 0"),
+    (["eval", "humaneval", "{ck}", "--n-samples", "0", "--limit", "1"], "--n-samples must be >= 1, got 0"),
+    (["eval", "humaneval", "--samples", "{ck}", "--workers", "0"], "--workers must be >= 1, got 0"),
+    (["qa", "{ck}", "--parity-tol", "-1"], "qa: --parity-tol must be a finite number >= 0, got -1.0"),
+    (["qa", "{ck}", "--min-tok-s", "nan"], "qa: --min-tok-s must be a finite number >= 0, got nan"),
+])
+def test_numeric_options_out_of_range_are_one_line(tiny_checkpoint, tmp_path, capsys, argv, names):
+    """Each was a traceback (NaN probabilities, a segfault after "can't start new thread"), an exit 0
+    on a nonsense value (--n -4, --workers 0 run with one worker), a gate judged against a NaN or
+    negative bound, or an error blaming something else (--max-windows 0: "too few tokens")."""
+    argv = [a.replace("{ck}", str(tiny_checkpoint)) for a in argv]
+    if argv[:2] in (["eval", "python-validity"], ["eval", "humaneval"]):
+        argv += ["--out", str(tmp_path / "o")]
+    _one_line_exit_2(argv, capsys, names)
+    assert not (tmp_path / "o").exists()

@@ -79,6 +79,11 @@ def _cmd_qa(args) -> int:
     from shiptwo.harness.spec import load_spec
     from shiptwo.measure.qa import run_qa
 
+    import math
+
+    for option, value in (("--min-tok-s", args.min_tok_s), ("--parity-tol", args.parity_tol)):
+        if value is not None and not (math.isfinite(value) and value >= 0):  # nan or -1 judged the gate with it
+            raise ShiptwoError(f"qa: {option} must be a finite number >= 0, got {value}")
     spec = load_spec(args.spec)
     floor = args.min_tok_s if args.min_tok_s is not None else spec.criterion(args.throughput_criterion).threshold_for(args.profile)
     tol = args.parity_tol if args.parity_tol is not None else spec.criterion(args.parity_criterion).threshold_for(args.profile)
@@ -174,6 +179,8 @@ def _cmd_eval_humaneval(args) -> int:
     from shiptwo.measure.evals.humaneval import evaluate_humaneval, load_problems, read_samples, score_samples, write_results
     from shiptwo.measure.sandbox import SandboxConfig
 
+    if args.workers < 1:  # 0 or -1 ran with one worker, silently
+        raise ShiptwoError(f"eval humaneval: --workers must be >= 1, got {args.workers}")
     sandbox = SandboxConfig(workers=args.workers)
     if args.samples:
         problems = load_problems(args.limit)

@@ -52,8 +52,9 @@ class BenchConfig:
     def __post_init__(self):
         if self.new_tokens is not None and self.new_tokens < 2:
             raise ShiptwoError(f"bench: new_tokens must be >= 2 (decode rate needs tokens after the first), got {self.new_tokens}")
-        if self.threads < 1:
-            raise ShiptwoError(f"bench: threads must be >= 1, got {self.threads}")
+        if not 1 <= self.threads <= available_cores():  # 100000 threads: "can't start new thread", then a segfault
+            raise ShiptwoError(f"bench: threads must be in 1..{available_cores()} (the cores this process may run on), "
+                               f"got {self.threads}")
         if self.iterations < 1 or self.warmup < 0:
             raise ShiptwoError(f"bench: iterations must be >= 1 and warmup >= 0, got {self.iterations}, {self.warmup}")
 

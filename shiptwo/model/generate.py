@@ -5,6 +5,7 @@ decoded together (a finished sequence hands its slot to the next prompt at once)
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -37,8 +38,11 @@ class SamplingConfig:
     def __post_init__(self):
         if self.max_new_tokens < 1:
             raise ShiptwoError(f"sampling: max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if not self.temperature >= 0:  # NaN too
-            raise ShiptwoError(f"sampling: temperature must be a number >= 0, got {self.temperature}")
+        if not self.temperature >= 0 or math.isinf(self.temperature):  # NaN too
+            raise ShiptwoError(f"sampling: temperature must be a finite number >= 0, got {self.temperature}")
+        if 0 < self.temperature < torch.finfo(torch.float32).tiny:  # 0 in float32: 0/0 made the probabilities NaN
+            raise ShiptwoError(f"sampling: temperature must be 0 (greedy) or >= {torch.finfo(torch.float32).tiny:.3g} "
+                               f"(float32's smallest normal), got {self.temperature}")
         if not 0.0 < self.top_p <= 1.0:
             raise ShiptwoError(f"sampling: top_p must be in (0, 1], got {self.top_p}")
         if self.top_k < 0:

@@ -113,6 +113,8 @@ def generate_samples(ckpt: Checkpoint, problems: dict[str, dict], samples_per_ta
                      temperature: float = 0.0, max_new_tokens: int = HUMANEVAL_MAX_NEW_TOKENS,
                      seed: int = 0) -> tuple[list[dict], int]:
     """Completions for every problem (greedy when temperature is 0); returns (samples, prompts truncated)."""
+    if samples_per_task < 1:  # 0 was reported as a prompt without tokens
+        raise ShiptwoError(f"humaneval: --n-samples must be >= 1, got {samples_per_task}")
     if samples_per_task > 1 and temperature <= 0:
         raise ShiptwoError("humaneval: several samples per task need a temperature > 0 (greedy repeats itself)")
     model, tok = ckpt.build_model(), ckpt.tokenizer()

@@ -35,6 +35,8 @@ def evaluate_split_loss(ckpt: Checkpoint, texts: Sequence[str], split: str, seq_
 
     if not texts:
         raise ShiptwoError(f"eval loss: split {split!r} has no documents")
+    if max_windows is not None and max_windows < 1:  # 0 was reported as too few tokens in the split
+        raise ShiptwoError(f"eval loss: --max-windows must be >= 1, got {max_windows}")
     trained = (ckpt.training.get("train_config") or {}).get("seq_len")
     seq_len = seq_len or int(trained or ckpt.config.max_position_embeddings)
     if seq_len > ckpt.config.max_position_embeddings:

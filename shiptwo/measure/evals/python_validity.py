@@ -123,6 +123,8 @@ def evaluate_python_validity(ckpt: Checkpoint, texts: Sequence[str], n: int = VA
     """Complete the first `n` held-out function prompts (hash order) that fit the context beside the
     completion budget, greedily, and score them. A split with fewer such functions (a smoke corpus)
     is scored on all it has; the result's n_prompts and requested say so. None at all is an error."""
+    if n < 1:  # -4 scored every prompt and recorded requested: -4; 0 blamed the context
+        raise ShiptwoError(f"python-validity: --n must be >= 1, got {n}")
     model, tok = ckpt.build_model(), ckpt.tokenizer()
     ctx = ckpt.config.max_position_embeddings
     max_new = min(max_new_tokens, ctx // 2)
