@@ -113,3 +113,17 @@ def test_numeric_options_out_of_range_are_one_line(tiny_checkpoint, tmp_path, ca
         argv += ["--out", str(tmp_path / "o")]
     _one_line_exit_2(argv, capsys, names)
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("extra, names", [
+    (["--from-bundle", "B", "--bundle", "OUT"], "--bundle bundles a verdict reached in the checkout; it does not combine"),
+    (["--rerun-timeout", "-1"], "gate: --rerun-timeout must be a finite number of seconds > 0, not -1.0"),
+    (["--rebuild-timeout", "nan"], "gate: --rebuild-timeout must be a finite number of seconds > 0, not nan"),
+])
+def test_gate_options_that_cannot_hold_are_one_line(golden_copy, tmp_path, capsys, extra, names):
+    """--bundle beside --from-bundle was silently not written (exit 1, no bundle); a timeout of -1
+    or nan gave up every re-run at once, refusing each PASS for a "timeout"."""
+    extra = [str(tmp_path / a) if a in ("B", "OUT") else a for a in extra]
+    _one_line_exit_2(["gate", "--results", str(golden_copy / "results.json"), "--spec", str(golden_copy / "spec.yaml"),
+                      "--allow-stale", *extra], capsys, names)
+    assert not (tmp_path / "OUT").exists()

@@ -122,8 +122,12 @@ def _cmd_gate(args) -> int:
 
     if args.recheck < 0:
         raise ShiptwoError(f"gate: --recheck must be >= 0, not {args.recheck}")
-    if args.from_bundle and (args.rerun or args.rebuild):
-        which = "--rerun re-runs tests" if args.rerun else "--rebuild compares the store"
+    for option, seconds in (("--rerun-timeout", args.rerun_timeout), ("--rebuild-timeout", args.rebuild_timeout)):
+        if seconds is not None and not 0 < seconds < float("inf"):  # -1 or nan "timed out" at once, refusing every PASS
+            raise ShiptwoError(f"gate: {option} must be a finite number of seconds > 0, not {seconds}")
+    if args.from_bundle and (args.rerun or args.rebuild or args.bundle):  # --bundle was silently not written
+        which = ("--rerun re-runs tests" if args.rerun else "--rebuild compares the store" if args.rebuild
+                 else "--bundle bundles a verdict reached")
         raise ShiptwoError(f"gate: {which} in the checkout; it does not combine with --from-bundle")
     if args.from_bundle:
         from shiptwo.harness.bundle import gate_from_bundle
