@@ -175,8 +175,9 @@ def decide(spec: Spec, results: Results, models: list[str] | None = None, allow_
         holdbacks += [Holdback(ch.cid, REGRESSED, change_text(ch)) for ch in regressions if spec.criteria[ch.cid].model == key]
         # with --allow-stale a counted PASS may come from another profile than the run's: a smoke
         # result under a run labelled `full` releases nothing
-        foreign = sorted({str(st.entry.get("profile")) for st in mine if st.status == PASS and st.entry is not None
-                          and st.entry.get("profile") not in model.release_profiles})
+        foreign = [] if profile not in model.release_profiles else sorted(
+            {str(st.entry.get("profile")) for st in mine if st.status == PASS and st.entry is not None
+             and st.entry.get("profile") not in model.release_profiles})
         if foreign:
             notes.append(f"counted PASSes measured at profile {', '.join(foreign)}, not a release profile of {key}: "
                          "a rehearsal at most")
@@ -184,7 +185,7 @@ def decide(spec: Spec, results: Results, models: list[str] | None = None, allow_
             verdict = REHEARSAL
         else:
             verdict = REFUSED if refusals else HOLD if holdbacks else RELEASE
-        shown = profile if profile not in model.release_profiles or not foreign else ", ".join(foreign)
+        shown = ", ".join(foreign) if foreign else profile
         decisions.append(ModelDecision(key, model.name, shown, ms.ship_pct, model.min_ship_pct, verdict, holdbacks,
                                        refusals, model.release_profiles, model.required_all, notes))
     return decisions

@@ -271,6 +271,7 @@ def test_smoke_profile_run_is_a_rehearsal_never_a_release(project, capsys):
     assert out.startswith("profile smoke")
     assert ("model2 (MODEL-2): REHEARSAL — profile smoke may not release it (release profiles: default, full); "
             "would release") in out
+    assert "counted PASSes measured at profile" not in out  # the run's own profile says it all
     decision = project.decide(models=["model2"])["model2"]
     assert decision.verdict == REHEARSAL and not decision.released
 
