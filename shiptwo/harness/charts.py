@@ -54,7 +54,10 @@ def _num(x: float) -> str:
 
 
 def _quote(text: str) -> str:
-    return '"' + str(text).replace('"', "'") + '"'
+    """A Mermaid label in double quotes; a quote, backtick or line break inside (a results file's text
+    can reach a label) would end the label, the chart line or the ``` fence, so each becomes harmless."""
+    text = str(text).replace('"', "'").replace("`", "'").replace("\r", " ").replace("\n", " ")
+    return '"' + text.replace("<", "&lt;") + '"'
 
 
 def _axis_range(values: list[float], floor_zero: bool = True) -> str:

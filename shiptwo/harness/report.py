@@ -10,6 +10,7 @@ instead of image links, details folded, and never over GitHub's comment limit.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import jinja2
@@ -156,7 +157,7 @@ def _criterion_row(st: CriterionStatus, profile: str) -> dict:
         "effort": getattr(c, "effort", None),
         "blocked_by": list(st.blocked_by),
         "root_blockers": list(st.root_blockers),
-        "stale": st.stale,
+        "stale": _clip(st.stale),
         "message": _clip(entry.get("message", "")),
         "reason": _clip(entry.get("reason", "")),
         "profile": entry.get("profile", ""),
@@ -295,8 +296,29 @@ def build_report(spec: Spec, results: Results | None, bound: set[str] | None = N
 
 
 def _md_cell(value) -> str:
-    """Make a value safe inside a GitHub markdown table cell."""
+    """Make a trusted value (the spec's titles, units, thresholds) safe inside a GitHub markdown table cell."""
     return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+# Untrusted text (messages, skip reasons, evidence, results-file fields; model output and model-file
+# strings reach them) shown as literal text: no HTML (tags, `<!--` comments), no links or images, no
+# code spans, no line break to start a heading, row or fence; `>` stays, it is only markup at a line start.
+_TEXT_ESCAPES = str.maketrans({"\\": "\\\\", "&": "&amp;", "<": "&lt;", "[": "\\[", "]": "\\]", "`": "\\`",
+                               "|": "\\|", "\n": " ", "\r": " "})
+
+
+def _md_text(value) -> str:
+    """Untrusted text as literal markdown text, safe in a table cell, list item or `<details>` block."""
+    return str(value).translate(_TEXT_ESCAPES)
+
+
+def _md_code(value) -> str:
+    """Untrusted text (a commit, path, hash) as one inline code span: fenced by a backtick run longer
+    than any inside it, so it cannot close early; pipes escaped and line breaks flattened for tables."""
+    text = str(value).replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 def render_markdown(data: dict, template: str | Path | None = None) -> str:
@@ -312,6 +334,8 @@ def render_markdown(data: dict, template: str | Path | None = None) -> str:
     env = jinja2.Environment(loader=loader, undefined=jinja2.StrictUndefined, trim_blocks=True,
                              lstrip_blocks=True, keep_trailing_newline=True, autoescape=False)
     env.filters["cell"] = _md_cell
+    env.filters["text"] = _md_text
+    env.filters["code"] = _md_code
     try:
         text = env.get_template(name).render(**data)
         if template is None and len(text) > GITHUB_COMMENT_LIMIT:

@@ -118,3 +118,44 @@ def test_cli_report_malformed_results_is_one_line_exit_2(golden_dir, tmp_path, c
     assert main(["report", "--spec", "spec.yaml", "--results", str(bad), "-o", "-"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(bad) in err[0] and "missing 'commit'" in err[0]
+
+
+EVIL = "x <!-- hide\n## RELEASE\n| PASS | 100 % |\n</details>\n```\n![x](http://e/x.png) <img src=http://e/p.png>"
+
+
+def _render_with(golden_dir, tmp_path, payload: str) -> str:
+    """The golden results with `payload` in every field that carries untrusted text, rendered."""
+    doc = json.loads((golden_dir / "results.json").read_text())
+    entries = doc["criteria"]
+    entries["AC-G2-002"]["message"] = "AC-G2-002 failed: " + payload
+    entries["AC-G2-004"]["message"] = "raised before criterion.check: " + payload
+    entries["AC-G2-005"]["reason"] = payload
+    entries["AC-G2-002"]["profile"] = payload  # reaches the stale line
+    entries["AC-G2-001"]["evidence"]["summary"] = payload
+    entries["AC-G2-001"]["evidence"]["name " + payload] = {"path": "a`b <!--\n## RELEASE", "sha256": "cd" * 32}
+    doc["run"]["time"] = "\n\n<!--" if payload == EVIL else "now"
+    doc["run"]["environment"] = {"gpu": {"name": payload}}
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(doc))
+    return render(build_report(load_spec("spec.yaml"), load_results(path), BOUND), "md")
+
+
+def test_untrusted_text_renders_as_literal_text(golden_dir, tmp_path):
+    """Model output and model-file strings reach messages, skip reasons, summaries, evidence names and
+    run fields: none may open a comment, close a fold, start a heading, row or fence, or load an image."""
+    clean, text = _render_with(golden_dir, tmp_path, "benign"), _render_with(golden_dir, tmp_path, EVIL)
+    assert len(text.splitlines()) == len(clean.splitlines())  # no field added a line: no heading, row or fence
+    assert text.count("<details>") == clean.count("<details>") and text.count("</details>") == clean.count("</details>")
+    assert text.count("```") == clean.count("```")  # only the charts' own fences
+    assert "<img" not in text and "![x](" not in text and "\n## RELEASE" not in text
+    assert "!\\[x\\](http://e/x.png)" in text  # escaped brackets: shown as text, never fetched as an image
+    assert text.count("<!--") == 1 and "| ``a`b <!-- ## RELEASE`` |" in text  # inert inside its code span
+    assert "**AC-G2-002** FAIL: AC-G2-002 failed: x &lt;!-- hide ## RELEASE \\| PASS \\| 100 % \\|" in text
+    assert "**AC-G2-004** ERROR: raised before criterion.check: x &lt;!--" in text  # the real failures still show
+
+
+def test_chart_labels_cannot_end_the_mermaid_block():
+    """A results file's n reaches a pass-rate label: a quote, backtick or line break there stays inside it."""
+    from shiptwo.harness import charts
+    chart = charts.pass_rate_chart([{"id": "AC-1", "value": 50, "lo": 40, "hi": 60, "n": '5)"]\n```\n<!--'}])
+    assert chart.count("```") == 2 and "\n<!--" not in chart and '["AC-1 (n=5)\'] \'\'\' &lt;!--)"]' in chart
