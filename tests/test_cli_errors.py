@@ -43,11 +43,11 @@ def test_output_equal_to_the_input_is_refused_and_the_input_kept(tiny_checkpoint
 def test_report_onto_its_results_and_bundle_onto_its_inputs_are_refused(golden_copy, capsys):
     """`report -o results.json` overwrote the results; `gate --bundle DIR` deleted DIR's other files."""
     results, spec = golden_copy / "results.json", golden_copy / "spec.yaml"
-    before = {p.name: p.read_bytes() for p in golden_copy.iterdir()}
+    before = {p.name: p.read_bytes() for p in golden_copy.iterdir() if p.is_file()}
     common = ["--results", str(results), "--spec", str(spec)]
     _one_line_exit_2(["report", *common, "--format", "json", "-o", str(results)], capsys, "input results")
     _one_line_exit_2(["gate", *common, "--allow-stale", "--bundle", str(golden_copy)], capsys, "input results")
-    assert {p.name: p.read_bytes() for p in golden_copy.iterdir()} == before
+    assert {p.name: p.read_bytes() for p in golden_copy.iterdir() if p.is_file()} == before
 
 
 def test_publish_into_or_onto_an_artifact_directory_is_refused(tiny_checkpoint, tmp_path, capsys):
