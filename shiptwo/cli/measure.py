@@ -179,8 +179,6 @@ def _cmd_eval_humaneval(args) -> int:
     from shiptwo.measure.evals.humaneval import evaluate_humaneval, load_problems, read_samples, score_samples, write_results
     from shiptwo.measure.sandbox import SandboxConfig
 
-    if args.workers < 1:  # 0 or -1 ran with one worker, silently
-        raise ShiptwoError(f"eval humaneval: --workers must be >= 1, got {args.workers}")
     sandbox = SandboxConfig(workers=args.workers)
     if args.samples:
         problems = load_problems(args.limit)

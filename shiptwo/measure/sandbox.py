@@ -73,6 +73,10 @@ class SandboxConfig:
     private_root: bool = True  # mount namespace with a minimal root, only possible as root
     workers: int = 2
 
+    def __post_init__(self):
+        if self.workers < 1:  # never clamped to 1 where used: a bad --workers is an error
+            raise ShiptwoError(f"sandbox: --workers must be >= 1, got {self.workers}")
+
 
 @dataclass(frozen=True)
 class Isolation:
@@ -387,7 +391,7 @@ def _reap(proc: subprocess.Popen, uid: int | None, python: str) -> None:
 def run_many(jobs: Sequence[tuple[str, bytes]], cfg: SandboxConfig | None = None) -> list[SandboxRun]:
     """Run many (program, stdin) jobs, `cfg.workers` at a time (each in its own sandbox); order kept."""
     cfg = cfg or SandboxConfig()
-    with ThreadPoolExecutor(max_workers=max(1, cfg.workers)) as pool:
+    with ThreadPoolExecutor(max_workers=cfg.workers) as pool:
         return list(pool.map(lambda job: run_isolated(job[0], job[1], cfg), jobs))
 
 
@@ -411,9 +415,6 @@ def _install(name, src):
 def shipped_program(modules: Sequence, main: str) -> str:
     """A program that installs `modules` (stdlib-only modules of this package, shipped as their
     source, since the sandbox cannot read the repository) under their own names, then runs `main`."""
-    lines = [_INSTALL]
-    for mod in modules:
-        lines.append(f"_install({mod.__name__!r}, {Path(mod.__file__).read_text(encoding='utf-8')!r})")
-    lines.append("del _install")
-    lines.append(main)
+    lines = [_INSTALL, *(f"_install({mod.__name__!r}, {Path(mod.__file__).read_text(encoding='utf-8')!r})" for mod in modules),
+             "del _install", main]
     return "\n".join(lines) + "\n"

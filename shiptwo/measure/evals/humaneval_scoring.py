@@ -74,7 +74,7 @@ def record_calls(problems: dict[str, dict], cfg: SandboxConfig | None = None, *,
     passes something that is not plain data, is an error naming the problem: it cannot be scored safely."""
     cfg = cfg or SandboxConfig()
     todo = list(problems.values())
-    chunks = [c for c in (todo[i::max(1, cfg.workers)] for i in range(max(1, cfg.workers))) if c]
+    chunks = [c for c in (todo[i::cfg.workers] for i in range(cfg.workers)) if c]
     jobs = [(_program("record"), json.dumps({"seed": seed, "problems": [
         {"task_id": p["task_id"], "program": p["prompt"] + p["canonical_solution"], "test": p["test"],
          "entry_point": p["entry_point"]} for p in chunk]}).encode()) for chunk in chunks]
@@ -224,7 +224,7 @@ def judge_samples(samples: Sequence[dict], problems: dict[str, dict], sandbox: S
     seed = secrets.randbits(63)  # this run's; only the trusted record and replay jobs see it
     needed = {s["task_id"]: problems[s["task_id"]] for s in samples}
     calls = record_calls(needed, cfg, seed=seed)
-    with ThreadPoolExecutor(max_workers=max(1, cfg.workers)) as pool:
+    with ThreadPoolExecutor(max_workers=cfg.workers) as pool:
         answered = list(pool.map(lambda s: answer_calls(s["completion"], problems[s["task_id"]], calls[s["task_id"]], cfg),
                                  samples))
         verdicts: list[Verdict | None] = [None if answers is not None else Verdict(False, failure)
