@@ -12,12 +12,12 @@ import contextlib
 import dataclasses
 import json
 import logging
-import math
 import os
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -34,6 +34,7 @@ from shiptwo.training.guards import CHINCHILLA_MIN_RATIO, chinchilla_gate, resol
 from shiptwo.training.heap import reuse_freed_memory
 from shiptwo.training.objective import TrainingLoss, autocast, evaluate_loss, windows
 from shiptwo.training.sampler import WindowSampler
+from shiptwo.training.steplog import StepLog, sync_interval
 from shiptwo.training.state import TrainState, load_state, optimizer_state_sha256, save_state, unique_named_parameters
 
 BEST_CHECKPOINT = "best.safetensors"
@@ -241,13 +242,14 @@ def _run(run: _Run) -> TrainResult:
     log.info("training %d params for %d steps (%d tokens/step) on %s, D/N planned %.3f",
              n_params, total, cfg.tokens_per_step, device, planned_ratio)
     losses = [e["loss"] for e in st.log if e["type"] == "train"]
+    steps = StepLog(cfg.tokens_per_step, sync_interval(device), st.log, losses, on_flush=partial(_progress, bar))
     raw.train()
     while st.step < total:
         step = st.step
         lr = lr_at(step, cfg, total)
         for g in opt.param_groups:
             g["lr"] = lr
-        step_t = time.perf_counter()
+        steps.start_step()
         loss_sum = torch.zeros((), device=device)
         for micro in range(cfg.grad_accum):
             idx = sampler.take(cfg.batch_size, step)[dist_.rank * per_rank : (dist_.rank + 1) * per_rank]
@@ -270,21 +272,17 @@ def _run(run: _Run) -> TrainResult:
 
             dist.all_reduce(step_loss, op=dist.ReduceOp.SUM)
             step_loss /= dist_.world
-        loss_v = float(step_loss)
-        if not math.isfinite(loss_v):
-            raise ShiptwoError(f"train: loss became {loss_v} at step {step} (lr {lr:.3g}); lower lr or check data")
         st.step = step + 1
         st.tokens += cfg.tokens_per_step
-        dt = time.perf_counter() - step_t
-        losses.append(loss_v)
-        st.log.append({"type": "train", "step": st.step, "loss": loss_v, "lr": lr, "tokens": st.tokens,
-                          "tokens_per_s": cfg.tokens_per_step / dt if dt > 0 else None, "epoch": sampler.epoch})
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss_v:.3f}", tok_s=f"{cfg.tokens_per_step / max(dt, 1e-9):.0f}")
+        steps.add(step_loss, {"type": "train", "step": st.step, "lr": lr, "tokens": st.tokens, "epoch": sampler.epoch})
 
         out_of_time = (cfg.max_wall_seconds is not None and time.perf_counter() - t0 > cfg.max_wall_seconds
                        and st.step < total)
-        if st.step % cfg.eval_interval == 0 or st.step == total or out_of_time:  # the last step is always evaluated
+        checkpoint = cfg.checkpoint_interval and st.step % cfg.checkpoint_interval == 0
+        evaluate = st.step % cfg.eval_interval == 0 or st.step == total or out_of_time  # the last step always is
+        if evaluate or checkpoint or (stop_after is not None and st.step >= stop_after):
+            steps.flush()  # the log is read (or written) here: every step's loss in it
+        if evaluate:
             val = evaluate_loss(raw, val_tokens, cfg.seq_len, cfg.batch_size, cfg.eval_windows, val_mask)
             improved = val < st.best_val - cfg.min_delta
             if improved:
@@ -300,7 +298,7 @@ def _run(run: _Run) -> TrainResult:
         if out_of_time and stop_reason is None:
             stop_reason = f"{STOP_WALL_CLOCK}(limit={cfg.max_wall_seconds:g}s)"
         st.elapsed = time.perf_counter() - t0
-        if cfg.checkpoint_interval and st.step % cfg.checkpoint_interval == 0 and dist_.rank == 0:
+        if checkpoint and dist_.rank == 0:
             save_state(state_path, raw, opt, sampler, st)
         if stop_reason:
             break
@@ -330,6 +328,11 @@ def _run(run: _Run) -> TrainResult:
 
         dist.barrier()
     return result
+
+
+def _progress(bar: tqdm, steps: int, loss: float, tok_s: float) -> None:
+    bar.update(steps)
+    bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tok_s:.0f}")
 
 
 def _result(out: Path, summary: dict, losses: list[float], opt_sha: str) -> TrainResult:

@@ -65,6 +65,8 @@ def window_losses(model: LlamaModel, tokens: torch.Tensor, seq_len: int, batch: 
 
 def windows(tokens: torch.Tensor, idx: list[int], seq_len: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     rows = torch.stack([tokens[i * seq_len : i * seq_len + seq_len + 1] for i in idx]).long()
+    if torch.device(device).type == "cuda":  # an asynchronous copy needs page-locked memory; else the host waits
+        rows = rows.pin_memory()
     rows = rows.to(device, non_blocking=True)
     return rows[:, :-1], rows[:, 1:]
 

@@ -26,6 +26,7 @@ from shiptwo.checks.training import (
 )
 from shiptwo.training.config import TrainConfig, lr_at
 from shiptwo.training.guards import chinchilla_gate, resolve_device
+from shiptwo.training import loop
 from shiptwo.training.loop import train
 from shiptwo.training.objective import evaluate_loss
 from shiptwo.training.sampler import WindowSampler
@@ -544,3 +545,40 @@ def test_same_seed_identical_on_cuda(tmp_path, tiny_config, tiny_tokenizer, data
     n, ev = reproducibility_runs(_cfg(device="cuda"), tiny_config, data[0], data[1], 4, tmp_path,
                                  tiny_tokenizer.to_json(), PROV, 1e-6)
     assert n == 0, ev
+
+
+def _rateless(log_path: Path) -> list[dict]:
+    return [{k: v for k, v in e.items() if k not in ("tokens_per_s", "timed_steps")}
+            for e in map(json.loads, log_path.read_text().splitlines())]
+
+
+def test_losses_read_in_batches_train_and_record_exactly_what_per_step_reads_do(tmp_path, tiny_config,
+                                                                                 tiny_tokenizer, data, monkeypatch):
+    """An accelerator's losses are read every few steps (no per-step host sync, issue 14); forced on a CPU here,
+    the run, its log (order included), its checkpoints and a stop_after/resume are the same as per-step reads."""
+    cfg = _cfg(max_steps=9, eval_interval=5, checkpoint_interval=None)
+    each = _train(tmp_path / "each", cfg, tiny_config, tiny_tokenizer, data)
+    monkeypatch.setattr(loop, "sync_interval", lambda device: 4)
+    batched = _train(tmp_path / "batched", cfg, tiny_config, tiny_tokenizer, data)
+    _train(tmp_path / "split", cfg, tiny_config, tiny_tokenizer, data, stop_after=6)
+    resumed = _train(tmp_path / "split", cfg, tiny_config, tiny_tokenizer, data, resume=True)
+    assert batched.losses == each.losses == resumed.losses
+    assert _rateless(batched.log_path) == _rateless(each.log_path)
+    assert batched.final_checkpoint.read_bytes() == each.final_checkpoint.read_bytes()
+    timed = [(e["step"], e["timed_steps"]) for e in map(json.loads, batched.log_path.read_text().splitlines())
+             if e["type"] == "train"]
+    # read alone: step 1 (compile, warm-up); then at every 4th step and wherever the log is needed (eval at 5, end)
+    assert timed == [(1, 1), (2, 3), (3, 3), (4, 3), (5, 1), (6, 3), (7, 3), (8, 3), (9, 1)]
+    assert {e["timed_steps"] for e in map(json.loads, each.log_path.read_text().splitlines()) if "timed_steps" in e} == {1}
+
+
+def test_a_non_finite_loss_stops_the_run_naming_its_step_when_read_per_step_or_in_batches(
+        tmp_path, tiny_config, tiny_tokenizer, data, monkeypatch):
+    cfg = _cfg(lr=1e30, min_lr=1e30, warmup_steps=0, grad_clip=0.0, max_steps=8, eval_interval=8)
+    with pytest.raises(ShiptwoError, match=r"loss became (nan|inf) at step (\d+)") as each:
+        _train(tmp_path / "each", cfg, tiny_config, tiny_tokenizer, data)
+    monkeypatch.setattr(loop, "sync_interval", lambda device: 4)
+    with pytest.raises(ShiptwoError, match=r"loss became (nan|inf) at step (\d+)") as batched:
+        _train(tmp_path / "batched", cfg, tiny_config, tiny_tokenizer, data)
+    assert str(batched.value) == str(each.value)  # the first bad step, not the step of the read
+    assert not (tmp_path / "batched" / BEST_CHECKPOINT).exists()
