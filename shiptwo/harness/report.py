@@ -10,7 +10,6 @@ instead of image links, details folded, and never over GitHub's comment limit.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import jinja2
@@ -18,7 +17,7 @@ import jinja2
 from shiptwo import stats
 from shiptwo.errors import ShiptwoError
 from shiptwo.fileio import atomic_write_text
-from shiptwo.harness import charts
+from shiptwo.harness import charts, markdown_text
 from shiptwo.harness.compare import compare, repeats, samples_path
 from shiptwo.harness.evidence import is_file_record, read_samples, sample_value
 from shiptwo.harness.results import Results, format_number
@@ -295,32 +294,6 @@ def build_report(spec: Spec, results: Results | None, bound: set[str] | None = N
     }
 
 
-def _md_cell(value) -> str:
-    """Make a trusted value (the spec's titles, units, thresholds) safe inside a GitHub markdown table cell."""
-    return str(value).replace("|", "\\|").replace("\n", " ")
-
-
-# Untrusted text (messages, skip reasons, evidence, results-file fields; model output and model-file
-# strings reach them) shown as literal text: no HTML (tags, `<!--` comments), no links or images, no
-# code spans, no line break to start a heading, row or fence; `>` stays, it is only markup at a line start.
-_TEXT_ESCAPES = str.maketrans({"\\": "\\\\", "&": "&amp;", "<": "&lt;", "[": "\\[", "]": "\\]", "`": "\\`",
-                               "|": "\\|", "\n": " ", "\r": " "})
-
-
-def _md_text(value) -> str:
-    """Untrusted text as literal markdown text, safe in a table cell, list item or `<details>` block."""
-    return str(value).translate(_TEXT_ESCAPES)
-
-
-def _md_code(value) -> str:
-    """Untrusted text (a commit, path, hash) as one inline code span: fenced by a backtick run longer
-    than any inside it, so it cannot close early; pipes escaped and line breaks flattened for tables."""
-    text = str(value).replace("|", "\\|").replace("\r", " ").replace("\n", " ")
-    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
-    pad = " " if text.startswith("`") or text.endswith("`") else ""
-    return f"{fence}{pad}{text}{pad}{fence}"
-
-
 def render_markdown(data: dict, template: str | Path | None = None) -> str:
     """Render report data with the packaged template or a user-supplied one; the packaged one is
     re-rendered compact (folded details left out) when the full text would exceed GitHub's limit."""
@@ -333,9 +306,7 @@ def render_markdown(data: dict, template: str | Path | None = None) -> str:
         loader, name = jinja2.FileSystemLoader(str(_TEMPLATE_DIR)), REPORT_TEMPLATE
     env = jinja2.Environment(loader=loader, undefined=jinja2.StrictUndefined, trim_blocks=True,
                              lstrip_blocks=True, keep_trailing_newline=True, autoescape=False)
-    env.filters["cell"] = _md_cell
-    env.filters["text"] = _md_text
-    env.filters["code"] = _md_code
+    env.filters.update(cell=markdown_text.cell, text=markdown_text.text, code=markdown_text.code)
     try:
         text = env.get_template(name).render(**data)
         if template is None and len(text) > GITHUB_COMMENT_LIMIT:

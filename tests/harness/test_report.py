@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 from pathlib import Path
 
@@ -148,7 +149,7 @@ def test_untrusted_text_renders_as_literal_text(golden_dir, tmp_path):
     assert text.count("<details>") == clean.count("<details>") and text.count("</details>") == clean.count("</details>")
     assert text.count("```") == clean.count("```")  # only the charts' own fences
     assert "<img" not in text and "![x](" not in text and "\n## RELEASE" not in text
-    assert "!\\[x\\](http://e/x.png)" in text  # escaped brackets: shown as text, never fetched as an image
+    assert "!\\[x\\](http:&#8203;//e/x.png)" in text  # escaped brackets: shown as text, never fetched as an image
     assert text.count("<!--") == 1 and "| ``a`b <!-- ## RELEASE`` |" in text  # inert inside its code span
     assert "**AC-G2-002** FAIL: AC-G2-002 failed: x &lt;!-- hide ## RELEASE \\| PASS \\| 100 % \\|" in text
     assert "**AC-G2-004** ERROR: raised before criterion.check: x &lt;!--" in text  # the real failures still show
@@ -159,3 +160,21 @@ def test_chart_labels_cannot_end_the_mermaid_block():
     from shiptwo.harness import charts
     chart = charts.pass_rate_chart([{"id": "AC-1", "value": 50, "lo": 40, "hi": 60, "n": '5)"]\n```\n<!--'}])
     assert chart.count("```") == 2 and "\n<!--" not in chart and '["AC-1 (n=5)\'] \'\'\' &lt;!--)"]' in chart
+
+
+GITHUB_ACTIONS = ("ping @octocat and @org/team, see #12 and owner/repo#34 and GH-56, mail a@b.io, "
+                  "*bold* _it_ ~~gone~~ ~x~, https://e.example/p www.e.example keep train_log")
+
+
+def test_untrusted_text_neither_pings_links_nor_emphasises(golden_dir, tmp_path):
+    """Pasted into a pull request, a model's `@name` would ping a person, `#12` link an issue, a bare URL
+    go live and `*x*` render bold: each is broken where GitHub looks (see shiptwo.harness.markdown_text)."""
+    text = _render_with(golden_dir, tmp_path, GITHUB_ACTIONS)
+    for line in (ln.replace("&#8203;", "\u200b") for ln in text.splitlines() if "ping" in ln):  # as GitHub reads it
+        assert not re.search(r"@[A-Za-z0-9]|#\d|(?i:gh)-\d|://|(?i:www)\.", line), line
+        bare = re.sub(r"\\[*_~]|(?<=[^\W_])_+(?=[^\W_])", "", re.sub(r"\*\*AC-[\w-]+\*\*", "", line))  # escaped, intraword, ids
+        assert not re.search(r"[*_~]", bare), line
+    message = next(ln for ln in text.splitlines() if ln.startswith("- **AC-G2-002** FAIL"))
+    assert ("ping @&#8203;octocat and @&#8203;org/team, see #&#8203;12 and owner/repo#&#8203;34 and GH&#8203;-56, "
+            "mail a@&#8203;b.io, \\*bold\\* \\_it\\_ \\~\\~gone\\~\\~ \\~x\\~, https:&#8203;//e.example/p "
+            "www&#8203;.e.example keep train_log") in message  # reads the same once rendered
