@@ -2,14 +2,17 @@
 
 Real builds (MODEL-2's smoke recipe, through `python -m shiptwo build` as the gate runs it): an
 honest stored set agrees with its rebuild, wall-clock readings aside; a swapped checkpoint, an edited
-training log, a forged evidence copy and a set under a key this code does not give are each named.
+training log, a forged evidence copy and a set under a key this code does not give are each named;
+and a rebuild compiles afresh, so bytecode planted in the checkout's __pycache__ never builds.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -36,12 +39,50 @@ from tests.harness.test_gate_rerun import TEST, Project
 REPO = project_root()
 
 
+PLANTED = "planted bytecode ran"
+
+
 @pytest.fixture(scope="module")
-def stored(tmp_path_factory) -> Path:
-    """A real smoke build of MODEL-2 in its own store: the set a run judged."""
+def planted_checkout(tmp_path_factory) -> Path:
+    """A copy of this checkout (its files git does not ignore) whose git-ignored __pycache__ holds
+    bytecode for `shiptwo/__main__.py` that stops any run: an unchecked-hash .pyc, which Python loads
+    without looking at the source."""
+    import importlib.util
+    import py_compile
+
+    copy = tmp_path_factory.mktemp("checkout")
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                            capture_output=True, check=True).stdout.decode().split("\0")
+    for rel in filter(None, listed):
+        if (REPO / rel).is_file():
+            (copy / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / rel, copy / rel)
+    plant = copy.parent / "plant.py"
+    plant.write_text(f"raise SystemExit({PLANTED!r})\n")
+    main = copy / "shiptwo" / "__main__.py"
+    py_compile.compile(str(plant), cfile=importlib.util.cache_from_source(str(main)), doraise=True,
+                       invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+    return copy
+
+
+@pytest.fixture(scope="module")
+def stored(tmp_path_factory, planted_checkout) -> Path:
+    """A real smoke build of MODEL-2 in its own store: the set a run judged. Built as `--rebuild`
+    builds, from the planted copy of this checkout: the rebuild compiles afresh, so the plant never runs."""
     store = tmp_path_factory.mktemp("store")
-    rebuild_set(ArtifactSet("model2", "smoke", "?"), REPO, store)
+    rebuild_set(ArtifactSet("model2", "smoke", "?"), planted_checkout, store)
     return store
+
+
+def test_rebuild_compiles_afresh_not_bytecode_planted_in_pycache(planted_checkout, stored):
+    """The checkout's __pycache__ is git-ignored, so `refuse_uncommitted_code` cannot see a .pyc there;
+    a plain run loads it in place of the committed source. The rebuild (the `stored` set) built anyway."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPYCACHEPREFIX"}
+    probe = subprocess.run([sys.executable, "-m", "shiptwo", "--help"], cwd=planted_checkout, env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert probe.returncode == 1 and PLANTED in probe.stderr, "the plant is what a plain run executes"
+    [built] = [p for p in (stored / "model2" / "smoke").iterdir() if p.is_dir() and not p.name.startswith(".")]
+    assert (built / BEST_CHECKPOINT).is_file() and (built / ARTIFACT_MANIFEST).is_file()
 
 
 def _fresh_copy(stored: Path, tmp_path: Path) -> tuple[Path, Path]:
