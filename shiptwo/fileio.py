@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 
@@ -123,19 +124,44 @@ def atomic_output_dir(path: str | os.PathLike, marker: str):
             shutil.rmtree(tmp)
 
 
+def _given_paths(inputs: dict[str, object]):
+    """(label, path) for every path in `inputs` (label -> path or list of paths, None skipped)."""
+    for label, given in inputs.items():
+        for p in given if isinstance(given, (list, tuple)) else [given]:
+            if p is not None:
+                yield label, p
+
+
 def refuse_overwriting_inputs(output: str | os.PathLike, inputs: dict[str, object]) -> None:
     """A ShiptwoError when `output` is one of `inputs` (label -> path or list of paths, None
     skipped), lies inside an input directory, or is a directory holding an input: writing it
     would replace or delete what the command reads (`export ck -o ck`, `publish d -o d`)."""
     out = Path(output).resolve()
-    for label, given in inputs.items():
-        for p in given if isinstance(given, (list, tuple)) else [given]:
-            if p is None:
-                continue
-            src = Path(p).resolve()
-            if out == src or src in out.parents or out in src.parents or (
-                    out.exists() and src.exists() and os.path.samefile(out, src)):
-                raise ShiptwoError(f"{output}: output would overwrite the input {label} {p}; write it elsewhere")
+    for label, p in _given_paths(inputs):
+        src = Path(p).resolve()
+        if out == src or src in out.parents or out in src.parents or (
+                out.exists() and src.exists() and os.path.samefile(out, src)):
+            raise ShiptwoError(f"{output}: output would overwrite the input {label} {p}; write it elsewhere")
+
+
+_SPECIAL_KINDS = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"),
+                  (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def refuse_special_inputs(inputs: dict[str, object]) -> None:
+    """A ShiptwoError naming the first of `inputs` (label -> path or list of paths, None skipped)
+    that exists but is neither a regular file nor a directory: opening a named pipe with no writer
+    blocks forever, and a device or pipe has no end to read to, so a command given one would hang
+    rather than fail. Checked with stat (which never blocks) through symbolic links, so `/dev/stdin`
+    redirected from a file passes and a pipe does not. A missing path is the command's to name."""
+    for label, p in _given_paths(inputs):
+        try:
+            mode = os.stat(p).st_mode
+        except (OSError, ValueError):
+            continue
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            kind = next((name for test, name in _SPECIAL_KINDS if test(mode)), "not a regular file")
+            raise ShiptwoError(f"{p}: input {label} is {kind}, not a regular file or directory; give a file")
 
 
 # --- manifests: one scheme for the artifact store, releases and verdict bundles --------------

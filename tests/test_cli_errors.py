@@ -127,3 +127,74 @@ def test_gate_options_that_cannot_hold_are_one_line(golden_copy, tmp_path, capsy
     _one_line_exit_2(["gate", "--results", str(golden_copy / "results.json"), "--spec", str(golden_copy / "spec.yaml"),
                       "--allow-stale", *extra], capsys, names)
     assert not (tmp_path / "OUT").exists()
+
+
+# Each reads a FIFO with no writer, which blocked open() forever: the CLI now refuses it by stat first.
+FIFO_CASES = [
+    (["report", "--results", "{fifo}", "--spec", "{golden}/spec.yaml", "-o", "-"], "input results"),
+    (["report", "--results", "{golden}/results.json", "--spec", "{golden}/spec.yaml", "--baseline", "{link}",
+      "-o", "-"], "input baseline"),  # a symbolic link to the FIFO: followed
+    (["gate", "--results", "{golden}/results.json", "--spec", "{fifo}"], "input spec"),
+    (["spec", "check", "{fifo}"], "input path"),
+    (["export", "{fifo}", "--format", "gguf", "-o", "{tmp}/out.gguf"], "input checkpoint"),
+    (["publish", "{golden}", "{fifo}", "-o", "{tmp}/release"], "input artifacts"),
+    (["train", "--profile", "smoke", "--recipe", "{fifo}", "--data", "{tmp}/d", "--out", "{tmp}/o"], "input recipe"),
+    (["eval", "humaneval", "--samples", "{fifo}", "--out", "{tmp}/he"], "input samples"),
+    (["qa", "{fifo}"], "input artifact"),
+]
+
+
+def test_fifo_inputs_are_refused_not_waited_on(golden_copy, tmp_path):
+    """One interpreter runs every case under a timeout, so a regression fails (naming the case) rather
+    than hangs the suite; each case is one line naming the path, exit 2, nothing written."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from shiptwo.paths import project_root
+
+    fifo, link = tmp_path / "in.fifo", tmp_path / "link.json"
+    os.mkfifo(fifo)
+    link.symlink_to(fifo)
+    names = {"{fifo}": str(fifo), "{link}": str(link), "{golden}": str(golden_copy), "{tmp}": str(tmp_path)}
+    argvs = [[_fill(a, names) for a in argv] for argv, _ in FIFO_CASES]
+    driver = ("import contextlib, io, json, sys\nfrom shiptwo.cli import main\nfor argv in json.loads(sys.argv[1]):\n"
+              "    err = io.StringIO()\n    with contextlib.redirect_stderr(err):\n        rc = main(argv)\n"
+              "    print(json.dumps([rc, err.getvalue()]), flush=True)\n")
+    try:
+        proc = subprocess.run([sys.executable, "-c", driver, json.dumps(argvs)], cwd=project_root(), text=True,
+                              capture_output=True, stdin=subprocess.DEVNULL, timeout=120)
+    except subprocess.TimeoutExpired as exc:
+        done = (exc.stdout or b"").count(b"\n")
+        pytest.fail(f"hung on a FIFO input: {' '.join(FIFO_CASES[done][0])}")
+    results = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len(results) == len(FIFO_CASES), proc.stderr[-2000:]
+    for (argv, label), (rc, err) in zip(FIFO_CASES, results):
+        path = str(link) if "{link}" in argv else str(fifo)
+        assert rc == 2 and err.count("\n") == 1, (argv, err)
+        assert f"{path}: {label} is a named pipe (FIFO), not a regular file or directory" in err, (argv, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["golden", "in.fifo", "link.json"]
+
+
+def _fill(arg: str, names: dict[str, str]) -> str:
+    for key, value in names.items():
+        arg = arg.replace(key, value)
+    return arg
+
+
+def test_every_read_option_is_an_option_of_its_command():
+    """READS names options by their argparse dest: a misspelt one would be checked on no input at all."""
+    import argparse
+
+    from shiptwo.cli import READS, WRITES, build_parser
+
+    def subparsers(parser) -> dict:
+        return next((a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction)), {})
+
+    dests = {}
+    for name, sub in subparsers(build_parser()).items():  # keyed as main() looks up: eval by its evaluation
+        for child_name, child in (subparsers(sub) or {name: sub}).items():
+            dests.setdefault(child_name if name == "eval" else name, set()).update(a.dest for a in child._actions)
+    for command, options in {**READS, **{c: (o,) for c, o in WRITES.items()}}.items():
+        assert set(options) <= dests[command], (command, set(options) - dests[command])

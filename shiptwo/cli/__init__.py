@@ -15,7 +15,7 @@ from shiptwo.cli import formats as cli_formats
 from shiptwo.cli import harness as cli_harness
 from shiptwo.cli import measure as cli_measure
 from shiptwo.errors import ShiptwoError
-from shiptwo.fileio import refuse_overwriting_inputs
+from shiptwo.fileio import refuse_overwriting_inputs, refuse_special_inputs
 
 from shiptwo.paths import ACCEPTANCE_DIR
 
@@ -28,25 +28,45 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# command -> (the option naming what it writes, the options naming what it reads): an output that
-# is, holds or lies inside an input is refused before anything runs (`export ck -o ck` clobbered ck)
-WRITES = {
-    "export": ("output", ("checkpoint",)),
-    "import": ("output", ("source",)),
-    "publish": ("output", ("artifacts", "spec")),
-    "report": ("output", ("results", "spec", "baseline", "template")),
-    "gate": ("bundle", ("results", "spec", "baseline", "from_bundle")),
-    "python-validity": ("out", ("artifact",)),
+# command -> the options naming what it reads (files, or directories): a named pipe, socket or device
+# there is refused before anything runs (a FIFO with no writer hung `report --results FIFO` forever)
+READS = {
+    "build": ("base",),
+    "train": ("recipe", "data"),
+    "export": ("checkpoint",),
+    "import": ("source",),
+    "publish": ("artifacts", "spec"),
+    "verify": ("release_dir",),
+    "spec": ("path", "acceptance"),
+    "report": ("results", "spec", "baseline", "template", "acceptance"),
+    "gate": ("results", "spec", "baseline", "from_bundle", "acceptance"),
+    "evidence": ("results", "root"),
+    "run": ("artifact",),
+    "qa": ("artifact", "spec", "reference"),
+    "bench": ("artifact",),
+    "python-validity": ("artifact",),
+    "humaneval": ("artifact", "samples"),
+    "loss": ("artifact",),
 }
+# command -> the option naming what it writes: an output that is, holds or lies inside one of its
+# READS is refused before anything runs (`export ck -o ck` clobbered ck); the acceptance directory
+# is only scanned for tests, so an output there clobbers nothing read
+WRITES = {"export": "output", "import": "output", "publish": "output", "report": "output", "gate": "bundle",
+          "python-validity": "out"}
+SCANNED_ONLY = ("acceptance",)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         _resolve_locations(args)
-        output, inputs = WRITES.get(getattr(args, "eval_name", None) or args.command, (None, ()))
+        command = getattr(args, "eval_name", None) or args.command
+        inputs = {n.replace("_", "-"): getattr(args, n) for n in READS.get(command, ())}
+        refuse_special_inputs(inputs)
+        output = WRITES.get(command)
         if output and getattr(args, output) not in (None, "-"):
-            refuse_overwriting_inputs(getattr(args, output), {n.replace("_", "-"): getattr(args, n) for n in inputs})
+            refuse_overwriting_inputs(getattr(args, output),
+                                      {k: v for k, v in inputs.items() if k not in SCANNED_ONLY})
         return int(args.func(args) or 0)
     except ShiptwoError as exc:
         print(f"shiptwo: error: {exc}", file=sys.stderr)
