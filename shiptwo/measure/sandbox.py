@@ -16,23 +16,22 @@ a temporary directory of the host, sockets blocked by an audit hook — logs why
 record says filesystem and /tmp "none" (network "audit-hook") rather than pretending (HumanEval
 scoring refuses such runs unless explicitly allowed). The program itself comes on stdin, ahead of its
 input, never from a file a leftover process of another run could rewrite.
+
+Its parts: `sandbox_bootstrap` (what the child runs before the program), `sandbox_host` (the
+interpreter and the private root's contents), `sandbox_uids` (a uid a run, and the sweep that kills
+everything it started), `sandbox_shipped` (this package's modules shipped in as source).
 """
 
 from __future__ import annotations
 
 import functools
-import glob
-import itertools
 import json
 import logging
 import os
 import shutil
 import signal
-import stat
 import subprocess
-import sys
 import tempfile
-import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -40,6 +39,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from shiptwo.errors import ShiptwoError
+from shiptwo.measure.sandbox_bootstrap import BOOTSTRAP, PY_FLAGS
+from shiptwo.measure.sandbox_host import root_plan, sandbox_python
+from shiptwo.measure.sandbox_uids import kill_uid, next_uid
 
 log = logging.getLogger(__name__)
 
@@ -49,15 +51,6 @@ FS_PRIVATE_ROOT = "private-root"
 TMP_PRIVATE = "private"
 NONE = "none"
 OWN_UID = "own-uid"
-# Sandbox uids: a block per test process so parallel sandboxes (and parallel pytest workers)
-# never share a uid, and "kill everything this uid runs" is exact.
-_UID_BASE = 200_000
-_UID_BLOCK = 64
-_DEVICES = ("/dev/null", "/dev/zero", "/dev/urandom", "/dev/random")
-# -S: no site (no site-packages), -s: no user site, -P: no script directory on sys.path. Not -I,
-# which would ignore the fixed PYTHONHASHSEED below; the environment is ours, so -E adds nothing.
-# The bootstrap runs the program in its own interpreter once isolated (it holds nothing secret).
-_PY_FLAGS = ("-s", "-S", "-P")
 
 
 @dataclass
@@ -112,95 +105,6 @@ class SandboxRun:
         return None
 
 
-# The bootstrap runs first in the child, as the caller's user: it builds the private root (or
-# falls back), sets the limits, drops privileges, then runs the program. It holds no secret.
-_BOOTSTRAP = r"""
-import ctypes, json, os, resource, sys
-cfg = json.loads(sys.argv[1])
-MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 32, 4096, 16384, 1 << 18
-libc = ctypes.CDLL(None, use_errno=True)
-def _ok(rc, what):
-    if rc != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, what + ": " + os.strerror(err))
-def _mount(src, dst, fstype, flags, data):
-    enc = lambda s: None if s is None else s.encode()
-    _ok(libc.mount(enc(src), enc(dst), enc(fstype), flags, enc(data)), "mount " + dst)
-uid = cfg["uid"]
-if cfg["private_root"]:
-    _ok(libc.unshare(0x20000 | 0x8000000 | (0x40000000 if cfg["netns"] else 0)), "unshare")  # mount, IPC[, net]
-    _mount(None, "/", None, MS_REC | MS_PRIVATE, None)
-    root = cfg["root"]
-    _mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,nr_inodes=4096,mode=755")
-    for src, kind in cfg["binds"]:
-        dst = root + src
-        if kind == "dir":
-            os.makedirs(dst, exist_ok=True)
-        else:
-            os.makedirs(os.path.dirname(dst), exist_ok=True)
-            open(dst, "a").close()
-        _mount(src, dst, None, MS_BIND | MS_REC, None)
-        _mount(None, dst, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | (0 if kind == "dev" else MS_NODEV), None)
-    for hidden in cfg["hide"]:
-        _mount("tmpfs", root + hidden, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV, "size=4k,nr_inodes=4,mode=555")
-    for d, mode in (("/tmp", "1777"), ("/work", "700")):
-        os.makedirs(root + d, exist_ok=True)
-        owner = "" if uid is None else ",uid=%d,gid=%d" % (uid, uid)
-        _mount("tmpfs", root + d, "tmpfs", MS_NOSUID | MS_NODEV, "size=%d,nr_inodes=4096,mode=%s%s" % (cfg["tmp_bytes"], mode, owner))
-    _mount(None, root, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, "size=1m,nr_inodes=4096,mode=755")
-    os.chroot(root)
-    cfg["cwd"] = "/work"
-elif cfg["netns"]:
-    _ok(libc.unshare(0x40000000), "unshare")
-for name, value in cfg["limits"].items():
-    resource.setrlimit(getattr(resource, name), (value, value))
-if uid is not None:
-    os.setgroups([])
-    os.setgid(uid)
-    os.setuid(uid)
-if not cfg["netns"]:
-    def _guard(event, args):
-        if event in ("socket.__new__", "socket.connect", "socket.bind", "socket.sendto"):
-            raise PermissionError("network access is blocked in the sandbox")
-    sys.addaudithook(_guard)
-os.chdir(cfg["cwd"])
-del cfg, libc, _ok, _mount
-sys.argv = ["program.py"]
-_src = sys.stdin.buffer.read(int(sys.stdin.buffer.readline())).decode("utf-8")  # the rest of stdin is the program's
-exec(compile(_src, "program.py", "exec"), {"__name__": "__main__", "__builtins__": __builtins__})
-"""
-
-_uid_lock = threading.Lock()
-_uid_counter = itertools.count()
-
-
-def _next_uid() -> int:
-    with _uid_lock:
-        slot = next(_uid_counter) % _UID_BLOCK
-    return _UID_BASE + (os.getpid() % 100_000) * _UID_BLOCK + slot
-
-
-def _world_accessible(path: Path) -> bool:
-    """True when any user can reach and execute `path` (every directory above it o+x)."""
-    path = path.resolve()
-    try:
-        if not path.stat().st_mode & stat.S_IXOTH:
-            return False
-        return all(p.stat().st_mode & stat.S_IXOTH for p in path.parents)
-    except OSError:
-        return False
-
-
-def sandbox_python(unprivileged: bool) -> str:
-    """The interpreter for sandboxed programs on the host file system: ours, or a system one an
-    unprivileged uid can run."""
-    if not unprivileged or _world_accessible(Path(sys.executable)):
-        return sys.executable
-    for cand in ("/usr/bin/python3", "/usr/local/bin/python3"):
-        if Path(cand).exists() and _world_accessible(Path(cand)):
-            return cand
-    raise ShiptwoError(f"sandbox: no Python interpreter runnable by an unprivileged user ({sys.executable} is not)")
-
 
 _PROBE = "import sys\nsys.stdout.write('ok')\n"
 
@@ -231,7 +135,7 @@ def private_root_plan() -> tuple[str, tuple, tuple] | None:
     if os.geteuid() != 0:
         log.warning("sandbox: not root, so no private root: the file system and /tmp are not isolated")
         return None
-    plan = _root_plan()
+    plan = root_plan()
     if plan is None:
         log.warning("sandbox: `ldd` unavailable, so no private root: the file system and /tmp are not isolated")
         return None
@@ -241,58 +145,6 @@ def private_root_plan() -> tuple[str, tuple, tuple] | None:
         return None
     return plan
 
-
-def _root_plan() -> tuple[str, tuple, tuple] | None:
-    """(interpreter, binds, hidden) for the minimal root: the base interpreter (not the virtual
-    environment's), the libraries `ldd` says it and its extension modules load, its standard
-    library with site-packages hidden, and the device nodes. None when `ldd` is missing."""
-    exe = os.path.realpath(getattr(sys, "_base_executable", sys.executable))
-    stdlib = os.path.dirname(os.__file__)
-    extensions = sorted(glob.glob(os.path.join(stdlib, "lib-dynload", "*.so")))
-    try:
-        out = subprocess.run(["ldd", exe, *extensions], capture_output=True, text=True, timeout=60).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    libs = sorted({tok for line in out.splitlines() for tok in line.split() if tok.startswith("/") and not tok.endswith(":")})
-    binds = [(exe, "file"), (stdlib, "dir")] + [(lib, "file") for lib in libs if os.path.isfile(lib)]
-    binds += [(p, "file") for p in ("/etc/ld.so.cache",) if os.path.isfile(p)]
-    binds += [(d, "dev") for d in _DEVICES if os.path.exists(d)]
-    hidden = tuple(os.path.join(stdlib, d) for d in ("site-packages", "dist-packages") if os.path.isdir(os.path.join(stdlib, d)))
-    return exe, tuple(binds), hidden
-
-
-def _pids_of_uid(uid: int) -> list[int]:
-    """Live (non-zombie) processes whose real uid is `uid`."""
-    pids = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/status") as fh:
-                zombie = False
-                for line in fh:
-                    if line.startswith("State:"):
-                        zombie = line.split()[1] in ("Z", "X")
-                    elif line.startswith("Uid:"):
-                        if int(line.split()[1]) == uid and not zombie:
-                            pids.append(int(entry.name))
-                        break
-        except (OSError, ValueError):
-            continue
-    return pids
-
-
-def _kill_uid(uid: int, python: str) -> None:
-    """Kill every process running as `uid`: a helper that becomes `uid` sends SIGKILL to -1,
-    which reaches exactly that uid's processes at once (a fork bomb cannot outrun it)."""
-    for _ in range(10):
-        if not _pids_of_uid(uid):
-            return
-        subprocess.run(
-            [python, "-I", "-S", "-c", f"import os; os.setgid({uid}); os.setuid({uid}); os.kill(-1, 9)"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, close_fds=True, timeout=10,
-        )
-        time.sleep(0.02)
 
 
 def _limits(cfg: SandboxConfig) -> dict[str, int]:
@@ -328,7 +180,7 @@ def run_isolated(program: str, stdin: bytes = b"", cfg: SandboxConfig | None = N
 
 def _run(program: str, stdin: bytes, cfg: SandboxConfig, plan: tuple | None, netns: bool) -> SandboxRun:
     unprivileged = cfg.drop_privileges and os.geteuid() == 0
-    uid = _next_uid() if unprivileged else os.geteuid()
+    uid = next_uid() if unprivileged else os.geteuid()
     python = plan[0] if plan else sandbox_python(unprivileged)
     base = Path(tempfile.mkdtemp(prefix="shiptwo-sandbox-"))
     start = time.monotonic()
@@ -355,7 +207,7 @@ def _run(program: str, stdin: bytes, cfg: SandboxConfig, plan: tuple | None, net
         stdin = b"%d\n" % len(code) + code + stdin
         with tempfile.TemporaryFile(dir=base) as out, tempfile.TemporaryFile(dir=base) as err:
             proc = subprocess.Popen(
-                [python, *_PY_FLAGS, "-c", _BOOTSTRAP, json.dumps(boot_cfg)],
+                [python, *PY_FLAGS, "-c", BOOTSTRAP, json.dumps(boot_cfg)],
                 stdin=subprocess.PIPE, stdout=out, stderr=err, cwd=base, env=env,
                 close_fds=True, start_new_session=True,
             )
@@ -385,7 +237,7 @@ def _reap(proc: subprocess.Popen, uid: int | None, python: str) -> None:
     proc.kill()
     proc.wait()
     if uid is not None:
-        _kill_uid(uid, python)
+        kill_uid(uid, python)
 
 
 def run_many(jobs: Sequence[tuple[str, bytes]], cfg: SandboxConfig | None = None) -> list[SandboxRun]:
@@ -393,28 +245,3 @@ def run_many(jobs: Sequence[tuple[str, bytes]], cfg: SandboxConfig | None = None
     cfg = cfg or SandboxConfig()
     with ThreadPoolExecutor(max_workers=cfg.workers) as pool:
         return list(pool.map(lambda job: run_isolated(job[0], job[1], cfg), jobs))
-
-
-_INSTALL = r'''
-import sys, types
-def _install(name, src):
-    parts = name.split(".")
-    for i in range(1, len(parts)):
-        pkg = ".".join(parts[:i])
-        if pkg not in sys.modules:
-            sys.modules[pkg] = types.ModuleType(pkg)
-            sys.modules[pkg].__path__ = []
-            if i > 1:
-                setattr(sys.modules[".".join(parts[:i - 1])], parts[i - 1], sys.modules[pkg])
-    mod = sys.modules[name] = types.ModuleType(name)
-    exec(compile(src, name.replace(".", "/") + ".py", "exec"), mod.__dict__)
-    setattr(sys.modules[".".join(parts[:-1])], parts[-1], mod)
-'''
-
-
-def shipped_program(modules: Sequence, main: str) -> str:
-    """A program that installs `modules` (stdlib-only modules of this package, shipped as their
-    source, since the sandbox cannot read the repository) under their own names, then runs `main`."""
-    lines = [_INSTALL, *(f"_install({mod.__name__!r}, {Path(mod.__file__).read_text(encoding='utf-8')!r})" for mod in modules),
-             "del _install", main]
-    return "\n".join(lines) + "\n"

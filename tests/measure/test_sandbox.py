@@ -15,8 +15,10 @@ import pytest
 from shiptwo.measure import plain_data
 from shiptwo.measure.sandbox import (
     FS_PRIVATE_ROOT, NET_AUDIT_HOOK, NET_NAMESPACE, NONE, TMP_PRIVATE, SandboxConfig, private_root_plan, run_isolated,
-    run_many, shipped_program,
+    run_many,
 )
+from shiptwo.measure.sandbox_shipped import shipped_program
+from shiptwo.measure.sandbox_uids import pids_of_uid
 
 CFG = SandboxConfig(timeout_s=2.0)
 SLACK_S = 5.0  # process start, the kill sweep and a loaded 2-core machine
@@ -54,18 +56,14 @@ def test_fork_bomb_is_contained():
     res = _run(bomb)
     assert not _ok(res)
     if ROOT:  # its own uid: nothing of it may survive the sweep
-        from shiptwo.measure.sandbox import _pids_of_uid
-
-        assert _pids_of_uid(res.uid) == []
+        assert pids_of_uid(res.uid) == []
 
 
 def test_escaped_child_is_killed():
     src = "import os, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(600)\n"
     res = _run(src)
     if ROOT:
-        from shiptwo.measure.sandbox import _pids_of_uid
-
-        assert _pids_of_uid(res.uid) == []
+        assert pids_of_uid(res.uid) == []
 
 
 def test_memory_bomb_fails():

@@ -27,8 +27,9 @@ from shiptwo.errors import ShiptwoError
 from shiptwo.measure import plain_data
 from shiptwo.measure.evals import humaneval_calls
 from shiptwo.measure.sandbox import (
-    FS_PRIVATE_ROOT, OWN_UID, Isolation, SandboxConfig, SandboxRun, planned_isolation, run_isolated, shipped_program,
+    FS_PRIVATE_ROOT, OWN_UID, Isolation, SandboxConfig, SandboxRun, planned_isolation, run_isolated,
 )
+from shiptwo.measure.sandbox_shipped import shipped_program
 
 PASSED = "passed"
 TIMED_OUT = "timed out"
