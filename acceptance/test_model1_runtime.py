@@ -97,7 +97,7 @@ def test_humaneval_reproduces_upstream(criterion, model1_artifacts, model1_quant
         "summary": summary, "reference_pass@1": verdict["reference"], "candidate_pass@1": verdict["candidate"],
         "lost": verdict["lost"], "gained": verdict["gained"], "loglik": verdict["loglik"],
         "reference": recipe.humaneval_reference, "prompt_format": fmt.to_dict(), "details": details,
-        "answer_tokens": sum(len(o.token_ids) for o in outs)})
+        "answer_tokens": sum(len(o.token_ids) for o in outs), "sandbox_isolation": res.isolation})
 
 
 @pytest.mark.ac("AC-SHIP1-006")

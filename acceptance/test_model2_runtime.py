@@ -61,7 +61,7 @@ def test_humaneval_pass_at_1(criterion, model2_checkpoint, model2_artifacts):
     criterion.check(res.pass_at_1, samples=samples, n=res.n_problems,
                     evidence={"results": results, "records": records, EVIDENCE_ARTIFACT: model2_artifacts.checkpoint,
                               "problems": res.n_problems, "prompts_truncated": res.prompts_truncated,
-                              "sandbox_network": res.sandbox_network})
+                              "sandbox_network": res.sandbox_network, "sandbox_memory": res.isolation.get("memory_bound")})
 
 
 @pytest.mark.ac("AC-SHIP2-010")

@@ -10,7 +10,9 @@ As root (the strongest isolation, recorded as such in `SandboxRun.isolation`):
   nodes; a private /tmp and /work (size-capped tmpfs, gone with the process). The problem set, the
   checks, the virtual environment and the repository are not in it, and there is no /proc;
 - its own empty network namespace, and (with the private root) its own IPC namespace: no shared memory outlives it;
-- a uid of its own, so the process limit binds and every process it spawned is found and killed.
+- a uid of its own, so the process limit binds and every process it spawned is found and killed;
+- (wherever a memory cgroup is writable, root or not) a cgroup of its own bounding all its processes'
+  memory together, `sample_memory_bytes`; else admission against the memory available (`sandbox_memory`).
 Each is probed once; where one is refused (not root, or the kernel says no) the run falls back —
 a temporary directory of the host, sockets blocked by an audit hook — logs why, and the isolation
 record says filesystem and /tmp "none" (network "audit-hook") rather than pretending (HumanEval
@@ -19,7 +21,8 @@ input, never from a file a leftover process of another run could rewrite.
 
 Its parts: `sandbox_bootstrap` (what the child runs before the program), `sandbox_host` (the
 interpreter and the private root's contents), `sandbox_uids` (a uid a run, and the sweep that kills
-everything it started), `sandbox_shipped` (this package's modules shipped in as source).
+everything it started), `sandbox_memory` (the bound on a run's memory as a whole), `sandbox_shipped`
+(this package's modules shipped in as source).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from pathlib import Path
 from shiptwo.errors import ShiptwoError
 from shiptwo.measure.sandbox_bootstrap import BOOTSTRAP, PY_FLAGS
 from shiptwo.measure.sandbox_host import root_plan, sandbox_python
+from shiptwo.measure.sandbox_memory import MIN_SAMPLE_BYTES, MemoryBound, RunCgroup, bounded, plan_bound
 from shiptwo.measure.sandbox_uids import kill_uid, next_uid
 
 log = logging.getLogger(__name__)
@@ -56,7 +60,9 @@ OWN_UID = "own-uid"
 @dataclass
 class SandboxConfig:
     timeout_s: float = 5.0
-    memory_bytes: int = 1 << 30  # RLIMIT_AS
+    memory_bytes: int = 1 << 30  # RLIMIT_AS, each process
+    sample_memory_bytes: int = 1 << 30  # all of a run's processes together (and the tmpfs they write): its memory cgroup
+    memory_cgroup: bool = True  # False: the admission fallback even where a cgroup is possible (sandbox_memory)
     max_processes: int = 16  # RLIMIT_NPROC, per sandbox uid
     max_file_bytes: int = 16 << 20  # RLIMIT_FSIZE (stdout/stderr files included)
     max_open_files: int = 64
@@ -69,6 +75,14 @@ class SandboxConfig:
     def __post_init__(self):
         if self.workers < 1:  # never clamped to 1 where used: a bad --workers is an error
             raise ShiptwoError(f"sandbox: --workers must be >= 1, got {self.workers}")
+        if self.sample_memory_bytes < MIN_SAMPLE_BYTES:
+            raise ShiptwoError(f"sandbox: sample_memory_bytes must be >= {MIN_SAMPLE_BYTES} (an interpreter needs ~10 MiB), "
+                               f"got {self.sample_memory_bytes}")
+
+    @property
+    def worst_case_bytes(self) -> int:
+        """What a run may hold without a memory cgroup: every process its full address space, and both tmpfs full."""
+        return self.max_processes * self.memory_bytes + 2 * self.tmp_bytes
 
 
 @dataclass(frozen=True)
@@ -79,6 +93,7 @@ class Isolation:
     filesystem: str  # FS_PRIVATE_ROOT or "none"
     tmp: str  # TMP_PRIVATE or "none"
     user: str  # "own-uid" or "caller"
+    memory: str  # sandbox_memory's MEM_CGROUP_V2 / MEM_CGROUP_V1 (all processes together) or MEM_ADMISSION
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -93,9 +108,12 @@ class SandboxRun:
     isolation: Isolation
     uid: int
     stderr_tail: str = ""  # for diagnosis only
+    memory_exceeded: bool = False  # the kernel killed a process of the run: together they reached the run's bound
 
     def failure(self) -> str | None:
         """Why the process did not finish normally (None when it exited with status 0)."""
+        if self.memory_exceeded:
+            return f"out of memory: its processes together reached the sandbox's bound ({self.isolation.memory}), killed"
         if self.timed_out:
             return "timed out"
         if self.returncode < 0:
@@ -124,7 +142,7 @@ def network_namespace_available() -> bool:
 
 def _probe_refusal(plan, netns: bool):
     """None when a probe program runs in a sandbox built so (`plan`, `netns`), else why it did not."""
-    probe = _run(_PROBE, b"", SandboxConfig(timeout_s=30), plan, netns=netns)
+    probe = _run(_PROBE, b"", SandboxConfig(timeout_s=30), plan, netns=netns, memory=NONE)
     return None if probe.stdout == b"ok" else (probe.stderr_tail.strip().splitlines()[-1:] or probe.failure())
 
 
@@ -158,27 +176,37 @@ def _limits(cfg: SandboxConfig) -> dict[str, int]:
     }
 
 
-def _isolation(private_root: bool, netns: bool, own_uid: bool) -> Isolation:
+def _isolation(private_root: bool, netns: bool, own_uid: bool, memory: str) -> Isolation:
     return Isolation(network=NET_NAMESPACE if netns else NET_AUDIT_HOOK, filesystem=FS_PRIVATE_ROOT if private_root else NONE,
-                     tmp=TMP_PRIVATE if private_root else NONE, user=OWN_UID if own_uid else "caller")
+                     tmp=TMP_PRIVATE if private_root else NONE, user=OWN_UID if own_uid else "caller", memory=memory)
+
+
+def planned_memory_bound(cfg: SandboxConfig) -> MemoryBound:
+    """How runs under `cfg` have their memory bounded on this machine (probed once; the fallback logged)."""
+    return plan_bound(cfg.memory_cgroup, cfg.sample_memory_bytes, cfg.max_processes, cfg.worst_case_bytes)
 
 
 def planned_isolation(cfg: SandboxConfig) -> Isolation:
     """The isolation `run_isolated` gives runs under `cfg` on this machine (probed once), before any run."""
     plan = private_root_plan() if cfg.private_root else None
     return _isolation(plan is not None, cfg.isolate_network and network_namespace_available(),
-                      cfg.drop_privileges and os.geteuid() == 0)
+                      cfg.drop_privileges and os.geteuid() == 0, planned_memory_bound(cfg).kind)
 
 
 def run_isolated(program: str, stdin: bytes = b"", cfg: SandboxConfig | None = None) -> SandboxRun:
-    """Run one Python program (as `__main__`, `stdin` on its standard input) in its own sandbox;
-    never raises for what the program does."""
+    """Run one Python program (as `__main__`, `stdin` on its standard input) in its own sandbox, its
+    processes' memory bounded together (a cgroup of its own, or admission); never raises for what the
+    program does."""
     cfg = cfg or SandboxConfig()
     plan = private_root_plan() if cfg.private_root else None
-    return _run(program, stdin, cfg, plan, netns=cfg.isolate_network and network_namespace_available())
+    bound = planned_memory_bound(cfg)
+    with bounded(bound, cfg.max_processes) as cgroup:
+        return _run(program, stdin, cfg, plan, netns=cfg.isolate_network and network_namespace_available(),
+                    memory=bound.kind, cgroup=cgroup)
 
 
-def _run(program: str, stdin: bytes, cfg: SandboxConfig, plan: tuple | None, netns: bool) -> SandboxRun:
+def _run(program: str, stdin: bytes, cfg: SandboxConfig, plan: tuple | None, netns: bool, memory: str,
+         cgroup: RunCgroup | None = None) -> SandboxRun:
     unprivileged = cfg.drop_privileges and os.geteuid() == 0
     uid = next_uid() if unprivileged else os.geteuid()
     python = plan[0] if plan else sandbox_python(unprivileged)
@@ -212,20 +240,31 @@ def _run(program: str, stdin: bytes, cfg: SandboxConfig, plan: tuple | None, net
                 close_fds=True, start_new_session=True,
             )
             timed_out = False
-            try:
+            try:  # reaped however this ends (a timeout, an interrupt): nothing it started outlives the run
+                if cgroup is not None:  # before it reads its program from stdin, so before anything untrusted runs
+                    _attach(proc, cgroup)
                 proc.communicate(stdin, timeout=cfg.timeout_s)
             except subprocess.TimeoutExpired:
                 timed_out = True
-            _reap(proc, uid if unprivileged else None, python)
+            finally:
+                _reap(proc, uid if unprivileged else None, python)
             out.seek(0)
             stdout = out.read(cfg.max_file_bytes)
             err.seek(max(0, os.fstat(err.fileno()).st_size - 2000))
             stderr_tail = err.read().decode("utf-8", "replace")
-        isolation = _isolation(plan is not None, boot_cfg["netns"], unprivileged)
+        isolation = _isolation(plan is not None, boot_cfg["netns"], unprivileged, memory)
         return SandboxRun(stdout=stdout, returncode=proc.returncode, timed_out=timed_out,
-                          elapsed_s=time.monotonic() - start, isolation=isolation, uid=uid, stderr_tail=stderr_tail)
+                          elapsed_s=time.monotonic() - start, isolation=isolation, uid=uid, stderr_tail=stderr_tail,
+                          memory_exceeded=cgroup is not None and cgroup.oom_killed())
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def _attach(proc: subprocess.Popen, cgroup: RunCgroup) -> None:
+    try:
+        cgroup.attach(proc.pid)
+    except OSError as exc:
+        raise ShiptwoError(f"sandbox: cannot move the run into its memory cgroup {cgroup.dirs[0]} ({exc.strerror})") from None
 
 
 def _reap(proc: subprocess.Popen, uid: int | None, python: str) -> None:

@@ -16,7 +16,7 @@ from shiptwo.errors import ShiptwoError
 from shiptwo.measure.evals.humaneval import (
     evaluate_humaneval, load_problems, read_samples, score_samples, write_results,
 )
-from shiptwo.measure.sandbox import SandboxConfig
+from shiptwo.measure.sandbox import SandboxConfig, planned_memory_bound
 
 from shiptwo.measure.evals.humaneval import HUMANEVAL_RESULTS_FILE, HUMANEVAL_STOP
 
@@ -35,8 +35,10 @@ def test_canonical_solutions_score_164_of_164(problems):
     assert res.n_problems == 164 and res.pass_at == {"pass@1": 100.0}
     assert all(r["result"] == "passed" for r in res.records)
     if os.geteuid() == 0:  # this machine allows a private root; elsewhere "none" is recorded
+        bound = planned_memory_bound(SANDBOX)  # a cgroup where one is writable, else admission (its reason logged)
         assert res.isolation == {"network": "namespace", "filesystem": "private-root", "tmp": "private",
-                                 "user": "own-uid", "scoring": "record-replay"}
+                                 "user": "own-uid", "memory": bound.kind, "scoring": "record-replay",
+                                 "memory_bound": bound.to_dict()}
 
 
 def test_recording_captures_every_call_the_check_makes(problems):

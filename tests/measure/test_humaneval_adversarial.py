@@ -80,7 +80,7 @@ def test_always_equal_set_scores_zero(problems):
 
 def _run(stdout: bytes, returncode: int = 0, timed_out: bool = False) -> SandboxRun:
     return SandboxRun(stdout=stdout, returncode=returncode, timed_out=timed_out, elapsed_s=0.0,
-                      isolation=Isolation("namespace", "private-root", "private", "own-uid"), uid=0)
+                      isolation=Isolation("namespace", "private-root", "private", "own-uid", "cgroup-v1"), uid=0)
 
 
 def _lines(*objs) -> bytes:

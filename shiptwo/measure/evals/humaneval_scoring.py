@@ -27,7 +27,7 @@ from shiptwo.errors import ShiptwoError
 from shiptwo.measure import plain_data
 from shiptwo.measure.evals import humaneval_calls
 from shiptwo.measure.sandbox import (
-    FS_PRIVATE_ROOT, OWN_UID, Isolation, SandboxConfig, SandboxRun, planned_isolation, run_isolated,
+    FS_PRIVATE_ROOT, OWN_UID, Isolation, SandboxConfig, SandboxRun, planned_isolation, planned_memory_bound, run_isolated,
 )
 from shiptwo.measure.sandbox_shipped import shipped_program
 
@@ -184,10 +184,11 @@ def replay_verdict(rec: dict | None, n_calls: int) -> Verdict:
 
 
 def answer_calls(completion: str, problem: dict, calls: list[str], cfg: SandboxConfig) -> tuple[list[dict] | None, str | None, dict]:
-    """Run the completion on the recorded calls in its own sandbox: (answers or None, why none, isolation)."""
+    """Run the completion on the recorded calls in its own sandbox: (answers or None, why none, isolation).
+    A completion whose processes together reached the memory bound fails, whatever it wrote."""
     job = {"program": problem["prompt"] + completion, "entry_point": problem["entry_point"], "calls": calls}
     run = run_isolated(_program("answer"), json.dumps(job).encode(), cfg)
-    answers, failure = read_answers(run, len(calls))
+    answers, failure = (None, FAILED + run.failure()) if run.memory_exceeded else read_answers(run, len(calls))
     return answers, failure, run.isolation.to_dict()
 
 
@@ -249,7 +250,9 @@ def judge_samples(samples: Sequence[dict], problems: dict[str, dict], sandbox: S
         weak = _check_isolation(Isolation(**isolation), allow_weak_isolation)
         if weak:
             isolation["weak_isolation_allowed"] = weak
-    return Judged(verdicts=verdicts, isolation={**isolation, "scoring": SCORING_METHOD})
+    # how a sample's memory was bounded (the admission fallback, logged, says why there was no cgroup)
+    return Judged(verdicts=verdicts, isolation={**isolation, "scoring": SCORING_METHOD,
+                                                "memory_bound": planned_memory_bound(cfg).to_dict()})
 
 
 def _check_isolation(iso: Isolation, allow_weak: bool) -> list[str]:
