@@ -282,7 +282,7 @@ class _Admission:
 _ADMISSION = _Admission()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def plan_bound(use_cgroup: bool, sample_bytes: int, max_processes: int, worst_case: int) -> MemoryBound:
     """The bound runs of this shape get here (the fallback logged once per shape, with why)."""
     cg = cgroup_plan() if use_cgroup else "not asked for (SandboxConfig.memory_cgroup=False)"

@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from dataclasses import replace
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -113,6 +114,11 @@ def test_cgroups_of_a_killed_scorer_are_swept_with_their_processes():
         time.sleep(0.05)
 
 
+def _spans(runs) -> list[tuple[float, ...]]:
+    """Each run's (start, end) on the shared monotonic clock, as it printed them, in start order."""
+    return sorted(tuple(map(float, r.stdout.split())) for r in runs)
+
+
 def _alive(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
@@ -133,15 +139,14 @@ def test_fallback_forced_by_config_is_logged_recorded_and_admits_by_worst_case(c
                                "concurrent_runs": 1, "capacity_bytes": capacity,
                                "why_no_cgroup": "not asked for (SandboxConfig.memory_cgroup=False)"}
     clock = "import time\nt = time.monotonic()\ntime.sleep(0.6)\nprint(t, time.monotonic())\n"
-    spans = lambda runs: sorted(tuple(map(float, r.stdout.split())) for r in runs)  # noqa: E731
     runs = run_many([(clock, b"")] * 3, serial)
     assert all(r.failure() is None and r.isolation.memory == MEM_ADMISSION for r in runs)
-    s = spans(runs)
-    assert all(later[0] >= earlier[1] for earlier, later in zip(s, s[1:])), s  # never two at once
+    s = _spans(runs)
+    assert all(later[0] >= earlier[1] for earlier, later in pairwise(s)), s  # never two at once
     small = replace(serial, memory_bytes=128 << 20)  # worst cases that fit together: they do run at once
     assert planned_memory_bound(small).concurrent_runs >= 3
-    s = spans(run_many([(clock, b"")] * 3, small))
-    assert any(later[0] < earlier[1] for earlier, later in zip(s, s[1:])), s
+    s = _spans(run_many([(clock, b"")] * 3, small))
+    assert any(later[0] < earlier[1] for earlier, later in pairwise(s)), s
 
 
 @pytest.mark.parametrize("use_cgroup", [True, False], ids=["cgroup-where-possible", "forced-fallback"])
