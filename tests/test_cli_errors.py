@@ -59,6 +59,20 @@ def test_publish_into_or_onto_an_artifact_directory_is_refused(tiny_checkpoint, 
     assert sorted(p.name for p in art.iterdir()) == ["model.safetensors"]
 
 
+def test_humaneval_out_refuses_to_rewrite_its_samples_input(tmp_path, capsys):
+    """`eval humaneval --samples humaneval-samples.jsonl` (--out defaults to the working directory)
+    rewrote its own input with the scored records and exited 0: its output files must not be inputs."""
+    from shiptwo.measure.evals.humaneval import result_paths
+
+    samples = tmp_path / result_paths(tmp_path)[1].name
+    samples.write_text('{"task_id": "HumanEval/0", "completion": "    return False\\n"}\n')
+    before = samples.read_bytes()
+    for out in (tmp_path, samples):  # the directory holding it, and the file itself named as the directory
+        _one_line_exit_2(["eval", "humaneval", "--samples", str(samples), "--limit", "1", "--out", str(out)], capsys,
+                         "input samples")
+    assert samples.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == [samples.name]
+
+
 def test_a_directory_where_a_file_goes_is_one_line(golden_copy, tmp_path, capsys):
     """`report -o DIR` wrote the whole report, then died in the rename with an IsADirectoryError traceback."""
     (tmp_path / "adir").mkdir()

@@ -176,9 +176,13 @@ def _cmd_eval_validity(args) -> int:
 
 
 def _cmd_eval_humaneval(args) -> int:
-    from shiptwo.measure.evals.humaneval import evaluate_humaneval, load_problems, read_samples, score_samples, write_results
+    from shiptwo.fileio import refuse_overwriting_inputs
+    from shiptwo.measure.evals.humaneval import (evaluate_humaneval, load_problems, read_samples, result_paths, score_samples,
+                                                 write_results)
     from shiptwo.measure.sandbox import SandboxConfig
 
+    for output in result_paths(args.out):  # --out is written into, not replaced: its two files must not be inputs
+        refuse_overwriting_inputs(output, {"samples": args.samples, "artifact": args.artifact})
     sandbox = SandboxConfig(workers=args.workers)
     if args.samples:
         problems = load_problems(args.limit)

@@ -163,10 +163,15 @@ def evaluate_humaneval(ckpt: Checkpoint, samples_per_task: int = 1, temperature:
     return result
 
 
+def result_paths(out_dir: str | Path) -> tuple[Path, Path]:
+    """Where `write_results` writes into `out_dir`: the results JSON and the per-sample JSONL."""
+    return Path(out_dir) / HUMANEVAL_RESULTS_FILE, Path(out_dir) / HUMANEVAL_SAMPLES_FILE
+
+
 def write_results(result: HumanEvalResult, out_dir: str | Path, extra: dict | None = None) -> tuple[Path, Path]:
     """The results JSON and the per-sample JSONL (task_id, completion, passed, result), atomically."""
-    out_dir = Path(out_dir)
+    results_path, samples_path = result_paths(out_dir)
     summary = {**result.summary(), **(extra or {})}
     jsonl = "".join(json.dumps({k: r[k] for k in ("task_id", "completion", "passed", "result")}) + "\n" for r in result.records)
-    samples_path = atomic_write_text(out_dir / HUMANEVAL_SAMPLES_FILE, jsonl)
-    return atomic_write_json(out_dir / HUMANEVAL_RESULTS_FILE, summary), samples_path
+    atomic_write_text(samples_path, jsonl)
+    return atomic_write_json(results_path, summary), samples_path
