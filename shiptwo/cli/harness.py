@@ -125,10 +125,14 @@ def _cmd_gate(args) -> int:
     for option, seconds in (("--rerun-timeout", args.rerun_timeout), ("--rebuild-timeout", args.rebuild_timeout)):
         if seconds is not None and not 0 < seconds < float("inf"):  # -1 or nan "timed out" at once, refusing every PASS
             raise ShiptwoError(f"gate: {option} must be a finite number of seconds > 0, not {seconds}")
-    if args.from_bundle and (args.rerun or args.rebuild or args.bundle):  # --bundle was silently not written
-        which = ("--rerun re-runs tests" if args.rerun else "--rebuild compares the store" if args.rebuild
-                 else "--bundle bundles a verdict reached")
-        raise ShiptwoError(f"gate: {which} in the checkout; it does not combine with --from-bundle")
+    if args.from_bundle:  # each was silently not done (--bundle not written, --recheck not run, --baseline not read)
+        for asked, which in ((args.rerun, "--rerun re-runs tests in the checkout"),
+                             (args.rebuild, "--rebuild compares the store in the checkout"),
+                             (args.recheck, "--recheck regenerates samples with the artifacts in the store"),
+                             (args.baseline, "--baseline: the bundle carries the baseline it was judged against"),
+                             (args.bundle, "--bundle bundles a verdict reached in the checkout")):
+            if asked:
+                raise ShiptwoError(f"gate: {which}; it does not combine with --from-bundle")
     if args.from_bundle:
         from shiptwo.harness.bundle import gate_from_bundle
 

@@ -157,6 +157,11 @@ def test_cli_gate_bundle_then_from_bundle(pytester, tmp_path, capsys):
     assert main(["gate", "--from-bundle", str(tmp_path / "b"), "--spec", str(project.path / "spec" / "ship-two.yaml")]) == 0
     out = capsys.readouterr().out
     assert "manifest verified" in out and "model2 (MODEL-2): RELEASE" in out
+    spec = str(project.path / "spec" / "ship-two.yaml")
+    for extra, says in ((["--recheck", "3"], "--recheck regenerates samples"), (["--baseline", spec], "--baseline")):
+        # silently ignored before: a recheck that never ran, a baseline never compared, and exit 0
+        assert main(["gate", "--from-bundle", str(tmp_path / "b"), "--spec", spec, *extra]) == 2
+        assert f"{says}" in capsys.readouterr().err
     _flip_one_pass(_samples_file(tmp_path / "b"))
     assert main(["gate", "--from-bundle", str(tmp_path / "b")]) == 2
     assert "bundle refused" in capsys.readouterr().err
