@@ -98,3 +98,69 @@ def test_bad_sources_are_one_line_errors(tmp_path):
         CorpusConfig(validation_fraction=0.6, test_fraction=0.5)
     with pytest.raises(ShiptwoError, match="no documents"):
         load_corpus(_cfg(tmp_path))
+
+
+def _rows(a: int, b: int) -> str:
+    return "\n".join(f"    {i:#06x}: {i + 7:#06x},  # CHARACTER {i}" for i in range(a, b))
+
+
+def _codec(name: str, a: int, b: int) -> str:
+    """A generated-codec-like module (the stdlib's encodings/*.py): a header naming it and a table."""
+    return f'""" Codec {name} generated from {name.upper()}.TXT """\n\ndecoding_map = {{\n{_rows(a, b)}\n}}\n'
+
+
+def _path_in(split: str, cfg: CorpusConfig, stem: str) -> str:
+    return next(p for p in (f"{stem}{i}.py" for i in range(1000)) if split_of(p, cfg) == split)
+
+
+@pytest.fixture
+def leaky(tmp_path):
+    """Unrelated modules, a codec table in train, a near-copy of it (79 % of its 13-grams in train) in
+    validation, and in test a fragment of that copy (11 % in train alone, 99 % once the copy joins train)."""
+    d = tmp_path / "leaky"
+    d.mkdir()
+    cfg = _cfg(d)
+    for i in range(12):
+        (d / f"m{i}.py").write_text(f"def f{i}(x, y):\n    return [x * {i} + y for _ in range({i + 3})]\n", encoding="utf-8")
+    names = {"train": _path_in("train", cfg, "cp_a"), "validation": _path_in("validation", cfg, "cp_b"),
+             "test": _path_in("test", cfg, "cp_c")}
+    (d / names["train"]).write_text(_codec("cp1", 0, 100), encoding="utf-8")
+    (d / names["validation"]).write_text(_codec("cp2", 0, 125), encoding="utf-8")
+    (d / names["test"]).write_text("extra = {\n" + _rows(95, 125) + "\n}\n", encoding="utf-8")
+    return d, names
+
+
+def test_held_out_near_duplicates_of_train_move_to_train_and_are_recorded(leaky):
+    d, names = leaky
+    corpus = load_corpus(_cfg(d))
+    paths = {s: [doc.path for doc in corpus.splits[s]] for s in ("train", "validation", "test")}
+    assert names["validation"] in paths["train"] and names["validation"] not in paths["validation"]
+    # the fragment is a near-copy of the moved copy only: it follows in a second round
+    assert names["test"] in paths["train"] and names["test"] not in paths["test"]
+    assert paths["train"] == sorted(paths["train"])
+    nd = corpus.manifest()["near_duplicates"]
+    assert nd["moved_to_train"] == 2 and nd["ngram_tokens"] == 13 and nd["share_at_least"] == 0.7
+    first, second = nd["documents"]
+    assert (first["path"], first["from"], first["round"]) == (names["validation"], "validation", 1)
+    assert 0.7 <= first["share"] < 0.9 and first["in_train"] < first["ngrams"]
+    assert (second["path"], second["from"], second["round"]) == (names["test"], "test", 2)
+    assert nd["held_out_checked"] == sum(1 for s in ("validation", "test") for _ in paths[s]) + 2
+    # every document is still there, once; and the result is deterministic
+    assert sum(len(p) for p in paths.values()) == 15
+    assert load_corpus(_cfg(d)).fingerprint() == corpus.fingerprint()
+
+
+def test_near_duplicate_share_is_a_recipe_setting(leaky):
+    d, names = leaky
+    corpus = load_corpus(_cfg(d, near_duplicate_share=0.95))  # the 79 % copy stays, and so does its fragment
+    assert names["validation"] in [doc.path for doc in corpus.splits["validation"]]
+    assert corpus.near_duplicates["moved_to_train"] == 0 and corpus.near_duplicates["documents"] == []
+
+
+@pytest.mark.parametrize("kw, field", [({"near_duplicate_share": 0}, "near_duplicate_share"),
+                                       ({"near_duplicate_share": 1.5}, "near_duplicate_share"),
+                                       ({"near_duplicate_ngram": 0}, "near_duplicate_ngram"),
+                                       ({"near_duplicate_ngram": True}, "near_duplicate_ngram")])
+def test_bad_near_duplicate_settings_are_one_line_errors(kw, field):
+    with pytest.raises(ShiptwoError, match=f"corpus: {field}"):
+        CorpusConfig(**kw)
