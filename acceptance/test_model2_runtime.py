@@ -47,21 +47,37 @@ def test_generations_parse(criterion, model2_checkpoint):
 
 
 @pytest.mark.ac("AC-SHIP2-008")
-def test_humaneval_pass_at_1(criterion, model2_checkpoint, model2_artifacts):
+def test_humaneval_pass_at_1(criterion, profile, model2_checkpoint, model2_artifacts):
+    """pass@1 over every problem; beside it, how much of each problem (prompt and canonical solution)
+    occurs in the train split, so a pass earned by a copy in the training data shows."""
     from shiptwo.measure.evals.humaneval import evaluate_humaneval, write_results
 
     from shiptwo.checks.gate_verifiers import EVIDENCE_ARTIFACT
+    from shiptwo.checks.leakage import texts_overlap
     from shiptwo.checks.samples import humaneval_samples, write_samples
+    from shiptwo.data.corpus import load_corpus
+    from shiptwo.fileio import atomic_write_json
     from shiptwo.measure.evals.humaneval import load_problems
+    from shiptwo.training.recipes import load_recipe
 
+    problems = load_problems()
+    share, ngram = criterion.param("near_duplicate_share"), criterion.param("ngram_tokens")
+    leak = texts_overlap(load_corpus(load_recipe("model2", profile).corpus),
+                         [(tid, p["prompt"] + p["canonical_solution"]) for tid, p in problems.items()], share, ngram)
+    overlap = atomic_write_json(criterion.evidence_dir / "train_overlap.json", leak)
     res = evaluate_humaneval(model2_checkpoint)
     results, records = write_results(res, criterion.evidence_dir, {"artifact": str(model2_artifacts.checkpoint)})
-    samples = write_samples(humaneval_samples(res.records, load_problems()), criterion.evidence_dir / "samples.jsonl")
+    samples = write_samples(humaneval_samples(res.records, problems), criterion.evidence_dir / "samples.jsonl")
     # the artifact is recorded with its SHA-256: `shiptwo gate --recheck K` regenerates samples with it
     criterion.check(res.pass_at_1, samples=samples, n=res.n_problems,
                     evidence={"results": results, "records": records, EVIDENCE_ARTIFACT: model2_artifacts.checkpoint,
                               "problems": res.n_problems, "prompts_truncated": res.prompts_truncated,
-                              "sandbox_network": res.sandbox_network, "sandbox_memory": res.isolation.get("memory_bound")})
+                              "sandbox_network": res.sandbox_network, "sandbox_memory": res.isolation.get("memory_bound"),
+                              "train_overlap": overlap,
+                              "summary": f"pass@1 over {res.n_problems} problems. Overlap of prompt + canonical solution "
+                                         f"with the train split ({ngram}-token n-grams, every problem): "
+                                         f"{leak['ngrams_in_reference']} of {leak['ngrams']} ({leak['ngram_share']:.2%}); "
+                                         f"{leak['near_duplicates']} of {leak['documents_judged']} problems >= {share:.0%}"})
 
 
 @pytest.mark.ac("AC-SHIP2-010")

@@ -64,22 +64,36 @@ def test_tokenizer_roundtrip(criterion, recipe, model2_artifacts):
 def test_validation_cross_entropy(criterion, recipe, model2_checkpoint, model2_artifacts):
     """CE of the shipped checkpoint on the corpus's validation split, re-tokenized here with the shipped
     tokenizer as the build tokenizes a split (not the token file the build wrote); the untouched test
-    split beside it, since the best checkpoint was chosen on validation."""
+    split beside it, since the best checkpoint was chosen on validation. A leg counts the validation
+    documents that are near-duplicates of the train split (their n-grams re-measured here, against
+    the spec's share), which would make that CE optimistic."""
+    from shiptwo.checks.leakage import split_overlap
     from shiptwo.checks.training import heldout_cross_entropy
     from shiptwo.data.corpus import load_corpus
+    from shiptwo.fileio import atomic_write_json
     from shiptwo.model.tokenizer import BPETokenizer
 
     tok = BPETokenizer.from_file(model2_artifacts.tokenizer)
     corpus = load_corpus(recipe.corpus)
+    share, ngram = criterion.param("near_duplicate_share"), criterion.param("ngram_tokens")
+    leak = {s: split_overlap(corpus, s, share, ngram) for s in ("validation", "test")}
+    overlap = atomic_write_json(criterion.evidence_dir / "split_overlap.json", leak)
     model = model2_checkpoint.build_model()
     val, test = (heldout_cross_entropy(model, tok, corpus.texts(s), recipe.train.seq_len, recipe.train.batch_size)
                  for s in ("validation", "test"))
-    criterion.check(val["cross_entropy"], interval=val["interval"], n=val["n"], evidence={
+    lv, lt = leak["validation"], leak["test"]
+    criterion.check(val["cross_entropy"], interval=val["interval"], n=val["n"],
+                    legs={"validation_near_duplicates": {"value": lv["near_duplicates"], "n": lv["documents_judged"]}},
+                    evidence={
         "checkpoint": model2_artifacts.checkpoint, "tokenizer": model2_artifacts.tokenizer, "validation": val,
-        "test": test, EVIDENCE_LOSS_CURVE: model2_artifacts.loss_curve,
+        "test": test, EVIDENCE_LOSS_CURVE: model2_artifacts.loss_curve, "split_overlap": overlap,
         "summary": f"CE over all {val['targets']} targets of the re-tokenized validation split in {val['n']} windows "
                    f"of {recipe.train.seq_len}; 95% interval: bootstrap over windows; test split CE "
-                   f"{test['cross_entropy']:.4f} (n={test['n']} windows, 95% {test['interval'][0]:.4f}-{test['interval'][1]:.4f})"})
+                   f"{test['cross_entropy']:.4f} (n={test['n']} windows, 95% {test['interval'][0]:.4f}-{test['interval'][1]:.4f}). "
+                   f"Overlap with train ({ngram}-token n-grams, every document): validation {lv['ngrams_in_reference']} of "
+                   f"{lv['ngrams']} ({lv['ngram_share']:.1%}), {lv['near_duplicates']} of {lv['documents_judged']} documents "
+                   f">= {share:.0%}; test {lt['ngrams_in_reference']} of {lt['ngrams']} ({lt['ngram_share']:.1%}), "
+                   f"{lt['near_duplicates']} of {lt['documents_judged']} documents >= {share:.0%}"})
 
 
 @pytest.mark.ac("AC-SHIP2-004")
