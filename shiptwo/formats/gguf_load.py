@@ -20,6 +20,7 @@ import torch
 from shiptwo.model.checkpoint import Checkpoint
 from shiptwo.errors import ShiptwoError
 from shiptwo.model.llama import ModelConfig
+from shiptwo.formats.gguf_header import check_gguf_header
 from shiptwo.formats.names import gguf_to_hf, hf_class_for, qk_heads, unpermute_qk
 
 from shiptwo.formats.names import GGUF_DATASET_ID, GGUF_DATASET_LICENSE, GGUF_MAGIC, GGUF_TOKENIZER_MODEL, GGUF_TOKENIZER_PRE
@@ -58,6 +59,7 @@ def read_gguf(path: str | Path) -> GGUFFile:
             magic = fh.read(4)
         if magic != GGUF_MAGIC:
             raise ShiptwoError(f"{path}: not a GGUF file (magic {magic!r})")
+        check_gguf_header(path)  # gguf-py trusts the file's counts: a hostile one would exhaust memory
         reader = gguf.GGUFReader(path, "r")
         fields = {name: f.contents() for name, f in reader.fields.items() if not name.startswith("GGUF.")}
     except ShiptwoError:

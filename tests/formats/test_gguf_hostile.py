@@ -1,0 +1,116 @@
+"""Hostile GGUF files, written with gguf-py from our own export: a count field that would exhaust
+memory, tensor data that overlaps or leaves a gap (llama.cpp refuses both). Each is one ShiptwoError
+naming the file and the field, in bounded time and memory."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import gguf
+import numpy as np
+import pytest
+
+from shiptwo.errors import ShiptwoError
+from shiptwo.formats.gguf_export import export_gguf
+from shiptwo.formats.gguf_import import load_gguf
+from shiptwo.model.checkpoint import load_checkpoint
+
+K, T = gguf.Keys, gguf.GGUFValueType
+MEMORY_CAP = 2 << 30  # address space of the subprocess that reads a hostile file: the old reader ran past it
+SECONDS_CAP = 60
+
+
+@pytest.fixture(scope="module")
+def honest(tmp_path_factory, tiny_checkpoint):
+    return export_gguf(load_checkpoint(tiny_checkpoint), tmp_path_factory.mktemp("hostile") / "honest.gguf", "f32")
+
+
+def rewrite(src, dst, edit=None):
+    """`src` written again by gguf-py's writer, its key/value fields passed through `edit` first
+    (a list of [name, value, type, array sub-type])."""
+    r = gguf.GGUFReader(src)
+    fields = [[f.name, f.contents(), f.types[0], f.types[-1] if f.types[0] == T.ARRAY else None]
+              for f in r.fields.values() if not f.name.startswith("GGUF.")]
+    fields = edit(fields) if edit else fields
+    w = gguf.GGUFWriter(str(dst), next(v for n, v, *_ in fields if n == K.General.ARCHITECTURE))
+    for name, value, vtype, sub in fields:
+        if name != K.General.ARCHITECTURE:
+            w.add_key_value(name, value, vtype, sub_type=sub)
+    for t in r.tensors:
+        w.add_tensor(t.name, np.array(t.data), raw_dtype=t.tensor_type)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return dst
+
+
+def setting(key, value, vtype, sub=None):
+    return lambda fields: [f for f in fields if f[0] != key] + [[key, value, vtype, sub]]
+
+
+def load_bounded(path) -> str:
+    """load_gguf(path) in a subprocess capped at MEMORY_CAP and SECONDS_CAP; its one line of outcome."""
+    code = textwrap.dedent(f"""
+        import resource, sys
+        resource.setrlimit(resource.RLIMIT_AS, ({MEMORY_CAP}, {MEMORY_CAP}))
+        from shiptwo.errors import ShiptwoError
+        from shiptwo.formats.gguf_import import load_gguf
+        try:
+            load_gguf(sys.argv[1])
+            print("loaded")
+        except ShiptwoError as exc:
+            print(exc)
+    """)
+    try:
+        proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=SECONDS_CAP)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{path}: still reading after {SECONDS_CAP} s")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout.strip()
+
+
+def test_an_array_longer_than_the_file_is_refused_in_bounded_memory(honest, tmp_path):
+    """gguf-py's reader loops for ever on an array whose length runs past the end of the file,
+    keeping an empty view per missing element: a declared length of 2^62 exhausted any memory."""
+    path = rewrite(honest, tmp_path / "long-array.gguf")
+    r = gguf.GGUFReader(path, "r+")
+    r.fields[K.Tokenizer.TOKEN_TYPE].parts[4][0] = 1 << 62  # the array's length (its parts: key len, key, type, item type, length, ...)
+    r.data.flush()
+    del r
+    message = load_bounded(path)
+    assert message.startswith(f"{path}: corrupt GGUF file ({K.Tokenizer.TOKEN_TYPE}:") and "past the end of the file" in message
+
+
+@pytest.mark.parametrize("how", ["overlap", "gap"])
+def test_tensor_data_where_llamacpp_refuses_it_is_refused(honest, tmp_path, how):
+    """Two tensors sharing bytes, or a gap between them: llama.cpp refuses the file, so our reader
+    (which read the second tensor from the first one's bytes) must too, naming the tensor."""
+    from shiptwo.runtimes.llamacpp import load_llama
+
+    path = rewrite(honest, tmp_path / f"{how}.gguf")
+    r = gguf.GGUFReader(path, "r+")
+    first, second = r.tensors[0], r.tensors[1]
+    offset = second.field.parts[5]  # the tensor info's data offset
+    offset[0] = first.field.parts[5][0] if how == "overlap" else offset[0] + r.alignment
+    r.data.flush()
+    del r
+    with pytest.raises(ShiptwoError, match=rf"^{path}: corrupt GGUF file \(tensor {second.name}: data at offset"):
+        load_gguf(path)
+    with pytest.raises(ShiptwoError, match="llama.cpp refused the file"):
+        load_llama(path, 32)
+
+
+def test_the_honest_file_still_loads(honest, tmp_path):
+    load_gguf(rewrite(honest, tmp_path / "copy.gguf"))
+
+
+def test_more_header_items_than_the_cap_are_refused(honest, monkeypatch):
+    """Elements the file does hold still cost gguf-py a Python object each: their number is capped."""
+    from shiptwo.formats import gguf_header
+
+    monkeypatch.setattr(gguf_header, "MAX_HEADER_ITEMS", 300)  # the tiny vocabulary's 384 tokens exceed it
+    with pytest.raises(ShiptwoError, match=rf"^{honest}: corrupt GGUF file \({K.Tokenizer.LIST}: the header declares more than 300 "):
+        load_gguf(honest)
