@@ -10,6 +10,7 @@ into a Checkpoint.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,7 @@ K = gguf.Keys
 # alone, or (llama.cpp's smollm/starcoder family) every digit split off first, then GPT-2's regex.
 GGUF_PRE_DIGITS = ("smollm", "starcoder", "refact", "codeshell")
 GGUF_PRE_SUPPORTED = (GGUF_TOKENIZER_PRE, *GGUF_PRE_DIGITS)
+_BLOCK = re.compile(r"blk\.(\d+)\.")  # a GGUF tensor name's block number
 
 
 @dataclass
@@ -88,6 +90,38 @@ def _hparam_keys() -> tuple[str, ...]:
     )
 
 
+def _hparam_type_problems(g: GGUFFile) -> list[str]:
+    """Each hyper-parameter present of the kind llama.cpp reads it as (a positive integer; a positive,
+    finite float), the vocabulary size too; the chat template a string. A string, an array (llama.cpp's
+    per-layer form, which our runtime does not have) or a zero head count is named here, not left to
+    raise somewhere downstream."""
+    floats = {g.key(K.Attention.LAYERNORM_RMS_EPS), g.key(K.Rope.FREQ_BASE)}
+    out = []
+    for key in [g.key(k) for k in _hparam_keys()] + [g.key(K.LLM.VOCAB_SIZE)]:
+        if key not in g.fields:
+            continue
+        v = g.fields[key]
+        if key in floats and not (type(v) is float and math.isfinite(v) and v > 0):
+            out.append(f"{key}={v!r} is not a positive float")
+        elif key not in floats and not (type(v) is int and v > 0):
+            out.append(f"{key}={v!r} is not a positive integer")
+    template = g.fields.get(K.Tokenizer.CHAT_TEMPLATE)
+    if template is not None and not isinstance(template, str):
+        out.append(f"{K.Tokenizer.CHAT_TEMPLATE}={template!r} is not a string")
+    return out
+
+
+def _block_count_problems(g: GGUFFile) -> list[str]:
+    """The block count must be the blocks the tensors hold (llama.cpp refuses a missing or extra
+    tensor): a count of 2^40 would otherwise build a model of 2^40 layers before any tensor is read."""
+    blocks = {int(m.group(1)) for t in g.reader.tensors if (m := _BLOCK.match(t.name))}
+    n = g.fields[g.key(K.LLM.BLOCK_COUNT)]
+    if len(blocks) != n or blocks != set(range(n)):  # the set is built only for a count the file holds
+        return [f"{g.key(K.LLM.BLOCK_COUNT)}={n} but the file holds tensors of {len(blocks)} block(s)"
+                + (f" numbered up to {max(blocks)}" if blocks else "")]
+    return []
+
+
 def gguf_problems(g: GGUFFile, require_provenance: bool = True) -> list[str]:
     """Everything llama.cpp (or, with `require_provenance`, our provenance rule) would refuse in
     this file, and a pre-tokenizer we cannot reproduce; empty when fine."""
@@ -101,11 +135,14 @@ def gguf_problems(g: GGUFFile, require_provenance: bool = True) -> list[str]:
             problems.append(f"missing key {key}")
     missing = [g.key(k) for k in _hparam_keys() if g.key(k) not in g.fields]
     problems += [f"missing key {k}" for k in missing]
-    if not missing:
+    mistyped = _hparam_type_problems(g)
+    problems += mistyped
+    if not missing and not mistyped:
         n_embd, n_head = g.fields[g.key(K.LLM.EMBEDDING_LENGTH)], g.fields[g.key(K.Attention.HEAD_COUNT)]
         rope = g.fields[g.key(K.Rope.DIMENSION_COUNT)]
-        if not n_head or n_embd % n_head or rope != n_embd // n_head:
+        if n_embd % n_head or rope != n_embd // n_head:
             problems.append(f"{g.key(K.Rope.DIMENSION_COUNT)}={rope} is not head_dim ({n_embd}/{n_head})")
+        problems += _block_count_problems(g)
     tokens = g.fields.get(K.Tokenizer.LIST) or []
     types = g.fields.get(K.Tokenizer.TOKEN_TYPE) or []
     if g.fields.get(K.Tokenizer.MODEL) != GGUF_TOKENIZER_MODEL:
@@ -125,7 +162,7 @@ def gguf_problems(g: GGUFFile, require_provenance: bool = True) -> list[str]:
         elif len(types) == len(tokens) and types[tid] != gguf.TokenType.CONTROL:
             problems.append(f"{key}={tid} is not a CONTROL token")
     vocab = g.fields.get(g.key(K.LLM.VOCAB_SIZE))
-    if tokens and vocab is not None and vocab != len(tokens):
+    if tokens and type(vocab) is int and vocab != len(tokens):  # a mistyped one is named above
         problems.append(f"{g.key(K.LLM.VOCAB_SIZE)}={vocab} but the tokenizer has {len(tokens)} tokens")
     if require_provenance:
         prov = provenance_of(g)

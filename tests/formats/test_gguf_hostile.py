@@ -1,6 +1,6 @@
 """Hostile GGUF files, written with gguf-py from our own export: a count field that would exhaust
-memory, tensor data that overlaps or leaves a gap (llama.cpp refuses both). Each is one ShiptwoError
-naming the file and the field, in bounded time and memory."""
+memory, tensor data that overlaps or leaves a gap (llama.cpp refuses both), hyper-parameters of the
+wrong kind. Each is one ShiptwoError naming the file and the field, in bounded time and memory."""
 
 from __future__ import annotations
 
@@ -84,6 +84,13 @@ def test_an_array_longer_than_the_file_is_refused_in_bounded_memory(honest, tmp_
     assert message.startswith(f"{path}: corrupt GGUF file ({K.Tokenizer.TOKEN_TYPE}:") and "past the end of the file" in message
 
 
+def test_a_block_count_beyond_the_tensors_is_refused_before_a_model_is_built(honest, tmp_path):
+    """llama.block_count of 2^40 in a file of two blocks once built 2^40 layers (minutes, all memory)."""
+    path = rewrite(honest, tmp_path / "blocks.gguf", setting(K.LLM.BLOCK_COUNT.format(arch="llama"), 1 << 40, T.UINT64))
+    assert load_bounded(path) == (f"{path}: invalid GGUF: llama.block_count={1 << 40} but the file holds "
+                                  "tensors of 2 block(s) numbered up to 1")
+
+
 @pytest.mark.parametrize("how", ["overlap", "gap"])
 def test_tensor_data_where_llamacpp_refuses_it_is_refused(honest, tmp_path, how):
     """Two tensors sharing bytes, or a gap between them: llama.cpp refuses the file, so our reader
@@ -101,6 +108,22 @@ def test_tensor_data_where_llamacpp_refuses_it_is_refused(honest, tmp_path, how)
         load_gguf(path)
     with pytest.raises(ShiptwoError, match="llama.cpp refused the file"):
         load_llama(path, 32)
+
+
+@pytest.mark.parametrize("key, value, vtype, sub, says", [
+    ("llama.embedding_length", "64", T.STRING, None, "is not a positive integer"),  # was a TypeError from '%'
+    ("llama.attention.head_count", [4], T.ARRAY, T.UINT32, "is not a positive integer"),  # llama.cpp's per-layer form
+    ("llama.attention.head_count_kv", 0, T.UINT32, None, "is not a positive integer"),  # was a ZeroDivisionError
+    ("llama.attention.layer_norm_rms_epsilon", "x", T.STRING, None, "is not a positive float"),  # was a ValueError
+    ("llama.rope.freq_base", "1e4", T.STRING, None, "is not a positive float"),  # was read as 10000.0; llama.cpp refuses
+    ("llama.context_length", -5, T.INT32, None, "is not a positive integer"),  # was loaded
+    ("tokenizer.chat_template", 3, T.UINT32, None, "is not a string"),  # was loaded, to fail when saved
+])
+def test_a_hyper_parameter_of_the_wrong_kind_is_named(honest, tmp_path, key, value, vtype, sub, says):
+    path = rewrite(honest, tmp_path / "mistyped.gguf", setting(key, value, vtype, sub))
+    with pytest.raises(ShiptwoError) as exc:
+        load_gguf(path)
+    assert str(exc.value).startswith(f"{path}: invalid GGUF: ") and f"{key}={value!r} {says}" in str(exc.value)
 
 
 def test_the_honest_file_still_loads(honest, tmp_path):
