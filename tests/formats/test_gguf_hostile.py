@@ -4,10 +4,6 @@ wrong kind. Each is one ShiptwoError naming the file and the field, in bounded t
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
-
 import gguf
 import numpy as np
 import pytest
@@ -17,9 +13,9 @@ from shiptwo.formats.gguf_export import export_gguf
 from shiptwo.formats.gguf_import import load_gguf
 from shiptwo.model.checkpoint import load_checkpoint
 
+from tests.formats import bounded
+
 K, T = gguf.Keys, gguf.GGUFValueType
-MEMORY_CAP = 2 << 30  # address space of the subprocess that reads a hostile file: the old reader ran past it
-SECONDS_CAP = 60
 
 
 @pytest.fixture(scope="module")
@@ -52,24 +48,7 @@ def setting(key, value, vtype, sub=None):
 
 
 def load_bounded(path) -> str:
-    """load_gguf(path) in a subprocess capped at MEMORY_CAP and SECONDS_CAP; its one line of outcome."""
-    code = textwrap.dedent(f"""
-        import resource, sys
-        resource.setrlimit(resource.RLIMIT_AS, ({MEMORY_CAP}, {MEMORY_CAP}))
-        from shiptwo.errors import ShiptwoError
-        from shiptwo.formats.gguf_import import load_gguf
-        try:
-            load_gguf(sys.argv[1])
-            print("loaded")
-        except ShiptwoError as exc:
-            print(exc)
-    """)
-    try:
-        proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=SECONDS_CAP)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"{path}: still reading after {SECONDS_CAP} s")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return proc.stdout.strip()
+    return bounded.load_bounded(path, "shiptwo.formats.gguf_import:load_gguf")
 
 
 def test_an_array_longer_than_the_file_is_refused_in_bounded_memory(honest, tmp_path):
