@@ -8,6 +8,7 @@ written atomically: a failed export leaves no half directory and never clobbers 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import torch
@@ -42,6 +43,7 @@ HF_DTYPE = "float32"
 # HF config fields that must hold exactly these values for our model to represent the checkpoint.
 _REQUIRED_HF_VALUES = {"hidden_act": HF_HIDDEN_ACT, "attention_bias": False, "mlp_bias": False, "rope_scaling": None}
 _IGNORED_TENSORS = ("model.rotary_emb.inv_freq",)  # a buffer old transformers versions saved
+_LAYER = re.compile(r"model\.layers\.(\d+)\.")  # a tensor name's layer number
 
 
 # --- export -------------------------------------------------------------------------------
@@ -257,6 +259,11 @@ def read_hf(src: str | Path, provenance: dict | None = None) -> Checkpoint:
         chat_template=_chat_template(src, tok_config),
         path=src,
     )
+    layers = {int(m.group(1)) for name in tensors if (m := _LAYER.match(name))}
+    if len(layers) != config.num_hidden_layers or layers != set(range(config.num_hidden_layers)):
+        # before build_model, which builds every layer the config names: 2^40 of them took all memory
+        raise ShiptwoError(f"{src / HF_CONFIG_FILE}: num_hidden_layers is {config.num_hidden_layers} but {weights} "
+                           f"holds tensors of {len(layers)} layer(s)")
     ckpt.build_model()  # strict tensor contract: missing, extra or misshapen tensors are named
     bad = finite_defects(tensors)
     if bad:

@@ -128,6 +128,15 @@ def test_missing_or_sharded_weights_and_missing_tokenizer_are_named(tmp_path, hf
         read_hf(d)
 
 
+def test_a_layer_count_beyond_the_weights_is_refused_before_a_model_is_built(tmp_path, hf_dir):
+    """num_hidden_layers of 2^40 over two layers' weights once built 2^40 layers (minutes, all memory)."""
+    from tests.formats.bounded import load_bounded
+
+    d = _edited_copy(tmp_path, hf_dir, num_hidden_layers=1 << 40)
+    assert load_bounded(d, "shiptwo.formats.hf:read_hf") == (f"{d / HF_CONFIG_FILE}: num_hidden_layers is {1 << 40} "
+                                                            f"but {d / HF_WEIGHTS_FILE} holds tensors of 2 layer(s)")
+
+
 def test_shape_contradicting_config_is_refused(tmp_path, hf_dir):
     d = _edited_copy(tmp_path, hf_dir, intermediate_size=128)
     with pytest.raises(ShiptwoError, match="mlp"):
