@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from shiptwo.model.checkpoint import safetensors_metadata
 from shiptwo.errors import ShiptwoError
@@ -137,19 +137,39 @@ def verify(release_dir: str | Path) -> list[str]:
         return [f"{mpath}: manifest missing"]
     try:
         manifest = json.loads(mpath.read_text(encoding="utf-8"))
-        listed = {f["path"]: f for f in manifest["files"]}
+        listed = _release_entries(manifest["files"])
         if not isinstance(manifest[_SELF_HASH], str):
             raise TypeError(_SELF_HASH)
-    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
-        return [f"{mpath}: corrupt manifest ({type(exc).__name__}: {exc})"]
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        return [f"{mpath}: corrupt manifest ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"]
     problems = []
     if manifest[_SELF_HASH] != _manifest_hash(manifest):
         problems.append(f"{mpath}: tampered manifest (its content does not match {_SELF_HASH})")
     missing_prov = checkpoint_missing_provenance(manifest.get("provenance"))
     if missing_prov:
         problems.append(f"{mpath}: provenance field(s) {', '.join(missing_prov)} missing")
-    problems += tree_problems(root, {rel: entry.get("sha256") for rel, entry in listed.items()}, exclude=(RELEASE_MANIFEST,))
+    problems += tree_problems(root, listed, exclude=(RELEASE_MANIFEST,))
     return problems
+
+
+def _release_entries(files) -> dict[str, str]:
+    """{path: SHA-256} of a release manifest's `files` ([{path, sha256, ...}]); TypeError or ValueError
+    naming the entry unless each path is a relative path inside the release, listed once, and each
+    SHA-256 a string: a number or a list as a path raised a traceback below, and '../x' or '/x'
+    verified a file outside the release in place of the one it ships."""
+    if not isinstance(files, list):
+        raise TypeError("files is not a list")
+    out = {}
+    for i, f in enumerate(files):
+        if not (isinstance(f, dict) and isinstance(f.get("path"), str) and isinstance(f.get("sha256"), str)):
+            raise TypeError(f"files[{i}] is not {{path: string, sha256: string}}")
+        rel = PurePosixPath(f["path"])
+        if not f["path"] or rel.is_absolute() or ".." in rel.parts:
+            raise ValueError(f"files[{i}].path {f['path']!r} is not a relative path inside the release")
+        if f["path"] in out:
+            raise ValueError(f"files[{i}].path {f['path']!r} is listed twice")
+        out[f["path"]] = f["sha256"]
+    return out
 
 
 # --- verification on load: an artifact a manifest lists must still be what it recorded -------
@@ -166,8 +186,11 @@ def _listed_digests(manifest_path: Path, release_only: bool = False) -> dict[str
         return None
     if isinstance(files, dict) and all(isinstance(v, str) for v in files.values()):
         return None if release_only else dict(files)
-    if isinstance(files, list) and all(isinstance(f, dict) and "path" in f and "sha256" in f for f in files):
-        return {f["path"]: f["sha256"] for f in files}
+    if isinstance(files, list) and any(isinstance(f, dict) and "sha256" in f for f in files):
+        try:  # a release manifest: a malformed entry is an error, never a reason to skip verification
+            return _release_entries(files)
+        except (TypeError, ValueError) as exc:
+            raise ShiptwoError(f"{manifest_path}: corrupt manifest ({exc})") from None
     return None
 
 

@@ -120,3 +120,54 @@ def test_audit_release_counts_defects_of_a_doctored_manifest(tmp_path, tiny_chec
     manifest.write_text(json.dumps(doc))
     bad = audit_release(manifest.parent, tmp_path / "work-bad")
     assert bad["defects"] >= 2 and bad["problems"] and bad["checked"]["files"] == files  # unlisted, still checked
+
+
+def _rewritten(release, edit) -> dict:
+    """The release's manifest passed through `edit` and written back with its self-hash recomputed
+    (what anyone who edits a manifest can do)."""
+    from shiptwo.formats.release import _manifest_hash
+
+    mpath = release / RELEASE_MANIFEST
+    manifest = edit(json.loads(mpath.read_text()))
+    manifest["manifest_sha256"] = _manifest_hash(manifest)
+    mpath.write_text(json.dumps(manifest))
+    return manifest
+
+
+@pytest.mark.parametrize("path", [5, ["model-q8_0.gguf"], None])
+def test_a_listed_path_that_is_not_a_string_is_one_line_not_a_traceback(release, path):
+    """A number as a path raised TypeError in verify and AttributeError in load_artifact (which checks
+    a file against the manifest above it); a list, TypeError in load_artifact."""
+    from shiptwo.formats.artifact import load_artifact
+
+    def edit(m):
+        m["files"] = [dict(f, path=path) if f["path"] == "model-q8_0.gguf" else f for f in m["files"]]
+        return m
+
+    _rewritten(release, edit)
+    mpath = release / RELEASE_MANIFEST
+    problems = verify(release)
+    assert problems[0].startswith(f"{mpath}: corrupt manifest (TypeError: files[") and all("\n" not in p for p in problems)
+    with pytest.raises(ShiptwoError, match=rf"^{mpath}: corrupt manifest \(files\[\d+\] is not "):
+        load_artifact(release / "model-q8_0.gguf")
+
+
+@pytest.mark.parametrize("absolute", [False, True])
+def test_a_listed_path_outside_the_release_does_not_verify(release, artifacts, absolute):
+    """A manifest listing '../outside.gguf' (or its absolute path) with that file's SHA-256 in place
+    of the GGUF it ships, the shipped copy removed: verify re-hashed the file outside and found
+    nothing wrong with a release that does not hold it."""
+    import shutil
+
+    outside = shutil.copy(artifacts["gguf"], release.parent / "outside.gguf")
+    path = str(outside) if absolute else "../outside.gguf"
+    _rewritten(release, lambda m: {**m, "files": [dict(f, path=path) if f["path"] == "model-q8_0.gguf" else f
+                                                  for f in m["files"]]})
+    (release / "model-q8_0.gguf").unlink()
+    problems = verify(release)
+    assert problems == [f"{release / RELEASE_MANIFEST}: corrupt manifest (ValueError: files[{_index(release, path)}].path "
+                        f"{path!r} is not a relative path inside the release)"]
+
+
+def _index(release, path) -> int:
+    return [f["path"] for f in json.loads((release / RELEASE_MANIFEST).read_text())["files"]].index(path)
