@@ -92,9 +92,9 @@ def _hparam_keys() -> tuple[str, ...]:
 
 def _hparam_type_problems(g: GGUFFile) -> list[str]:
     """Each hyper-parameter present of the kind llama.cpp reads it as (a positive integer; a positive,
-    finite float), the vocabulary size too; the chat template a string. A string, an array (llama.cpp's
-    per-layer form, which our runtime does not have) or a zero head count is named here, not left to
-    raise somewhere downstream."""
+    finite float), the vocabulary size too; the chat template a string; the tokens and merges lists of
+    strings, the token types of integers. A string, an array (llama.cpp's per-layer form, which our
+    runtime does not have) or a zero head count is named here, not left to raise downstream."""
     floats = {g.key(K.Attention.LAYERNORM_RMS_EPS), g.key(K.Rope.FREQ_BASE)}
     out = []
     for key in [g.key(k) for k in _hparam_keys()] + [g.key(K.LLM.VOCAB_SIZE)]:
@@ -108,6 +108,10 @@ def _hparam_type_problems(g: GGUFFile) -> list[str]:
     template = g.fields.get(K.Tokenizer.CHAT_TEMPLATE)
     if template is not None and not isinstance(template, str):
         out.append(f"{K.Tokenizer.CHAT_TEMPLATE}={template!r} is not a string")
+    for key, kind in ((K.Tokenizer.LIST, str), (K.Tokenizer.MERGES, str), (K.Tokenizer.TOKEN_TYPE, int)):
+        v = g.fields.get(key)  # merges of integers raised an AttributeError when the tokenizer was rebuilt
+        if v is not None and not (isinstance(v, list) and all(type(x) is kind for x in v)):
+            out.append(f"{key} is not a list of {'strings' if kind is str else 'integers'}")
     return out
 
 

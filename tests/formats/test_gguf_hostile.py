@@ -105,6 +105,17 @@ def test_a_hyper_parameter_of_the_wrong_kind_is_named(honest, tmp_path, key, val
     assert str(exc.value).startswith(f"{path}: invalid GGUF: ") and f"{key}={value!r} {says}" in str(exc.value)
 
 
+@pytest.mark.parametrize("key, value, sub, says", [
+    ("tokenizer.ggml.merges", [1, 2], T.UINT32, "is not a list of strings"),  # was an AttributeError from split
+    ("tokenizer.ggml.token_type", ["1"], T.STRING, "is not a list of integers"),  # was 'bos is not a CONTROL token'
+])
+def test_a_tokenizer_list_of_the_wrong_kind_is_named(honest, tmp_path, key, value, sub, says):
+    path = rewrite(honest, tmp_path / "mistyped.gguf", setting(key, value, T.ARRAY, sub))
+    with pytest.raises(ShiptwoError) as exc:
+        load_gguf(path)
+    assert str(exc.value).startswith(f"{path}: invalid GGUF: ") and f"{key} {says}" in str(exc.value)
+
+
 def test_the_honest_file_still_loads(honest, tmp_path):
     load_gguf(rewrite(honest, tmp_path / "copy.gguf"))
 
