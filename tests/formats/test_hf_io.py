@@ -137,6 +137,16 @@ def test_a_layer_count_beyond_the_weights_is_refused_before_a_model_is_built(tmp
                                                             f"but {d / HF_WEIGHTS_FILE} holds tensors of 2 layer(s)")
 
 
+@pytest.mark.parametrize("field, value", [("num_attention_heads", 0), ("num_key_value_heads", 0),
+                                          ("intermediate_size", -1), ("hidden_size", 64.0), ("num_hidden_layers", "2")])
+def test_a_size_that_is_not_a_positive_integer_is_named(tmp_path, hf_dir, field, value):
+    """0 heads raised a ZeroDivisionError, a negative size a RuntimeError (tracebacks); 64.0 and "2"
+    were read as 64 and 2 (int() of whatever the file held)."""
+    d = _edited_copy(tmp_path, hf_dir, **{field: value})
+    with pytest.raises(ShiptwoError, match=rf"^{d / HF_CONFIG_FILE}: field {field} is {value!r}, not a positive integer$"):
+        read_hf(d)
+
+
 def test_shape_contradicting_config_is_refused(tmp_path, hf_dir):
     d = _edited_copy(tmp_path, hf_dir, intermediate_size=128)
     with pytest.raises(ShiptwoError, match="mlp"):
