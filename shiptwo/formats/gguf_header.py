@@ -28,6 +28,7 @@ GGML_MAX_DIMS = 4  # llama.cpp refuses a tensor of more dimensions
 _SCALAR_FORMATS = {T.UINT8: "B", T.INT8: "b", T.UINT16: "H", T.INT16: "h", T.UINT32: "I", T.INT32: "i",
                    T.FLOAT32: "f", T.BOOL: "?", T.UINT64: "Q", T.INT64: "q", T.FLOAT64: "d"}
 _ALIGNMENT_KEY = "general.alignment"
+MAX_NAME_SHOWN = 100  # characters of a key or tensor name a message quotes
 
 
 class _Walk:
@@ -59,6 +60,12 @@ class _Walk:
     def string(self, what: str) -> bytes:
         n = self.scalar("Q", what)
         return bytes(self.data[self.take(n, what):self.pos])
+
+    def name(self, what: str) -> str:
+        """A key or tensor name to put in a message: as written when printable, else quoted (a
+        corrupt length makes the name run on through binary data and line breaks)."""
+        text = self.string(what).decode("utf-8", "replace")
+        return text if text.isprintable() and len(text) <= MAX_NAME_SHOWN else ascii(text[:MAX_NAME_SHOWN])
 
     def value(self, vtype: int, what: str, depth: int = 0):
         """Skip one value of `vtype` (its scalar value returned, for general.alignment)."""
@@ -98,14 +105,14 @@ def _walk(w: _Walk) -> None:
     w.count(n_tensors, "tensor count")
     alignment = gguf.GGUF_DEFAULT_ALIGNMENT
     for i in range(n_kv):
-        key = w.string(f"key #{i}").decode("utf-8", "replace")
+        key = w.name(f"key #{i}")
         vtype = w.scalar("I", key)
         value = w.value(vtype, key)
         if key == _ALIGNMENT_KEY and vtype == T.UINT32 and value and not value & (value - 1):
             alignment = value  # gguf-py refuses any other (a wrong type, zero, not a power of two)
     infos = []
     for i in range(n_tensors):
-        name = w.string(f"tensor #{i} name").decode("utf-8", "replace")
+        name = w.name(f"tensor #{i} name")
         n_dims = w.scalar("I", f"tensor {name}")
         if n_dims > GGML_MAX_DIMS:
             raise w.fail(f"tensor {name}", f"{n_dims} dimensions (llama.cpp allows at most {GGML_MAX_DIMS})")

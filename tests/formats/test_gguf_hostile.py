@@ -127,3 +127,17 @@ def test_more_header_items_than_the_cap_are_refused(honest, monkeypatch):
     monkeypatch.setattr(gguf_header, "MAX_HEADER_ITEMS", 300)  # the tiny vocabulary's 384 tokens exceed it
     with pytest.raises(ShiptwoError, match=rf"^{honest}: corrupt GGUF file \({K.Tokenizer.LIST}: the header declares more than 300 "):
         load_gguf(honest)
+
+
+def test_a_name_running_through_binary_is_quoted_on_one_line(honest, tmp_path):
+    """A key holding a line break (or a corrupt length running through binary data) was put in the
+    message as it was: the error ran over several lines (found by fuzzing the header)."""
+    key = "bad\nkey\x00"
+    path = rewrite(honest, tmp_path / "name.gguf", setting(key, 1, T.UINT32))
+    data = bytearray(path.read_bytes())
+    at = data.index(key.encode()) + len(key)
+    data[at:at + 4] = (99).to_bytes(4, "little")  # its value type: none GGUF has
+    path.write_bytes(bytes(data))
+    with pytest.raises(ShiptwoError) as exc:
+        load_gguf(path)
+    assert str(exc.value) == f"{path}: corrupt GGUF file ({ascii(key)}: unknown value type 99)"
