@@ -12,7 +12,8 @@ A Builder is a plain value (builds/registry.py lists them). Its key covers every
 depends on: the builder's fingerprint (recipe, corpus files' SHA-256, base model), the source of
 every shiptwo module in the import closure of the builder's module (computed, not hand-listed),
 the Python version (the stdlib corpus depends on it) and the versions of torch, tokenizers and
-gguf. The store itself is not hashed into keys: editing it never invalidates a trained artifact.
+gguf. The store is in every builder's import closure, so editing it changes every key too. A set
+is reused only where its manifest records the model, profile and key it is stored under.
 """
 
 from __future__ import annotations
@@ -191,7 +192,7 @@ def build(builder: Builder, profile: str, rebuild: bool = False, **options) -> A
     with FileLock(str(base / ARTIFACT_LOCK)):
         adopted = _sweep_work_dirs(base, key if builder.resumable else None)
         if final.exists():
-            problem = verify(final)
+            problem = verify(final) or misfiled(final, model_name, profile, key)
             if problem is None:
                 if adopted is not None:  # an interrupted build of what is already built: nothing to resume
                     shutil.rmtree(adopted, ignore_errors=True)
@@ -295,6 +296,20 @@ def verify(root: Path) -> str | None:
         return f"{mpath}: artifact manifest missing or unreadable"
     problems = tree_problems(root, files, allow_extra=True)
     return problems[0] if problems else None
+
+
+def misfiled(root: Path, model_name: str, profile: str, key: str) -> str | None:
+    """None if the manifest records the model, profile and key `root` is stored under; else a one-line
+    problem. The key addresses what a set was built from, and its files match their manifest wherever
+    the set lies: a set copied or renamed under another key (an older build, another profile's) was
+    reused as if this code had built it."""
+    mpath = root / ARTIFACT_MANIFEST
+    manifest = json.loads(mpath.read_text(encoding="utf-8"))  # verify() has read it
+    recorded = tuple(manifest.get(k) if isinstance(manifest, dict) else None for k in ("model", "profile", "key"))
+    if recorded != (model_name, profile, key):
+        return (f"{mpath}: records the set {'/'.join(map(str, recorded))}, but it is stored as "
+                f"{model_name}/{profile}/{key} (copied or renamed from another build)")
+    return None
 
 
 def _load(root: Path, model_name: str, profile: str, key: str, reused: bool) -> Artifacts:

@@ -87,6 +87,21 @@ def test_tampered_artifact_is_refused_then_rebuilt_on_request(store_root, counti
         build("toy", "smoke")
 
 
+def test_a_set_stored_under_another_key_is_refused_then_rebuilt_on_request(store_root, counting_builder):
+    """An older build copied under the key this code gives (its files match its own manifest) was
+    reused as if this code had built it."""
+    import shutil
+
+    old = build("toy", "smoke", text="older")
+    key = store.store_key(BUILDERS["toy"], BUILDERS["toy"].fingerprint("smoke", {}))[0]
+    shutil.copytree(old.root, old.root.parent / key)
+    with pytest.raises(ShiptwoError, match=rf"manifest.json: records the set toy/smoke/{old.key}, but it is stored as "
+                                           rf"toy/smoke/{key} \(copied or renamed from another build\).*--rebuild"):
+        build("toy", "smoke")
+    again = build("toy", "smoke", rebuild=True)
+    assert not again.reused and again.key == key and again.tokenizer.read_text() == "hello" and len(counting_builder) == 2
+
+
 def test_the_store_times_the_whole_build_and_a_reuse_reads_the_same_figure(store_root, monkeypatch):
     """AC-SHIP2-004 measures the store's clock, not the builder's claim: a builder that spends time
     outside its trainer and reports 0 s of its own is still timed in full."""
