@@ -35,7 +35,7 @@ def tiny_tokenizer(tiny_texts):
 
 @pytest.fixture(scope="session")
 def tiny_config(tiny_tokenizer):
-    from shiptwo.model.llama import ModelConfig
+    from shiptwo.model.config import ModelConfig
 
     return ModelConfig(
         vocab_size=tiny_tokenizer.vocab_size,

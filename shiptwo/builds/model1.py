@@ -26,7 +26,7 @@ from shiptwo.data.corpus import load_corpus
 from shiptwo.errors import ShiptwoError
 from shiptwo.fileio import sha256_file
 from shiptwo.data.instruct import mine_pairs, pack_pairs
-from shiptwo.model.llama import ModelConfig
+from shiptwo.model.config import ModelConfig
 from shiptwo.builds.store import Builder, Fingerprint
 from shiptwo.training.recipes import Model1Recipe, PackagedBase
 from shiptwo.model.tokenizer import BPETokenizer

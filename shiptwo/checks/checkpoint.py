@@ -10,7 +10,8 @@ import torch
 from safetensors.torch import load_file as st_load_file
 
 from shiptwo.model.checkpoint import META_TRAINING
-from shiptwo.model.llama import LlamaModel, ModelConfig
+from shiptwo.model.config import ModelConfig
+from shiptwo.model.llama import LlamaModel
 
 
 def architecture_mismatches(declared: dict, declared_parameters: int, tolerance: float,

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from shiptwo.errors import ShiptwoError
-from shiptwo.model.llama import ModelConfig
+from shiptwo.model.config import ModelConfig
 from shiptwo.training.config import TrainConfig
 from shiptwo.training.guards import unique_training_tokens
 from shiptwo.training.loop import STOP_EARLY, STOP_MAX_STEPS, STOP_TOKEN_BUDGET, STOP_WALL_CLOCK, train

@@ -22,7 +22,7 @@ from shiptwo.errors import ShiptwoError
 from shiptwo.fileio import sha256_file
 from shiptwo.formats.gguf_load import GGUFFile, provenance_of, read_tensors, validate_gguf
 from shiptwo.model.checkpoint import Checkpoint, finite_defects, missing_provenance, save_checkpoint
-from shiptwo.model.llama import ModelConfig
+from shiptwo.model.config import ModelConfig
 from shiptwo.model.tokenizer import byte_level_bpe
 
 from shiptwo.formats.gguf_load import GGUF_PRE_DIGITS, GGUF_PRE_SUPPORTED

@@ -20,7 +20,7 @@ import torch
 
 from shiptwo.model.checkpoint import Checkpoint
 from shiptwo.errors import ShiptwoError
-from shiptwo.model.llama import ModelConfig
+from shiptwo.model.config import ModelConfig
 from shiptwo.formats.gguf_header import check_gguf_header
 from shiptwo.formats.names import gguf_to_hf, hf_class_for, qk_heads, unpermute_qk
 

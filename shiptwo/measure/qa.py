@@ -26,7 +26,7 @@ from shiptwo.model.checkpoint import Checkpoint, finite_defects, read_safetensor
 from shiptwo.errors import ShiptwoError
 from shiptwo.fileio import sha256_file
 from shiptwo.model.generate import SamplingConfig, generate_batch
-from shiptwo.model.llama import ModelConfig
+from shiptwo.model.config import ModelConfig
 from shiptwo.model.tokenizer import BPETokenizer
 
 from shiptwo.model.canaries import CANARY_PROMPTS, CANARY_STRINGS

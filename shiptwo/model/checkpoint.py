@@ -18,7 +18,8 @@ from safetensors.torch import save as st_save
 from shiptwo import __version__
 from shiptwo.errors import ShiptwoError
 from shiptwo.fileio import atomic_write_bytes
-from shiptwo.model.llama import LlamaModel, ModelConfig
+from shiptwo.model.config import ModelConfig
+from shiptwo.model.llama import LlamaModel
 from shiptwo.model.tokenizer import BPETokenizer
 
 FORMAT_NAME = "shiptwo-checkpoint"

@@ -7,10 +7,7 @@ model *is* a Hugging Face state dict; the GGUF names are mapped in `tensor_names
 from __future__ import annotations
 
 import copy
-import dataclasses
-import json
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -18,125 +15,7 @@ import torch.nn.functional as F
 
 from shiptwo.errors import ShiptwoError
 from shiptwo.model import train_kernels
-
-
-@dataclass
-class ModelConfig:
-    """The architecture, with Hugging Face field names so config.json is a straight dump."""
-
-    vocab_size: int = 512
-    hidden_size: int = 64
-    intermediate_size: int = 172
-    num_hidden_layers: int = 2
-    num_attention_heads: int = 4
-    num_key_value_heads: int = 2
-    max_position_embeddings: int = 256
-    rope_theta: float = 10000.0
-    rms_norm_eps: float = 1e-5
-    tie_word_embeddings: bool = True
-    bos_token_id: int = 0
-    eos_token_id: int = 0
-
-    def __post_init__(self):
-        if self.hidden_size % self.num_attention_heads:
-            raise ShiptwoError(
-                f"config: hidden_size {self.hidden_size} is not divisible by "
-                f"num_attention_heads {self.num_attention_heads}"
-            )
-        if self.num_attention_heads % self.num_key_value_heads:
-            raise ShiptwoError(
-                f"config: num_attention_heads {self.num_attention_heads} is not divisible by "
-                f"num_key_value_heads {self.num_key_value_heads}"
-            )
-        if self.head_dim % 2:
-            raise ShiptwoError(f"config: head_dim {self.head_dim} must be even for rotary embeddings")
-
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_attention_heads
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, d: dict, source: str = "config") -> "ModelConfig":
-        """Build from a mapping; unknown or missing fields are an error naming the field."""
-        names = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - set(names))
-        if unknown:
-            raise ShiptwoError(f"{source}: unknown model config field(s) {', '.join(unknown)}")
-        missing = sorted(n for n, f in names.items() if n not in d and f.default is dataclasses.MISSING)
-        if missing:
-            raise ShiptwoError(f"{source}: missing model config field(s) {', '.join(missing)}")
-        kwargs = {}
-        for name, value in d.items():
-            ftype = type(names[name].default)
-            try:
-                kwargs[name] = ftype(value) if ftype is not bool else _as_bool(value)
-            except (TypeError, ValueError):
-                raise ShiptwoError(f"{source}: field {name} has invalid value {value!r}") from None
-        return cls(**kwargs)
-
-    def num_parameters(self) -> int:
-        """Exact trainable parameter count implied by the config (tied weights counted once)."""
-        h, i, v, hd = self.hidden_size, self.intermediate_size, self.vocab_size, self.head_dim
-        kv = self.num_key_value_heads * hd
-        per_layer = h * h + 2 * h * kv + h * h + 3 * h * i + 2 * h  # q, k+v, o, mlp, 2 norms
-        total = v * h + self.num_hidden_layers * per_layer + h
-        if not self.tie_word_embeddings:
-            total += v * h
-        return total
-
-    def tensor_shapes(self) -> dict[str, tuple[int, ...]]:
-        """Every tensor the config implies, Hugging Face names, torch shapes (the tensor contract)."""
-        h, i, v = self.hidden_size, self.intermediate_size, self.vocab_size
-        kv = self.num_key_value_heads * self.head_dim
-        shapes = {"model.embed_tokens.weight": (v, h), "model.norm.weight": (h,)}
-        for n in range(self.num_hidden_layers):
-            p = f"model.layers.{n}."
-            shapes.update({
-                p + "input_layernorm.weight": (h,),
-                p + "self_attn.q_proj.weight": (h, h),
-                p + "self_attn.k_proj.weight": (kv, h),
-                p + "self_attn.v_proj.weight": (kv, h),
-                p + "self_attn.o_proj.weight": (h, h),
-                p + "post_attention_layernorm.weight": (h,),
-                p + "mlp.gate_proj.weight": (i, h),
-                p + "mlp.up_proj.weight": (i, h),
-                p + "mlp.down_proj.weight": (h, i),
-            })
-        if not self.tie_word_embeddings:
-            shapes["lm_head.weight"] = (v, h)
-        return shapes
-
-    def check_tensors(self, tensors: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
-        """The tensor contract, strictly: a missing, extra or misshapen tensor is an error naming it."""
-        expected = self.tensor_shapes()
-        missing = sorted(set(expected) - set(tensors))
-        extra = sorted(set(tensors) - set(expected))
-        if missing:
-            raise ShiptwoError(f"{source}: missing tensor(s) {', '.join(missing[:5])}")
-        if extra:
-            raise ShiptwoError(f"{source}: unexpected tensor(s) {', '.join(extra[:5])}")
-        for name, shape in expected.items():
-            if tuple(tensors[name].shape) != shape:
-                raise ShiptwoError(
-                    f"{source}: tensor {name} has shape {tuple(tensors[name].shape)}, "
-                    f"config implies {shape}"
-                )
-
-
-def _as_bool(value) -> bool:
-    if isinstance(value, bool):
-        return value
-    if value in ("true", "True", 1, "1"):
-        return True
-    if value in ("false", "False", 0, "0"):
-        return False
-    raise ValueError(value)
+from shiptwo.model.config import ModelConfig
 
 
 class RMSNorm(nn.Module):

@@ -27,7 +27,8 @@ from shiptwo import __version__
 from shiptwo.model.checkpoint import checkpoint_from_model, save_checkpoint
 from shiptwo.errors import ShiptwoError
 from shiptwo.fileio import atomic_write_text
-from shiptwo.model.llama import LlamaModel, ModelConfig
+from shiptwo.model.config import ModelConfig
+from shiptwo.model.llama import LlamaModel
 
 from shiptwo.training.config import TrainConfig, lr_at
 from shiptwo.training.guards import CHINCHILLA_MIN_RATIO, chinchilla_gate, resolve_device, unique_training_tokens

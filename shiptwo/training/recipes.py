@@ -16,7 +16,7 @@ import yaml
 
 from shiptwo.data.corpus import CorpusConfig
 from shiptwo.errors import ShiptwoError
-from shiptwo.model.llama import ModelConfig
+from shiptwo.model.config import ModelConfig
 from shiptwo.training.config import check_field_types
 from shiptwo.training.loop import TrainConfig
 

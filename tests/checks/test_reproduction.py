@@ -14,7 +14,8 @@ from shiptwo.formats.names import permute_qk
 from shiptwo.measure.evals.humaneval import load_problems
 from shiptwo.measure.evals.humaneval_chat import canonical_logliks, gguf_canonical_logliks
 from shiptwo.model.checkpoint import Checkpoint
-from shiptwo.model.llama import LlamaModel, ModelConfig
+from shiptwo.model.config import ModelConfig
+from shiptwo.model.llama import LlamaModel
 
 MARGIN = 0.02
 N_PROBLEMS = 6

@@ -122,7 +122,8 @@ def test_missing_provenance_is_refused(ckpt, tmp_path):
 
 def test_q8_0_falls_back_to_f16_for_odd_rows_and_says_so(tmp_path, ckpt, caplog):
     from shiptwo.model.checkpoint import Checkpoint
-    from shiptwo.model.llama import LlamaModel, ModelConfig
+    from shiptwo.model.config import ModelConfig
+    from shiptwo.model.llama import LlamaModel
 
     cfg = ModelConfig(**{**ckpt.config.to_dict(), "intermediate_size": 40})
     model = LlamaModel(cfg)

@@ -15,7 +15,8 @@ from shiptwo.cli import main
 from shiptwo.errors import ShiptwoError
 from shiptwo.formats.gguf_import import gguf_pre_name, import_gguf, load_gguf
 from shiptwo.model.checkpoint import Checkpoint, load_checkpoint
-from shiptwo.model.llama import LlamaModel, ModelConfig
+from shiptwo.model.config import ModelConfig
+from shiptwo.model.llama import LlamaModel
 from shiptwo.runtimes.llamacpp import compare_distributions, llamacpp_quantize
 
 K = gguf.Keys

@@ -98,3 +98,35 @@ def test_failed_save_keeps_previous_file(tiny_checkpoint, tmp_path):
         save_checkpoint(ckpt, target)
     assert target.read_bytes() == good
     assert [p.name for p in tmp_path.iterdir()] == ["keep.safetensors"]
+
+
+def _with_config(src, dst, **fields):
+    def edit(m):
+        m[META_CONFIG] = json.dumps({**json.loads(m[META_CONFIG]), **fields})
+
+    return _rewrite(src, dst, edit_meta=edit)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("num_attention_heads", 0, "is 0, not a positive integer"),  # was a ZeroDivisionError
+    ("num_key_value_heads", -2, "is -2, not a positive integer"),
+    ("intermediate_size", 64.9, "is 64.9, not a positive integer"),  # was read as 64
+    ("num_hidden_layers", True, "is True, not a positive integer"),  # was read as 1
+    ("hidden_size", "64", "is '64', not a positive integer"),
+    ("rms_norm_eps", float("nan"), "is nan, not a positive finite number"),
+    ("rope_theta", -1.0, "is -1.0, not a positive finite number"),
+    ("eos_token_id", 10**6, "is 1000000, not a token id below vocab_size"),
+])
+def test_a_config_field_of_the_wrong_kind_or_range_is_named(tiny_checkpoint, tmp_path, field, value, message):
+    bad = _with_config(tiny_checkpoint, tmp_path / "b.safetensors", **{field: value})
+    with pytest.raises(ShiptwoError, match=rf"^{bad}: config: field {field} {message}"):
+        load_checkpoint(bad)
+
+
+def test_a_layer_count_beyond_the_tensors_is_refused_before_listing_them(tiny_checkpoint, tmp_path):
+    """2^40 layers listed the tensor contract layer by layer until memory ran out."""
+    from tests.formats.bounded import load_bounded
+
+    bad = _with_config(tiny_checkpoint, tmp_path / "b.safetensors", num_hidden_layers=1 << 40)
+    assert load_bounded(bad, "shiptwo.model.checkpoint:load_checkpoint").startswith(
+        f"{bad}: {len(load_checkpoint(tiny_checkpoint).tensors)} tensors, the config implies ")

@@ -15,7 +15,8 @@ from shiptwo.measure.bench import torch_threads
 from shiptwo.model import kernels
 from shiptwo.model.decode import Decoder
 from shiptwo.model.generate import FINISH_EOS, FINISH_LENGTH, FINISH_STOP, SamplingConfig, generate_batch
-from shiptwo.model.llama import LlamaModel, ModelConfig
+from shiptwo.model.config import ModelConfig
+from shiptwo.model.llama import LlamaModel
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,8 @@ import torch.nn.functional as F
 
 from shiptwo.measure.bench import torch_threads
 from shiptwo.model import kernels, train_kernels
-from shiptwo.model.llama import LlamaModel, ModelConfig, apply_rope, rope_cache, signed_sin
+from shiptwo.model.config import ModelConfig
+from shiptwo.model.llama import LlamaModel, apply_rope, rope_cache, signed_sin
 
 pytestmark = pytest.mark.skipif(train_kernels._lib() is None, reason="training kernels unavailable here (logged)")
 

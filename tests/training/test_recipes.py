@@ -7,7 +7,8 @@ import torch
 import yaml
 
 from shiptwo.errors import ShiptwoError
-from shiptwo.model.llama import LlamaModel, ModelConfig
+from shiptwo.model.config import ModelConfig
+from shiptwo.model.llama import LlamaModel
 from shiptwo.checks.checkpoint import architecture_mismatches
 from shiptwo.paths import recipe_path
 from shiptwo.training.recipes import load_recipe

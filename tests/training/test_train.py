@@ -489,7 +489,8 @@ def test_a_failed_compile_is_logged_and_training_goes_on_eager(monkeypatch, capl
             raise RuntimeError("InductorError: no working C++ compiler")
         return run
 
-    from shiptwo.model.llama import LlamaModel, ModelConfig
+    from shiptwo.model.config import ModelConfig
+    from shiptwo.model.llama import LlamaModel
 
     monkeypatch.setattr(torch, "compile", broken)
     module = LlamaModel(ModelConfig(vocab_size=40, hidden_size=64, intermediate_size=96, num_attention_heads=2))
