@@ -3,7 +3,8 @@
 The caller gets the exit status and the (capped) stdout and decides what they mean; for untrusted
 code they are an adversary's data (HumanEval scoring takes only plain data from it). Each program runs in a fresh interpreter in its own
 session, with a scrubbed environment, resource limits (address space, CPU, processes, file size,
-open files, no core dumps) and a wall-clock timeout after which every process it started is killed.
+open files, no core dumps) and a time limit after which every process it started is killed: the CPU
+time its processes used, with a generous wall-clock cap for one that sleeps (`sandbox_cpu`).
 As root (the strongest isolation, recorded as such in `SandboxRun.isolation`):
 - its own mount namespace whose root is an empty read-only tmpfs holding only the interpreter, the
   shared libraries it loads and its standard library (site-packages hidden), read-only; a few /dev
@@ -21,7 +22,8 @@ input, never from a file a leftover process of another run could rewrite.
 
 Its parts: `sandbox_bootstrap` (what the child runs before the program), `sandbox_host` (the
 interpreter and the private root's contents), `sandbox_uids` (a uid a run, and the sweep that kills
-everything it started), `sandbox_memory` (the bound on a run's memory as a whole), `sandbox_shipped`
+everything it started), `sandbox_memory` (the bound on a run's memory as a whole, its cgroup),
+`sandbox_cpu` (the time limit, judged on CPU time), `sandbox_shipped`
 (this package's modules shipped in as source).
 """
 
@@ -43,8 +45,13 @@ from pathlib import Path
 
 from shiptwo.errors import ShiptwoError
 from shiptwo.measure.sandbox_bootstrap import BOOTSTRAP, PY_FLAGS
+from shiptwo.measure.sandbox_cpu import (
+    CLOCK_CGROUP_V1, CLOCK_CGROUP_V2, CLOCK_PROCESS, WALL_CAP_FACTOR, TimePolicy, process_cpu_seconds, time_policy, watch,
+)
 from shiptwo.measure.sandbox_host import root_plan, sandbox_python
-from shiptwo.measure.sandbox_memory import MIN_SAMPLE_BYTES, MemoryBound, RunCgroup, bounded, plan_bound
+from shiptwo.measure.sandbox_memory import (
+    MEM_CGROUP_V1, MEM_CGROUP_V2, MIN_SAMPLE_BYTES, MemoryBound, RunCgroup, bounded, cgroup_plan, plan_bound,
+)
 from shiptwo.measure.sandbox_uids import kill_uid, next_uid
 
 log = logging.getLogger(__name__)
@@ -59,7 +66,8 @@ OWN_UID = "own-uid"
 
 @dataclass
 class SandboxConfig:
-    timeout_s: float = 5.0
+    timeout_s: float = 5.0  # CPU time of all the run's processes together (`sandbox_cpu`: the clock, what it counts)
+    wall_cap_factor: float = WALL_CAP_FACTOR  # the wall-clock cap is timeout_s x this: ends a run that sleeps or blocks
     memory_bytes: int = 1 << 30  # RLIMIT_AS, each process
     sample_memory_bytes: int = 1 << 30  # all of a run's processes together (and the tmpfs they write): its memory cgroup
     memory_cgroup: bool = True  # False: the admission fallback even where a cgroup is possible (sandbox_memory)
@@ -75,6 +83,9 @@ class SandboxConfig:
     def __post_init__(self):
         if self.workers < 1:  # never clamped to 1 where used: a bad --workers is an error
             raise ShiptwoError(f"sandbox: --workers must be >= 1, got {self.workers}")
+        if not (self.timeout_s > 0 and self.wall_cap_factor >= 1):  # nan fails too
+            raise ShiptwoError(f"sandbox: timeout_s must be > 0 and wall_cap_factor >= 1, got {self.timeout_s} and "
+                               f"{self.wall_cap_factor}")
         if self.sample_memory_bytes < MIN_SAMPLE_BYTES:
             raise ShiptwoError(f"sandbox: sample_memory_bytes must be >= {MIN_SAMPLE_BYTES} (an interpreter needs ~10 MiB), "
                                f"got {self.sample_memory_bytes}")
@@ -83,6 +94,10 @@ class SandboxConfig:
     def worst_case_bytes(self) -> int:
         """What a run may hold without a memory cgroup: every process its full address space, and both tmpfs full."""
         return self.max_processes * self.memory_bytes + 2 * self.tmp_bytes
+
+    @property
+    def wall_cap_s(self) -> float:
+        return self.timeout_s * self.wall_cap_factor
 
 
 @dataclass(frozen=True)
@@ -94,6 +109,7 @@ class Isolation:
     tmp: str  # TMP_PRIVATE or "none"
     user: str  # "own-uid" or "caller"
     memory: str  # sandbox_memory's MEM_CGROUP_V2 / MEM_CGROUP_V1 (all processes together) or MEM_ADMISSION
+    cpu_clock: str = CLOCK_PROCESS  # sandbox_cpu's clock the time limit was judged on
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -109,13 +125,15 @@ class SandboxRun:
     uid: int
     stderr_tail: str = ""  # for diagnosis only
     memory_exceeded: bool = False  # the kernel killed a process of the run: together they reached the run's bound
+    stopped_by: str | None = None  # with timed_out: sandbox_cpu's STOP_CPU ("cpu time limit") or STOP_WALL ("wall limit")
+    cpu_s: float | None = None  # CPU time the clock counted (the cgroup's after the run; else its last reading)
 
     def failure(self) -> str | None:
         """Why the process did not finish normally (None when it exited with status 0)."""
         if self.memory_exceeded:
             return f"out of memory: its processes together reached the sandbox's bound ({self.isolation.memory}), killed"
         if self.timed_out:
-            return "timed out"
+            return f"timed out ({self.stopped_by})" if self.stopped_by else "timed out"
         if self.returncode < 0:
             return f"killed by {signal.Signals(-self.returncode).name}"
         if self.returncode != 0:
@@ -176,9 +194,22 @@ def _limits(cfg: SandboxConfig) -> dict[str, int]:
     }
 
 
-def _isolation(private_root: bool, netns: bool, own_uid: bool, memory: str) -> Isolation:
+def _isolation(private_root: bool, netns: bool, own_uid: bool, memory: str, cpu_clock: str) -> Isolation:
     return Isolation(network=NET_NAMESPACE if netns else NET_AUDIT_HOOK, filesystem=FS_PRIVATE_ROOT if private_root else NONE,
-                     tmp=TMP_PRIVATE if private_root else NONE, user=OWN_UID if own_uid else "caller", memory=memory)
+                     tmp=TMP_PRIVATE if private_root else NONE, user=OWN_UID if own_uid else "caller", memory=memory,
+                     cpu_clock=cpu_clock)
+
+
+def _cpu_clock(memory: str) -> str:
+    """The clock a run's time limit is judged on: its cgroup's CPU count where it has a cgroup that counts."""
+    if memory in (MEM_CGROUP_V1, MEM_CGROUP_V2) and cgroup_plan().cpu:
+        return CLOCK_CGROUP_V2 if memory == MEM_CGROUP_V2 else CLOCK_CGROUP_V1
+    return CLOCK_PROCESS
+
+
+def planned_time_policy(cfg: SandboxConfig) -> TimePolicy:
+    """How runs under `cfg` have their time limited on this machine: the clock, the CPU limit, the wall cap."""
+    return time_policy(_cpu_clock(planned_memory_bound(cfg).kind), cfg.timeout_s, cfg.wall_cap_s)
 
 
 def planned_memory_bound(cfg: SandboxConfig) -> MemoryBound:
@@ -189,8 +220,9 @@ def planned_memory_bound(cfg: SandboxConfig) -> MemoryBound:
 def planned_isolation(cfg: SandboxConfig) -> Isolation:
     """The isolation `run_isolated` gives runs under `cfg` on this machine (probed once), before any run."""
     plan = private_root_plan() if cfg.private_root else None
+    memory = planned_memory_bound(cfg).kind
     return _isolation(plan is not None, cfg.isolate_network and network_namespace_available(),
-                      cfg.drop_privileges and os.geteuid() == 0, planned_memory_bound(cfg).kind)
+                      cfg.drop_privileges and os.geteuid() == 0, memory, _cpu_clock(memory))
 
 
 def run_isolated(program: str, stdin: bytes = b"", cfg: SandboxConfig | None = None) -> SandboxRun:
@@ -239,23 +271,24 @@ def _run(program: str, stdin: bytes, cfg: SandboxConfig, plan: tuple | None, net
                 stdin=subprocess.PIPE, stdout=out, stderr=err, cwd=base, env=env,
                 close_fds=True, start_new_session=True,
             )
-            timed_out = False
-            try:  # reaped however this ends (a timeout, an interrupt): nothing it started outlives the run
+            counted = cgroup is not None and cgroup.cpu_seconds() is not None
+            clock = cgroup.cpu_seconds if counted else functools.partial(process_cpu_seconds, proc.pid)
+            try:  # reaped however this ends (a limit, an interrupt): nothing it started outlives the run
                 if cgroup is not None:  # before it reads its program from stdin, so before anything untrusted runs
                     _attach(proc, cgroup)
-                proc.communicate(stdin, timeout=cfg.timeout_s)
-            except subprocess.TimeoutExpired:
-                timed_out = True
+                stopped_by, cpu_s = watch(proc, stdin, clock, cfg.timeout_s, cfg.wall_cap_s)
             finally:
                 _reap(proc, uid if unprivileged else None, python)
+            cpu_s = cgroup.cpu_seconds() if counted else cpu_s
             out.seek(0)
             stdout = out.read(cfg.max_file_bytes)
             err.seek(max(0, os.fstat(err.fileno()).st_size - 2000))
             stderr_tail = err.read().decode("utf-8", "replace")
-        isolation = _isolation(plan is not None, boot_cfg["netns"], unprivileged, memory)
-        return SandboxRun(stdout=stdout, returncode=proc.returncode, timed_out=timed_out,
+        isolation = _isolation(plan is not None, boot_cfg["netns"], unprivileged, memory,
+                               _cpu_clock(memory) if counted else CLOCK_PROCESS)
+        return SandboxRun(stdout=stdout, returncode=proc.returncode, timed_out=stopped_by is not None,
                           elapsed_s=time.monotonic() - start, isolation=isolation, uid=uid, stderr_tail=stderr_tail,
-                          memory_exceeded=cgroup is not None and cgroup.oom_killed())
+                          memory_exceeded=cgroup is not None and cgroup.oom_killed(), stopped_by=stopped_by, cpu_s=cpu_s)
     finally:
         shutil.rmtree(base, ignore_errors=True)
 

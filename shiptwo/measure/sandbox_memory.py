@@ -6,7 +6,8 @@ processes x address space (16 x 1 GiB by default), and two scoring runs side by 
 memory.limit_in_bytes, memory.memsw.limit_in_bytes where swap is accounted, pids.max where that
 hierarchy is mounted) each run gets cgroups of its own under the caller's, so its processes together,
 and the tmpfs pages they write, stay under the bound, the kernel OOM-kills inside the run only, and
-the run can see it happened. They are removed after the run, also when it is interrupted; ones a
+the run can see it happened. The same cgroups count the run's CPU time (v2 cpu.stat, v1 a cpuacct
+hierarchy where one is writable): `sandbox_cpu` judges the run's time limit on it. They are removed after the run, also when it is interrupted; ones a
 killed scorer left are swept (their processes killed) when the next scorer here probes.
 Where none is (not root, no delegation, a container) the fallback is admission: this process starts
 a run only while the worst cases of its runs going (processes x address space + the private tmpfs)
@@ -65,6 +66,7 @@ class CgroupPlan:
     parents: tuple[tuple[str, str], ...]  # (controller, directory runs' cgroups go under): v2 one, v1 memory [+ pids]
     swap: bool  # swap is accounted (v2 memory.swap.max, v1 memory.memsw.limit_in_bytes), so bounded too
     pids: bool  # a pids.max of its own as well
+    cpu: bool = False  # the run's cgroup counts its CPU time: v2 cpu.stat (always there), v1 a cpuacct hierarchy
 
 
 def _unescape(field: str) -> str:
@@ -85,7 +87,7 @@ def _own_dirs() -> dict[str, Path]:
         if fstype not in ("cgroup", "cgroup2"):
             continue
         root, point = _unescape(fields[3]), _unescape(fields[4])
-        for ctrl in ([""] if fstype == "cgroup2" else [o for o in opts.split(",") if o in ("memory", "pids")]):
+        for ctrl in ([""] if fstype == "cgroup2" else [o for o in opts.split(",") if o in ("memory", "pids", "cpuacct")]):
             path = own.get(ctrl)
             if path is not None and ctrl not in dirs and (path + "/").startswith(root.rstrip("/") + "/"):
                 dirs[ctrl] = Path(point, os.path.relpath(path, root))
@@ -113,10 +115,15 @@ def cgroup_plan() -> CgroupPlan | str:
                 _write(v2 / "cgroup.subtree_control", " ".join("+" + c for c in ctrls))
             except OSError as exc:
                 return f"cgroup v2: cannot enable {'+'.join(ctrls)} for children of {v2} ({exc.strerror})"
-        plan = CgroupPlan(2, (("memory", str(v2)),), swap=(v2 / "memory.swap.max").exists(), pids="pids" in ctrls)
+        plan = CgroupPlan(2, (("memory", str(v2)),), swap=(v2 / "memory.swap.max").exists(), pids="pids" in ctrls,
+                          cpu=(v2 / "cpu.stat").exists())
     elif "memory" in dirs:
-        parents = (("memory", str(dirs["memory"])),) + ((("pids", str(dirs["pids"])),) if "pids" in dirs else ())
-        plan = CgroupPlan(1, parents, swap=(dirs["memory"] / "memory.memsw.limit_in_bytes").exists(), pids="pids" in dirs)
+        # cpuacct only where writable: a read-only one must not cost the run its memory cgroup
+        cpu = "cpuacct" in dirs and os.access(dirs["cpuacct"], os.W_OK)
+        parents = (("memory", str(dirs["memory"])),) + ((("pids", str(dirs["pids"])),) if "pids" in dirs else ()) \
+            + ((("cpuacct", str(dirs["cpuacct"])),) if cpu else ())
+        plan = CgroupPlan(1, parents, swap=(dirs["memory"] / "memory.memsw.limit_in_bytes").exists(), pids="pids" in dirs,
+                          cpu=cpu)
     else:
         return "no memory controller mounted (neither cgroup v2 with memory nor a v1 memory hierarchy)"
     _sweep_stale(plan)
@@ -165,6 +172,7 @@ class RunCgroup:
 
     def __init__(self, plan: CgroupPlan, sample_bytes: int, max_processes: int):
         self.version = plan.version
+        self._cpu_file: Path | None = None  # what counts the run's CPU time, where its cgroups do
         with _counter_lock:
             n = next(_counter)
         name = f"{CGROUP_PREFIX}{_pid_namespace()}-{os.getpid()}-{_start_time(os.getpid())}-{n}"
@@ -184,8 +192,10 @@ class RunCgroup:
                     _write(d / "memory.limit_in_bytes", str(sample_bytes))
                     if plan.swap:  # memory + swap, so swap is no way around the bound
                         _write(d / "memory.memsw.limit_in_bytes", str(sample_bytes))
-                else:
+                elif ctrl == "pids":
                     _write(d / "pids.max", str(max_processes))
+                if plan.cpu and ctrl == ("memory" if self.version == 2 else "cpuacct"):
+                    self._cpu_file = d / ("cpu.stat" if self.version == 2 else "cpuacct.usage")
         except OSError:
             self.remove()
             raise
@@ -194,6 +204,19 @@ class RunCgroup:
         """Move process `pid` into every one of the run's cgroups (before it runs anything untrusted)."""
         for d in self.dirs:
             _write(d / "cgroup.procs", str(pid))
+
+    def cpu_seconds(self) -> float | None:
+        """CPU time every process of the run has used so far, children and orphans included (None where
+        the cgroups do not count it, or the count cannot be read)."""
+        if self._cpu_file is None:
+            return None
+        text = _read(self._cpu_file)
+        try:
+            if self.version == 1:
+                return int(text) / 1e9
+            return next(int(line.split()[1]) for line in text.splitlines() if line.startswith("usage_usec ")) / 1e6
+        except (ValueError, IndexError, StopIteration):
+            return None
 
     def oom_killed(self) -> bool:
         """Whether the kernel killed a process of the run for exceeding the bound."""
