@@ -16,7 +16,7 @@ from shiptwo.errors import ShiptwoError
 from shiptwo.measure.evals.humaneval import (
     evaluate_humaneval, load_problems, read_samples, score_samples, write_results,
 )
-from shiptwo.measure.sandbox import SandboxConfig, planned_memory_bound
+from shiptwo.measure.sandbox import SandboxConfig, planned_memory_bound, planned_time_policy
 
 from shiptwo.measure.evals.humaneval import HUMANEVAL_RESULTS_FILE, HUMANEVAL_STOP
 
@@ -36,9 +36,11 @@ def test_canonical_solutions_score_164_of_164(problems):
     assert all(r["result"] == "passed" for r in res.records)
     if os.geteuid() == 0:  # this machine allows a private root; elsewhere "none" is recorded
         bound = planned_memory_bound(SANDBOX)  # a cgroup where one is writable, else admission (its reason logged)
+        policy = planned_time_policy(SANDBOX)  # CPU time on the run's cgroup where it counts it, else the process's
         assert res.isolation == {"network": "namespace", "filesystem": "private-root", "tmp": "private",
-                                 "user": "own-uid", "memory": bound.kind, "scoring": "record-replay",
-                                 "memory_bound": bound.to_dict()}
+                                 "user": "own-uid", "memory": bound.kind, "cpu_clock": policy.clock,
+                                 "scoring": "record-replay", "memory_bound": bound.to_dict(), "time_limit": policy.to_dict()}
+        assert policy.cpu_limit_s == 5.0 and policy.wall_cap_s == 20.0
 
 
 def test_recording_captures_every_call_the_check_makes(problems):

@@ -22,7 +22,9 @@ from shiptwo.measure.evals.humaneval import load_problems, score_samples
 from shiptwo.measure.evals.humaneval_scoring import (
     FAILED, MAX_ANSWERS_BYTES, PASSED, STRICT, TIMED_OUT, judge_samples, read_answers, replay_verdict,
 )
+from shiptwo.measure.evals import humaneval_calls
 from shiptwo.measure.sandbox import Isolation, SandboxConfig, SandboxRun, run_many
+from shiptwo.measure.sandbox_cpu import STOP_CPU, STOP_WALL
 from tests.measure.humaneval_attacks import ATTACKS, attack_samples
 
 SANDBOX = SandboxConfig(timeout_s=5.0, workers=2)
@@ -78,9 +80,10 @@ def test_always_equal_set_scores_zero(problems):
     assert res.isolation["scoring"] == "record-replay"
 
 
-def _run(stdout: bytes, returncode: int = 0, timed_out: bool = False) -> SandboxRun:
+def _run(stdout: bytes, returncode: int = 0, timed_out: bool = False, stopped_by: str | None = None) -> SandboxRun:
     return SandboxRun(stdout=stdout, returncode=returncode, timed_out=timed_out, elapsed_s=0.0,
-                      isolation=Isolation("namespace", "private-root", "private", "own-uid", "cgroup-v1"), uid=0)
+                      isolation=Isolation("namespace", "private-root", "private", "own-uid", "cgroup-v1"), uid=0,
+                      stopped_by=stopped_by)
 
 
 def _lines(*objs) -> bytes:
@@ -122,8 +125,26 @@ def test_read_answers_takes_nothing_but_plain_data_for_every_call():
         answers, failure = read_answers(_run(stdout), 2)
         assert answers is None and failure.startswith(FAILED), stdout
     assert read_answers(_run(_lines({"loaded": True}, {"ok": "1"}), timed_out=True), 2) == (None, TIMED_OUT)
+    # the verdict says which limit stopped it: its CPU time, or the wall cap (it slept or blocked)
+    for limit in (STOP_CPU, STOP_WALL):
+        for stdout in (_lines({"loaded": True}, {"ok": "1"}), b""):
+            assert read_answers(_run(stdout, timed_out=True, stopped_by=limit), 2) == (None, f"{TIMED_OUT} ({limit})")
     # the exit status is not a verdict either way: complete answers count, whatever the process did after
     assert read_answers(_run(ok, returncode=-9), 2)[1] is None
+
+
+def test_a_replay_is_limited_by_its_cpu_time_not_the_clock():
+    """A replay's limit is CPU time (ITIMER_PROF): a check slowed by a busy machine (here: one that waits)
+    still gives its verdict; one that spins past the limit still ends the batch for the parent to rerun."""
+    program = "def f(x):\n    return x\n"
+    waits = "import time\ndef check(candidate):\n    time.sleep(0.4)\n    assert candidate(1) == 1\n"
+    spins = "def check(candidate):\n    while True:\n        pass\n"
+    calls = [humaneval_calls._encode_call((1,), {})]
+    jobs = [{"index": i, "program": program, "test": test, "entry_point": "f", "calls": calls, "answers": [{"ok": "1"}]}
+            for i, test in enumerate((waits, spins, waits))]
+    out = []
+    humaneval_calls._replay_batch({"replays": jobs, "timeout_s": 0.2, "seed": 0}, out.append)
+    assert out == [{"index": 0, "error": None, "made": 1, "diverged_at": None}]
 
 
 def test_read_answers_caps_what_one_sample_sends_back():

@@ -27,7 +27,8 @@ from shiptwo.errors import ShiptwoError
 from shiptwo.measure import plain_data
 from shiptwo.measure.evals import humaneval_calls
 from shiptwo.measure.sandbox import (
-    FS_PRIVATE_ROOT, OWN_UID, Isolation, SandboxConfig, SandboxRun, planned_isolation, planned_memory_bound, run_isolated,
+    FS_PRIVATE_ROOT, OWN_UID, Isolation, SandboxConfig, SandboxRun, planned_isolation, planned_memory_bound,
+    planned_time_policy, run_isolated,
 )
 from shiptwo.measure.sandbox_shipped import shipped_program
 
@@ -44,7 +45,7 @@ MAX_ANSWERS_BYTES = 1 << 18
 @dataclass
 class Verdict:
     passed: bool
-    result: str  # "passed", "timed out" or "failed: <reason>"
+    result: str  # "passed", "timed out (<which limit>)" or "failed: <reason>"
     strict: bool = False  # the replay diverged from the recording: scored failed by the strict path
 
 
@@ -126,7 +127,7 @@ def read_answers(run: SandboxRun, n_calls: int) -> tuple[list[dict] | None, str 
     if isinstance(header, dict) and isinstance(header.get("load_error"), str) and len(header) == 1:
         return None, FAILED + header["load_error"][:300]
     if header != {"loaded": True}:
-        return None, TIMED_OUT if run.timed_out else FAILED + f"the completion did not load ({run.failure() or 'no output'})"
+        return None, _timed_out(run) if run.timed_out else FAILED + f"the completion did not load ({run.failure() or 'no output'})"
     if len(lines) - 1 > n_calls:
         return None, FAILED + f"the completion wrote {len(lines) - 1} outputs for {n_calls} calls"
     answers, kept = [], 0
@@ -140,9 +141,14 @@ def read_answers(run: SandboxRun, n_calls: int) -> tuple[list[dict] | None, str 
         answers.append(answer)
     if len(answers) < n_calls:
         if run.timed_out:
-            return None, TIMED_OUT
+            return None, _timed_out(run)
         return None, FAILED + f"the completion stopped after {len(answers)} of {n_calls} calls ({run.failure() or 'exited'})"
     return answers, None
+
+
+def _timed_out(run: SandboxRun) -> str:
+    """TIMED_OUT, with the limit that stopped the run: its CPU time, or the wall cap (it slept or blocked)."""
+    return TIMED_OUT + (f" ({run.stopped_by})" if run.stopped_by else "")
 
 
 def _answer(line: bytes) -> dict | None:
@@ -193,7 +199,7 @@ def answer_calls(completion: str, problem: dict, calls: list[str], cfg: SandboxC
 
 
 def replay(jobs: list[dict], cfg: SandboxConfig, seed: int) -> dict[int, dict]:
-    """Replay jobs (each with an `index`) in one sandbox, each limited to cfg.timeout_s, `random`
+    """Replay jobs (each with an `index`) in one sandbox, each limited to cfg.timeout_s of CPU time, `random`
     seeded with the recording's `seed`; the verdict line of each that finished, by index."""
     payload = {"replays": jobs, "timeout_s": cfg.timeout_s, "seed": seed}
     run = run_isolated(_program("replay"), json.dumps(payload).encode(), replace(cfg, timeout_s=cfg.timeout_s * (len(jobs) + 1)))
@@ -250,9 +256,10 @@ def judge_samples(samples: Sequence[dict], problems: dict[str, dict], sandbox: S
         weak = _check_isolation(Isolation(**isolation), allow_weak_isolation)
         if weak:
             isolation["weak_isolation_allowed"] = weak
-    # how a sample's memory was bounded (the admission fallback, logged, says why there was no cgroup)
+    # how a sample's memory was bounded (the admission fallback, logged, says why there was no cgroup), and its time
     return Judged(verdicts=verdicts, isolation={**isolation, "scoring": SCORING_METHOD,
-                                                "memory_bound": planned_memory_bound(cfg).to_dict()})
+                                                "memory_bound": planned_memory_bound(cfg).to_dict(),
+                                                "time_limit": planned_time_policy(cfg).to_dict()})
 
 
 def _check_isolation(iso: Isolation, allow_weak: bool) -> list[str]:
