@@ -73,6 +73,7 @@ def test_humaneval_pass_at_1(criterion, profile, model2_checkpoint, model2_artif
                     evidence={"results": results, "records": records, EVIDENCE_ARTIFACT: model2_artifacts.checkpoint,
                               "problems": res.n_problems, "prompts_truncated": res.prompts_truncated,
                               "sandbox_network": res.sandbox_network, "sandbox_memory": res.isolation.get("memory_bound"),
+                              "sandbox_time_limit": res.isolation.get("time_limit"),
                               "train_overlap": overlap,
                               "summary": f"pass@1 over {res.n_problems} problems. Overlap of prompt + canonical solution "
                                          f"with the train split ({ngram}-token n-grams, every problem): "
