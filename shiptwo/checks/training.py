@@ -11,7 +11,6 @@ import math
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -150,22 +149,6 @@ def device_census_violations(census: list[tuple[int, dict]], steps: int) -> int:
     """AC-SHIP2-016: tensors off the requested device over the observed steps, plus one for each of
     the `steps` live steps that was never observed (a census that inspected nothing proves nothing)."""
     return sum(n for n, _ in census) + abs(steps - len(census))
-
-
-def heldout_cross_entropy(model: torch.nn.Module, tokenizer, texts: list[str], seq_len: int, batch: int) -> dict:
-    """AC-SHIP2-003: cross-entropy over every window of `texts`, tokenized here as the build tokenizes a
-    split (encode_split), with a 95% bootstrap interval over windows (tokens within one are correlated)."""
-    from shiptwo import stats
-    from shiptwo.model.tokenizer import encode_split
-    from shiptwo.training.objective import window_losses
-
-    t0 = time.perf_counter()
-    tokens = encode_split(tokenizer, texts)
-    tokenize_seconds = time.perf_counter() - t0
-    sums, counts = window_losses(model, tokens, seq_len, batch)
-    return {"cross_entropy": sum(sums) / sum(counts), "interval": stats.bootstrap_ci([s / c for s, c in zip(sums, counts)]),
-            "n": len(sums), "tokens": len(tokens), "targets": sum(counts), "documents": len(texts),
-            "tokenize_seconds": tokenize_seconds, "measure_seconds": time.perf_counter() - t0 - tokenize_seconds}
 
 
 def expected_device(requested: str) -> torch.device:
