@@ -95,3 +95,15 @@ def document_cross_entropy(model: torch.nn.Module, tokenizer, documents: Sequenc
         "documents": [{k: r[k] for k in ("document", "targets", "cross_entropy")}
                       for r in sorted(rows, key=lambda r: -r["targets"])],
     }
+
+
+def breakdown_summary(breakdown: dict) -> str:
+    """One short clause for a criterion's summary line: document_cross_entropy's macro mean beside its
+    token-weighted one, and the largest document with its share of the targets."""
+    def ci(iv):
+        return f" (95% {iv[0]:.3f}-{iv[1]:.3f})" if iv else ""
+
+    d, big = breakdown, breakdown["largest"]
+    return (f"macro {d['macro']:.3f}{ci(d['macro_interval'])} over {d['documents_counted']} documents, token-weighted "
+            f"{d['token_weighted']:.3f}{ci(d['token_weighted_interval'])}; largest {big['document']} "
+            f"{big['target_share']:.0%} of targets (CE {big['cross_entropy']:.3f})")

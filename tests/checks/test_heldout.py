@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from shiptwo.checks.heldout import document_cross_entropy, document_windows, heldout_cross_entropy
+from shiptwo.checks.heldout import breakdown_summary, document_cross_entropy, document_windows, heldout_cross_entropy
 from shiptwo.errors import ShiptwoError
 from shiptwo.model.llama import LlamaModel
 from shiptwo.model.tokenizer import encode_split
@@ -99,6 +99,7 @@ def test_a_dominant_document_is_reported_as_dominant(model, tiny_tokenizer, tiny
     assert big["document"] == "topics.py" == r["documents"][0]["document"] and r["documents_counted"] == 4
     assert big["target_share"] == pytest.approx(r["documents"][0]["targets"] / r["targets"]) and big["target_share"] > 0.8
     assert big["cross_entropy"] == r["documents"][0]["cross_entropy"]
+    assert f"largest topics.py {big['target_share']:.0%} of targets" in breakdown_summary(r)
 
 
 def test_a_split_with_no_target_is_refused(model, tiny_tokenizer):
