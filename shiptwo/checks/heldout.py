@@ -1,11 +1,11 @@
-"""Held-out cross-entropy of a checkpoint (AC-SHIP2-003), and what it is made of, document by document.
+"""Held-out cross-entropy of a checkpoint (AC-SHIP2-003), document by document.
 
-The criterion's figure is token-weighted over the windows of a split's concatenated stream, so a
-document that holds most of the split's targets (the stdlib's `pydoc_data/topics.py`, English
-prose) is most of the figure, whatever the "Python code" label says. The breakdown windows each
-document alone, so that each document's CE is exact (no window shares two documents, every
-target is counted once), and reports the document-weighted (macro) mean beside the token-weighted
-one, each with a bootstrap interval over documents, and the share of targets in the largest one.
+Each document is windowed alone, as lm-evaluation-harness scores a corpus's perplexity: each
+document's CE is exact (no window shares two documents, every target is counted once) and the
+split's figure is token-weighted over them, with a bootstrap interval over documents, the sampled
+unit (a split's windows are cut from few documents, so they are not independent samples). Since a
+document holding most of the split's targets (the stdlib's `pydoc_data/topics.py`, English prose) is
+most of that figure, the document-weighted (macro) mean and the largest one's share go beside it.
 """
 
 from __future__ import annotations
@@ -20,21 +20,6 @@ from shiptwo.errors import ShiptwoError
 
 WINDOWING = ("each document (its tokens and end-of-text) alone, in windows of seq_len from its first token, the last "
              "padded and masked; every target but the document's first token counted once, no context across documents")
-
-
-def heldout_cross_entropy(model: torch.nn.Module, tokenizer, texts: list[str], seq_len: int, batch: int) -> dict:
-    """AC-SHIP2-003: cross-entropy over every window of `texts`, tokenized here as the build tokenizes a
-    split (encode_split), with a 95% bootstrap interval over windows (tokens within one are correlated)."""
-    from shiptwo.model.tokenizer import encode_split
-    from shiptwo.training.objective import window_losses
-
-    t0 = time.perf_counter()
-    tokens = encode_split(tokenizer, texts)
-    tokenize_seconds = time.perf_counter() - t0
-    sums, counts = window_losses(model, tokens, seq_len, batch)
-    return {"cross_entropy": sum(sums) / sum(counts), "interval": stats.bootstrap_ci([s / c for s, c in zip(sums, counts)]),
-            "n": len(sums), "tokens": len(tokens), "targets": sum(counts), "documents": len(texts),
-            "tokenize_seconds": tokenize_seconds, "measure_seconds": time.perf_counter() - t0 - tokenize_seconds}
 
 
 def document_windows(documents: Sequence[Sequence[int]], seq_len: int,
