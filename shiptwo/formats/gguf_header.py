@@ -6,8 +6,9 @@ length 2^62 in a 60-byte file eats all memory), and each element it does read is
 of ~100 bytes. This walk reads the same header with every count checked against the bytes left
 and against MAX_HEADER_ITEMS, and the tensor data laid out as llama.cpp requires (in order, each
 where the previous one ends padded to the alignment, inside the file: it refuses anything else,
-so two tensors sharing bytes or a gap are files the two readers would not both load). Any breach
-is one ShiptwoError naming the file and the field, before the reader allocates anything.
+so two tensors sharing bytes or a gap are files the two readers would not both load). A
+big-endian file is refused for the same reason. Any breach is one ShiptwoError naming the file
+and the field, before the reader allocates anything.
 """
 
 from __future__ import annotations
@@ -37,7 +38,10 @@ class _Walk:
     def __init__(self, path: Path, data) -> None:
         self.path, self.data, self.pos, self.items = path, data, 0, 0
         version = struct.unpack_from("<I", data, 4)[0] if len(data) >= 8 else 1
-        self.order = ">" if version & 0xFFFF == 0 else "<"  # gguf-py's test for a big-endian file
+        # gguf-py's test for a big-endian file: it reads such a header, but not the tensor data
+        # byte-swapped, and llama.cpp on a little-endian host refuses it, so `_walk` does too
+        self.big_endian = version & 0xFFFF == 0
+        self.order = ">" if self.big_endian else "<"
 
     def fail(self, what: str, why: str) -> ShiptwoError:
         return ShiptwoError(f"{self.path}: corrupt GGUF file ({what}: {why})")
@@ -100,6 +104,9 @@ def check_gguf_header(path: str | Path) -> None:
 
 def _walk(w: _Walk) -> None:
     w.take(8, "magic and version")
+    if w.big_endian:
+        raise w.fail("byte order", "big-endian, which llama.cpp does not read on a little-endian host, "
+                                   "nor gguf-py's tensor data as written")
     n_tensors, n_kv = w.scalar("Q", "tensor count"), w.scalar("Q", "key/value count")
     w.count(n_kv, "key/value count")
     w.count(n_tensors, "tensor count")

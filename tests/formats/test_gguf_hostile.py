@@ -23,14 +23,14 @@ def honest(tmp_path_factory, tiny_checkpoint):
     return export_gguf(load_checkpoint(tiny_checkpoint), tmp_path_factory.mktemp("hostile") / "honest.gguf", "f32")
 
 
-def rewrite(src, dst, edit=None):
+def rewrite(src, dst, edit=None, endianess=gguf.GGUFEndian.LITTLE):
     """`src` written again by gguf-py's writer, its key/value fields passed through `edit` first
     (a list of [name, value, type, array sub-type])."""
     r = gguf.GGUFReader(src)
     fields = [[f.name, f.contents(), f.types[0], f.types[-1] if f.types[0] == T.ARRAY else None]
               for f in r.fields.values() if not f.name.startswith("GGUF.")]
     fields = edit(fields) if edit else fields
-    w = gguf.GGUFWriter(str(dst), next(v for n, v, *_ in fields if n == K.General.ARCHITECTURE))
+    w = gguf.GGUFWriter(str(dst), next(v for n, v, *_ in fields if n == K.General.ARCHITECTURE), endianess=endianess)
     for name, value, vtype, sub in fields:
         if name != K.General.ARCHITECTURE:
             w.add_key_value(name, value, vtype, sub_type=sub)
@@ -114,6 +114,18 @@ def test_a_tokenizer_list_of_the_wrong_kind_is_named(honest, tmp_path, key, valu
     with pytest.raises(ShiptwoError) as exc:
         load_gguf(path)
     assert str(exc.value).startswith(f"{path}: invalid GGUF: ") and f"{key} {says}" in str(exc.value)
+
+
+def test_a_big_endian_file_llamacpp_refuses_is_refused(honest, tmp_path):
+    """gguf-py reads a byte-swapped (big-endian) file, so our reader loaded it, while llama.cpp on a
+    little-endian host refuses it: a release that passed our checks would not load where it ships."""
+    from shiptwo.runtimes.llamacpp import load_llama
+
+    path = rewrite(honest, tmp_path / "big-endian.gguf", endianess=gguf.GGUFEndian.BIG)
+    with pytest.raises(ShiptwoError, match=rf"^{path}: corrupt GGUF file \(byte order: big-endian"):
+        load_gguf(path)
+    with pytest.raises(ShiptwoError, match="llama.cpp refused the file"):
+        load_llama(path, 32)
 
 
 def test_the_honest_file_still_loads(honest, tmp_path):
