@@ -2,8 +2,11 @@
 
 A document is cut into code tokens (identifiers, numbers and keywords as `\\w+` runs, every other
 non-space character alone; whitespace ignored, so re-indentation or a changed blank line does not
-hide a copy) and shingled into overlapping n-grams of NGRAM tokens. Its overlap with a reference
-set is the share of its n-gram positions whose n-gram occurs anywhere in the reference.
+hide a copy), NFKC-normalized first and with invisible characters dropped (format and control
+characters, combining marks left over, unassigned and private-use code points: one after every
+character, or fullwidth letters, made a copy share none of its n-grams with the original), and
+shingled into overlapping n-grams of NGRAM tokens. Its overlap with a reference set is the share
+of its n-gram positions whose n-gram occurs anywhere in the reference.
 
 Why these numbers: n = 13 is the n-gram length of GPT-3's contamination analysis (Brown et al.
 2020, app. C), which Llama 2's analysis (Touvron et al. 2023, A.6) calls the usual choice; the
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -29,10 +33,20 @@ NGRAM = 13  # GPT-3's contamination n-gram
 NEAR_DUPLICATE_SHARE = 0.7  # PaLM's contamination cut: this share of a document's n-grams in training
 CODE_TOKEN = re.compile(r"\w+|[^\w\s]")
 _MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit constant for the polynomial n-gram hash
+# Unicode categories that show nothing between two tokens (control, format, surrogate, private-use,
+# unassigned, combining marks NFKC left uncomposed); whitespace among them still separates tokens.
+INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Mn", "Me"})
+_NOT_PRINTABLE_ASCII = re.compile(r"[^\t\n\r\x20-\x7e]")  # only these characters need their category looked up
+
+
+def _invisible_dropped(match: re.Match) -> str:
+    c = match.group()
+    return "" if unicodedata.category(c) in INVISIBLE_CATEGORIES and not c.isspace() else c
 
 
 def code_tokens(text: str) -> list[str]:
-    return CODE_TOKEN.findall(text)
+    """The text's code tokens, NFKC-normalized and with invisible characters dropped (module docstring)."""
+    return CODE_TOKEN.findall(_NOT_PRINTABLE_ASCII.sub(_invisible_dropped, unicodedata.normalize("NFKC", text)))
 
 
 def shingles(text: str, n: int = NGRAM, _token_hash: dict[str, int] | None = None) -> np.ndarray:

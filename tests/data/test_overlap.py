@@ -63,3 +63,18 @@ def test_empty_inputs():
     assert overlap_with([unrelated_module()], []) == []
     s = overlap_summary([])
     assert s["documents"] == 0 and s["ngram_share"] == 0.0 and s["near_duplicates"] == 0
+
+
+def test_invisible_and_compatibility_characters_do_not_hide_a_copy():
+    """A copy with an invisible character between its characters or tokens (a zero-width space, a BOM,
+    a soft hyphen, a control character, a variation selector) or written in compatibility forms (fullwidth)
+    shared none of its n-grams with the original: each became a token of its own, or another word."""
+    original = table_module("cp1", 0)
+    tokens = code_tokens(original)
+    assert code_tokens("ｄｅｆ\u00ad ｆ\u200b(x\ufeff)\x1b:\ufe0f") == ["def", "f", "(", "x", ")", ":"]
+    copies = [("zero-width.py", "\u200b".join(original)), ("bom.py", "\ufeff ".join(tokens)),
+              ("escape.py", " \x1b".join(tokens)), ("selector.py", "\ufe0f ".join(tokens)),
+              ("fullwidth.py", original.translate({c: c + 0xFEE0 for c in range(0x21, 0x7F)}))]
+    for row in overlap_with([original], copies):
+        assert row.share == 1.0, row.path
+    assert code_tokens("a\nb\tc\x0bd") == ["a", "b", "c", "d"]  # whitespace, control or not, still separates
