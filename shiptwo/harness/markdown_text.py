@@ -2,7 +2,7 @@
 
 The report is pasted into pull requests. Untrusted text (messages, skip reasons, evidence, results-file
 fields; model output and model-file strings reach them) must show as what it is: it may not open HTML,
-links, images, code spans or emphasis, start a heading, row or fence, nor make GitHub ping a person, link
+links, images, code spans, emphasis or math, start a heading, row or fence, nor make GitHub ping a person, link
 an issue or turn a bare address into a live link. Each rule below is the one GitHub honours: CommonMark's
 backslash escapes for its own punctuation, and a zero-width space where GitHub acts on text after
 markdown (mentions, issue references, extended autolinks), since a backslash does not stop those.
@@ -17,9 +17,10 @@ import re
 ZERO_WIDTH_SPACE = "&#8203;"
 
 # No HTML (tags, `<!--` comments), no links or images, no code spans, no emphasis or strikethrough, no
-# line break to start a heading, row or fence; `>` stays, it is only markup at a line start.
+# math (GitHub renders `$...$` and `$$...$$` with MathJax: colour, size, any text), no line break to
+# start a heading, row or fence; `>` stays, it is only markup at a line start.
 _TEXT_ESCAPES = str.maketrans({"\\": "\\\\", "&": "&amp;", "<": "&lt;", "[": "\\[", "]": "\\]", "`": "\\`",
-                               "|": "\\|", "*": "\\*", "~": "\\~", "\n": " ", "\r": " "})
+                               "|": "\\|", "*": "\\*", "~": "\\~", "$": "\\$", "\n": " ", "\r": " "})
 
 # Where GitHub links or pings after markdown, each broken by a zero-width space after the match:
 # `@name` and `@org/team` mentions, `user@sha` commits and e-mail autolinks (every `@`); `#123` and

@@ -22,6 +22,7 @@ from shiptwo.harness.markdown_text import cell, code, text
     ("_i_ __s__ x_ _y", "\\_i\\_ \\_\\_s\\_\\_ x\\_ \\_y"),
     ("train_log a__b é_ü 1_2", "train_log a__b é_ü 1_2"),  # intraword: no emphasis possible, left as written
     ("a*_b_*", "a\\*\\_b\\_\\*"),
+    ("$\\color{red}{PASS}$ $$x$$", "\\$\\\\color{red}{PASS}\\$ \\$\\$x\\$\\$"),  # GitHub renders $..$ as math
     ("R&D <b> [x](y) `c` a|b\nnext", "R&amp;D &lt;b> \\[x\\](y) \\`c\\` a\\|b next"),
 ])
 def test_text_makes_github_markup_literal(raw, literal):
