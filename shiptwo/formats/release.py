@@ -148,15 +148,29 @@ def verify(release_dir: str | Path) -> list[str]:
     missing_prov = checkpoint_missing_provenance(manifest.get("provenance"))
     if missing_prov:
         problems.append(f"{mpath}: provenance field(s) {', '.join(missing_prov)} missing")
-    problems += tree_problems(root, listed, exclude=(RELEASE_MANIFEST,))
+    problems += _linked(root, listed) + tree_problems(root, listed, exclude=(RELEASE_MANIFEST,))
     return problems
+
+
+def _linked(root: Path, listed: dict[str, str]) -> list[str]:
+    """One line per symbolic link on a listed path: its file lies wherever the link points, so
+    hashing through it verified a file outside the release (and a copy ships a dangling link)."""
+    links = set()
+    for rel in listed:
+        at = root
+        for part in PurePosixPath(rel).parts:
+            at = at / part
+            if at.is_symlink():
+                links.add(at)
+                break
+    return [f"{link}: a symbolic link, not a file of the release" for link in sorted(links)]
 
 
 def _release_entries(files) -> dict[str, str]:
     """{path: SHA-256} of a release manifest's `files` ([{path, sha256, ...}]); TypeError or ValueError
     naming the entry unless each path is a relative path inside the release, listed once, and each
     SHA-256 a string: a number or a list as a path raised a traceback below, and '../x' or '/x'
-    verified a file outside the release in place of the one it ships."""
+    verified a file outside the release in place of the one it ships (as a symbolic link did: `_linked`)."""
     if not isinstance(files, list):
         raise TypeError("files is not a list")
     out = {}

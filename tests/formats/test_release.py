@@ -171,3 +171,25 @@ def test_a_listed_path_outside_the_release_does_not_verify(release, artifacts, a
 
 def _index(release, path) -> int:
     return [f["path"] for f in json.loads((release / RELEASE_MANIFEST).read_text())["files"]].index(path)
+
+
+@pytest.mark.parametrize("link", ["file", "directory"])
+def test_a_listed_path_through_a_symlink_does_not_verify(release, artifacts, link):
+    """The shipped GGUF replaced by a symlink to a copy outside the release (or its directory by one):
+    the manifest and path are unchanged, so the '..'/absolute-path check let verify re-hash the file
+    outside, and the release verified while holding only a link (dangling wherever it is copied)."""
+    import shutil
+
+    outside = release.parent / "outside"
+    outside.mkdir()
+    shutil.copy(artifacts["gguf"], outside / "model-q8_0.gguf")
+    (release / "model-q8_0.gguf").unlink()
+    if link == "file":
+        (release / "model-q8_0.gguf").symlink_to(outside / "model-q8_0.gguf")
+        at = "model-q8_0.gguf"
+    else:  # the whole release moved under a linked directory, the manifest listing it there
+        (release / "sub").symlink_to(outside, target_is_directory=True)
+        _rewritten(release, lambda m: {**m, "files": [dict(f, path="sub/model-q8_0.gguf") if f["path"] == "model-q8_0.gguf"
+                                                      else f for f in m["files"]]})
+        at = "sub"
+    assert any(p == f"{release / at}: a symbolic link, not a file of the release" for p in verify(release)), verify(release)
