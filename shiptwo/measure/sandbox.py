@@ -40,7 +40,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from shiptwo.errors import ShiptwoError
@@ -50,7 +50,8 @@ from shiptwo.measure.sandbox_cpu import (
 )
 from shiptwo.measure.sandbox_host import root_plan, sandbox_python
 from shiptwo.measure.sandbox_memory import (
-    MEM_CGROUP_V1, MEM_CGROUP_V2, MIN_SAMPLE_BYTES, MemoryBound, RunCgroup, bounded, cgroup_plan, plan_bound,
+    MEM_ADMISSION, MEM_CGROUP_V1, MEM_CGROUP_V2, MIN_SAMPLE_BYTES, MemoryBound, RunCgroup, bounded, cgroup_plan,
+    plan_bound,
 )
 from shiptwo.measure.sandbox_uids import kill_uid, next_uid
 
@@ -209,12 +210,28 @@ def _cpu_clock(memory: str) -> str:
 
 def planned_time_policy(cfg: SandboxConfig) -> TimePolicy:
     """How runs under `cfg` have their time limited on this machine: the clock, the CPU limit, the wall cap."""
-    return time_policy(_cpu_clock(planned_memory_bound(cfg).kind), cfg.timeout_s, cfg.wall_cap_s)
+    bound = planned_memory_bound(cfg)
+    return time_policy(_cpu_clock(bound.kind), cfg.timeout_s, cfg.wall_cap_s, run_can_leave=bool(bound.run_can_lift))
 
 
 def planned_memory_bound(cfg: SandboxConfig) -> MemoryBound:
-    """How runs under `cfg` have their memory bounded on this machine (probed once; the fallback logged)."""
-    return plan_bound(cfg.memory_cgroup, cfg.sample_memory_bytes, cfg.max_processes, cfg.worst_case_bytes)
+    """How runs under `cfg` have their memory bounded on this machine (probed once; the fallback logged).
+    A cgroup binds a run that shares the caller's uid only while the run leaves its files alone: recorded."""
+    bound = plan_bound(cfg.memory_cgroup, cfg.sample_memory_bytes, cfg.max_processes, cfg.worst_case_bytes)
+    if bound.kind == MEM_ADMISSION or _own_uid(cfg):
+        return bound
+    _warn_liftable()
+    return replace(bound, run_can_lift=True)
+
+
+def _own_uid(cfg: SandboxConfig) -> bool:
+    return cfg.drop_privileges and os.geteuid() == 0
+
+
+@functools.cache
+def _warn_liftable() -> None:
+    log.warning("sandbox: runs share this process's uid, so each may lift its cgroup's memory bound and leave the "
+                "cgroup (its CPU time then uncounted, its processes no longer killed with it): recorded as run_can_lift")
 
 
 def planned_isolation(cfg: SandboxConfig) -> Isolation:
@@ -222,7 +239,7 @@ def planned_isolation(cfg: SandboxConfig) -> Isolation:
     plan = private_root_plan() if cfg.private_root else None
     memory = planned_memory_bound(cfg).kind
     return _isolation(plan is not None, cfg.isolate_network and network_namespace_available(),
-                      cfg.drop_privileges and os.geteuid() == 0, memory, _cpu_clock(memory))
+                      _own_uid(cfg), memory, _cpu_clock(memory))
 
 
 def run_isolated(program: str, stdin: bytes = b"", cfg: SandboxConfig | None = None) -> SandboxRun:
@@ -239,7 +256,7 @@ def run_isolated(program: str, stdin: bytes = b"", cfg: SandboxConfig | None = N
 
 def _run(program: str, stdin: bytes, cfg: SandboxConfig, plan: tuple | None, netns: bool, memory: str,
          cgroup: RunCgroup | None = None) -> SandboxRun:
-    unprivileged = cfg.drop_privileges and os.geteuid() == 0
+    unprivileged = _own_uid(cfg)
     uid = next_uid() if unprivileged else os.geteuid()
     python = plan[0] if plan else sandbox_python(unprivileged)
     base = Path(tempfile.mkdtemp(prefix="shiptwo-sandbox-"))

@@ -48,8 +48,14 @@ class TimePolicy:
         return asdict(self)
 
 
-def time_policy(clock: str, cpu_limit_s: float, wall_cap_s: float) -> TimePolicy:
-    return TimePolicy(clock, cpu_limit_s, wall_cap_s, _COUNTS[clock])
+def time_policy(clock: str, cpu_limit_s: float, wall_cap_s: float, run_can_leave: bool = False) -> TimePolicy:
+    """`run_can_leave`: the run shares the caller's uid, so may move its processes out of its cgroup."""
+    counts = _COUNTS[clock] + (_LEFT if run_can_leave and clock != CLOCK_PROCESS else "")
+    return TimePolicy(clock, cpu_limit_s, wall_cap_s, counts)
+
+
+_LEFT = ("; the run shares the caller's uid and can leave it, its time then uncounted (each process held to "
+         "RLIMIT_CPU and the wall cap)")
 
 
 _TICK_S = 1 / os.sysconf("SC_CLK_TCK")

@@ -55,6 +55,9 @@ class MemoryBound:
     concurrent_runs: int | None = None  # admission: runs whose worst cases fit in the capacity together
     capacity_bytes: int | None = None  # admission: MemAvailable when first measured
     why_no_cgroup: str = ""  # admission: why
+    # cgroup: True where the run shares the caller's uid, so may write its cgroup's files (lift the
+    # bound, leave the cgroup): the bound then holds an unaware program, not a hostile one
+    run_can_lift: bool | None = None
 
     def to_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None and v != ""}

@@ -167,3 +167,40 @@ def test_honest_solutions_pass_and_a_memory_hog_fails_alone(use_cgroup):
         assert res.isolation["memory_bound"]["why_no_cgroup"] and results[1] == "passed"  # only per process: it fits
     else:
         assert use_cgroup and results[1].startswith("failed: out of memory: its processes together"), results[1]
+
+
+# A run under the caller's uid (weak isolation: not root, or drop_privileges off) raising its own
+# cgroup's limit, then leaving its cgroups for the hierarchies' roots (v1 here; v2 alike).
+LIFT = r'''
+import os
+own = {l.split(":")[1]: l.split(":", 2)[2] for l in open("/proc/self/cgroup").read().splitlines()}
+d = "/sys/fs/cgroup/memory" + own.get("memory", "")
+for f in ("memory.memsw.limit_in_bytes", "memory.limit_in_bytes", "memory.max"):
+    if os.path.exists(d + "/" + f):
+        open(d + "/" + f, "w").write(str(8 << 30))
+b = bytearray(200 << 20)
+for j in range(0, len(b), 4096):
+    b[j] = 1
+for h in ("cpuacct", "memory", "pids", "unified"):
+    if os.path.exists("/sys/fs/cgroup/%s/cgroup.procs" % h):
+        open("/sys/fs/cgroup/%s/cgroup.procs" % h, "w").write(str(os.getpid()))
+print("lifted")
+'''
+
+
+@pytest.mark.skipif(bool(NO_CGROUP), reason=NO_CGROUP)
+def test_a_run_under_the_callers_uid_is_not_recorded_as_held_by_its_cgroup():
+    """Sharing the caller's uid, a run may write its cgroup's files: it lifted its memory bound (200 MiB
+    under 128 MiB, not killed) and left its cgroups (CPU time no longer counted, `remove` no longer
+    kills it), while the record said its processes were bounded and counted as a whole."""
+    from shiptwo.measure.sandbox import planned_time_policy
+
+    weak = SandboxConfig(sample_memory_bytes=128 << 20, drop_privileges=False, private_root=False)
+    run = run_isolated(LIFT, b"", weak)
+    if run.stdout.strip() != b"lifted":  # this kernel or mount refused the writes: nothing to record
+        pytest.skip(f"the run could not lift its cgroup here ({run.failure()}: {run.stderr_tail.strip()[-200:]})")
+    assert planned_memory_bound(weak).to_dict()["run_can_lift"] is True
+    assert "can leave it" in planned_time_policy(weak).counts
+    if os.geteuid() == 0:  # its own uid: the cgroup's files are root's, and it has no /sys
+        assert "run_can_lift" not in planned_memory_bound(SandboxConfig()).to_dict()
+        assert "can leave it" not in planned_time_policy(SandboxConfig()).counts
