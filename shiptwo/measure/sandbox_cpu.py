@@ -83,7 +83,8 @@ def watch(proc: subprocess.Popen, stdin: bytes, cpu_seconds: Callable[[], float 
             return STOP_WALL, used
         try:
             proc.communicate(pending, timeout=min(POLL_S, left))
-            return None, used
+            final = cpu_seconds()  # the whole run's, where the clock outlives the process (its cgroup)
+            return None, final if final is not None else used
         except subprocess.TimeoutExpired:
             pending = None  # what was not written yet is kept by communicate
         now = cpu_seconds()

@@ -99,7 +99,8 @@ def test_an_honest_program_on_a_loaded_machine_passes():
         new = _timed(HONEST, cpu_judged)
     assert old.stopped_by == STOP_WALL and old.stdout == b""
     assert new.failure() is None and new.stdout == b"done\n"
-    assert 0.5 <= new.cpu_s < 1.0 < new.elapsed_s
+    # its own 0.5 s of process time, less the start-up before it joined its cgroup (measured 0.498)
+    assert 0.4 <= new.cpu_s < 1.0 < new.elapsed_s
 
 
 def test_the_policy_is_recorded_and_bad_limits_refused():
