@@ -27,6 +27,23 @@ def summary(model2_checkpoint):
 
 
 @pytest.fixture(scope="module")
+def optimizer_steps(model2_artifacts):
+    """The steps the run made, by the optimizer's own counter in the training state (not the trainer's records)."""
+    from shiptwo.checks.training_facts import optimizer_steps
+
+    return optimizer_steps(model2_artifacts.files["train_state"])
+
+
+@pytest.fixture(scope="module")
+def train_split_tokens(recipe, model2_artifacts):
+    """The train split's length: the corpus re-tokenized with the shipped tokenizer, which must be the token file's."""
+    from shiptwo.checks.training_facts import train_split_tokens
+    from shiptwo.data.corpus import load_corpus
+
+    return train_split_tokens(model2_artifacts.root, load_corpus(recipe.corpus), model2_artifacts.tokenizer)
+
+
+@pytest.fixture(scope="module")
 def provenance(model2_artifacts):
     from shiptwo.builds.model2 import provenance_of
 
@@ -149,29 +166,33 @@ def test_reproducible_training(criterion, recipe, model2_artifacts, provenance, 
 
 
 @pytest.mark.ac("AC-SHIP2-014")
-def test_chinchilla_ratio(criterion, summary, model2_artifacts, model2_checkpoint):
-    """D = unique training tokens: the train split the build tokenized (at most what was seen);
-    N = the parameters in the shipped checkpoint file; tokens seen from the step log, beside it."""
-    from shiptwo.checks.training import chinchilla_figures, split_length
+def test_chinchilla_ratio(criterion, recipe, summary, model2_artifacts, model2_checkpoint, optimizer_steps, train_split_tokens):
+    """D = unique training tokens: the corpus's train split re-tokenized with the shipped tokenizer (at
+    most what was seen); tokens seen: the optimizer's steps x the recipe's tokens per step; N = the
+    parameters in the shipped checkpoint file. The step log's own count stays beside it as evidence."""
+    from shiptwo.checks.training import chinchilla_figures
 
-    train_split = split_length(model2_artifacts.root, "train")
     log = [json.loads(x) for x in model2_artifacts.train_log.read_text(encoding="utf-8").splitlines() if x]
-    seen = max((e["tokens"] for e in log if e.get("type") == "train"), default=0)
+    logged = max((e["tokens"] for e in log if e.get("type") == "train"), default=0)
     parameters = sum(t.numel() for t in model2_checkpoint.tensors.values())
-    figures = chinchilla_figures(train_split, seen, parameters)
-    criterion.check(figures["tokens_per_parameter"], evidence={**figures, "forced": summary["chinchilla_forced"],
-                                                               "train_log": model2_artifacts.train_log})
+    figures = chinchilla_figures(train_split_tokens, optimizer_steps * recipe.train.tokens_per_step, parameters)
+    criterion.check(figures["tokens_per_parameter"], evidence={
+        **figures, "optimizer_steps": optimizer_steps, "tokens_per_step": recipe.train.tokens_per_step,
+        "tokens_seen_in_log": logged, "forced": summary["chinchilla_forced"], "train_log": model2_artifacts.train_log,
+        "measured_by": "D: the corpus's train split re-tokenized (equal to the token file); seen: the optimizer's step "
+                       "counter in the training state x the recipe's tokens per step"})
 
 
 @pytest.mark.ac("AC-SHIP2-015")
-def test_no_silent_wraparound(criterion, recipe, summary, model2_artifacts):
-    """Wraps derived from the train split's length, the recipe's windows and the logged steps, against
-    what the summary and the step log report."""
-    from shiptwo.checks.training import split_length, unreported_wraps, wraps_in_log
+def test_no_silent_wraparound(criterion, recipe, summary, model2_artifacts, optimizer_steps, train_split_tokens):
+    """Wraps derived from the train split's length (the corpus re-tokenized), the recipe's windows and
+    the steps made (the optimizer's counter, the log's and the summary's), against what the summary
+    and the step log report."""
+    from shiptwo.checks.training import unreported_wraps, wraps_in_log
 
     logged_wraps, logged_steps = wraps_in_log(model2_artifacts.train_log)
-    measured, evidence = unreported_wraps(summary, logged_wraps, logged_steps,
-                                          split_length(model2_artifacts.root, "train"), recipe.train)
+    measured, evidence = unreported_wraps(summary, logged_wraps, logged_steps, train_split_tokens, recipe.train,
+                                          optimizer_steps=optimizer_steps)
     criterion.check(measured, n=len(evidence["records_compared"]),  # n: the records held to the derived wraps
                     evidence={**evidence, "wraps": summary["wraps"], "train_log": model2_artifacts.train_log})
 
@@ -207,17 +228,19 @@ def test_no_silent_device_fallback(criterion, recipe, model2_artifacts, provenan
 
 
 @pytest.mark.ac("AC-SHIP2-017")
-def test_no_premature_early_stop(criterion, recipe, summary, model2_artifacts):
+def test_no_premature_early_stop(criterion, recipe, summary, model2_artifacts, optimizer_steps):
     """The recorded stop reason against the recipe's own limits (planned steps, min_steps, patience,
-    wall-clock limit), a wall-clock stop also against the store's clock."""
+    wall-clock limit), a wall-clock stop also against the store's clock; the steps judged are the
+    optimizer's own count, and a record that says otherwise is a violation."""
     from shiptwo.checks.training import build_wall_seconds, early_stop_violations
 
     # the checkpoint's record has no clock readings (training/loop.VARYING_FIELDS): the trainer's comes from the build's summary
     trainer_clock = {"wall_seconds": model2_artifacts.summary.get("wall_seconds")}
     # the store's clock where it timed the whole build (a resumed build's covers its last leg only)
     n, problems, checked = early_stop_violations({**summary, **trainer_clock}, recipe.train,
-                                                 build_wall_seconds(model2_artifacts, whole=False))
+                                                 build_wall_seconds(model2_artifacts, whole=False), optimizer_steps)
     criterion.check(n, n=len(checked), evidence={"problems": problems, "checked": checked, "planned_steps": recipe.train.total_steps(),
                                  "recipe_min_steps": recipe.train.min_steps, "recipe_patience": recipe.train.patience,
                                  "recipe_max_wall_seconds": recipe.train.max_wall_seconds,
+                                 "optimizer_steps": optimizer_steps,
                                  **{k: summary.get(k) for k in ("stop_reason", "steps", "best_step")}, **trainer_clock})

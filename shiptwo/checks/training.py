@@ -23,26 +23,8 @@ from shiptwo.training.loop import STOP_EARLY, STOP_MAX_STEPS, STOP_TOKEN_BUDGET,
 from shiptwo.training.sampler import window_count
 from shiptwo.training.state import optimizer_state_sha256
 
-def split_length(data_dir: str | Path, split: str) -> int:
-    """Tokens in `split` of a prepared data directory's token file, read from its header (nothing loaded)."""
-    from safetensors import SafetensorError, safe_open
-
-    from shiptwo.builds.model2 import TOKENS_FILE
-
-    path = Path(data_dir) / TOKENS_FILE
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            names = list(fh.keys())
-            shape = fh.get_slice(split).get_shape() if split in names else None
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise ShiptwoError(f"{path}: cannot read the token file ({str(exc).splitlines()[0]})") from None
-    if shape is None:
-        raise ShiptwoError(f"{path}: split {split!r} missing")
-    return int(shape[0])
-
-
 def unreported_wraps(summary: dict, logged_wraps: int, logged_steps: int, train_split_tokens: int,
-                     cfg: TrainConfig) -> tuple[int, dict]:
+                     cfg: TrainConfig, optimizer_steps: int | None = None) -> tuple[int, dict]:
     """AC-SHIP2-015: wrap-arounds the run must have made, derived from outside the trainer's records,
     that its summary or its step log does not report.
 
@@ -51,37 +33,46 @@ def unreported_wraps(summary: dict, logged_wraps: int, logged_steps: int, train_
     missing from (or extra in) the summary's wraps, the log's epoch count or the summary's epochs is one.
     The steps made are the more of the log's last step and the summary's `steps` (the trainer logs
     every step), and a log that disagrees with the summary is one more: a truncated or empty log
-    would otherwise lower the wraps expected to none, and pass. The evidence's `records_compared`
-    names the records the count was taken over.
+    would otherwise lower the wraps expected to none, and pass. `optimizer_steps` (the optimizer's
+    own step counter, training_facts.optimizer_steps) joins that maximum, and a summary that
+    disagrees with it is one more: a summary and a log rewritten together to fewer steps cannot hide
+    a wrap. The evidence's `records_compared` names the records the count was taken over.
     """
     per_epoch = window_count(train_split_tokens, cfg.seq_len)
     if per_epoch < 1:
         raise ShiptwoError(f"train split of {train_split_tokens} tokens holds no window of seq_len+1 = {cfg.seq_len + 1}")
     recorded_steps = summary.get("steps")
-    steps = max(logged_steps, recorded_steps if isinstance(recorded_steps, int) else 0)
+    steps = max(logged_steps, recorded_steps if isinstance(recorded_steps, int) else 0, optimizer_steps or 0)
     consumed = steps * cfg.batch_size * cfg.grad_accum
     expected = (consumed - 1) // per_epoch if consumed else 0
     reported = len(summary.get("wraps", []))
     mismatch = (abs(expected - reported) + abs(expected - logged_wraps) + abs(expected + 1 - summary.get("epochs", 0))
                 + int(logged_steps != recorded_steps))
     compared = ["summary wraps", "step log epochs", "summary epochs", "step log steps vs summary steps"]
+    if optimizer_steps is not None:
+        mismatch += int(optimizer_steps != recorded_steps)
+        compared.append("optimizer step counter vs summary steps")
     return mismatch, {"records_compared": compared, "expected_wraps": expected, "windows_per_epoch": per_epoch,
                       "windows_consumed": consumed,
                       "train_split_tokens": train_split_tokens, "steps_in_log": logged_steps, "steps_in_summary": recorded_steps,
+                      "steps_by_optimizer": optimizer_steps,
                       "wraps_in_summary": reported, "wraps_in_log": logged_wraps, "epochs_in_summary": summary.get("epochs"),
                       "summary_windows_per_epoch": summary.get("windows_per_epoch"),
                       "summary_windows_consumed": summary.get("windows_consumed")}
 
 
-def early_stop_violations(summary: dict, cfg: TrainConfig,
-                          measured_seconds: float | None = None) -> tuple[int, list[str], list[str]]:
+def early_stop_violations(summary: dict, cfg: TrainConfig, measured_seconds: float | None = None,
+                          optimizer_steps: int | None = None) -> tuple[int, list[str], list[str]]:
     """AC-SHIP2-017: the recorded stop reason checked against the recipe's TrainConfig `cfg`.
 
     max_steps / token_budget: the recipe sets that limit and the run made its planned total of steps;
     wall_clock: the recipe sets a limit, the run stopped short of its total, and neither the trainer's
     wall_seconds nor `measured_seconds` (a clock outside the trainer; optional) is under the limit;
     early stop: short of the total, at or after the recipe's min_steps, with its patience of evals
-    since the best. No reason, or an unknown one, is a violation. Returns (count, problems, checked):
+    since the best. No reason, or an unknown one, is a violation. `optimizer_steps` (optional: the
+    optimizer's own step counter, training_facts.optimizer_steps) is the step count judged, and a
+    summary that records another is a violation: a run cut short and relabelled is seen by what its
+    optimizer did, not by what its record says. Returns (count, problems, checked):
     `checked` names the conditions the count was taken over (each can add at most one problem).
     """
     reason, steps, total = summary.get("stop_reason"), summary.get("steps"), cfg.total_steps()
@@ -90,6 +81,11 @@ def early_stop_violations(summary: dict, cfg: TrainConfig,
         return 1, ["no stop reason recorded"], checked
     kind = reason.split("(")[0]
     problems = []
+    if optimizer_steps is not None:
+        checked.append("recorded steps = the optimizer's step counter")
+        if steps != optimizer_steps:
+            problems.append(f"the record says {steps} steps; the optimizer's step counter says {optimizer_steps}")
+        steps = optimizer_steps
     if kind in (STOP_MAX_STEPS, STOP_TOKEN_BUDGET):
         checked += [f"recipe sets {kind}", "planned steps made"]
         limit = cfg.max_steps if kind == STOP_MAX_STEPS else cfg.token_budget

@@ -21,7 +21,7 @@ from shiptwo.checks.checkpoint import checkpoint_reload_defects
 from shiptwo.checks.tokenizer import roundtrip_mismatches
 from shiptwo.checks.training import (
     build_wall_seconds, chinchilla_figures, device_census_violations, early_stop_violations, expected_device,
-    reproducibility_runs, reproducibility_violations, split_length, tensor_device_census,
+    reproducibility_runs, reproducibility_violations, tensor_device_census,
     unreported_wraps, wraps_in_log,
 )
 from shiptwo.training.config import TrainConfig, lr_at
@@ -171,15 +171,17 @@ def test_a_log_that_lost_its_steps_cannot_hide_a_wrap():
     assert unreported_wraps({"steps": 6, "epochs": 1, "wraps": []}, 0, 6, 10_000, cfg)[0] == 0  # log and summary agree, no wrap
 
 
-def test_split_length_reads_the_token_file_header_and_refuses_a_missing_split(tmp_path):
-    from safetensors.torch import save_file as st_save_file
-
-    st_save_file({"train": torch.zeros(123, dtype=torch.int32)}, str(tmp_path / "tokens.safetensors"))
-    assert split_length(tmp_path, "train") == 123
-    with pytest.raises(ShiptwoError, match=r"tokens\.safetensors: split 'test' missing"):
-        split_length(tmp_path, "test")
-    with pytest.raises(ShiptwoError, match=r"tokens\.safetensors: cannot read the token file"):
-        split_length(tmp_path / "nowhere", "train")
+def test_a_summary_and_log_rewritten_to_fewer_steps_cannot_hide_a_wrap_from_the_optimizer_counter():
+    """AC-SHIP2-015 took the steps made from the summary and the log, both the trainer's records: the
+    two rewritten together to 3 of a run's 6 steps made 12 windows of an 18-window split, no wrap
+    expected, and the run that went round once passed. The optimizer's own counter says 6."""
+    cfg = _cfg()
+    rewritten = {"steps": 3, "epochs": 1, "wraps": []}
+    assert unreported_wraps(rewritten, 0, 3, 600, cfg)[0] == 0  # the records agree with each other
+    n, ev = unreported_wraps(rewritten, 0, 3, 600, cfg, optimizer_steps=6)
+    assert n >= 2 and ev["expected_wraps"] == 1 and ev["steps_by_optimizer"] == 6
+    assert "optimizer step counter vs summary steps" in ev["records_compared"]
+    assert unreported_wraps({"steps": 6, "epochs": 2, "wraps": [{"step": 5}]}, 1, 6, 600, cfg, optimizer_steps=6)[0] == 0
 
 
 def test_run_writes_checkpoints_log_curve_and_summary(tmp_path, tiny_config, tiny_tokenizer, data):
@@ -228,6 +230,22 @@ def test_a_run_labelled_max_steps_that_stopped_early_is_a_violation():
     budget = _cfg(max_steps=None, token_budget=4 * 32 * 10)
     assert early_stop_violations({"stop_reason": "token_budget", "steps": 10}, budget)[:2] == (0, [])
     assert early_stop_violations({"stop_reason": "token_budget", "steps": 9}, budget)[0] == 1
+
+
+def test_a_short_run_relabelled_in_its_record_is_judged_by_its_optimizer_counter():
+    """AC-SHIP2-017 judged the steps the checkpoint's record claims: a run cut short at step 12 of 20
+    and recorded as `max_steps` after 20 passed. The optimizer's step counter is the count judged."""
+    cfg = _cfg(max_steps=20)
+    relabelled = {"stop_reason": "max_steps", "steps": 20}
+    assert early_stop_violations(relabelled, cfg)[0] == 0  # the record alone
+    n, problems, checked = early_stop_violations(relabelled, cfg, optimizer_steps=12)
+    assert n == 2 and "optimizer's step counter says 12" in problems[0] and "after 12 steps" in problems[1]
+    assert "recorded steps = the optimizer's step counter" in checked
+    assert early_stop_violations(relabelled, cfg, optimizer_steps=20)[:2] == (0, [])
+    early = {"stop_reason": "early_stop(patience=2)", "steps": 12, "best_step": 6,
+             "val_history": [{"step": 9, "val_loss": 1.0}, {"step": 12, "val_loss": 1.0}]}
+    assert early_stop_violations(early, cfg, optimizer_steps=12)[:2] == (0, [])
+    assert early_stop_violations(early, cfg, optimizer_steps=2)[0] == 2  # the record's 12; the optimizer made 2 (< min_steps)
 
 
 def test_a_wall_clock_stop_claimed_under_the_limit_is_a_violation():
