@@ -129,7 +129,7 @@ def test_training_wall_clock(criterion, summary, model2_artifacts):
     from shiptwo.checks.training import build_wall_seconds
 
     criterion.check(build_wall_seconds(model2_artifacts), evidence={
-        "measured_by": "artifact store: build_seconds in the artifact manifest", "manifest": model2_artifacts.manifest,
+        "measured_by": "artifact store: build_seconds in the artifact manifest (at least the training state's clock)", "manifest": model2_artifacts.manifest,
         "build_resumed": model2_artifacts.build_resumed,  # False here: a resumed build's partial time is refused
         "trainer_wall_seconds": model2_artifacts.summary.get("wall_seconds"), "steps": summary["steps"],
         "device": summary["device_used"], "tokens_per_second": model2_artifacts.summary.get("tokens_per_second"),

@@ -16,12 +16,16 @@ from pathlib import Path
 import torch
 
 from shiptwo.errors import ShiptwoError
+from shiptwo.model.checkpoint import safetensors_metadata
 from shiptwo.model.config import ModelConfig
 from shiptwo.training.config import TrainConfig
 from shiptwo.training.guards import unique_training_tokens
 from shiptwo.training.loop import STOP_EARLY, STOP_MAX_STEPS, STOP_TOKEN_BUDGET, STOP_WALL_CLOCK, train
 from shiptwo.training.sampler import window_count
 from shiptwo.training.state import optimizer_state_sha256
+
+TRAIN_STATE_META = "train_state"  # the metadata key training/state.save_state writes its counters under
+
 
 def unreported_wraps(summary: dict, logged_wraps: int, logged_steps: int, train_split_tokens: int,
                      cfg: TrainConfig, optimizer_steps: int | None = None) -> tuple[int, dict]:
@@ -129,6 +133,12 @@ def build_wall_seconds(artifacts, whole: bool = True) -> float | None:
     A build that resumed an interrupted one timed only its last leg (store.build): that is no
     figure for the whole build, so it is a ShiptwoError, or None with `whole=False` (a caller for
     whom the store's clock is optional, AC-SHIP2-017), never a time that would pass for the whole.
+
+    The manifest is the one file of a set its own hashes do not cover: its build_seconds edited
+    down verified and passed. A whole build cannot take less than the training it holds, so a
+    figure under the trainer's clock in the training state (`elapsed`, a file the manifest hashes)
+    is a ShiptwoError. That catches an edit of the record alone, not one of both: only a timed
+    rebuild (`shiptwo gate --rebuild` prints its own time beside the stored one) is independent.
     """
     seconds = artifacts.build_seconds
     if not isinstance(seconds, (int, float)) or not math.isfinite(seconds) or seconds < 0:
@@ -138,6 +148,14 @@ def build_wall_seconds(artifacts, whole: bool = True) -> float | None:
             return None
         raise ShiptwoError(f"{artifacts.manifest}: the build resumed an interrupted one, so build_seconds ({seconds:.0f} s) "
                            "times only its last leg, not the whole build (rebuild it uninterrupted to measure)")
+    state = artifacts.files["train_state"]
+    try:
+        trained = float(json.loads(safetensors_metadata(state)[TRAIN_STATE_META])["elapsed"])
+    except (KeyError, TypeError, ValueError):
+        raise ShiptwoError(f"{state}: no trainer's clock (metadata {TRAIN_STATE_META}.elapsed) to hold build_seconds to") from None
+    if seconds < trained:
+        raise ShiptwoError(f"{artifacts.manifest}: build_seconds {seconds:.1f} s is less than the training it holds took by "
+                           f"the trainer's clock ({trained:.1f} s, {state}): the store's record cannot be right")
     return float(seconds)
 
 

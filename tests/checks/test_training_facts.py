@@ -86,3 +86,21 @@ def test_the_train_split_is_the_corpus_re_tokenized_and_a_padded_token_file_is_r
     save_file({**tokens, "train": edited}, str(padded / TOKENS_FILE))
     with pytest.raises(ShiptwoError, match="is not the corpus's train split"):  # same length, other tokens
         train_split_tokens(padded, corpus, smoke.tokenizer)
+
+
+def test_a_store_manifest_edited_to_a_short_build_verifies_but_the_time_is_refused(smoke, tmp_path):
+    """AC-SHIP2-004's figure is the store manifest's build_seconds, which the manifest's own hashes do
+    not cover: edited to 0.01 s the set still verifies. The training state's clock refuses it."""
+    from shiptwo.builds.store import ARTIFACT_MANIFEST, verify
+    from shiptwo.checks.training import build_wall_seconds
+
+    assert build_wall_seconds(smoke) == smoke.build_seconds  # an honest build: its clock covers its training
+    edited = tmp_path / "set"
+    shutil.copytree(smoke.root, edited)
+    manifest = json.loads((edited / ARTIFACT_MANIFEST).read_text(encoding="utf-8"))
+    (edited / ARTIFACT_MANIFEST).write_text(json.dumps({**manifest, "build_seconds": 0.01}), encoding="utf-8")
+    assert verify(edited) is None
+    short = dataclasses.replace(smoke, build_seconds=0.01, manifest=edited / ARTIFACT_MANIFEST,
+                                files={**smoke.files, "train_state": edited / TRAIN_STATE})
+    with pytest.raises(ShiptwoError, match=r"build_seconds 0\.0 s is less than the training it holds took"):
+        build_wall_seconds(short)

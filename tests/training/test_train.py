@@ -290,21 +290,39 @@ def test_device_census_violations_count_steps_never_observed():
     assert device_census_violations([clean, (2, {}), clean], 3) == 2
 
 
-def test_build_wall_seconds_is_the_stores_figure_and_refuses_one_never_recorded(tmp_path):
+def _stored_build(tmp_path, build_seconds, elapsed=1.0, resumed=False):
+    """What build_wall_seconds reads of a stored set: the manifest's clock and the training state's."""
     from types import SimpleNamespace
 
-    assert build_wall_seconds(SimpleNamespace(build_seconds=12.5, build_resumed=False, manifest=tmp_path / "manifest.json")) == 12.5
+    state = tmp_path / "state.safetensors"
+    save_file({"model/x": torch.zeros(1)}, str(state), metadata={"train_state": json.dumps({"elapsed": elapsed})})
+    return SimpleNamespace(build_seconds=build_seconds, build_resumed=resumed, manifest=tmp_path / "manifest.json",
+                           files={"train_state": state})
+
+
+def test_build_wall_seconds_is_the_stores_figure_and_refuses_one_never_recorded(tmp_path):
+    assert build_wall_seconds(_stored_build(tmp_path, 12.5)) == 12.5
     for missing in (None, float("nan"), -1.0):
         with pytest.raises(ShiptwoError, match=r"manifest\.json: build_seconds not recorded"):
-            build_wall_seconds(SimpleNamespace(build_seconds=missing, build_resumed=False, manifest=tmp_path / "manifest.json"))
+            build_wall_seconds(_stored_build(tmp_path, missing))
+
+
+def test_build_wall_seconds_under_the_trainers_own_clock_is_refused(tmp_path):
+    """AC-SHIP2-004 read build_seconds from the store manifest, the one file its own hashes do not
+    cover: on a real smoke build, that field edited to 0.01 s verified and passed. A whole build
+    cannot be shorter than the training it holds (the training state's clock, a hashed file)."""
+    with pytest.raises(ShiptwoError, match=r"manifest\.json: build_seconds 0\.0 s is less than the training it holds took "
+                                           r"by the trainer's clock \(250\.0 s"):
+        build_wall_seconds(_stored_build(tmp_path, 0.01, elapsed=250.0))
+    assert build_wall_seconds(_stored_build(tmp_path, 260.0, elapsed=250.0)) == 260.0
+    with pytest.raises(ShiptwoError, match=r"state\.safetensors: no trainer's clock"):
+        build_wall_seconds(_stored_build(tmp_path, 260.0, elapsed=None))
 
 
 def test_build_wall_seconds_refuses_the_last_leg_of_a_resumed_build(tmp_path):
     """A resumed build's store clock timed only its last leg (store.build): judged as the whole
     build it would pass AC-SHIP2-004 however long the interrupted legs took."""
-    from types import SimpleNamespace
-
-    resumed = SimpleNamespace(build_seconds=30.0, build_resumed=True, manifest=tmp_path / "manifest.json")
+    resumed = _stored_build(tmp_path, 30.0, elapsed=100.0, resumed=True)
     with pytest.raises(ShiptwoError, match="resumed an interrupted one.*only its last leg"):
         build_wall_seconds(resumed)
     assert build_wall_seconds(resumed, whole=False) is None  # AC-SHIP2-017: the store's clock left out, not a short one
