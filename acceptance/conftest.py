@@ -134,6 +134,12 @@ def model1_gguf_q8_0(model1_artifacts):
 
 
 @pytest.fixture(scope="session")
-def model1_quantized_ggufs(model1_artifacts) -> dict:
-    """Every quantized GGUF MODEL-1's build wrote, by type (q8_0 ours, q4_k_m llama.cpp's)."""
-    return {role.removeprefix("gguf_"): path for role, path in model1_artifacts.files.items() if role.startswith("gguf_")}
+def model1_quantized_ggufs(model1_artifacts, parameter) -> dict:
+    """The published copy of every quantized GGUF MODEL-1 ships, by type (q8_0 ours, q4_k_m llama.cpp's):
+    each type AC-SHIP1-003's quantized_formats names is required (an ERROR if the artifact or its
+    release lacks one), not only the roles the artifact declares."""
+    from shiptwo.checks.release import released_ggufs
+
+    where = "AC-SHIP1-003 quantized_formats"
+    return released_ggufs(model1_artifacts.files, parameter("AC-SHIP1-003", "quantized_formats"),
+                          model1_artifacts.files["release_manifest"].parent, where)

@@ -78,7 +78,7 @@ def test_humaneval_reproduces_upstream(criterion, model1_artifacts, model1_quant
     scored = dict(list(problems.items())[: criterion.param("loglik_problems")])
     logliks = {"f32 (shiptwo runtime)": canonical_logliks(f32, scored)}
     for dtype, path in model1_quantized_ggufs.items():
-        logliks[f"{dtype} (llama.cpp)"] = gguf_canonical_logliks(release / path.name, scored)
+        logliks[f"{dtype} (llama.cpp)"] = gguf_canonical_logliks(path, scored)  # the published copy
     verdict = reproduction_verdict(ref, {r["task_id"]: bool(r["passed"]) for r in res.records},
                                    {name: dict(zip(scored, v)) for name, v in logliks.items()}, criterion.param("loglik_margin"))
     records = [{**r, "answer": o.text, "finish": o.finish_reason, "answer_tokens": len(o.token_ids)}

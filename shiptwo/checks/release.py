@@ -1,5 +1,5 @@
 """What MODEL-1's release must hold, judged from outside the build: every quantized GGUF a
-criterion names is among the artifact's files (AC-SHIP1-003/004/006), and the release manifest
+criterion names is among the artifact's files (AC-SHIP1-003/004/005/006/007), and the release manifest
 lists every shipped file with the SHA-256 of the file the build wrote (AC-SHIP1-010)."""
 
 from __future__ import annotations
@@ -34,6 +34,14 @@ def shipped_ggufs(files: dict[str, Path], formats, where: str) -> dict[str, Path
     prefix = GGUF_ROLE.format(dtype="")
     return {**named_ggufs(files, formats, where),
             **{r.removeprefix(prefix): Path(p) for r, p in files.items() if r.startswith(prefix)}}
+
+
+def released_ggufs(files: dict[str, Path], formats, release_dir: str | Path, where: str) -> dict[str, Path]:
+    """{type: published copy} of every quantized GGUF the artifact ships, each type in `formats`
+    required (see shipped_ggufs) and each in the published release (see release_copies): what a
+    criterion over the shipped GGUFs measures, rather than whichever roles the artifact declares
+    (a Q4_K_M role dropped from the store manifest left AC-SHIP1-005 scoring the others only)."""
+    return release_copies(shipped_ggufs(files, formats, where), release_dir, where)
 
 
 def shipped_artifacts(files: dict[str, Path], formats, where: str) -> dict[str, Path]:

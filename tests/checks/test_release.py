@@ -8,7 +8,9 @@ import shutil
 
 import pytest
 
-from shiptwo.checks.release import named_ggufs, release_copies, release_omissions, shipped_artifacts, shipped_ggufs
+from shiptwo.checks.release import (
+    named_ggufs, release_copies, release_omissions, released_ggufs, shipped_artifacts, shipped_ggufs,
+)
 from shiptwo.errors import ShiptwoError
 
 
@@ -53,6 +55,19 @@ def test_every_shipped_gguf_is_measured_beyond_the_named_ones(build, tmp_path):
     assert set(shipped_artifacts(extra, ["q8_0"], "w")) == {"checkpoint", "hf_dir", "gguf_q8_0", "gguf_q4_k_m"}
     with pytest.raises(ShiptwoError, match="w: the artifact has no hf_config file"):
         shipped_artifacts({r: p for r, p in files.items() if r != "hf_config"}, ["q8_0"], "w")
+
+
+def test_the_released_ggufs_are_the_named_ones_published_whatever_roles_the_artifact_declares(build, tmp_path):
+    """AC-SHIP1-005 (log-likelihoods of every shipped file) and -007 (throughput of the smallest) took
+    the artifact's own GGUF roles: a store manifest whose gguf_q4_k_m role was removed (the file still
+    in the release) scored Q8_0 alone and passed the leg the Q4_K_M file fails."""
+    files, manifest = build
+    assert released_ggufs(files, ["q8_0"], manifest.parent, "AC-X") == {"q8_0": manifest.parent / files["gguf_q8_0"].name}
+    with pytest.raises(ShiptwoError, match=r"AC-X: the artifact has no GGUF of type q4_k_m"):
+        released_ggufs(files, ["q8_0", "q4_k_m"], manifest.parent, "AC-X")
+    extra = {**files, "gguf_q4_k_m": tmp_path / "model1-q4_k_m.gguf"}  # a role the release does not hold
+    with pytest.raises(ShiptwoError, match=r"AC-X: .*model1-q4_k_m\.gguf: not in the published release"):
+        released_ggufs(extra, ["q8_0"], manifest.parent, "AC-X")
 
 
 def test_a_complete_release_has_no_omissions(build):
