@@ -2,7 +2,9 @@
 
 The config comes from the `llama.*` keys, the weights are dequantized to F32 with the Q/K
 permutation undone (embeddings tied when `output.weight` is absent), and the tokenizer is
-rebuilt as a Hugging Face tokenizer.json from `tokenizer.ggml.*`: tokens, merges, token types
+rebuilt as a Hugging Face tokenizer.json from `tokenizer.ggml.*`: tokens (an empty one named
+`[EMPTY_<id>]` as llama.cpp names it; gguf_vocab refuses the rest of what llama.cpp reads
+differently), merges, token types
 (CONTROL -> special added tokens, USER_DEFINED -> added tokens), the pre-tokenizer named by
 `tokenizer.ggml.pre`, and the chat template. Whatever our runtime would silently run
 differently (another architecture, rope scaling, experts, a BOS the tokenizer must add, ...)
@@ -21,6 +23,7 @@ from tokenizers import AddedToken, pre_tokenizers
 from shiptwo.errors import ShiptwoError
 from shiptwo.fileio import sha256_file
 from shiptwo.formats.gguf_load import GGUFFile, provenance_of, read_tensors, validate_gguf
+from shiptwo.formats.gguf_vocab import LLAMA_EMPTY_TOKEN, llama_token_texts, split_merge
 from shiptwo.model.checkpoint import Checkpoint, finite_defects, missing_provenance, save_checkpoint
 from shiptwo.model.config import ModelConfig
 from shiptwo.model.tokenizer import byte_level_bpe
@@ -117,10 +120,8 @@ def _pre_json(tok) -> str:
 
 def tokenizer_json_of(g: GGUFFile) -> str:
     """Rebuild a Hugging Face byte-level BPE tokenizer.json from `tokenizer.ggml.*`."""
-    tokens, types = g.fields[K.Tokenizer.LIST], g.fields[K.Tokenizer.TOKEN_TYPE]
-    merges = [tuple(m.split(" ", 1)) for m in g.fields[K.Tokenizer.MERGES]]
-    if any(len(m) != 2 for m in merges):
-        raise ShiptwoError(f"{g.path}: malformed {K.Tokenizer.MERGES} entry")
+    tokens, types = llama_token_texts(g.fields[K.Tokenizer.LIST]), g.fields[K.Tokenizer.TOKEN_TYPE]
+    merges = [split_merge(m) for m in g.fields[K.Tokenizer.MERGES]]
     vocab = {t: i for i, t in enumerate(tokens) if types[i] != gguf.TokenType.UNUSED}
     try:
         tok = byte_level_bpe(vocab, merges)
@@ -147,6 +148,10 @@ def load_gguf(path: str | Path, provenance: dict | None = None, check_finite: bo
         config = config_of(g)
     except (KeyError, TypeError) as exc:
         raise ShiptwoError(f"{g.path}: bad hyper-parameter ({exc})") from None
+    empty = [i for i, t in enumerate(g.fields[K.Tokenizer.LIST]) if not t]
+    if empty:  # validate_gguf refused every other way llama.cpp would read the vocabulary differently
+        log.warning("%s: %d empty token(s) named as llama.cpp names them (first: token %d as %s)",
+                    g.path, len(empty), empty[0], LLAMA_EMPTY_TOKEN.format(id=empty[0]))
     pad = g.fields.get(K.Tokenizer.PAD_ID)
     if pad is not None and pad != config.eos_token_id:
         log.warning("%s: padding token %s is not EOS %s; exports pad with EOS", g.path, pad, config.eos_token_id)
@@ -155,7 +160,8 @@ def load_gguf(path: str | Path, provenance: dict | None = None, check_finite: bo
         tensors=read_tensors(g, config),
         tokenizer_json=tokenizer_json_of(g),
         provenance={**provenance_of(g), **{k: v for k, v in (provenance or {}).items() if v}},
-        training={"imported_from": str(g.path), "gguf_name": g.fields.get(K.General.NAME, "")},
+        training={"imported_from": str(g.path), "gguf_name": g.fields.get(K.General.NAME, ""),
+                  **({"gguf_empty_tokens": empty} if empty else {})},
         chat_template=g.fields.get(K.Tokenizer.CHAT_TEMPLATE),
         path=g.path,
     )

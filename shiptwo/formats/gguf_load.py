@@ -22,6 +22,7 @@ from shiptwo.model.checkpoint import Checkpoint
 from shiptwo.errors import ShiptwoError
 from shiptwo.model.config import ModelConfig
 from shiptwo.formats.gguf_header import check_gguf_header
+from shiptwo.formats.gguf_vocab import vocabulary_problems
 from shiptwo.formats.names import gguf_to_hf, hf_class_for, qk_heads, unpermute_qk
 
 from shiptwo.formats.names import GGUF_DATASET_ID, GGUF_DATASET_LICENSE, GGUF_MAGIC, GGUF_TOKENIZER_MODEL, GGUF_TOKENIZER_PRE
@@ -63,12 +64,29 @@ def read_gguf(path: str | Path) -> GGUFFile:
             raise ShiptwoError(f"{path}: not a GGUF file (magic {magic!r})")
         check_gguf_header(path)  # gguf-py trusts the file's counts: a hostile one would exhaust memory
         reader = gguf.GGUFReader(path, "r")
-        fields = {name: f.contents() for name, f in reader.fields.items() if not name.startswith("GGUF.")}
+        fields = {name: _contents(path, name, f) for name, f in reader.fields.items() if not name.startswith("GGUF.")}
     except ShiptwoError:
         raise
     except Exception as exc:  # the reader raises whatever numpy/struct raise on corrupt bytes
         raise ShiptwoError(f"{path}: corrupt GGUF file ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
     return GGUFFile(path, fields, reader)
+
+
+def _contents(path: Path, name: str, field) -> object:
+    """A field's value as plain Python; a string in it that is not UTF-8 (gguf-py cannot decode it,
+    llama.cpp keeps the bytes) is named by the field and its index."""
+    try:
+        return field.contents()
+    except UnicodeDecodeError:
+        for n, idx in enumerate(field.data):
+            raw = field.parts[idx].tobytes()
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                where = "" if field.types[0] != gguf.GGUFValueType.ARRAY else \
+                    f" token {n}" if name == K.Tokenizer.LIST else f" entry {n}"
+                raise ShiptwoError(f"{path}: invalid GGUF: {name}:{where} {raw[:40]!r} is not valid UTF-8") from None
+        raise
 
 
 def provenance_of(g: GGUFFile) -> dict[str, str]:
@@ -108,6 +126,12 @@ def _hparam_type_problems(g: GGUFFile) -> list[str]:
     template = g.fields.get(K.Tokenizer.CHAT_TEMPLATE)
     if template is not None and not isinstance(template, str):
         out.append(f"{K.Tokenizer.CHAT_TEMPLATE}={template!r} is not a string")
+    return out + _mistyped_tokenizer_lists(g)
+
+
+def _mistyped_tokenizer_lists(g: GGUFFile) -> list[str]:
+    """The tokens and merges lists of strings, the token types of integers, where present."""
+    out = []
     for key, kind in ((K.Tokenizer.LIST, str), (K.Tokenizer.MERGES, str), (K.Tokenizer.TOKEN_TYPE, int)):
         v = g.fields.get(key)  # merges of integers raised an AttributeError when the tokenizer was rebuilt
         if v is not None and not (isinstance(v, list) and all(type(x) is kind for x in v)):
@@ -165,6 +189,8 @@ def gguf_problems(g: GGUFFile, require_provenance: bool = True) -> list[str]:
             problems.append(f"{key}={tid!r} is not a token id")
         elif len(types) == len(tokens) and types[tid] != gguf.TokenType.CONTROL:
             problems.append(f"{key}={tid} is not a CONTROL token")
+    if len(types) == len(tokens) and not _mistyped_tokenizer_lists(g):
+        problems += vocabulary_problems(tokens, types, g.fields.get(K.Tokenizer.MERGES) or [])
     vocab = g.fields.get(g.key(K.LLM.VOCAB_SIZE))
     if tokens and type(vocab) is int and vocab != len(tokens):  # a mistyped one is named above
         problems.append(f"{g.key(K.LLM.VOCAB_SIZE)}={vocab} but the tokenizer has {len(tokens)} tokens")
