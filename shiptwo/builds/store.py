@@ -13,7 +13,10 @@ depends on: the builder's fingerprint (recipe, corpus files' SHA-256, base model
 every shiptwo module in the import closure of the builder's module (computed, not hand-listed),
 the Python version (the stdlib corpus depends on it) and the versions of torch, tokenizers and
 gguf. The store is in every builder's import closure, so editing it changes every key too. A set
-is reused only where its manifest records the model, profile and key it is stored under.
+is reused only where its manifest records the model, profile and key it is stored under and the
+full SHA-256 of the fingerprint (the key is its first 16 hex digits: a colliding key is refused),
+the set holds exactly the regular files the manifest lists (a manifest edited to list fewer files,
+a file replaced by a symbolic link or a directory are refused) and every role names a listed file.
 """
 
 from __future__ import annotations
@@ -38,16 +41,17 @@ from pathlib import Path
 from filelock import FileLock
 
 from shiptwo.errors import ShiptwoError
-from shiptwo.fileio import atomic_write_json, sha256_bytes, tree_digests, tree_problems
+from shiptwo.fileio import atomic_write_json, sha256_bytes, sha256_file
+from shiptwo.builds.store_manifest import ARTIFACT_MANIFEST, set_files, verify  # noqa: F401 (verify: the store's API)
 
 from shiptwo.paths import PROFILES, artifact_root
 
-ARTIFACT_MANIFEST = "manifest.json"  # SHA-256 of every artifact file; written last
 ARTIFACT_LOCK = ".lock"
 # The manifest's records of one build rather than of what it built: its clock, whether it resumed,
 # and the SHA-256s of its files (which a comparison with another build re-derives from the files).
 BUILD_FIELDS = frozenset({"build_seconds", "build_resumed", "files"})
 OWNER_FILE = ".owner.json"  # in a build's work directory: pid, host and start time of the process building it
+KEY_DIGITS = 16  # hex digits of the fingerprint's SHA-256 that name a set's directory
 
 
 log = logging.getLogger(__name__)
@@ -172,11 +176,17 @@ def environment_fingerprint() -> dict:
     return {"python": sys.version, **versions}
 
 
-def store_key(builder: Builder, fp: Fingerprint) -> tuple[str, str]:
-    """(key, code version) of a build: the key hashes the fingerprint, the code and the environment."""
+def store_digest(builder: Builder, fp: Fingerprint) -> tuple[str, str]:
+    """(SHA-256, code version) of a build: the digest hashes the fingerprint, the code and the environment."""
     code = code_version(builder.entry)
     blob = {"parts": fp.parts, "code": code, "environment": environment_fingerprint()}
-    return sha256_bytes(json.dumps(blob, sort_keys=True, default=str).encode())[:16], code
+    return sha256_bytes(json.dumps(blob, sort_keys=True, default=str).encode()), code
+
+
+def store_key(builder: Builder, fp: Fingerprint) -> tuple[str, str]:
+    """(key, code version) of a build: the key is the first KEY_DIGITS of its store_digest."""
+    digest, code = store_digest(builder, fp)
+    return digest[:KEY_DIGITS], code
 
 
 def build(builder: Builder, profile: str, rebuild: bool = False, **options) -> Artifacts:
@@ -185,14 +195,15 @@ def build(builder: Builder, profile: str, rebuild: bool = False, **options) -> A
         raise ShiptwoError(f"build: unknown profile {profile!r} (known: {', '.join(PROFILES)})")
     model_name = builder.name
     fp = builder.fingerprint(profile, options)
-    key, code = store_key(builder, fp)
+    digest, code = store_digest(builder, fp)
+    key = digest[:KEY_DIGITS]
     base = artifact_root() / model_name / profile
     base.mkdir(parents=True, exist_ok=True)
     final = base / key
     with FileLock(str(base / ARTIFACT_LOCK)):
         adopted = _sweep_work_dirs(base, key if builder.resumable else None)
         if final.exists():
-            problem = verify(final) or misfiled(final, model_name, profile, key)
+            problem = verify(final) or misfiled(final, model_name, profile, key, digest)
             if problem is None:
                 if adopted is not None:  # an interrupted build of what is already built: nothing to resume
                     shutil.rmtree(adopted, ignore_errors=True)
@@ -201,7 +212,10 @@ def build(builder: Builder, profile: str, rebuild: bool = False, **options) -> A
             if not rebuild:
                 raise ShiptwoError(f"{problem}; refusing to use it (rerun with --rebuild to replace it)")
             log.warning("%s; rebuilding", problem)
-            shutil.rmtree(final)
+            if final.is_symlink() or not final.is_dir():  # rmtree refuses a link (and a file)
+                final.unlink()
+            else:
+                shutil.rmtree(final)
         tmp = adopted or Path(tempfile.mkdtemp(dir=base, prefix=f".tmp-{key}-"))
         tmp.chmod(0o755)  # mkdtemp makes it private; a built artifact is readable like any other file
         atomic_write_json(tmp / OWNER_FILE, _this_process())
@@ -209,12 +223,15 @@ def build(builder: Builder, profile: str, rebuild: bool = False, **options) -> A
             t0 = time.perf_counter()
             roles, recipe, summary = builder.run(profile, dataclasses.replace(fp, parts={**fp.parts, "code": code}), tmp)
             (tmp / OWNER_FILE).unlink()
-            files = tree_digests(tmp)
-            missing = sorted(r for r in roles.values() if not (tmp / r).exists())
+            held, odd = set_files(tmp)
+            if odd:  # what verify() would refuse on every reuse
+                raise ShiptwoError(f"build {model_name}/{profile}: builder wrote {odd[0]}")
+            files = {rel: sha256_file(tmp / rel) for rel in sorted(held)}
+            missing = sorted(r for r in roles.values() if r not in files)
             if missing:
                 raise ShiptwoError(f"build {model_name}/{profile}: builder did not write {', '.join(missing)}")
             atomic_write_json(tmp / ARTIFACT_MANIFEST, {
-                "model": model_name, "profile": profile, "key": key, "code_version": code,
+                "model": model_name, "profile": profile, "key": key, "fingerprint": digest, "code_version": code,
                 "build_seconds": time.perf_counter() - t0, "build_resumed": adopted is not None,
                 "roles": roles, "files": files,
                 "recipe": recipe, "summary": summary,
@@ -286,29 +303,21 @@ def _sweep_work_dirs(base: Path, resumable_key: str | None) -> Path | None:
     return adopted
 
 
-def verify(root: Path) -> str | None:
-    """None if every file the manifest lists exists with its SHA-256; else a one-line problem."""
+def misfiled(root: Path, model_name: str, profile: str, key: str, digest: str) -> str | None:
+    """None if the manifest records the model, profile, key and fingerprint `root` is stored under;
+    else a one-line problem. The key addresses what a set was built from, and its files match their
+    manifest wherever the set lies: a set copied or renamed under another key (an older build,
+    another profile's) was reused as if this code had built it, and so would a set whose inputs
+    differ but whose 16-digit key collides with this build's."""
     mpath = root / ARTIFACT_MANIFEST
-    try:
-        manifest = json.loads(mpath.read_text(encoding="utf-8"))
-        files = manifest["files"]
-    except (OSError, json.JSONDecodeError, KeyError, TypeError):
-        return f"{mpath}: artifact manifest missing or unreadable"
-    problems = tree_problems(root, files, allow_extra=True)
-    return problems[0] if problems else None
-
-
-def misfiled(root: Path, model_name: str, profile: str, key: str) -> str | None:
-    """None if the manifest records the model, profile and key `root` is stored under; else a one-line
-    problem. The key addresses what a set was built from, and its files match their manifest wherever
-    the set lies: a set copied or renamed under another key (an older build, another profile's) was
-    reused as if this code had built it."""
-    mpath = root / ARTIFACT_MANIFEST
-    manifest = json.loads(mpath.read_text(encoding="utf-8"))  # verify() has read it
-    recorded = tuple(manifest.get(k) if isinstance(manifest, dict) else None for k in ("model", "profile", "key"))
+    manifest = json.loads(mpath.read_text(encoding="utf-8"))  # verify() has read it and checked its shape
+    recorded = tuple(manifest[k] for k in ("model", "profile", "key"))
     if recorded != (model_name, profile, key):
         return (f"{mpath}: records the set {'/'.join(map(str, recorded))}, but it is stored as "
                 f"{model_name}/{profile}/{key} (copied or renamed from another build)")
+    if manifest["fingerprint"] != digest:
+        return (f"{mpath}: records the fingerprint {manifest['fingerprint']}, but this build's is {digest} "
+                f"(another build whose key collides with {key})")
     return None
 
 

@@ -1,0 +1,124 @@
+"""A stored set tampered with after its build: reuse requires the manifest's shape, the complete file
+set the build wrote (regular files, each with its SHA-256, nothing unlisted) and the full fingerprint;
+each tampering is refused in one line naming the file or field, and `--rebuild` replaces the set."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from shiptwo.builds import store
+from shiptwo.builds.registry import BUILDERS, build
+from shiptwo.builds.store import verify
+from shiptwo.errors import ShiptwoError
+
+from tests.builds.test_store import counting_builder, store_root  # noqa: F401 (fixtures)
+
+
+def edit_manifest(root, change):
+    path = root / store.ARTIFACT_MANIFEST
+    path.write_text(json.dumps(change(json.loads(path.read_text()))))
+
+
+def refused(match):
+    """build() refuses the stored set with `match`, and --rebuild replaces it."""
+    with pytest.raises(ShiptwoError, match=match + ".*--rebuild") as exc:
+        build("toy", "smoke")
+    assert "\n" not in str(exc.value)
+    again = build("toy", "smoke", rebuild=True)
+    assert not again.reused and verify(again.root) is None and again.tokenizer.read_text() == "hello"
+
+
+def drop(files=(), roles=()):
+    def change(m):
+        m["files"] = {k: v for k, v in m["files"].items() if k not in files}
+        m["roles"] = {k: v for k, v in m["roles"].items() if k not in roles}
+        return m
+    return change
+
+
+def test_a_manifest_listing_fewer_files_is_refused(store_root, counting_builder):
+    """The entry of a file the build wrote, dropped from the manifest: its bytes went unchecked and
+    the set was reused."""
+    a = build("toy", "smoke")
+    (a.root / "sub" / "b.txt").write_text("tampered")
+    edit_manifest(a.root, drop(files=("sub/b.txt",)))
+    refused(r"sub/b\.txt: not in the manifest \(it lists fewer files than the set holds\)")
+
+
+def test_a_manifest_listing_no_file_is_refused(store_root, counting_builder):
+    a = build("toy", "smoke")
+    edit_manifest(a.root, lambda m: {**m, "files": {}})
+    refused(r"a\.txt: not in the manifest")
+
+
+def test_a_role_whose_file_and_entry_are_gone_is_refused(store_root, counting_builder):
+    a = build("toy", "smoke")
+    (a.root / "a.txt").unlink()
+    edit_manifest(a.root, drop(files=("a.txt",)))
+    refused(r"manifest\.json: role tokenizer names a\.txt, which the manifest does not list")
+
+
+def test_a_set_emptied_with_its_manifest_is_refused(store_root, counting_builder):
+    a = build("toy", "smoke")
+    for rel in ("a.txt", "sub/b.txt"):
+        (a.root / rel).unlink()
+    edit_manifest(a.root, drop(files=("a.txt", "sub/b.txt"), roles=("tokenizer", "extra")))
+    refused(r"manifest\.json: records no role")
+
+
+def test_a_file_replaced_by_a_link_to_an_identical_copy_is_refused(store_root, counting_builder, tmp_path):
+    """is_file() follows the link, and the copy hashes the same: the set was reused, reading a file
+    outside the store that anyone may change after the check."""
+    a = build("toy", "smoke")
+    outside = tmp_path / "copy.txt"
+    outside.write_bytes((a.root / "a.txt").read_bytes())
+    (a.root / "a.txt").unlink()
+    (a.root / "a.txt").symlink_to(outside)
+    refused(r"a\.txt: a symbolic link, not a file the build wrote")
+
+
+def test_a_directory_where_a_file_was_is_named(store_root, counting_builder):
+    a = build("toy", "smoke")
+    (a.root / "a.txt").unlink()
+    (a.root / "a.txt").mkdir()
+    refused(r"a\.txt: a directory where the manifest lists a file")
+
+
+def test_a_set_directory_replaced_by_a_link_is_refused(store_root, counting_builder, tmp_path):
+    a = build("toy", "smoke")
+    moved = tmp_path / "elsewhere"
+    os.rename(a.root, moved)
+    a.root.symlink_to(moved)
+    refused(r"a symbolic link, not the set the store built")
+
+
+@pytest.mark.parametrize("change, says", [
+    (lambda m: [m], "a JSON list, not an object"),
+    (lambda m: {**m, "files": list(m["files"])}, "field files is not a JSON object"),  # was an AttributeError
+    (lambda m: {k: v for k, v in m.items() if k != "roles"}, "field roles is not a JSON object"),  # was a KeyError
+    (lambda m: {**m, "roles": {**m["roles"], "tokenizer": 7}}, "role 'tokenizer' does not name a relative path"),
+    (lambda m: {**m, "files": {**m["files"], "../../x": "0" * 64}}, r"files entry '../../x' is not a relative path"),
+    (lambda m: {**m, "files": {**m["files"], "a.txt": 1}}, "files entry 'a.txt' is not a relative path inside the set with a SHA-256"),
+    (lambda m: {**m, "build_seconds": "fast"}, "field build_seconds is not a number"),
+])
+def test_a_manifest_of_the_wrong_shape_is_refused_by_field(store_root, counting_builder, change, says):
+    a = build("toy", "smoke")
+    edit_manifest(a.root, change)
+    refused(r"manifest\.json: artifact manifest of the wrong shape \(" + says)
+
+
+def test_a_set_whose_key_collides_is_refused(store_root, counting_builder, monkeypatch):
+    """The key is a prefix of the fingerprint's SHA-256: a set built from other inputs under a
+    colliding key was reused (its manifest records the same model, profile and key)."""
+    monkeypatch.setattr(store, "KEY_DIGITS", 1)  # a collision within a few tries, not 2^32
+    first = build("toy", "smoke", text="older")
+    key = lambda text: store.store_key(BUILDERS["toy"], BUILDERS["toy"].fingerprint("smoke", {"text": text}))[0]  # noqa: E731
+    other = next(t for t in (f"t{i}" for i in range(500)) if key(t) == first.key)
+    with pytest.raises(ShiptwoError, match=rf"records the fingerprint \w+, but this build's is \w+ \(another build "
+                                           rf"whose key collides with {first.key}\)"):
+        build("toy", "smoke", text=other)
+    again = build("toy", "smoke", text=other, rebuild=True)
+    assert again.tokenizer.read_text() == other and len(counting_builder) == 2
