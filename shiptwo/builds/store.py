@@ -335,7 +335,8 @@ def _load(root: Path, model_name: str, profile: str, key: str, reused: bool) -> 
 
 def prune(current: dict[tuple[str, str], str], dry_run: bool = False) -> list[Path]:
     """Remove every artifact directory whose key is not `current[(model, profile)]`, under each
-    model/profile's lock; model/profile pairs absent from `current` are left alone. Returns what went."""
+    model/profile's lock; model/profile pairs absent from `current` are left alone. Returns what went.
+    A symbolic link in a set's place is removed as a link: what it points to is not the store's."""
     removed = []
     for (model_name, profile), keep in sorted(current.items()):
         base = artifact_root() / model_name / profile
@@ -345,6 +346,12 @@ def prune(current: dict[tuple[str, str], str], dry_run: bool = False) -> list[Pa
             for d in sorted(base.iterdir()):
                 if d.is_dir() and not d.name.startswith(".") and d.name != keep:
                     removed.append(d)
+                    link = d.is_symlink()
+                    if link:
+                        log.warning("%s: a symbolic link in a stored set's place; removing the link only", d)
                     if not dry_run:
-                        shutil.rmtree(d)
+                        if link:
+                            d.unlink()
+                        else:
+                            shutil.rmtree(d)
     return removed

@@ -122,3 +122,14 @@ def test_a_set_whose_key_collides_is_refused(store_root, counting_builder, monke
         build("toy", "smoke", text=other)
     again = build("toy", "smoke", text=other, rebuild=True)
     assert again.tokenizer.read_text() == other and len(counting_builder) == 2
+
+
+def test_prune_removes_a_link_in_a_sets_place_not_what_it_points_to(store_root, counting_builder, tmp_path):
+    """rmtree refused the link: `shiptwo store prune` ended in a traceback."""
+    kept = build("toy", "smoke")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "precious.txt").write_text("x")
+    link = kept.root.parent / "0123456789abcdef"
+    link.symlink_to(tmp_path / "elsewhere")
+    assert store.prune({("toy", "smoke"): kept.key}) == [link]
+    assert not link.is_symlink() and (tmp_path / "elsewhere" / "precious.txt").read_text() == "x" and verify(kept.root) is None
