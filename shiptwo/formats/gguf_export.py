@@ -95,8 +95,9 @@ def tokenizer_arrays(ckpt: Checkpoint) -> tuple[list[str], list[int], list[str]]
             tokens.append(f"[PAD{i}]")
             types.append(gguf.TokenType.UNUSED)
         else:
-            tokens.append(tok)
-            types.append(gguf.TokenType.CONTROL if tok in special else gguf.TokenType.NORMAL)
+            tokens.append(tok)  # an added token that is not special is matched whole, as llama.cpp matches USER_DEFINED
+            types.append(gguf.TokenType.CONTROL if tok in special else gguf.TokenType.USER_DEFINED if i in added
+                         else gguf.TokenType.NORMAL)
     merges = [m if isinstance(m, str) else " ".join(m) for m in spec["model"].get("merges", [])]
     return tokens, types, merges
 

@@ -153,3 +153,30 @@ def test_many_divergences_of_one_kind_are_counted_on_one_line(honest, tmp_path):
     with pytest.raises(ShiptwoError) as exc:
         load_gguf(path)
     assert "\n" not in str(exc.value) and str(exc.value).endswith(f"(and {len(gguf.GGUFReader(honest).fields[K.Tokenizer.LIST].data) - V - 1} more like it)")
+
+
+def test_an_added_token_that_is_not_special_is_exported_as_llamacpp_matches_it(tiny_tokenizer, tmp_path):
+    """Our export wrote it NORMAL: llama.cpp then split '<tool>' into five byte-level tokens where
+    our tokenizer (which matches an added token whole) gave one id."""
+    from tokenizers import AddedToken, Tokenizer
+
+    from shiptwo.model.checkpoint import checkpoint_from_model
+    from shiptwo.model.config import ModelConfig
+    from shiptwo.model.llama import LlamaModel
+    from shiptwo.model.tokenizer import BPETokenizer
+    from tests.conftest import TINY_PROVENANCE
+
+    tok = Tokenizer.from_str(tiny_tokenizer.to_json())
+    tok.add_tokens([AddedToken("<tool>", normalized=False)])
+    tok = BPETokenizer(tok)
+    cfg = ModelConfig(vocab_size=tok.vocab_size, hidden_size=64, intermediate_size=160, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                      bos_token_id=tok.eot_id, eos_token_id=tok.eot_id)
+    model = LlamaModel(cfg)
+    model.init_weights(seed=0)
+    path = export_gguf(checkpoint_from_model(model, tok.to_json(), TINY_PROVENANCE, training={}), tmp_path / "added.gguf", "f32")
+    assert gguf.GGUFReader(path).fields[K.Tokenizer.TOKEN_TYPE].contents()[tok.token_to_id("<tool>")] == TT.USER_DEFINED
+    llm, back = load_llama(path, 64), load_gguf(path).tokenizer()
+    text = "x = <tool> y"
+    assert llamacpp_tokenize(llm, text) == tok.encode(text) == back.encode(text) and len(tok.encode("<tool>")) == 1
+    assert llm.detokenize(tok.encode(text), special=True).decode() == back.decode(tok.encode(text)) == text
