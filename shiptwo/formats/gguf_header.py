@@ -67,8 +67,13 @@ class _Walk:
 
     def name(self, what: str) -> str:
         """A key or tensor name to put in a message: as written when printable, else quoted (a
-        corrupt length makes the name run on through binary data and line breaks)."""
-        text = self.string(what).decode("utf-8", "replace")
+        corrupt length makes the name run on through binary data and line breaks). One that is not
+        UTF-8 is refused here: gguf-py's reader fails on it naming neither the key nor the tensor."""
+        raw = self.string(what)
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise self.fail(what, f"name {ascii(raw[:MAX_NAME_SHOWN])} is not valid UTF-8") from None
         return text if text.isprintable() and len(text) <= MAX_NAME_SHOWN else ascii(text[:MAX_NAME_SHOWN])
 
     def value(self, vtype: int, what: str, depth: int = 0):

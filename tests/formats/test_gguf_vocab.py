@@ -180,3 +180,15 @@ def test_an_added_token_that_is_not_special_is_exported_as_llamacpp_matches_it(t
     text = "x = <tool> y"
     assert llamacpp_tokenize(llm, text) == tok.encode(text) == back.encode(text) and len(tok.encode("<tool>")) == 1
     assert llm.detokenize(tok.encode(text), special=True).decode() == back.decode(tok.encode(text)) == text
+
+
+@pytest.mark.parametrize("name, what", [(K.General.NAME, "key #"), ("output_norm.weight", "tensor #")])
+def test_a_key_or_tensor_name_of_invalid_utf8_is_named_by_its_index(honest, tmp_path, name, what):
+    """gguf-py's reader raised a UnicodeDecodeError naming neither the key nor the tensor."""
+    data = bytearray(honest.read_bytes())
+    at = data.index(name.encode())
+    data[at] = 0xFF
+    path = tmp_path / "name.gguf"
+    path.write_bytes(bytes(data))
+    with pytest.raises(ShiptwoError, match=rf"^{path}: corrupt GGUF file \({what}\d+( name)?: name b'\\xff.* is not valid UTF-8\)$"):
+        load_gguf(path)
