@@ -4,9 +4,10 @@ Every document is NFC-normalized, exact duplicates are removed by content hash, 
 (train/validation/test) is a deterministic function of the document's path, so a file never
 moves between splits when others are added; with one exception: a held-out document whose
 n-grams mostly occur in the train split (a near-duplicate: the stdlib's generated codec tables,
-say) goes to train, since it would make the held-out loss optimistic (shiptwo.data.overlap says
-how it is measured and why these thresholds). Such a move is recorded in the manifest with its
-figures, as are files that do not decode: each skipped file and why.
+say) goes to train, since it would make the held-out loss optimistic, and a test document that
+near-copies the validation split joins validation (shiptwo.data.near_copies says why;
+shiptwo.data.overlap how it is measured and why these thresholds). Such a move is recorded in the
+manifest with its figures, as are files that do not decode: each skipped file and why.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shiptwo.data.overlap import NEAR_DUPLICATE_SHARE, NGRAM, OverlapIndex
+from shiptwo.data.near_copies import join_held_out_near_copies, move_near_duplicates
+from shiptwo.data.overlap import NEAR_DUPLICATE_SHARE, NGRAM
 from shiptwo.errors import ShiptwoError
 
 log = logging.getLogger(__name__)
@@ -80,7 +82,8 @@ class Corpus:
     skipped: list[dict] = field(default_factory=list)  # {"path", "reason"}
     capped_from: int | None = None  # documents available before max_files applied
     exclusion_rule: str = ""
-    near_duplicates: dict = field(default_factory=dict)  # the cross-split rule and each document it moved
+    near_duplicates: dict = field(default_factory=dict)  # the train rule and each document it moved
+    held_out_near_copies: dict = field(default_factory=dict)  # the validation/test rule and each document it moved
 
     def texts(self, split: str) -> list[str]:
         return [d.text for d in self.splits[split]]
@@ -105,6 +108,7 @@ class Corpus:
             "skipped_count": len(self.skipped),
             "capped_from": self.capped_from,
             "near_duplicates": self.near_duplicates,
+            "held_out_near_copies": self.held_out_near_copies,
             "splits": {
                 s: {
                     "files": len(self.splits[s]),
@@ -169,51 +173,16 @@ def load_corpus(cfg: CorpusConfig) -> Corpus:
     for d in docs:
         splits[split_of(d.path, cfg)].append(d)
     near_duplicates = move_near_duplicates(splits, cfg)
+    held_out_near_copies = join_held_out_near_copies(splits, cfg)
     for s in SPLITS:
         if not splits[s]:
             raise ShiptwoError(f"corpus: split {s!r} is empty ({len(docs)} documents, "
-                               f"{near_duplicates['moved_to_train']} held-out near-duplicates moved to train); "
+                               f"{near_duplicates['moved_to_train']} held-out near-duplicates moved to train, "
+                               f"{held_out_near_copies['moved_to_validation']} test near-copies of validation to "
+                               "validation); "
                                "raise max_files or its fraction")
-    return Corpus(splits, data_source, data_license, dups, skipped, capped_from, rule, near_duplicates)
-
-
-def move_near_duplicates(splits: dict[str, list[Document]], cfg: CorpusConfig) -> dict:
-    """Move each validation/test document whose n-grams mostly occur in train into train, in place,
-    and return the record of it. Repeated until none is left, since a moved document joins the
-    reference: the result is the same whatever the order (a document's share only grows)."""
-    held = [(s, d) for s in SPLITS if s != "train" for d in splits[s]]
-    index = OverlapIndex([d.text for _, d in held], cfg.near_duplicate_ngram)
-    for d in splits["train"]:
-        index.add_reference_text(d.text)
-    moved: list[dict] = []
-    pending, rnd = set(range(len(held))), 0
-    while True:
-        rnd += 1
-        new = sorted(i for i in pending if index.ngrams(i) and index.share(i) >= cfg.near_duplicate_share)
-        if not new:
-            break
-        for i in new:  # shares first, then the references: a round is judged against one train split
-            s, d = held[i]
-            moved.append({"path": d.path, "from": s, "ngrams": index.ngrams(i), "in_train": index.in_reference(i),
-                          "share": round(index.share(i), 4), "round": rnd})
-        for i in new:
-            pending.discard(i)
-            index.add_reference(index.query[i])
-    gone = {m["path"] for m in moved}
-    for s in SPLITS:
-        if s != "train":
-            splits[s] = [d for d in splits[s] if d.path not in gone]
-    splits["train"] = sorted(splits["train"] + [d for _, d in held if d.path in gone], key=lambda d: d.path)
-    if moved:
-        log.info("corpus: %d held-out near-duplicate(s) of the train split moved to train: %s", len(moved),
-                 ", ".join(f"{m['path']} ({m['from']}, {m['share']:.0%})" for m in moved))
-    return {
-        "rule": f"a validation/test document with >= {cfg.near_duplicate_share:.0%} of its {cfg.near_duplicate_ngram}-token "
-                "n-grams in the train split moves to train (repeated until none does; shiptwo.data.overlap)",
-        "ngram_tokens": cfg.near_duplicate_ngram, "share_at_least": cfg.near_duplicate_share,
-        "held_out_checked": len(held), "too_short_to_judge": sum(1 for i in range(len(held)) if not index.ngrams(i)),
-        "moved_to_train": len(moved), "documents": moved,
-    }
+    return Corpus(splits, data_source, data_license, dups, skipped, capped_from, rule, near_duplicates,
+                  held_out_near_copies)
 
 
 def _doc(path: str, text: str) -> Document:
