@@ -85,11 +85,13 @@ def test_validation_cross_entropy(criterion, recipe, model2_checkpoint, model2_a
     bootstrap over documents (the sampled unit: windows of one document are not independent). The
     untouched test split beside it, since the best checkpoint was chosen on validation, and what each
     is made of: every document's CE, the document-weighted (macro) mean and the largest document's share
-    of the targets, since one document can be most of the figure. A leg counts the validation documents
-    that are near-duplicates of the train split (their n-grams re-measured here, against the spec's
-    share), which would make that CE optimistic."""
+    of the targets, since one document can be most of the figure. Legs count the validation and the
+    test documents that are near-duplicates of the train split, which would make those CEs optimistic,
+    and the near-copies between validation and test, which would make the test CE depend on the split
+    the checkpoint was chosen on: re-measured here against the spec's share by shiptwo.checks.leakage's
+    own lexer and n-gram code, not the corpus builder's."""
     from shiptwo.checks.heldout import breakdown_summary, document_cross_entropy
-    from shiptwo.checks.leakage import split_overlap
+    from shiptwo.checks.leakage import held_out_overlap
     from shiptwo.data.corpus import load_corpus
     from shiptwo.fileio import atomic_write_json
     from shiptwo.model.tokenizer import BPETokenizer
@@ -97,7 +99,7 @@ def test_validation_cross_entropy(criterion, recipe, model2_checkpoint, model2_a
     tok = BPETokenizer.from_file(model2_artifacts.tokenizer)
     corpus = load_corpus(recipe.corpus)
     share, ngram = criterion.param("near_duplicate_share"), criterion.param("ngram_tokens")
-    leak = {s: split_overlap(corpus, s, share, ngram) for s in ("validation", "test")}
+    leak = held_out_overlap(corpus, share, ngram)
     overlap = atomic_write_json(criterion.evidence_dir / "split_overlap.json", leak)
     model = model2_checkpoint.build_model()
     by_doc = {s: document_cross_entropy(model, tok, [(d.path, d.text) for d in corpus.splits[s]], recipe.train.seq_len,
@@ -105,8 +107,12 @@ def test_validation_cross_entropy(criterion, recipe, model2_checkpoint, model2_a
     documents = atomic_write_json(criterion.evidence_dir / "cross_entropy_by_document.json", by_doc)
     val, test = by_doc["validation"], by_doc["test"]
     lv, lt = leak["validation"], leak["test"]
+    cross, back = leak["test_in_validation"], leak["validation_in_test"]
     criterion.check(val["token_weighted"], interval=val["token_weighted_interval"], n=val["documents_counted"],
-                    legs={"validation_near_duplicates": {"value": lv["near_duplicates"], "n": lv["documents_judged"]}},
+                    legs={"validation_near_duplicates": {"value": lv["near_duplicates"], "n": lv["documents_judged"]},
+                          "test_near_duplicates": {"value": lt["near_duplicates"], "n": lt["documents_judged"]},
+                          "held_out_near_copies": {"value": cross["near_duplicates"] + back["near_duplicates"],
+                                                   "n": cross["documents_judged"] + back["documents_judged"]}},
                     evidence={
         "checkpoint": model2_artifacts.checkpoint, "tokenizer": model2_artifacts.tokenizer,
         EVIDENCE_LOSS_CURVE: model2_artifacts.loss_curve, "split_overlap": overlap,
@@ -118,7 +124,10 @@ def test_validation_cross_entropy(criterion, recipe, model2_checkpoint, model2_a
                    f"Overlap with train ({ngram}-token n-grams, every document): validation {lv['ngrams_in_reference']} of "
                    f"{lv['ngrams']} ({lv['ngram_share']:.1%}), {lv['near_duplicates']} of {lv['documents_judged']} documents "
                    f">= {share:.0%}; test {lt['ngrams_in_reference']} of {lt['ngrams']} ({lt['ngram_share']:.1%}), "
-                   f"{lt['near_duplicates']} of {lt['documents_judged']} documents >= {share:.0%}"})
+                   f"{lt['near_duplicates']} of {lt['documents_judged']} documents >= {share:.0%}. Between them: "
+                   f"{cross['near_duplicates']} test documents >= {share:.0%} in validation, {back['near_duplicates']} "
+                   f"validation documents >= {share:.0%} in test ({leak['documents_lexed_by_fallback']} documents "
+                   "not read by Python's tokenize)"})
 
 
 @pytest.mark.ac("AC-SHIP2-004")
