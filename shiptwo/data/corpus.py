@@ -172,8 +172,8 @@ def load_corpus(cfg: CorpusConfig) -> Corpus:
     splits = {s: [] for s in SPLITS}
     for d in docs:
         splits[split_of(d.path, cfg)].append(d)
-    near_duplicates = move_near_duplicates(splits, cfg)
-    held_out_near_copies = join_held_out_near_copies(splits, cfg)
+    near_duplicates = move_near_duplicates(splits, cfg.near_duplicate_share, cfg.near_duplicate_ngram)
+    held_out_near_copies = join_held_out_near_copies(splits, cfg.near_duplicate_share, cfg.near_duplicate_ngram)
     for s in SPLITS:
         if not splits[s]:
             raise ShiptwoError(f"corpus: split {s!r} is empty ({len(docs)} documents, "

@@ -13,33 +13,31 @@ nothing moves, and record each move with its figures.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from shiptwo.data.overlap import OverlapIndex, distinct_sorted, shingles
 
-if TYPE_CHECKING:
-    from shiptwo.data.corpus import CorpusConfig, Document
-
 log = logging.getLogger(__name__)
 
 HELD_OUT = ("validation", "test")
+# splits: {"train" | "validation" | "test": [documents]}, each document with a .path and a .text
+# (shiptwo.data.corpus.Document, which imports this module)
 
 
-def move_near_duplicates(splits: dict[str, list[Document]], cfg: CorpusConfig) -> dict:
+def move_near_duplicates(splits: dict[str, list], share: float, ngram: int) -> dict:
     """Move each validation/test document whose n-grams mostly occur in train into train, in place,
     and return the record of it. Repeated until none is left, since a moved document joins the
     reference: the result is the same whatever the order (a document's share only grows)."""
     held = [(s, d) for s in HELD_OUT for d in splits[s]]
-    index = OverlapIndex([d.text for _, d in held], cfg.near_duplicate_ngram)
+    index = OverlapIndex([d.text for _, d in held], ngram)
     for d in splits["train"]:
         index.add_reference_text(d.text)
     moved: list[dict] = []
     pending, rnd = set(range(len(held))), 0
     while True:
         rnd += 1
-        new = sorted(i for i in pending if index.ngrams(i) and index.share(i) >= cfg.near_duplicate_share)
+        new = sorted(i for i in pending if index.ngrams(i) and index.share(i) >= share)
         if not new:
             break
         for i in new:  # shares first, then the references: a round is judged against one train split
@@ -57,20 +55,20 @@ def move_near_duplicates(splits: dict[str, list[Document]], cfg: CorpusConfig) -
         log.info("corpus: %d held-out near-duplicate(s) of the train split moved to train: %s", len(moved),
                  ", ".join(f"{m['path']} ({m['from']}, {m['share']:.0%})" for m in moved))
     return {
-        "rule": f"a validation/test document with >= {cfg.near_duplicate_share:.0%} of its {cfg.near_duplicate_ngram}-token "
+        "rule": f"a validation/test document with >= {share:.0%} of its {ngram}-token "
                 "n-grams in the train split moves to train (repeated until none does; shiptwo.data.overlap)",
-        "ngram_tokens": cfg.near_duplicate_ngram, "share_at_least": cfg.near_duplicate_share,
+        "ngram_tokens": ngram, "share_at_least": share,
         "held_out_checked": len(held), "too_short_to_judge": sum(1 for i in range(len(held)) if not index.ngrams(i)),
         "moved_to_train": len(moved), "documents": moved,
     }
 
 
-def join_held_out_near_copies(splits: dict[str, list[Document]], cfg: CorpusConfig) -> dict:
+def join_held_out_near_copies(splits: dict[str, list], share: float, ngram: int) -> dict:
     """Move into validation, in place, each test document with >= the share of its n-grams in the
     validation split and, for each validation document with >= the share of its n-grams in the test
     split, the test documents holding most of them (largest first, until it falls under the share);
     repeated until neither holds. Returns the record of it."""
-    n, cut = cfg.near_duplicate_ngram, cfg.near_duplicate_share
+    n, cut = ngram, share
     cache: dict[str, int] = {}
     grams = {id(d): shingles(d.text, n, cache) for s in HELD_OUT for d in splits[s]}
     moved: list[dict] = []

@@ -102,8 +102,8 @@ def test_default_profile_corpus_leaves_no_held_out_near_copy():
 
 
 def _rules_move_nothing(monkeypatch):
-    monkeypatch.setattr(corpus_module, "move_near_duplicates", lambda splits, cfg: {"moved_to_train": 0})
-    monkeypatch.setattr(corpus_module, "join_held_out_near_copies", lambda splits, cfg: {"moved_to_validation": 0})
+    monkeypatch.setattr(corpus_module, "move_near_duplicates", lambda splits, *_: {"moved_to_train": 0})
+    monkeypatch.setattr(corpus_module, "join_held_out_near_copies", lambda splits, *_: {"moved_to_validation": 0})
 
 
 def _builder_reads_no_tokens(monkeypatch):
