@@ -108,6 +108,8 @@ def test_validation_cross_entropy(criterion, recipe, model2_checkpoint, model2_a
     val, test = by_doc["validation"], by_doc["test"]
     lv, lt = leak["validation"], leak["test"]
     cross, back = leak["test_in_validation"], leak["validation_in_test"]
+    # a count of 0 near-copies among 0 documents judged is no evidence (a measure that read nothing)
+    assert lv["documents_judged"] and lt["documents_judged"], f"no held-out document long enough to judge: {overlap}"
     criterion.check(val["token_weighted"], interval=val["token_weighted_interval"], n=val["documents_counted"],
                     legs={"validation_near_duplicates": {"value": lv["near_duplicates"], "n": lv["documents_judged"]},
                           "test_near_duplicates": {"value": lt["near_duplicates"], "n": lt["documents_judged"]},

@@ -104,16 +104,18 @@ def _holders_of_validation_documents(splits: dict, grams: dict, cut: float) -> l
     """For each validation document (in path order) with >= cut of its n-grams in the test split, the
     test documents to move so that it falls under the cut: the largest holders of its n-grams first."""
     test = list(splits["test"])
+    test_keys = _keys(grams[id(d)] for d in test)  # recomputed only when a document leaves
     chosen: list[tuple] = []
     for v in splits["validation"]:
         g = grams[id(v)]
-        if not len(g) or _found(g, _keys(grams[id(d)] for d in test)) < cut * len(g):
+        if not len(g) or _found(g, test_keys) < cut * len(g):
             continue
         holders = sorted(test, key=lambda d: (-_found(g, _keys([grams[id(d)]])), d.path))
         for d in holders:
             test.remove(d)
             chosen.append((d, _found(grams[id(d)], _keys([g])), f"holds validation document {v.path}"))
-            if _found(g, _keys(grams[id(t)] for t in test)) < cut * len(g):
+            test_keys = _keys(grams[id(t)] for t in test)
+            if _found(g, test_keys) < cut * len(g):
                 break
     return chosen
 

@@ -85,8 +85,13 @@ def _default_corpus() -> Corpus:
     return load_corpus(load_recipe("model2", "default").corpus)
 
 
-def test_default_profile_corpus_leaves_no_held_out_near_copy():
-    corpus = _default_corpus()
+@pytest.fixture(scope="module")
+def default_corpus() -> Corpus:
+    return _default_corpus()
+
+
+def test_default_profile_corpus_leaves_no_held_out_near_copy(default_corpus):
+    corpus = default_corpus
     out = held_out_overlap(corpus, NEAR_DUPLICATE_SHARE, NGRAM)  # the literature's cut, as the spec's legs use it
     for name in ("validation", "test", "test_in_validation", "validation_in_test"):
         assert out[name]["near_duplicates"] == 0, (name, out[name]["near_duplicate_documents"])
@@ -113,11 +118,13 @@ def _builder_reads_no_tokens(monkeypatch):
 
 
 @pytest.mark.parametrize("breakage", [_rules_move_nothing, _builder_reads_no_tokens])
-def test_a_broken_rule_is_caught_by_the_leg(monkeypatch, breakage):
-    """The builder's rules moved nothing (as if broken): the legs' own measure finds what they left."""
+def test_a_broken_rule_is_caught_by_the_leg(monkeypatch, breakage, default_corpus):
+    """The builder's rules moved nothing (as if broken): the legs' own measure finds what they left, the
+    documents the working rule moves in its first round (those >= the share against the path hash's train)."""
+    first_round = {(m["from"], m["path"]) for m in default_corpus.near_duplicates["documents"] if m["round"] == 1}
     breakage(monkeypatch)
-    corpus = _default_corpus()
-    assert len(corpus.splits["validation"]) == 41  # what the path hash alone gives
-    out = held_out_overlap(corpus, NEAR_DUPLICATE_SHARE, NGRAM)
-    assert out["validation"]["near_duplicates"] == 7 and out["test"]["near_duplicates"] == 2
+    out = held_out_overlap(_default_corpus(), NEAR_DUPLICATE_SHARE, NGRAM)
+    flagged = {(s, d["path"]) for s in ("validation", "test") for d in out[s]["near_duplicate_documents"]}
+    assert flagged == first_round and len(flagged) >= 2  # 7 validation and 2 test documents on CPython 3.11.7
+    # the stdlib's CJK codec stubs, near-copies of each other, lie in both held-out splits by path
     assert out["test_in_validation"]["near_duplicates"] >= 1 and out["validation_in_test"]["near_duplicates"] >= 1
