@@ -19,6 +19,12 @@ if TYPE_CHECKING:
 # the sizes and counts a config holds: positive integers
 _SIZE_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
                 "num_key_value_heads", "max_position_embeddings")
+# The model builds its RoPE tables (cos and signed sin, max_position_embeddings x head_dim floats
+# each) at its first forward: a file claiming 2^28 positions asked for 16 GiB a table at head_dim 16,
+# a traceback or the OOM killer, not an error. 2^20 is the longest context a released plain-RoPE
+# LLaMA declares (1,048,576, e.g. Gradient's Llama-3 1048k) and keeps both tables at 1 GiB or under
+# up to head_dim 128.
+MAX_POSITION_EMBEDDINGS = 2**20
 
 
 @dataclass
@@ -43,6 +49,9 @@ class ModelConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ShiptwoError(f"config: field {name} is {value!r}, not a positive integer")
+        if self.max_position_embeddings > MAX_POSITION_EMBEDDINGS:
+            raise ShiptwoError(f"config: field max_position_embeddings is {self.max_position_embeddings}, above the "
+                               f"supported {MAX_POSITION_EMBEDDINGS} (its RoPE tables would not fit in memory)")
         for name in ("rope_theta", "rms_norm_eps"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:

@@ -105,6 +105,15 @@ def test_a_hyper_parameter_of_the_wrong_kind_is_named(honest, tmp_path, key, val
     assert str(exc.value).startswith(f"{path}: invalid GGUF: ") and f"{key}={value!r} {says}" in str(exc.value)
 
 
+def test_a_context_length_beyond_the_cap_is_named(honest, tmp_path):
+    """llama.context_length 2^28 was loaded; the first forward then allocated RoPE tables of 16 GiB each."""
+    path = rewrite(honest, tmp_path / "long.gguf", setting("llama.context_length", 2**28, T.UINT32, None))
+    with pytest.raises(ShiptwoError) as exc:
+        load_gguf(path)
+    assert str(exc.value).startswith(f"{path}: ") and f"max_position_embeddings is {2**28}, above the supported {2**20}" \
+        in str(exc.value)
+
+
 @pytest.mark.parametrize("key, value, sub, says", [
     ("tokenizer.ggml.merges", [1, 2], T.UINT32, "is not a list of strings"),  # was an AttributeError from split
     ("tokenizer.ggml.token_type", ["1"], T.STRING, "is not a list of integers"),  # was 'bos is not a CONTROL token'

@@ -147,6 +147,14 @@ def test_a_size_that_is_not_a_positive_integer_is_named(tmp_path, hf_dir, field,
         read_hf(d)
 
 
+def test_a_context_beyond_the_cap_is_named(tmp_path, hf_dir):
+    """2^28 positions were read, then the first forward allocated RoPE tables of 16 GiB each."""
+    d = _edited_copy(tmp_path, hf_dir, max_position_embeddings=2**28)
+    with pytest.raises(ShiptwoError, match=rf"^{d / HF_CONFIG_FILE}: field max_position_embeddings is {2**28}, "
+                                           rf"above the supported {2**20} "):
+        read_hf(d)
+
+
 def test_shape_contradicting_config_is_refused(tmp_path, hf_dir):
     d = _edited_copy(tmp_path, hf_dir, intermediate_size=128)
     with pytest.raises(ShiptwoError, match="mlp"):

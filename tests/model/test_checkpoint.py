@@ -116,6 +116,8 @@ def _with_config(src, dst, **fields):
     ("rms_norm_eps", float("nan"), "is nan, not a positive finite number"),
     ("rope_theta", -1.0, "is -1.0, not a positive finite number"),
     ("eos_token_id", 10**6, "is 1000000, not a token id below vocab_size"),
+    # loaded, then its RoPE tables (16 GiB each) were allocated at the first forward: the OOM killer
+    ("max_position_embeddings", 2**28, "is 268435456, above the supported 1048576"),
 ])
 def test_a_config_field_of_the_wrong_kind_or_range_is_named(tiny_checkpoint, tmp_path, field, value, message):
     bad = _with_config(tiny_checkpoint, tmp_path / "b.safetensors", **{field: value})
