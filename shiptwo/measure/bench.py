@@ -2,11 +2,14 @@
 optionally beside transformers (`generate` on the HF export) and llama.cpp (the GGUF), with the
 hardware's limits measured in the same run: same prompt, token count and thread count for all.
 
-Runs go in rounds (each runtime once per round, then one sample of each limit), so a load change
-on a shared machine hits every figure of a round alike; figures are median, min and max over the
-rounds, and ratios between runtimes are taken per round (paired). Decode tok/s counts the tokens
-after the first over the time after the first (prefill excluded). Memory is the peak growth of
-anonymous (not file-backed) RSS while a runtime loads and runs: a memory-mapped file costs none.
+Every runtime generates the same number of greedy tokens after the same prompt ids, EOS an
+ordinary token (bench_runtimes); a runtime's tokens must be the same every run, and each peer's
+are compared with ours token for token (`same_tokens_as_ours`). Runs go in rounds (each runtime
+once per round, then one sample of each limit), so a load change on a shared machine hits every
+figure of a round alike; figures are median, min and max over the rounds, and ratios between
+runtimes are taken per round (paired). Decode tok/s counts the tokens after the first over the
+time after the first (prefill excluded). Memory is the peak growth of anonymous (not file-backed)
+RSS while a runtime loads and runs: a memory-mapped file costs none.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ import dataclasses
 import gc
 import os
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,13 +27,13 @@ import torch
 
 from shiptwo.errors import ShiptwoError
 from shiptwo.measure import limits as hw
+from shiptwo.measure.bench_runtimes import RUNTIME_OURS, Runtime, llamacpp_runtime, loaded, ours, transformers_runtime
 from shiptwo.model.checkpoint import Checkpoint
 from shiptwo.stats import Stat
 
 BENCH_PROMPT = "def fibonacci(n):\n"
 BENCH_REPORT_FILE = "bench.json"
 BENCH_PEERS = ("transformers", "llama.cpp")
-RUNTIME_OURS = "shiptwo"
 DEFAULT_NEW_TOKENS = 128
 
 
@@ -71,6 +73,8 @@ class BenchResult:
     threads: int
     iterations: int
     engine: str = ""  # how the runtime decoded (ours: the compiled kernel or torch ops)
+    tokens: list[int] = field(default_factory=list)  # the greedy ids it generated (every run the same)
+    same_tokens_as_ours: int | None = None  # a peer's leading tokens identical to ours (run_bench)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -150,50 +154,41 @@ class BenchReport:
                 s = lim.shares(r)
                 lines.append(f"  {'':<20} = {s['decode_vs_torch_ceiling']:.2f}x torch ceiling, {s['decode_vs_roofline']:.2f}x roofline; "
                              f"prefill {s['prefill_vs_matmul_peak']:.1%} of matmul peak")
+            if r.same_tokens_as_ours is not None:
+                k, n = r.same_tokens_as_ours, r.new_tokens
+                lines.append(f"  {'':<20} tokens identical to {RUNTIME_OURS}'s: " + (f"all {n}" if k == n else f"the first {k} of {n}"))
         for k, v in self.paired.items():
             lines.append(f"  {k}: {v.text(fmt='.2f')}x (paired per round)")
         return "\n".join(lines)
 
 
-@dataclass
-class _Runtime:
-    """One runtime under test: `once()` generates new_tokens and returns (start, per-token stamps)."""
-
-    name: str
-    once: Callable[[], tuple[float, list[float]]]
-    engine: Callable[[], str] = lambda: ""  # asked after the runs: ours reports the thread counts it stepped on
-    close: Callable[[], None] = lambda: None
-    load_peak: int = 0
-    load_kept: int = 0
-    run_peak: int = 0
-    runs: list[tuple[float, list[float]]] = field(default_factory=list)
-    model: torch.nn.Module | None = None  # ours: the limits stream this model's matrices
-
-    def result(self, prompt_tokens: int, cfg: BenchConfig) -> BenchResult:
-        decode = [(len(s) - 1) / (s[-1] - s[0]) for _, s in self.runs]
-        ttft = [s[0] - t0 for t0, s in self.runs]
-        return BenchResult(self.name, Stat.of(decode), Stat.of([prompt_tokens / t for t in ttft]), Stat.of(ttft),
-                           max(self.load_peak, self.load_kept + self.run_peak), prompt_tokens, cfg.new_tokens,
-                           cfg.threads, cfg.iterations, self.engine())
+def _result(rt: Runtime, prompt_tokens: int, cfg: BenchConfig) -> BenchResult:
+    decode = [(len(s) - 1) / (s[-1] - s[0]) for _, s in rt.runs]
+    ttft = [s[0] - t0 for t0, s in rt.runs]
+    return BenchResult(rt.name, Stat.of(decode), Stat.of([prompt_tokens / t for t in ttft]), Stat.of(ttft),
+                       max(rt.load_peak, rt.load_kept + rt.run_peak), prompt_tokens, cfg.new_tokens,
+                       cfg.threads, cfg.iterations, rt.engine(), rt.tokens)
 
 
-def _loaded(factory: Callable[[], _Runtime]) -> _Runtime:
+def _run(rt: Runtime, cfg: BenchConfig) -> tuple[float, list[float]]:
     with hw.AnonPeak() as mem:
-        rt = factory()
-    rt.load_peak, rt.load_kept = mem.delta, mem.end - mem.start
-    return rt
-
-
-def _run(rt: _Runtime, cfg: BenchConfig) -> tuple[float, list[float]]:
-    with hw.AnonPeak() as mem:
-        t0, stamps = rt.once()
+        t0, stamps, tokens = rt.once()
     rt.run_peak = max(rt.run_peak, mem.delta)
-    if len(stamps) != cfg.new_tokens:
-        raise ShiptwoError(f"bench: {rt.name} produced {len(stamps)} tokens, expected {cfg.new_tokens}")
+    if len(stamps) != cfg.new_tokens or len(tokens) != cfg.new_tokens:
+        raise ShiptwoError(f"bench: {rt.name} produced {len(tokens)} tokens ({len(stamps)} stamps), expected {cfg.new_tokens}")
+    if rt.tokens and tokens != rt.tokens:  # greedy on the same prompt: the same tokens every run, or a defect
+        raise ShiptwoError(f"bench: {rt.name}'s greedy tokens changed between runs (first at token "
+                           f"{same_prefix(tokens, rt.tokens)}): its figures would time different work")
+    rt.tokens = tokens
     return t0, stamps
 
 
-def _rounds(runtimes: list[_Runtime], cfg: BenchConfig, probe: Callable[[], None] | None = None) -> None:
+def same_prefix(a: list[int], b: list[int]) -> int:
+    """How many leading tokens two generations share."""
+    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+
+
+def _rounds(runtimes: list[Runtime], cfg: BenchConfig, probe: Callable[[], None] | None = None) -> None:
     for rt in runtimes:
         for _ in range(cfg.warmup):
             _run(rt, cfg)
@@ -229,102 +224,32 @@ def torch_threads(n: int):
         torch.set_num_threads(before)
 
 
-def _ours(load: Callable[[], Checkpoint], cfg: BenchConfig) -> _Runtime:
-    """Our runtime: greedy `generate_ids` with the KV cache, EOS ignored so every run is full length."""
-    from shiptwo.model.decode import engine
-    from shiptwo.model.generate import SamplingConfig, generate_ids
-
-    ckpt = load()
-    model, ids = ckpt.build_model(), ckpt.tokenizer().encode(cfg.prompt)
-    scfg = SamplingConfig(max_new_tokens=cfg.new_tokens)
-
-    def once():
-        clock: list[float] = []
-        t0 = time.perf_counter()
-        generate_ids(model, ids, scfg, eos_id=None, clock=clock)
-        return t0, clock
-
-    return _Runtime(RUNTIME_OURS, once, lambda: engine(model), model=model)
-
-
-def _transformers(hf_dir: str | Path, prompt_ids: list[int], cfg: BenchConfig) -> _Runtime:
-    """transformers' `generate` (greedy, same token count) on the Hugging Face export."""
-    from transformers import AutoModelForCausalLM, LogitsProcessor, LogitsProcessorList
-
-    model = AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=torch.float32).eval()
-
-    class _Clock(LogitsProcessor):
-        def __init__(self):
-            self.stamps: list[float] = []
-
-        def __call__(self, input_ids, scores):
-            self.stamps.append(time.perf_counter())
-            return scores
-
-    x = torch.tensor([prompt_ids])
-
-    def once():
-        clock = _Clock()
-        t0 = time.perf_counter()
-        with torch.inference_mode():
-            model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=cfg.new_tokens, min_new_tokens=cfg.new_tokens,
-                           do_sample=False, logits_processor=LogitsProcessorList([clock]), pad_token_id=0)
-        return t0, clock.stamps
-
-    return _Runtime("transformers", once)
-
-
-def _llamacpp(gguf_path: str | Path, prompt_ids: list[int], cfg: BenchConfig, runtime: str) -> _Runtime:
-    """llama.cpp (llama-cpp-python) on the GGUF: prefill the prompt, then one greedy token per eval."""
-    import numpy as np
-
-    from shiptwo.runtimes.llamacpp import load_llama
-
-    # The project's one loader: it switches off llama.cpp's extra (AMX/repacked) weight buffers,
-    # which crash Q8_0 matmuls on some Xeons; a benchmark runs with the default F16 KV cache.
-    llm = load_llama(gguf_path, len(prompt_ids) + cfg.new_tokens + 1, logits_all=False, n_threads=cfg.threads, f32_kv_cache=False)
-
-    def once():
-        stamps: list[float] = []
-        llm.reset()
-        t0 = time.perf_counter()
-        llm.eval(prompt_ids)
-        for i in range(cfg.new_tokens):
-            nxt = int(np.argmax(llm.scores[llm.n_tokens - 1]))
-            stamps.append(time.perf_counter())
-            if i < cfg.new_tokens - 1:
-                llm.eval([nxt])
-        return t0, stamps
-
-    return _Runtime(runtime, once, close=llm.close)
-
-
 def bench_ours(ckpt: Checkpoint, cfg: BenchConfig | None = None) -> BenchResult:
     """Our runtime alone on a loaded checkpoint (its memory figure counts building the model, not reading the file)."""
     cfg = cfg or BenchConfig()
     cfg = resolve_tokens(cfg, len(ckpt.tokenizer().encode(cfg.prompt)), ckpt.config.max_position_embeddings)
     with torch_threads(cfg.threads):
-        rt = _loaded(lambda: _ours(lambda: ckpt, cfg))
+        rt = loaded(lambda: ours(lambda: ckpt, cfg.prompt, cfg.new_tokens))
         _rounds([rt], cfg)
-    return rt.result(len(ckpt.tokenizer().encode(cfg.prompt)), cfg)
+    return _result(rt, len(ckpt.tokenizer().encode(cfg.prompt)), cfg)
 
 
 def bench_transformers(hf_dir: str | Path, prompt_ids: list[int], cfg: BenchConfig) -> BenchResult:
     cfg = cfg if cfg.new_tokens is not None else dataclasses.replace(cfg, new_tokens=DEFAULT_NEW_TOKENS)
     with torch_threads(cfg.threads):
-        rt = _loaded(lambda: _transformers(hf_dir, prompt_ids, cfg))
+        rt = loaded(lambda: transformers_runtime(hf_dir, prompt_ids, cfg.new_tokens))
         _rounds([rt], cfg)
-    return rt.result(len(prompt_ids), cfg)
+    return _result(rt, len(prompt_ids), cfg)
 
 
 def bench_llamacpp(gguf_path: str | Path, prompt_ids: list[int], cfg: BenchConfig, runtime: str = "llama.cpp") -> BenchResult:
     cfg = cfg if cfg.new_tokens is not None else dataclasses.replace(cfg, new_tokens=DEFAULT_NEW_TOKENS)
-    rt = _loaded(lambda: _llamacpp(gguf_path, prompt_ids, cfg, runtime))
+    rt = loaded(lambda: llamacpp_runtime(gguf_path, prompt_ids, cfg.new_tokens, cfg.threads, runtime))
     try:
         _rounds([rt], cfg)
     finally:
         rt.close()
-    return rt.result(len(prompt_ids), cfg)
+    return _result(rt, len(prompt_ids), cfg)
 
 
 class _LimitProbe:
@@ -380,23 +305,25 @@ def run_bench(path: str | Path, cfg: BenchConfig | None = None, compare: tuple[s
                 exports["llama.cpp"] = export_gguf(ckpt, Path(tmp) / "bench-f32.gguf", "f32")
         del ckpt
         gc.collect()
-        runtimes = [_loaded(lambda: _ours(lambda: load_artifact(path), cfg))]
+        runtimes = [loaded(lambda: ours(lambda: load_artifact(path), cfg.prompt, cfg.new_tokens))]
         if "transformers" in exports:
-            runtimes.append(_loaded(lambda: _transformers(exports["transformers"], ids, cfg)))
+            runtimes.append(loaded(lambda: transformers_runtime(exports["transformers"], ids, cfg.new_tokens)))
         if "llama.cpp" in exports:
-            runtimes.append(_loaded(lambda: _llamacpp(exports["llama.cpp"], ids, cfg, "llama.cpp")))
+            runtimes.append(loaded(lambda: llamacpp_runtime(exports["llama.cpp"], ids, cfg.new_tokens, cfg.threads,
+                                                            "llama.cpp")))
         probe = _LimitProbe(runtimes[0].model, cfg.threads) if cfg.limits else None
         try:
             _rounds(runtimes, cfg, probe)
         finally:
             for rt in runtimes:
                 rt.close()
-    report.results = [rt.result(len(ids), cfg) for rt in runtimes]
+    report.results = [_result(rt, len(ids), cfg) for rt in runtimes]
+    for r in report.results[1:]:
+        r.same_tokens_as_ours = same_prefix(r.tokens, runtimes[0].tokens)
     report.limits = probe.limits() if probe else None
     rates = {rt.name: [(len(s) - 1) / (s[-1] - s[0]) for _, s in rt.runs] for rt in runtimes}
-    ours = rates[RUNTIME_OURS]
     for name, theirs in list(rates.items())[1:]:
-        report.paired[f"decode_vs_{name}"] = Stat.of([a / b for a, b in zip(ours, theirs)])
+        report.paired[f"decode_vs_{name}"] = Stat.of([a / b for a, b in zip(rates[RUNTIME_OURS], theirs)])
     if probe:
         ceiling = [max(a, b) for a, b in zip(probe.samples["stored"], probe.samples["transposed"])]
         roofline = [bw / probe.stream.bytes for bw in probe.samples["bw"]]

@@ -34,6 +34,11 @@ def test_peers_run_the_same_weights(tiny_checkpoint):
     ratios = report.ratios()
     assert set(ratios) == {"decode_vs_transformers", "decode_vs_llama.cpp"} and all(v > 0 for v in ratios.values())
     assert "decode_vs_llama.cpp" in report.to_text()
+    # the same greedy tokens: llama.cpp's read from its logits (the benchmark once took the argmax
+    # of llama-cpp-python's `scores`, never written without logits_all: token 0 every step)
+    ours, hf, llama = report.results
+    assert ours.tokens[0] != 0 and ours.same_tokens_as_ours is None
+    assert hf.same_tokens_as_ours == llama.same_tokens_as_ours == 8 == len(ours.tokens)
 
 
 def test_bad_requests_are_clear_errors(tiny_checkpoint):
@@ -56,3 +61,45 @@ def test_cli_json(tiny_checkpoint, capsys):
     assert main(["bench", str(tiny_checkpoint), "--json", "--tokens", "4", "--iterations", "1"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["results"][0]["runtime"] == RUNTIME_OURS and out["ratios"] == {}
+
+
+@pytest.fixture(scope="module")
+def eos_first(tiny_checkpoint, tmp_path_factory):
+    """The tiny checkpoint with its EOS token's (tied) embedding along the prompt's final hidden
+    state: greedy decoding picks EOS first (the prompt holds no EOS, so that state is unchanged)."""
+    import torch
+
+    from shiptwo.model.checkpoint import save_checkpoint
+
+    ckpt = load_checkpoint(tiny_checkpoint)
+    with torch.no_grad():
+        h = ckpt.build_model().hidden(torch.tensor([ckpt.tokenizer().encode(BENCH_PROMPT)]))[0, -1]
+    emb = ckpt.tensors["model.embed_tokens.weight"].clone()
+    emb[ckpt.config.eos_token_id] = 100 * h / h.norm()
+    ckpt.tensors = {**ckpt.tensors, "model.embed_tokens.weight": emb}
+    return save_checkpoint(ckpt, tmp_path_factory.mktemp("eos-first") / "model.safetensors")
+
+
+def test_peers_generate_the_same_tokens_under_one_stop_rule(eos_first):
+    """transformers ran with min_new_tokens, which forbids EOS: where EOS was the argmax it decoded
+    another sequence than ours and llama.cpp (both take EOS and go on), and nothing compared them."""
+    report = run_bench(eos_first, QUICK, compare=("transformers", "llama.cpp"))
+    ours, hf, llama = report.results
+    first = load_checkpoint(eos_first).config.eos_token_id
+    assert ours.tokens[0] == first and len(ours.tokens) == 8
+    assert hf.tokens == ours.tokens and hf.same_tokens_as_ours == 8
+    assert llama.tokens == ours.tokens
+    assert "tokens identical to shiptwo's: all 8" in report.to_text()
+
+
+def test_a_runtime_whose_greedy_tokens_change_between_runs_is_an_error():
+    from shiptwo.measure.bench import _run
+    from shiptwo.measure.bench_runtimes import Runtime
+
+    outputs = iter([[1, 2, 3], [1, 2, 4]])
+    rt = Runtime("flaky", lambda: (0.0, [1.0, 2.0, 3.0], next(outputs)))
+    cfg = BenchConfig(new_tokens=3)
+    _run(rt, cfg)
+    with pytest.raises(ShiptwoError, match="flaky's greedy tokens changed between runs \\(first at token 2\\)"):
+        _run(rt, cfg)
+
