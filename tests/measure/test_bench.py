@@ -103,3 +103,16 @@ def test_a_runtime_whose_greedy_tokens_change_between_runs_is_an_error():
     with pytest.raises(ShiptwoError, match="flaky's greedy tokens changed between runs \\(first at token 2\\)"):
         _run(rt, cfg)
 
+
+
+def test_the_roofline_is_never_below_torchs_weight_stream(tiny_checkpoint, monkeypatch):
+    """The roofline came from the array probe alone (a sum and a gemv over a fresh array): one that
+    under-read put torch's own stream of the weights above the roofline and a runtime's share
+    could pass 1. Streaming the weights reads their bytes too, so its rate bounds the bandwidth."""
+    from shiptwo.measure import limits
+
+    monkeypatch.setattr(limits, "read_bandwidth", lambda data: 1.0)  # an array probe that under-reads
+    lim = run_bench(tiny_checkpoint, QUICK).limits
+    assert lim.roofline_tok_s >= lim.torch_ceiling_tok_s
+    ceiling = [max(a, b) * lim.weight_bytes for a, b in zip(lim.torch_stored.values, lim.torch_transposed.values)]
+    assert lim.read_bandwidth.values == ceiling
