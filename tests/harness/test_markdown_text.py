@@ -38,3 +38,19 @@ def test_code_and_cell_unchanged_in_kind():
     """A code span already shows mentions, links and emphasis literally; a trusted cell only needs its pipes."""
     assert code("@a *b* https://c") == "`@a *b* https://c`" and code("a`b|c") == "``a`b\\|c``"
     assert cell("a|b\nc") == "a\\|b c"
+
+
+RLO, PDF, RLI, PDI, LRM = "\u202e", "\u202c", "\u2067", "\u2069", "\u200e"
+
+
+@pytest.mark.parametrize("render", [text, cell, code])
+def test_bidi_controls_show_as_code_points_not_reorder_the_text(render):
+    """A right-to-left override in a results-file message shows `LIAF` as FAIL and `SSAP` as PASS; an
+    isolate carries text past what follows it. No filter passes one: each shows as its code point."""
+    forged = f"FAIL {RLO}SSAP{PDF} {RLI}x{PDI} a{LRM}b \u202a\u202b\u202d\u2066\u2068\u061c\u200f"
+    shown = render(forged)
+    assert not set(shown) & {chr(c) for c in (0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A))}
+    for point in ("202E", "202C", "2067", "2069", "200E", "202A", "202B", "202D", "2066", "2068", "061C", "200F"):
+        assert f"U+{point}" in shown, (point, shown)
+    assert "SSAP" in shown and "FAIL" in shown  # the characters as written, in their order
+

@@ -178,3 +178,15 @@ def test_untrusted_text_neither_pings_links_nor_emphasises(golden_dir, tmp_path)
     assert ("ping @&#8203;octocat and @&#8203;org/team, see #&#8203;12 and owner/repo#&#8203;34 and GH&#8203;-56, "
             "mail a@&#8203;b.io, \\*bold\\* \\_it\\_ \\~\\~gone\\~\\~ \\~x\\~, https:&#8203;//e.example/p "
             "www&#8203;.e.example keep train_log") in message  # reads the same once rendered
+
+
+BIDI = "FAIL \u202eSSAP\u202c \u2067hidden\u2069 \u200f"
+
+
+def test_untrusted_text_cannot_reorder_what_the_report_shows(golden_dir, tmp_path):
+    """A right-to-left override in a message, reason, summary, path or run field displays `SSAP` as
+    PASS (and an isolate moves text past the rest of its cell): every one reaches the report as its
+    code point, the characters in the order they are written."""
+    text = _render_with(golden_dir, tmp_path, BIDI)
+    assert not set(text) & {chr(c) for c in (0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A))}
+    assert "**AC-G2-002** FAIL: AC-G2-002 failed: FAIL (U+202E)SSAP(U+202C) (U+2067)hidden(U+2069) (U+200F)" in text
