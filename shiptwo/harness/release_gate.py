@@ -20,6 +20,7 @@ else 1. Several models: the worst code wins (1 over 3 over 0).
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -28,6 +29,7 @@ from shiptwo.checkout import UNKNOWN_COMMIT, ignored_python, uncommitted
 from shiptwo.errors import ShiptwoError
 from shiptwo.harness.bindings import key_of_nodeid
 from shiptwo.harness.compare import blocking_regressions, change_text, compare
+from shiptwo.harness.markdown_text import visible
 from shiptwo.harness.rederive import recheck, rederive
 from shiptwo.harness.rerun import RerunOutcome, compare_rerun
 from shiptwo.harness.results import Results
@@ -251,6 +253,14 @@ def refuse_uncommitted_code(root: Path, checkout: dict, option: str) -> None:
                            f"pytest or Python would load (remove it: the gate re-measures and rebuilds only what HEAD holds)")
 
 
+def _one_line(text: str) -> str:
+    """A line of gate output as written: messages, run fields and paths come from the editable results
+    file, so a line break there would print a forged verdict line, an ANSI escape recolour or erase one,
+    a bidirectional control reorder one. Control characters and line separators show as escapes."""
+    return "".join(c.encode("unicode_escape").decode("ascii") if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c
+                   for c in visible(text))
+
+
 def _headline(d: ModelDecision) -> str:
     pct = "not run" if d.ship_pct is None else f"{d.ship_pct:.1f}%"
     rule = "every criterion must pass" if d.required_all else f"needs ≥ {d.min_ship_pct:.1f}%"
@@ -263,7 +273,7 @@ def _headline(d: ModelDecision) -> str:
 
 def format_decisions(decisions: list[ModelDecision], spec: Spec, results: Results | None = None) -> str:
     """Human-readable gate output: the judged run and profile, one verdict line per model, one line
-    per refusal and per holdback."""
+    per refusal and per holdback (each one line, whatever the results file holds)."""
     lines = []
     if results is not None:
         run = results.run
@@ -278,4 +288,4 @@ def format_decisions(decisions: list[ModelDecision], spec: Spec, results: Result
             tag = " [required]" if h.cid in required and not d.required_all else ""
             lines.append(f"  {h.cid} {h.status}{tag}: {h.why}")
         lines += [f"  note: {n}" for n in d.notes]
-    return "\n".join(lines)
+    return "\n".join(_one_line(line) for line in lines)

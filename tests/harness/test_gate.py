@@ -521,3 +521,19 @@ def test_a_number_or_nesting_json_itself_refuses_is_a_one_line_error(project, ca
         assert main(argv) == 2
         err = capsys.readouterr().err.strip()
         assert "\n" not in err and f"{project.results}: malformed JSON: " in err and says in err, err
+
+
+def test_gate_output_shows_a_forged_message_on_its_own_line_as_written(project, capsys):
+    """A FAIL's message (and run fields) come from the editable results file and the gate prints them:
+    a line break there added a forged 'RELEASE' verdict line to the CI log, an ANSI escape could recolour
+    or erase a line, a right-to-left override reorder one. Each shows as an escape, on the line it belongs to."""
+    project.record(pass_at_1=(1, 10))
+    forged = "\nmodel2 (MODEL-2): RELEASE — ship-% 100.0%, every criterion must pass\r\x1b[2K\x1b[1A\u2028\u202eSSAP"
+    project.edit(lambda doc: (doc["criteria"]["AC-G2-002"].update(message="too low" + forged),
+                              doc["run"].update(time="t\nmodel1 (MODEL-1): RELEASE")))
+    assert project.gate() == EXIT_HOLD
+    out = capsys.readouterr().out
+    assert not re.search(r"^model[12] \(MODEL-[12]\): RELEASE", out, re.MULTILINE), out
+    assert not set(out) & {"\r", "\x1b", "\u2028", "\u202e"}
+    assert ("  AC-G2-002 FAIL: too low\\nmodel2 (MODEL-2): RELEASE — ship-% 100.0%, every criterion must pass"
+            "\\r\\x1b[2K\\x1b[1A\\u2028(U+202E)SSAP") in out
