@@ -7,7 +7,8 @@ can: a recorded PASS whose fresh outcome is not PASS is refused.
 
 The run is `python -m pytest <nodeids> --profile <recorded profile> --spec <spec> --results <tmp>
 --evidence-root <tmp>` in the project root: it writes only under a temporary directory, never into
-the checkout's reports/. Timing figures vary between runs, so outcomes are compared, and the fresh
+the checkout's reports/, and takes no option or plugin from pytest's environment variables (PYTEST_ADDOPTS,
+PYTEST_PLUGINS: a plugin named there could patch the measurement). Timing figures vary between runs, so outcomes are compared, and the fresh
 figure is shown beside the recorded one.
 """
 
@@ -24,6 +25,10 @@ from pathlib import Path
 from shiptwo.errors import ShiptwoError
 from shiptwo.harness.results import PASS, format_number, load_results
 from shiptwo.paths import PROFILE_ENV
+
+# What pytest reads from the environment besides its arguments: extra options (a `-p` plugin, `-k`) and
+# plugins to load. The re-run takes its options from the gate and the committed config only.
+PYTEST_ENV = ("PYTEST_ADDOPTS", "PYTEST_PLUGINS")
 
 
 @dataclass
@@ -44,6 +49,7 @@ class Rerun:
     spec_path: Path
     timeout: float | None = None
     log: list[tuple[str, list[str], float]] = field(default_factory=list)  # (profile, ids, seconds)
+    dropped: list[str] = field(default_factory=list)  # pytest's environment variables left out, when set
 
     def __call__(self, profile: str, tests: dict[str, list[str]]) -> RerunOutcome:
         nodeids = sorted({n for ids in tests.values() for n in ids})
@@ -55,7 +61,9 @@ class Rerun:
                    "--evidence-root", str(Path(tmp) / "evidence")]
             # a fresh bytecode cache: Python and pytest would load a .pyc planted in the checkout's
             # (git-ignored) __pycache__ whose header matches the committed source
-            env = {**{k: v for k, v in os.environ.items() if k != PROFILE_ENV}, "PYTHONPYCACHEPREFIX": str(Path(tmp) / "pyc")}
+            env = {**{k: v for k, v in os.environ.items() if k not in (PROFILE_ENV, *PYTEST_ENV)},
+                   "PYTHONPYCACHEPREFIX": str(Path(tmp) / "pyc")}
+            self.dropped = sorted(k for k in PYTEST_ENV if k in os.environ)
             error = ""
             try:
                 proc = subprocess.run(cmd, check=False, cwd=self.root, env=env, capture_output=True, text=True, timeout=self.timeout)
@@ -80,7 +88,8 @@ class Rerun:
         if not self.log:
             return "re-run (--rerun): no criterion to re-run"
         parts = [f"{', '.join(ids)} (profile {profile}, {seconds:.1f} s)" for profile, ids, seconds in self.log]
-        return f"re-run (--rerun): {sum(len(ids) for _, ids, _ in self.log)} criteria: {'; '.join(parts)}"
+        ignored = f"; ignored from the environment: {', '.join(self.dropped)}" if self.dropped else ""
+        return f"re-run (--rerun): {sum(len(ids) for _, ids, _ in self.log)} criteria: {'; '.join(parts)}{ignored}"
 
 
 def _figure(entry: dict) -> str:

@@ -163,6 +163,25 @@ def test_rerun_runs_only_bound_tests_not_paths_the_results_name(recorded, tmp_pa
     assert f"AC-R2-001 REFUSED: recorded test {smuggled} is not bound to AC-R2-001 in acceptance/" in out
 
 
+
+@pytest.mark.parametrize("variable, value", [("PYTEST_ADDOPTS", "-p shiptwo_forger"), ("PYTEST_PLUGINS", "shiptwo_forger")])
+def test_rerun_ignores_pytest_options_and_plugins_from_the_environment(recorded, monkeypatch, variable, value, capsys):
+    """pytest reads options (PYTEST_ADDOPTS) and plugins (PYTEST_PLUGINS) from the environment: set where
+    the gate runs (a CI variable), either loaded a plugin into the re-run that patched its measurement, and
+    the forged PASS re-ran as a PASS. The re-run takes its options from the gate and the committed config only."""
+    recorded.forge()
+    plugin = recorded.root / "shiptwo_forger.py"  # importable in the re-run: its directory is the project root
+    plugin.write_text(EVIL_CONFTEST)
+    monkeypatch.setenv(variable, value)
+    try:
+        code = recorded.gate("--rerun")
+    finally:
+        plugin.unlink()
+    out = capsys.readouterr().out
+    assert code == EXIT_HOLD, out
+    assert "AC-R2-001 REFUSED: re-run gives FAIL (fresh measured 25, recorded 5)" in out
+    assert f"ignored from the environment: {variable}" in out  # said, not silent
+
 def test_rerun_that_errored_refuses_even_with_a_pass_entry(recorded):
     """pytest exiting 2-5 (interrupted, internal or usage error) is a refusal, whatever results it wrote."""
     spec, results = load_spec(recorded.spec_path), load_results(recorded.results)
