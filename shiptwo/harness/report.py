@@ -20,8 +20,9 @@ from shiptwo.fileio import atomic_write_text
 from shiptwo.harness import charts, markdown_text
 from shiptwo.harness.compare import compare, repeats, samples_path
 from shiptwo.harness.evidence import is_file_record, read_samples, sample_value
+from shiptwo.harness.rederive import outcome_disagreements
 from shiptwo.harness.results import Results, format_number
-from shiptwo.harness.scoring import CriterionStatus, Scorecard, opportunities, score
+from shiptwo.harness.scoring import CriterionStatus, Scorecard, opportunities, own_outcomes, resolve_statuses, score_models
 from shiptwo.harness.spec import Criterion, Spec, scan_bindings
 
 from shiptwo.harness.results import BLOCKED, ERROR, FAIL, PASS, STATUSES
@@ -109,6 +110,37 @@ def _interval_text(u: dict) -> str:
         return EXHAUSTIVE if u["source"] == EXHAUSTIVE else "—"
     lo, hi = u["interval"]
     return f"[{format_number(round(lo, 4))}, {format_number(round(hi, 4))}]"
+
+
+# --- re-judged passes -------------------------------------------------------------------------
+
+
+def _contradiction(criterion: Criterion, entry: dict, profile: str) -> str:
+    """Why a recorded PASS does not follow from its own recorded figures under the spec, else "": the
+    gate's outcome re-derivation (each leg against the current spec's threshold for the entry's profile).
+    A record from before leg records is judged on its top-level figure."""
+    if not entry.get("legs"):
+        entry = {**entry, "legs": [{"metric": criterion.metric, "measured": entry.get("measured"),
+                                    "interval": entry.get("interval")}]}
+    try:
+        problems = outcome_disagreements(criterion, entry, entry.get("profile", profile))
+    except ShiptwoError as exc:  # a profile the spec has no threshold for
+        problems = [str(exc)]
+    return "; ".join(problems)
+
+
+def scorecard(spec: Spec, results: Results | None, bound: set[str] | None = None, checkout: dict | None = None) -> Scorecard:
+    """The report's scorecard: `score`, except that a PASS its own figures contradict (an outcome edited
+    to PASS, a leg record that misses its threshold) shows as FAIL with why, and counts as one. The report
+    is what a pull request shows; the gate refuses such a PASS too, with the rest of its re-derivation."""
+    profile = (results.run if results else {}).get("profile", DEFAULT_PROFILE)
+    own = own_outcomes(spec, results, bound, checkout=checkout)
+    for cid, (outcome, entry, stale) in own.items():
+        why = _contradiction(spec.criteria[cid], entry, profile) if outcome == PASS and entry is not None else ""
+        if why:
+            own[cid] = (FAIL, {**entry, "outcome": FAIL, "message": f"recorded PASS, but {why}"}, stale)
+    statuses = resolve_statuses(spec, own)
+    return Scorecard(spec, statuses, score_models(spec, statuses))
 
 
 # --- rows -------------------------------------------------------------------------------------
@@ -264,7 +296,7 @@ def build_report(spec: Spec, results: Results | None, bound: set[str] | None = N
     """All data the report shows, JSON-safe (the `--format json` output is exactly this); with
     `checkout`, results from another commit than the one reported on are marked stale.
     (`output_dir` is accepted for callers of the earlier signature; charts need no relative links.)"""
-    card = score(spec, results, bound, checkout=checkout)
+    card = scorecard(spec, results, bound, checkout)
     run = results.run if results else {}
     profile = run.get("profile", DEFAULT_PROFILE)
     rows = [_criterion_row(st, profile) for st in card.statuses.values()]
@@ -287,7 +319,7 @@ def build_report(spec: Spec, results: Results | None, bound: set[str] | None = N
         "pass_rate_chart": charts.pass_rate_chart(_pass_rate_rows(rows)),
         "loss_charts": _loss_charts(rows),
         "artifacts": _artifacts(rows),
-        "baseline": _baseline_section(spec, card, score(spec, baseline, bound), results, baseline) if baseline and results else None,
+        "baseline": _baseline_section(spec, card, scorecard(spec, baseline, bound), results, baseline) if baseline and results else None,
         "statuses": list(STATUSES),
         "compact": False,
         "limit": GITHUB_COMMENT_LIMIT,

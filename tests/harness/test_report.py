@@ -190,3 +190,28 @@ def test_untrusted_text_cannot_reorder_what_the_report_shows(golden_dir, tmp_pat
     text = _render_with(golden_dir, tmp_path, BIDI)
     assert not set(text) & {chr(c) for c in (0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A))}
     assert "**AC-G2-002** FAIL: AC-G2-002 failed: FAIL (U+202E)SSAP(U+202C) (U+2067)hidden(U+2069) (U+200F)" in text
+
+
+@pytest.mark.parametrize("forge", ["outcome", "legs"])
+def test_a_pass_its_own_figures_contradict_shows_as_fail_not_pass(golden_dir, tmp_path, forge):
+    """The report is what a pull request shows. A FAIL whose outcome alone was edited to PASS (0.04 D/N
+    against >= 20), or a PASS whose leg record says the threshold was missed, read as PASS and raised
+    MODEL-2's ship-% from 22.2 % to 33.3 % (and unblocked its dependant). The report re-judges a PASS
+    on its recorded figures against the spec, as the gate does, and shows the contradiction."""
+    doc = json.loads((golden_dir / "results.json").read_text())
+    entry = doc["criteria"]["AC-G2-002"]
+    if forge == "outcome":
+        entry["outcome"] = "PASS"
+    else:
+        entry.update(outcome="PASS", measured=25.0, legs=[{"metric": "tokens", "measured": 12.0, "interval": None}])
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(doc))
+    data = build_report(load_spec("spec.yaml"), load_results(path), BOUND)
+    rows = {r["id"]: r for r in data["criteria"]}
+    assert rows["AC-G2-002"]["status"] == FAIL, rows["AC-G2-002"]
+    assert "recorded PASS, but" in rows["AC-G2-002"]["message"]
+    assert rows["AC-G2-003"]["status"] == BLOCKED  # its prerequisite did not pass
+    model2 = next(m for m in data["models"] if m["key"] == "model2")
+    assert model2["ship_pct_text"] == "22.2%"
+    text = render(data, "md")
+    assert "- **AC-G2-002** FAIL: recorded PASS, but" in text

@@ -24,7 +24,7 @@ SPEC = """\
 models:
   model2: {name: MODEL-2, required: all}
 criteria:
-  - {id: AC-R2-001, model: model2, title: pass rate, metric: pass_at_1, comparison: ">=", threshold: 30, unit: "%",
+  - {id: AC-R2-001, model: model2, title: pass rate, metric: pass_at_1, comparison: ">=", threshold: 25, unit: "%",
      class: optimization, samples: {statistic: pass_pct}, effort: 10, change: {max_regression: 2, blocking: true}}
   - {id: AC-R2-002, model: model2, title: validity, metric: valid, comparison: ">=", threshold: 90, unit: "%",
      class: data, effort: 0.5}
