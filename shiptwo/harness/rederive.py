@@ -74,11 +74,13 @@ def _leg_disagreements(criterion: Criterion, entry: dict, profile: str) -> list[
 
 
 def coverage_disagreements(entry: dict, bound: set[str] | None, cid: str = "") -> list[str]:
-    """Every test bound to the criterion (static scan, plus what the run expected) ran, and every test
-    recorded as run is one of them: `--rerun` hands the recorded node ids to pytest, so one naming
+    """The criterion has a bound test, every test bound to it (static scan, plus what the run expected)
+    ran, and every test recorded as run is one of them: `--rerun` hands the recorded node ids to pytest, so one naming
     another path (a conftest.py in the git-ignored reports/) or an option would run the forger's code."""
     if bound is None:
         return ["cannot check that every bound test ran: no acceptance directory to scan"]
+    if not bound:  # else "every bound test ran" holds of nothing: a PASS no test produced
+        return [f"no test in acceptance/ is bound to {cid or 'the criterion'}: nothing ran for this PASS"]
     nodeids = entry.get("nodeids") or []
     problems = [f"recorded test {n} is not bound to {cid or 'the criterion'} in acceptance/"
                 for n in sorted(set(nodeids)) if key_of_nodeid(n) not in bound]

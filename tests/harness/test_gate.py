@@ -537,3 +537,16 @@ def test_gate_output_shows_a_forged_message_on_its_own_line_as_written(project, 
     assert not set(out) & {"\r", "\x1b", "\u2028", "\u202e"}
     assert ("  AC-G2-002 FAIL: too low\\nmodel2 (MODEL-2): RELEASE — ship-% 100.0%, every criterion must pass"
             "\\r\\x1b[2K\\x1b[1A\\u2028(U+202E)SSAP") in out
+
+
+def test_a_pass_for_a_criterion_no_test_is_bound_to_refuses(project, capsys):
+    """'Every bound test ran' held vacuously for a criterion no acceptance test is bound to (its mark
+    removed, or its id respelled with a look-alike letter, so the failing test no longer names it): an
+    entry with outcome PASS, consistent figures and no tests released. A PASS needs a bound test."""
+    project.record(profile="full")
+    tests = project.root / "acceptance" / "test_g.py"
+    tests.write_text(tests.read_text().replace('ac("AC-G1-001")', 'ac("AC-G1-0O1")'))
+    project.edit(_set("AC-G1-001", nodeids=[], expected=[]))
+    assert project.gate("--model", "model1") == EXIT_HOLD
+    out = capsys.readouterr().out
+    assert "AC-G1-001 REFUSED: no test in acceptance/ is bound to AC-G1-001: nothing ran for this PASS" in out, out
