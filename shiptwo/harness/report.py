@@ -25,7 +25,7 @@ from shiptwo.harness.results import Results, format_number
 from shiptwo.harness.scoring import CriterionStatus, Scorecard, opportunities, own_outcomes, resolve_statuses, score_models
 from shiptwo.harness.spec import Criterion, Spec, scan_bindings
 
-from shiptwo.harness.results import BLOCKED, ERROR, FAIL, PASS, STATUSES
+from shiptwo.harness.results import BLOCKED, ERROR, FAIL, NO_TEST, PASS, STATUSES
 from shiptwo.harness.spec import ROOT_CAUSE_CLASSES
 from shiptwo.paths import ACCEPTANCE_DIR, DEFAULT_PROFILE
 
@@ -131,13 +131,18 @@ def _contradiction(criterion: Criterion, entry: dict, profile: str) -> str:
 
 def scorecard(spec: Spec, results: Results | None, bound: set[str] | None = None, checkout: dict | None = None) -> Scorecard:
     """The report's scorecard: `score`, except that a PASS its own figures contradict (an outcome edited
-    to PASS, a leg record that misses its threshold) shows as FAIL with why, and counts as one. The report
+    to PASS, a leg record that misses its threshold) shows as FAIL with why, and counts as one; a PASS of a
+    criterion no test is bound to (`bound`, the ids the acceptance scan found) shows as NO TEST. The report
     is what a pull request shows; the gate refuses such a PASS too, with the rest of its re-derivation."""
     profile = (results.run if results else {}).get("profile", DEFAULT_PROFILE)
     own = own_outcomes(spec, results, bound, checkout=checkout)
     for cid, (outcome, entry, stale) in own.items():
-        why = _contradiction(spec.criteria[cid], entry, profile) if outcome == PASS and entry is not None else ""
-        if why:
+        if outcome != PASS or entry is None:
+            continue
+        if bound is not None and cid not in bound:  # nothing could have run for it
+            own[cid] = (NO_TEST, {**entry, "outcome": NO_TEST, "message": "recorded PASS, but no test in acceptance/ "
+                                  "is bound to it"}, stale)
+        elif why := _contradiction(spec.criteria[cid], entry, profile):
             own[cid] = (FAIL, {**entry, "outcome": FAIL, "message": f"recorded PASS, but {why}"}, stale)
     statuses = resolve_statuses(spec, own)
     return Scorecard(spec, statuses, score_models(spec, statuses))

@@ -215,3 +215,11 @@ def test_a_pass_its_own_figures_contradict_shows_as_fail_not_pass(golden_dir, tm
     assert model2["ship_pct_text"] == "22.2%"
     text = render(data, "md")
     assert "- **AC-G2-002** FAIL: recorded PASS, but" in text
+
+
+def test_a_pass_of_a_criterion_without_a_bound_test_shows_no_test(golden_dir):
+    """AC-G2-001's test no longer names it (its mark respelled): its recorded PASS is nothing any test ran."""
+    data = build_report(load_spec("spec.yaml"), load_results("results.json"), BOUND - {"AC-G2-001"})
+    row = next(r for r in data["criteria"] if r["id"] == "AC-G2-001")
+    assert row["status"] == NO_TEST and row["message"] == "recorded PASS, but no test in acceptance/ is bound to it"
+    assert next(m for m in data["models"] if m["key"] == "model2")["ship_pct_text"] == "0.0%"
