@@ -136,11 +136,14 @@ def _cmd_gate(args) -> int:
     if args.from_bundle:
         from shiptwo.harness.bundle import gate_from_bundle
 
+        commit = None
         if Path(args.spec).is_file():  # in a checkout: its spec must be the committed one, as below
             spec = load_spec(args.spec)
             root = paths.root_of_spec(args.spec)
-            refuse_uncommitted_spec(root, spec, run_info(root, spec.sha256, ""))
-        decisions, lines = gate_from_bundle(args.from_bundle, args.spec, args.model, args.allow_stale, args.acceptance)
+            checkout = run_info(root, spec.sha256, "")
+            refuse_uncommitted_spec(root, spec, checkout)
+            commit = checkout["commit"]
+        decisions, lines = gate_from_bundle(args.from_bundle, args.spec, args.model, args.allow_stale, args.acceptance, commit)
         print("\n".join(lines))
         return exit_code(decisions)
     spec = load_spec(args.spec)

@@ -216,14 +216,17 @@ def bundle_gate_run(out_dir: str | Path, spec: Spec, results: Results, decisions
 
 
 def gate_from_bundle(root: str | Path, checkout_spec: str | Path | None = None, models: list[str] | None = None,
-                     allow_stale: bool = False, acceptance: str | Path | None = None) -> tuple[list, list[str]]:
+                     allow_stale: bool = False, acceptance: str | Path | None = None,
+                     checkout_commit: str | None = None) -> tuple[list, list[str]]:
     """Re-run the gate on a verified bundle's spec, results and baseline: (decisions, lines to print:
     spec note, artifacts not re-verifiable here, recorded vs recomputed, then the verdicts).
 
     The gate's options come from the caller, never from the editable bundle.json: `models`,
     `allow_stale`, and the bound tests, scanned from `acceptance` (default: beside `checkout_spec`).
     Without an acceptance directory no PASS can be re-derived (the bundle's recorded bindings are not
-    trusted), so nothing releases; a checkout spec that differs from the bundle's refuses the bundle."""
+    trusted), so nothing releases; a checkout spec that differs from the bundle's refuses the bundle.
+    `checkout_commit` (the checkout's HEAD, when it is a git checkout): the verdict is about that code, so
+    results from another commit are stale, as in `shiptwo gate`; without one it is about the bundled run's."""
     from shiptwo.harness.bindings import bound_tests, scan_bindings
     from shiptwo.harness.release_gate import decide, format_decisions
     from shiptwo.paths import ACCEPTANCE_DIR, root_of_spec
@@ -236,9 +239,15 @@ def gate_from_bundle(root: str | Path, checkout_spec: str | Path | None = None, 
     if acceptance is not None and Path(acceptance).is_dir():
         base = root_of_spec(checkout_spec) if checkout_spec is not None else Path(acceptance).resolve().parent
         bound = bound_tests(scan_bindings(acceptance), base)
-    checkout = {"commit": bundle.results.run.get("commit")}  # the verdict is about the bundled run's code
+    from shiptwo.checkout import UNKNOWN_COMMIT
+
+    in_checkout = checkout_commit not in (None, UNKNOWN_COMMIT)
+    checkout = {"commit": checkout_commit if in_checkout else bundle.results.run.get("commit")}
     decisions = decide(bundle.spec, bundle.results, models, allow_stale, checkout, bound, baseline=bundle.baseline)
     lines = [f"bundle {bundle.root}: manifest verified ({len(bundle.info['artifacts'])} artifacts named)", note, *bundle.notes]
+    if in_checkout and bundle.results.run.get("commit") != checkout_commit:
+        lines.append(f"NOTE: the bundled run is of commit {str(bundle.results.run.get('commit'))[:12]}, not the checkout's "
+                     f"{checkout_commit[:12]}: its results are stale here" + (" (allowed: --allow-stale)" if allow_stale else ""))
     if bound is None:
         lines.append("NOTE: no acceptance directory here: the bundle's recorded bound tests are not trusted, "
                      "so no PASS can be re-derived")

@@ -167,6 +167,34 @@ def test_cli_gate_bundle_then_from_bundle(pytester, tmp_path, capsys):
     assert "bundle refused" in capsys.readouterr().err
 
 
+
+def test_from_bundle_in_a_checkout_judges_the_checkout_not_an_older_commit(pytester, tmp_path, capsys):
+    """A bundle from an earlier commit (same committed spec) where the criterion passed, gated from a
+    checkout whose code no longer passes it: the verdict was taken to be about the bundled run's commit
+    and released (exit 0) under HEAD. In a git checkout the bundle's results must come from HEAD, as the
+    results of `shiptwo gate` must; --allow-stale re-judges them as the bundled run's."""
+    import subprocess
+
+    from shiptwo.cli import main
+
+    project = _project(pytester)
+    (project.path / ".gitignore").write_text("reports/\n")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    subprocess.run([*git, "init", "-q"], cwd=project.path, check=True)
+    subprocess.run([*git, "add", "."], cwd=project.path, check=True)
+    subprocess.run([*git, "commit", "-qm", "passing"], cwd=project.path, check=True)
+    project.runpytest("acceptance", "-p", "no:cacheprovider").assert_outcomes(passed=1)
+    assert main(_gate_args(project) + ["--bundle", str(tmp_path / "b")]) == 0
+    test = project.path / "acceptance" / "test_b.py"
+    test.write_text(test.read_text().replace('"8/10"', '"2/10"'))  # HEAD's code now fails the criterion
+    subprocess.run([*git, "commit", "-qam", "regress"], cwd=project.path, check=True)
+    capsys.readouterr()
+    spec = str(project.path / "spec" / "ship-two.yaml")
+    assert main(["gate", "--from-bundle", str(tmp_path / "b"), "--spec", spec]) == 1
+    out = capsys.readouterr().out
+    assert "model2 (MODEL-2): HOLD" in out and "is not the checkout" in out, out
+    assert main(["gate", "--from-bundle", str(tmp_path / "b"), "--spec", spec, "--allow-stale"]) == 0
+
 def test_cli_gate_holds_on_a_blocking_significant_regression(pytester, tmp_path, monkeypatch, capsys):
     from shiptwo.cli import main
 
