@@ -20,6 +20,7 @@ else 1. Several models: the worst code wins (1 over 3 over 0).
 
 from __future__ import annotations
 
+import subprocess
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -45,6 +46,8 @@ REFUSED = "REFUSED"
 REHEARSAL = "REHEARSAL"
 REGRESSED = "REGRESSED"  # a significant regression against the baseline beyond a blocking change rule
 EXIT_RELEASE, EXIT_HOLD, EXIT_REHEARSAL = 0, 1, 3
+MODULE_SUFFIXES = (".pyc", ".so", ".pyd")  # what Python imports besides a .py source
+PYTEST_CONFIG = ("pytest.ini", ".pytest.ini", "tox.ini", "setup.cfg", "pyproject.toml", "conftest.py")
 
 
 @dataclass(frozen=True)
@@ -239,18 +242,47 @@ def refuse_uncommitted_spec(root: Path, spec: Spec, checkout: dict) -> None:
 def refuse_uncommitted_code(root: Path, checkout: dict, option: str) -> None:
     """`--rerun` and `--rebuild` run this checkout's code: in a git checkout it must be the code
     committed at HEAD, or an uncommitted edit (a trainer seeded otherwise, a loosened check) would be
-    what they re-measure and rebuild with, under HEAD's name; so would git-ignored `.py` files under
-    acceptance/ or shiptwo/ (a conftest.py in acceptance/build/), which no status shows."""
+    what they re-measure and rebuild with, under HEAD's name; so would git-ignored code, which no status
+    shows: `.py` files under acceptance/ or shiptwo/ (a conftest.py in acceptance/build/), and what
+    `ignored_loadable` finds."""
     if checkout.get("commit") in (None, UNKNOWN_COMMIT):
         return
     changed = uncommitted(root, [root])
     if changed:
         raise ShiptwoError(f"gate: {option} runs this checkout's code, but {changed[0]} has uncommitted changes "
                            f"(commit or stash them: the gate re-measures and rebuilds only what HEAD holds)")
-    hidden = ignored_python(root, [ACCEPTANCE_DIR, "shiptwo"])
+    hidden = ignored_python(root, [ACCEPTANCE_DIR, "shiptwo"]) or ignored_loadable(root)
     if hidden:
         raise ShiptwoError(f"gate: {option} runs this checkout's code, but {hidden[0]} is git-ignored code that "
                            f"pytest or Python would load (remove it: the gate re-measures and rebuilds only what HEAD holds)")
+
+
+def _ignored(root: Path, *args: str) -> list[str]:
+    """`git ls-files --others --ignored --exclude-standard ARGS` in `root` (the standard excludes include
+    .git/info/exclude, which anyone who can write the tree can extend)."""
+    out = subprocess.run(["git", "ls-files", "--others", "--ignored", "--exclude-standard", *args], cwd=root,
+                         capture_output=True, text=True, timeout=60, check=False)
+    return out.stdout.splitlines() if out.returncode == 0 else []
+
+
+def ignored_loadable(root: str | Path) -> list[str]:
+    """Git-ignored files other than `.py` sources that the re-run's Python or pytest would load: a module
+    on its import path (the project root, which `python -m` puts first, and acceptance/, which pytest
+    prepends: a sourceless `llama_cpp.pyc` there is imported before the real runtime), a package at the
+    root, bytecode or an extension beside the sources, or a pytest configuration file (`addopts = -p ...`).
+    Bytecode in `__pycache__` is left alone: the re-run compiles afresh (PYTHONPYCACHEPREFIX)."""
+    root = Path(root)
+    found = [f for f in _ignored(root, "--", ACCEPTANCE_DIR, "shiptwo")
+             if "__pycache__" not in Path(f).parts and (f.endswith(MODULE_SUFFIXES) or Path(f).name in PYTEST_CONFIG)]
+    for entry in _ignored(root, "--directory"):  # the root's own entries; an ignored directory as `name/`
+        name = entry.rstrip("/")
+        if "/" in name:
+            continue
+        if entry.endswith("/") and any((root / name / f"__init__{s}").is_file() for s in (".py", *MODULE_SUFFIXES)):
+            found.append(entry)
+        elif name.endswith((".py", *MODULE_SUFFIXES)) or name in PYTEST_CONFIG:
+            found.append(name)
+    return sorted(found)
 
 
 def _one_line(text: str) -> str:

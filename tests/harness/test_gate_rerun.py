@@ -293,3 +293,39 @@ def test_rerun_compiles_afresh_not_bytecode_planted_in_pycache(tmp_path, capsys)
     assert probe.stdout.strip() == "5.0", "the planted bytecode is what a plain import loads"
     assert project.gate("--rerun") == EXIT_HOLD
     assert "AC-R2-001 REFUSED: re-run gives FAIL (fresh measured 25, recorded 5)" in capsys.readouterr().out
+
+
+def _committed_project(tmp_path: Path, gitignore: str = "build/\nreports/*\n*.pyc\n") -> Project:
+    project = Project(tmp_path)
+    (tmp_path / ".gitignore").write_text(gitignore)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    subprocess.run([*git, "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run([*git, "add", "."], cwd=tmp_path, check=True)
+    subprocess.run([*git, "commit", "-qm", "project"], cwd=tmp_path, check=True)
+    return project
+
+
+@pytest.mark.parametrize("where", [".", "acceptance"])
+def test_rerun_refuses_a_git_ignored_module_that_would_shadow_an_import(tmp_path, where, capsys):
+    """`python -m pytest` puts the project root first on sys.path, and pytest puts acceptance/ there too:
+    a sourceless `colorsys.pyc` in either (git-ignored as *.pyc, so no status shows it) is what the test's
+    `import colorsys` loads, before the standard library's (so would `llama_cpp.pyc` be before the real
+    runtime). Planted after the honest run, it made the forged PASS re-run as a PASS."""
+    import py_compile
+
+    project = _committed_project(tmp_path)
+    (tmp_path / "acceptance" / "test_r.py").write_text(
+        TEST.replace("criterion.check(25.0,", "criterion.check(__import__('colorsys').ONE_THIRD * 75,"))
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "colorsys"], cwd=tmp_path, check=True)
+    project.run_acceptance()
+    assert load_results(project.results).criteria["AC-R2-001"]["outcome"] == "FAIL"
+    project.forge()
+    fake = tmp_path / "fake_colorsys.py"
+    fake.write_text("ONE_THIRD = 1.0 / 15\n")
+    py_compile.compile(str(fake), cfile=str(tmp_path / where / "colorsys.pyc"), doraise=True)
+    fake.unlink()
+    code = project.gate("--rerun")
+    captured = capsys.readouterr()
+    assert code == 2, captured.out
+    shown = "colorsys.pyc" if where == "." else f"{where}/colorsys.pyc"
+    assert f"--rerun runs this checkout's code, but {shown} is git-ignored code" in captured.err, captured.err
