@@ -329,3 +329,20 @@ def test_rerun_refuses_a_git_ignored_module_that_would_shadow_an_import(tmp_path
     assert code == 2, captured.out
     shown = "colorsys.pyc" if where == "." else f"{where}/colorsys.pyc"
     assert f"--rerun runs this checkout's code, but {shown} is git-ignored code" in captured.err, captured.err
+
+
+def test_rerun_refuses_a_pytest_config_hidden_by_git_info_exclude(tmp_path, capsys):
+    """A root pytest.ini (read before pyproject.toml) whose addopts load a plugin from the ignored build/,
+    hidden from every status by a line in .git/info/exclude: the re-run loaded it and re-ran the forged PASS."""
+    project = _committed_project(tmp_path)
+    project.run_acceptance()
+    project.forge()
+    (tmp_path / ".git" / "info").mkdir(exist_ok=True)
+    (tmp_path / ".git" / "info" / "exclude").write_text("pytest.ini\n")
+    (tmp_path / "pytest.ini").write_text("[pytest]\naddopts = -p build.shiptwo_forger\n")
+    (tmp_path / "build").mkdir()
+    (tmp_path / "build" / "shiptwo_forger.py").write_text(EVIL_CONFTEST)
+    code = project.gate("--rerun")
+    captured = capsys.readouterr()
+    assert code == 2, captured.out
+    assert "--rerun runs this checkout's code, but pytest.ini is git-ignored code" in captured.err, captured.err
