@@ -8,7 +8,8 @@ can: a recorded PASS whose fresh outcome is not PASS is refused.
 The run is `python -m pytest <nodeids> --profile <recorded profile> --spec <spec> --results <tmp>
 --evidence-root <tmp>` in the project root: it writes only under a temporary directory, never into
 the checkout's reports/, and takes no option or plugin from pytest's environment variables (PYTEST_ADDOPTS,
-PYTEST_PLUGINS: a plugin named there could patch the measurement). Timing figures vary between runs, so outcomes are compared, and the fresh
+PYTEST_PLUGINS: a plugin named there could patch the measurement). Python's bytecode and compiled kernels
+are compiled afresh there too: a cached library planted under the honest source's name is never loaded. Timing figures vary between runs, so outcomes are compared, and the fresh
 figure is shown beside the recorded one.
 """
 
@@ -29,6 +30,10 @@ from shiptwo.paths import PROFILE_ENV
 # What pytest reads from the environment besides its arguments: extra options (a `-p` plugin, `-k`) and
 # plugins to load. The re-run takes its options from the gate and the committed config only.
 PYTEST_ENV = ("PYTEST_ADDOPTS", "PYTEST_PLUGINS")
+# Where compiled code is cached outside the checkout and loaded without a rebuild when its name matches
+# (the C kernels under $XDG_CACHE_HOME, by the hash of their source, compiler, flags and CPU; inductor's
+# and Triton's compiled graphs): the re-run gets empty ones in its temporary directory and compiles afresh.
+COMPILED_CACHE_ENV = ("XDG_CACHE_HOME", "TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")
 
 
 @dataclass
@@ -62,7 +67,8 @@ class Rerun:
             # a fresh bytecode cache: Python and pytest would load a .pyc planted in the checkout's
             # (git-ignored) __pycache__ whose header matches the committed source
             env = {**{k: v for k, v in os.environ.items() if k not in (PROFILE_ENV, *PYTEST_ENV)},
-                   "PYTHONPYCACHEPREFIX": str(Path(tmp) / "pyc")}
+                   "PYTHONPYCACHEPREFIX": str(Path(tmp) / "pyc"),
+                   **{name: str(Path(tmp) / "compiled" / name.lower()) for name in COMPILED_CACHE_ENV}}
             self.dropped = sorted(k for k in PYTEST_ENV if k in os.environ)
             error = ""
             try:

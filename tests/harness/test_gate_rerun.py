@@ -346,3 +346,52 @@ def test_rerun_refuses_a_pytest_config_hidden_by_git_info_exclude(tmp_path, caps
     captured = capsys.readouterr()
     assert code == 2, captured.out
     assert "--rerun runs this checkout's code, but pytest.ini is git-ignored code" in captured.err, captured.err
+
+
+KERNEL_TEST = """\
+import ctypes
+from pathlib import Path
+
+import pytest
+
+from shiptwo.model import kernels
+
+@pytest.mark.ac("AC-R2-001")
+def test_latency(criterion):
+    lib = kernels.compiled(Path(__file__).with_name("latency.c"), "latency")  # the project's compiled-kernel loader
+    lib.latency.restype = ctypes.c_double
+    criterion.check(lib.latency())
+
+@pytest.mark.ac("AC-R2-002")
+def test_defects(criterion):
+    criterion.check(0)
+"""
+
+
+def test_rerun_compiles_kernels_afresh_not_a_library_planted_in_the_cache(tmp_path, monkeypatch, capsys):
+    """Compiled kernels are cached by the hash of their source, compiler, flags and CPU under
+    $XDG_CACHE_HOME (~/.cache), outside the checkout, and a library found there is loaded without a
+    rebuild: one compiled from other code under the honest source's name (a restored CI cache can
+    carry it) was what the re-run measured with, and the forged PASS re-ran as PASS. The re-run keeps
+    its compiled-code caches in its own temporary directory."""
+    from shiptwo.model import kernels
+
+    cache = tmp_path / "home-cache"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    root = tmp_path / "project"
+    root.mkdir()
+    project = Project(root)
+    (root / "acceptance" / "test_r.py").write_text(KERNEL_TEST)
+    source = root / "acceptance" / "latency.c"
+    source.write_text("double latency(void) { return 25.0; }\n")
+    project.run_acceptance()
+    assert load_results(project.results).criteria["AC-R2-001"]["outcome"] == "FAIL"
+    project.forge()
+    cc = kernels.shutil.which("cc") or kernels.shutil.which("gcc")
+    cached = kernels._build(cc, source)  # the name the honest source is cached under
+    assert cached.is_relative_to(cache)
+    forged = tmp_path / "forged.c"
+    forged.write_text("double latency(void) { return 5.0; }\n")
+    subprocess.run([cc, *kernels.CFLAGS, str(forged), "-o", str(cached)], check=True)
+    assert project.gate("--rerun") == EXIT_HOLD
+    assert "AC-R2-001 REFUSED: re-run gives FAIL (fresh measured 25, recorded 5)" in capsys.readouterr().out
