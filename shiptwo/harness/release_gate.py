@@ -196,18 +196,25 @@ def decide(spec: Spec, results: Results, models: list[str] | None = None, allow_
     return decisions
 
 
+def _samples_give_every_leg(criterion) -> bool:
+    """Whether re-executing the criterion's samples re-derives its whole verdict: one leg, the one its
+    samples rule derives. A leg beside it (a time, a size) is re-derived by nothing but a re-run."""
+    rule = criterion.samples
+    return rule is not None and not criterion.extra_legs and (rule.metric or criterion.metric) == criterion.metric
+
+
 def _rerun_passes(card, checked: dict, bound: dict[str, set[str]] | None, profile: str, rerun,
                   rechecked: set[str] = frozenset()) -> None:
-    """Re-run the bound tests of each counted PASS that stands re-derived and whose samples were not
-    re-executed by --recheck (a samples rule without a rechecker, or no --recheck, leaves only a
-    per-sample file its forger could rewrite consistently), one run per recorded profile; add each
-    disagreement and note to `checked`."""
+    """Re-run the bound tests of each counted PASS that stands re-derived, unless --recheck re-executed
+    samples that give its every leg (a samples rule without a rechecker, or no --recheck, leaves only a
+    per-sample file its forger could rewrite consistently; a leg beside the samples, only its record),
+    one run per recorded profile; add each disagreement and note to `checked`."""
     by_profile: dict[str, dict[str, list[str]]] = {}
     for cid, (problems, notes) in checked.items():
         st = card.statuses[cid]
         if problems or st.status != PASS:
             continue
-        if cid in rechecked:
+        if cid in rechecked and _samples_give_every_leg(st.criterion):
             notes.append(f"{cid}: not re-run (--rerun): its samples were re-executed (--recheck)")
             continue
         ran = set(st.entry.get("nodeids") or [])

@@ -395,3 +395,49 @@ def test_rerun_compiles_kernels_afresh_not_a_library_planted_in_the_cache(tmp_pa
     subprocess.run([cc, *kernels.CFLAGS, str(forged), "-o", str(cached)], check=True)
     assert project.gate("--rerun") == EXIT_HOLD
     assert "AC-R2-001 REFUSED: re-run gives FAIL (fresh measured 25, recorded 5)" in capsys.readouterr().out
+
+
+RECHECKED_SPEC = """\
+models:
+  model2: {name: MODEL-2, release_profiles: [default], required: all}
+criteria:
+  - {id: AC-R2-004, model: model2, title: pass rate in time, metric: pass_pct, comparison: ">=", threshold: 50, unit: "%",
+     class: optimization, samples: {statistic: pass_pct, recheck: samples-as-recorded},
+     legs: [{metric: seconds, comparison: "<=", threshold: 10, unit: s}]}
+"""
+
+RECHECKED_TEST = """\
+import json
+import pytest
+
+@pytest.mark.ac("AC-R2-004")
+def test_rate(criterion):
+    path = criterion.evidence_dir / "samples.jsonl"
+    rows = [{"id": str(i), "prompt_sha256": "0" * 64, "output": "x", "outcome": "pass"} for i in range(4)]
+    path.write_text("".join(json.dumps(r) + "\\n" for r in rows))
+    criterion.check(100.0, samples=path, legs={"seconds": 25.0})  # honest samples; the time misses (<= 10)
+"""
+
+
+def test_a_rechecked_criterion_with_a_leg_its_samples_do_not_give_is_rerun(tmp_path, monkeypatch, capsys):
+    """--rerun left every criterion --recheck re-executed to the recheck; but the recheck re-executes
+    samples only, and a leg not derived from them (its time) was re-derived by nothing: its three fields
+    edited, the PASS released under --recheck --rerun. Only a criterion whose every leg follows from its
+    samples is left to --recheck."""
+    from shiptwo.harness import verifiers
+
+    monkeypatch.setitem(verifiers._RECHECK, "samples-as-recorded", lambda request: [])  # the samples are honest
+    project = Project(tmp_path)
+    project.spec_path.write_text(RECHECKED_SPEC)
+    (tmp_path / "acceptance" / "test_r.py").write_text(RECHECKED_TEST)
+    project.run_acceptance()
+    doc = json.loads(project.results.read_text())
+    entry = doc["criteria"]["AC-R2-004"]
+    assert entry["outcome"] == "FAIL"
+    entry["outcome"] = "PASS"
+    entry["legs"][1].update(measured=5.0, judged=5.0, met=True)
+    project.results.write_text(json.dumps(doc))
+    assert project.gate("--recheck", "3") == EXIT_RELEASE  # the documented hole: a self-consistent record
+    capsys.readouterr()
+    assert project.gate("--recheck", "3", "--rerun") == EXIT_HOLD
+    assert "AC-R2-004 REFUSED: re-run gives FAIL" in capsys.readouterr().out
