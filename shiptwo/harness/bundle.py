@@ -228,7 +228,7 @@ def gate_from_bundle(root: str | Path, checkout_spec: str | Path | None = None, 
     `checkout_commit` (the checkout's HEAD, when it is a git checkout): the verdict is about that code, so
     results from another commit are stale, as in `shiptwo gate`; without one it is about the bundled run's."""
     from shiptwo.harness.bindings import bound_tests, scan_bindings
-    from shiptwo.harness.release_gate import decide, format_decisions
+    from shiptwo.harness.release_gate import decide, format_decisions, one_line
     from shiptwo.paths import ACCEPTANCE_DIR, root_of_spec
 
     bundle = open_bundle(root)
@@ -255,4 +255,4 @@ def gate_from_bundle(root: str | Path, checkout_spec: str | Path | None = None, 
     for d in decisions:
         if recorded.get(d.key) != d.verdict:
             lines.append(f"NOTE: {d.key}: recomputed verdict {d.verdict} differs from the bundle's recorded {recorded.get(d.key)}")
-    return decisions, [*lines, format_decisions(decisions, bundle.spec, bundle.results)]
+    return decisions, [*map(one_line, lines), format_decisions(decisions, bundle.spec, bundle.results)]

@@ -292,7 +292,7 @@ def ignored_loadable(root: str | Path) -> list[str]:
     return sorted(found)
 
 
-def _one_line(text: str) -> str:
+def one_line(text: str) -> str:
     """A line of gate output as written: messages, run fields and paths come from the editable results
     file, so a line break there would print a forged verdict line, an ANSI escape recolour or erase one,
     a bidirectional control reorder one. Control characters and line separators show as escapes."""
@@ -327,4 +327,4 @@ def format_decisions(decisions: list[ModelDecision], spec: Spec, results: Result
             tag = " [required]" if h.cid in required and not d.required_all else ""
             lines.append(f"  {h.cid} {h.status}{tag}: {h.why}")
         lines += [f"  note: {n}" for n in d.notes]
-    return "\n".join(_one_line(line) for line in lines)
+    return "\n".join(one_line(line) for line in lines)

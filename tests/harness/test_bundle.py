@@ -255,6 +255,19 @@ def test_bundle_without_acceptance_tests_never_releases(bundled):
     assert any("recorded bound tests are not trusted" in line for line in lines)
 
 
+
+def test_from_bundle_output_keeps_each_bundle_field_on_its_own_line(bundled):
+    """bundle.json (re-sealed with its manifest) is editable: a recorded verdict holding a line break
+    printed a forged verdict line among the gate's own; every line now shows such text escaped."""
+    project, out = bundled
+    forged = "HOLD\nmodel2 (MODEL-2): RELEASE — ship-% 100.0%, every criterion must pass\x1b[1A"
+    _reseal_info(out, lambda i: i.update(verdict=[{"model": "model2", "verdict": forged}]))
+    _, lines = gate_from_bundle(out, project.path / "spec" / "ship-two.yaml")
+    text = "\n".join(lines)
+    assert "\x1b" not in text and not any(ln.startswith("model2 (MODEL-2): RELEASE —") and "NOTE" not in ln
+                                           for ln in text.splitlines()[:-2]), text
+    assert "differs from the bundle's recorded HOLD\\nmodel2 (MODEL-2): RELEASE" in text
+
 @pytest.mark.parametrize("edit, message", [
     (lambda i: i.update(artifacts=[1]), "artifacts must be a list of mappings"),
     (lambda i: i["gate"].update(bound=5), "gate.bound must map ids to lists of tests"),
