@@ -37,7 +37,7 @@ LEG_REQUIRED_KEYS = ("metric", "comparison", "threshold", "unit")
 CHANGE_KEYS = ("max_regression", "blocking")
 SAMPLES_KEYS = ("statistic", "metric", "recheck")
 SPEC_FORBIDDEN_KEY = "status"  # status comes only from executed tests, never from the spec
-CRITERION_ID_PATTERN = r"^AC-[A-Z0-9]+-\d{3}$"
+CRITERION_ID_PATTERN = r"^AC-[A-Z0-9]+-\d{3}$"  # matched whole and ASCII only: no look-alike digit, no line break
 PARAMETER_NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
 
 
@@ -200,7 +200,7 @@ class SchemaValidator:
                 self.defect(line_of(entry), "-", "criterion must be a mapping")
                 continue
             cid = entry.get("id")
-            if not isinstance(cid, str) or not re.match(CRITERION_ID_PATTERN, cid):
+            if not isinstance(cid, str) or not re.fullmatch(CRITERION_ID_PATTERN, cid, re.ASCII):
                 self.defect(line_of(entry, "id"), str(cid), f"id must match {CRITERION_ID_PATTERN}")
                 cid = str(cid)
             if cid in ids:
@@ -292,7 +292,7 @@ class SchemaValidator:
             return
         for name, value in params.items():
             pline = line_of(params, name)
-            if not isinstance(name, str) or not re.match(PARAMETER_NAME_PATTERN, name):
+            if not isinstance(name, str) or not re.fullmatch(PARAMETER_NAME_PATTERN, name, re.ASCII):
                 self.defect(pline, cid, f"parameter name {name!r} must match {PARAMETER_NAME_PATTERN}")
             if isinstance(value, dict):
                 missing = [p for p in PROFILES if p not in value]

@@ -268,3 +268,12 @@ def test_cli_strict_fails_on_unbound_criteria(tmp_path, capsys):
     (acceptance / "test_z.py").write_text("import pytest\n\n@pytest.mark.ac('AC-T1-001')\ndef test_z(criterion):\n    criterion.check(0)\n")
     assert main(["spec", "check", str(good), "--strict", "--acceptance", str(acceptance)]) == 0
     assert "strict" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("lookalike", ["AC-T2-𝟎𝟎3", "AC-T2-٠٠3", "AC-T2-００3", '"AC-T2-003\\n"'])
+def test_an_id_with_look_alike_digits_or_a_line_break_is_a_defect(tmp_path, lookalike):
+    """`\\d` matched any Unicode digit and `$` a final line break: AC-T2-𝟎𝟎1 (mathematical digits) validated
+    beside AC-T2-001 and read as the same id in the report; an id ending in a line break broke its table row."""
+    text = VALID.replace("  - id: AC-T1-001", f"  - id: {lookalike}")
+    defects = _defects(tmp_path, text)
+    assert any("id must match" in d for d in defects), defects
