@@ -232,7 +232,8 @@ def _rerun_passes(card, checked: dict, bound: dict[str, set[str]] | None, profil
 
 def refuse_uncommitted_spec(root: Path, spec: Spec, checkout: dict) -> None:
     """In a git checkout, the spec the gate judges against (its directory, the recipes it names) must
-    be the one committed at HEAD: an uncommitted edit could loosen any threshold or release rule."""
+    be the one committed at HEAD: an uncommitted edit could loosen any threshold or release rule, and
+    so could a copy in a git-ignored directory, which no status shows."""
     if checkout.get("commit") in (None, UNKNOWN_COMMIT):
         return
     spec_file = Path(spec.path).resolve()
@@ -244,6 +245,10 @@ def refuse_uncommitted_spec(root: Path, spec: Spec, checkout: dict) -> None:
     if changed:
         raise ShiptwoError(f"gate: {changed[0]}: uncommitted change to the spec or a recipe it names "
                            f"(the gate judges only the spec committed at HEAD; commit it or revert it)")
+    hidden = _ignored(spec_file.parent, "--", str(spec_file), *map(str, recipes))  # no status shows these
+    if hidden:
+        raise ShiptwoError(f"gate: {(spec_file.parent / hidden[0]).resolve()}: git-ignored, so not part of the spec committed "
+                           f"at HEAD (the spec and the recipes it names must be the checkout's committed files)")
 
 
 def refuse_uncommitted_code(root: Path, checkout: dict, option: str) -> None:

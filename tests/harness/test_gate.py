@@ -550,3 +550,26 @@ def test_a_pass_for_a_criterion_no_test_is_bound_to_refuses(project, capsys):
     assert project.gate("--model", "model1") == EXIT_HOLD
     out = capsys.readouterr().out
     assert "AC-G1-001 REFUSED: no test in acceptance/ is bound to AC-G1-001: nothing ran for this PASS" in out, out
+
+
+def test_a_git_ignored_spec_in_a_checkout_is_refused(project, capsys):
+    """A loosened copy of the spec under the git-ignored reports/ (with acceptance/ beside it) shows in no
+    status, so 'no uncommitted change' held for it and the gate judged it: it is not the committed spec."""
+    import shutil
+    import subprocess
+
+    (project.root / ".gitignore").write_text("reports/*\n")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    subprocess.run([*git, "init", "-q"], cwd=project.root, check=True)
+    subprocess.run([*git, "add", "."], cwd=project.root, check=True)
+    subprocess.run([*git, "commit", "-qm", "spec"], cwd=project.root, check=True)
+    project.record()
+    copy = project.root / "reports" / "copy"
+    shutil.copytree(project.root / "spec", copy / "spec")
+    shutil.copytree(project.root / "acceptance", copy / "acceptance")
+    spec = copy / "spec" / "ship-two.yaml"
+    spec.write_text(SPEC.replace("threshold: {smoke: 0, default: 30, full: 30}", "threshold: {smoke: 0, default: 3, full: 3}"))
+    code = main(["gate", "--spec", str(spec), "--results", str(project.results), "--model", "model2"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "reports/copy/spec/ship-two.yaml: git-ignored, so not part of the spec committed at HEAD" in err, err
