@@ -8,7 +8,8 @@ can: a recorded PASS whose fresh outcome is not PASS is refused.
 The run is `python -m pytest <nodeids> --profile <recorded profile> --spec <spec> --results <tmp>
 --evidence-root <tmp>` in the project root: it writes only under a temporary directory, never into
 the checkout's reports/, and takes no option or plugin from pytest's environment variables (PYTEST_ADDOPTS,
-PYTEST_PLUGINS: a plugin named there could patch the measurement). Python's bytecode and compiled kernels
+PYTEST_PLUGINS: a plugin named there could patch the measurement) nor by entry point (a planted
+`*.egg-info/` in the project root names one): only the harness's own plugin is loaded. Python's bytecode and compiled kernels
 are compiled afresh there too: a cached library planted under the honest source's name is never loaded. Timing figures vary between runs, so outcomes are compared, and the fresh
 figure is shown beside the recorded one.
 """
@@ -30,6 +31,10 @@ from shiptwo.paths import PROFILE_ENV
 # What pytest reads from the environment besides its arguments: extra options (a `-p` plugin, `-k`) and
 # plugins to load. The re-run takes its options from the gate and the committed config only.
 PYTEST_ENV = ("PYTEST_ADDOPTS", "PYTEST_PLUGINS")
+# Nor a plugin by entry point: `python -m pytest` puts the project root on sys.path, where importlib.metadata
+# finds any `*.egg-info/` (git-ignored, as an editable install's own is) and its `pytest11` plugins. The
+# re-run loads the harness's plugin by name, and no other.
+HARNESS_PLUGIN = "shiptwo.harness.plugin"
 # Where compiled code is cached outside the checkout and loaded without a rebuild when its name matches
 # (the C kernels under $XDG_CACHE_HOME, by the hash of their source, compiler, flags and CPU; inductor's
 # and Triton's compiled graphs): the re-run gets empty ones in its temporary directory and compiles afresh.
@@ -61,13 +66,14 @@ class Rerun:
         start = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="shiptwo-rerun-") as tmp:
             results = Path(tmp) / "results.json"
-            cmd = [sys.executable, "-m", "pytest", *nodeids, "-q", "-p", "no:cacheprovider", "--rootdir", str(self.root),
+            cmd = [sys.executable, "-m", "pytest", *nodeids, "-q", "-p", "no:cacheprovider", "-p", HARNESS_PLUGIN,
+                   "--rootdir", str(self.root),
                    "--profile", profile, "--spec", str(self.spec_path), "--results", str(results),
                    "--evidence-root", str(Path(tmp) / "evidence")]
             # a fresh bytecode cache: Python and pytest would load a .pyc planted in the checkout's
             # (git-ignored) __pycache__ whose header matches the committed source
             env = {**{k: v for k, v in os.environ.items() if k not in (PROFILE_ENV, *PYTEST_ENV)},
-                   "PYTHONPYCACHEPREFIX": str(Path(tmp) / "pyc"),
+                   "PYTHONPYCACHEPREFIX": str(Path(tmp) / "pyc"), "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",
                    **{name: str(Path(tmp) / "compiled" / name.lower()) for name in COMPILED_CACHE_ENV}}
             self.dropped = sorted(k for k in PYTEST_ENV if k in os.environ)
             error = ""

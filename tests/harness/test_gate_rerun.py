@@ -441,3 +441,22 @@ def test_a_rechecked_criterion_with_a_leg_its_samples_do_not_give_is_rerun(tmp_p
     capsys.readouterr()
     assert project.gate("--recheck", "3", "--rerun") == EXIT_HOLD
     assert "AC-R2-004 REFUSED: re-run gives FAIL" in capsys.readouterr().out
+
+
+def test_rerun_loads_no_plugin_from_a_distribution_planted_in_the_checkout(tmp_path, capsys):
+    """`python -m pytest` in the project root puts the root on sys.path, so importlib.metadata finds
+    distributions there: a `forger.egg-info/` (git-ignored as *.egg-info/, as an editable install's own
+    is) whose entry_points.txt names a pytest11 plugin in the ignored build/ was loaded by the re-run's
+    pytest, which patched the measurement: the forged PASS re-ran as a PASS. The re-run loads no plugin
+    by entry point, only the harness's own."""
+    project = _committed_project(tmp_path, gitignore="build/\nreports/*\n*.egg-info/\n")
+    project.run_acceptance()
+    project.forge()
+    info = tmp_path / "forger.egg-info"
+    info.mkdir()
+    (info / "PKG-INFO").write_text("Metadata-Version: 2.1\nName: forger\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[pytest11]\nforger = build.shiptwo_forger\n")
+    (tmp_path / "build").mkdir()
+    (tmp_path / "build" / "shiptwo_forger.py").write_text(EVIL_CONFTEST)
+    assert project.gate("--rerun") == EXIT_HOLD
+    assert "AC-R2-001 REFUSED: re-run gives FAIL (fresh measured 25, recorded 5)" in capsys.readouterr().out
