@@ -290,7 +290,7 @@ def ignored_loadable(root: str | Path) -> list[str]:
         name = entry.rstrip("/")
         if "/" in name:
             continue
-        if entry.endswith("/") and any((root / name / f"__init__{s}").is_file() for s in (".py", *MODULE_SUFFIXES)):
+        if entry.endswith("/") and any(f.name.endswith((".py", *MODULE_SUFFIXES)) for f in (root / name).glob("__init__.*")):
             found.append(entry)
         elif name.endswith((".py", *MODULE_SUFFIXES)) or name in PYTEST_CONFIG:
             found.append(name)

@@ -305,7 +305,7 @@ def _committed_project(tmp_path: Path, gitignore: str = "build/\nreports/*\n*.py
     return project
 
 
-@pytest.mark.parametrize("where", [".", "acceptance"])
+@pytest.mark.parametrize("where", [".", "acceptance", "colorsys-package"])
 def test_rerun_refuses_a_git_ignored_module_that_would_shadow_an_import(tmp_path, where, capsys):
     """`python -m pytest` puts the project root first on sys.path, and pytest puts acceptance/ there too:
     a sourceless `colorsys.pyc` in either (git-ignored as *.pyc, so no status shows it) is what the test's
@@ -322,12 +322,18 @@ def test_rerun_refuses_a_git_ignored_module_that_would_shadow_an_import(tmp_path
     project.forge()
     fake = tmp_path / "fake_colorsys.py"
     fake.write_text("ONE_THIRD = 1.0 / 15\n")
-    py_compile.compile(str(fake), cfile=str(tmp_path / where / "colorsys.pyc"), doraise=True)
+    if where == "colorsys-package":  # a package at the root, its __init__ an extension's tagged name, ignored
+        (tmp_path / ".git" / "info" / "exclude").write_text("colorsys/\n")
+        (tmp_path / "colorsys").mkdir()
+        planted = tmp_path / "colorsys" / "__init__.cpython-311-x86_64-linux-gnu.so"
+        planted.write_bytes(b"\x7fELF")
+    else:
+        py_compile.compile(str(fake), cfile=str(tmp_path / where / "colorsys.pyc"), doraise=True)
     fake.unlink()
     code = project.gate("--rerun")
     captured = capsys.readouterr()
     assert code == 2, captured.out
-    shown = "colorsys.pyc" if where == "." else f"{where}/colorsys.pyc"
+    shown = {".": "colorsys.pyc", "acceptance": "acceptance/colorsys.pyc", "colorsys-package": "colorsys/"}[where]
     assert f"--rerun runs this checkout's code, but {shown} is git-ignored code" in captured.err, captured.err
 
 
