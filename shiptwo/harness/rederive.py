@@ -74,13 +74,15 @@ def _leg_disagreements(criterion: Criterion, entry: dict, profile: str) -> list[
 
 
 def coverage_disagreements(entry: dict, bound: set[str] | None, cid: str = "") -> list[str]:
-    """The criterion has a bound test, every test bound to it (static scan, plus what the run expected)
-    ran, and every test recorded as run is one of them: `--rerun` hands the recorded node ids to pytest, so one naming
+    """The criterion has a bound test, the entry was recorded for it, every test bound to it (static scan,
+    plus what the run expected) ran, and every test recorded as run is one of them: `--rerun` hands the recorded node ids to pytest, so one naming
     another path (a conftest.py in the git-ignored reports/) or an option would run the forger's code."""
     if bound is None:
         return ["cannot check that every bound test ran: no acceptance directory to scan"]
     if not bound:  # else "every bound test ran" holds of nothing: a PASS no test produced
         return [f"no test in acceptance/ is bound to {cid or 'the criterion'}: nothing ran for this PASS"]
+    if cid and entry.get("id") != cid:  # the scan binds functions: a parameter bound to another id runs the same one
+        return [f"the entry was recorded for {entry.get('id')!r}, not {cid} (its tests ran another criterion)"]
     nodeids = entry.get("nodeids") or []
     problems = [f"recorded test {n} is not bound to {cid or 'the criterion'} in acceptance/"
                 for n in sorted(set(nodeids)) if key_of_nodeid(n) not in bound]

@@ -466,3 +466,41 @@ def test_rerun_loads_no_plugin_from_a_distribution_planted_in_the_checkout(tmp_p
     (tmp_path / "build" / "shiptwo_forger.py").write_text(EVIL_CONFTEST)
     assert project.gate("--rerun") == EXIT_HOLD
     assert "AC-R2-001 REFUSED: re-run gives FAIL (fresh measured 25, recorded 5)" in capsys.readouterr().out
+
+
+PARAM_SPEC = """\
+models:
+  model1: {name: MODEL-1, release_profiles: [default], required: all}
+  model2: {name: MODEL-2, release_profiles: [default], required: all}
+criteria:
+  - {id: AC-R1-009, model: model1, title: provenance, metric: provenance_defects, comparison: "==", threshold: 0, unit: defects, class: packaging}
+  - {id: AC-R2-012, model: model2, title: provenance, metric: provenance_defects, comparison: "==", threshold: 0, unit: defects, class: packaging}
+"""
+
+PARAM_TEST = """\
+import pytest
+
+@pytest.mark.parametrize("model", [
+    pytest.param("model2", marks=pytest.mark.ac("AC-R2-012")),
+    pytest.param("model1", marks=pytest.mark.ac("AC-R1-009")),
+])
+def test_provenance(criterion, model):
+    criterion.check(0 if model == "model2" else 3)  # MODEL-1's formats miss three fields
+"""
+
+
+def test_an_entry_recorded_for_another_criterion_of_the_same_test_refuses(tmp_path, capsys):
+    """Two criteria bound to the parameters of one test (as AC-SHIP2-012 and AC-SHIP1-009 are) with the
+    same metric and threshold: MODEL-2's PASS entry copied, unedited, into MODEL-1's failing slot ran a
+    test bound to the function, so every re-derivation held and MODEL-1 released. The entry names the
+    criterion it was recorded for."""
+    project = Project(tmp_path)
+    project.spec_path.write_text(PARAM_SPEC)
+    (tmp_path / "acceptance" / "test_r.py").write_text(PARAM_TEST)
+    project.run_acceptance()
+    doc = json.loads(project.results.read_text())
+    assert doc["criteria"]["AC-R1-009"]["outcome"] == "FAIL" and doc["criteria"]["AC-R2-012"]["outcome"] == "PASS"
+    doc["criteria"]["AC-R1-009"] = doc["criteria"]["AC-R2-012"]
+    project.results.write_text(json.dumps(doc))
+    assert project.gate("--model", "model1") == EXIT_HOLD
+    assert "AC-R1-009 REFUSED: the entry was recorded for 'AC-R2-012', not AC-R1-009" in capsys.readouterr().out
