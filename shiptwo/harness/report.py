@@ -132,7 +132,8 @@ def _contradiction(criterion: Criterion, entry: dict, profile: str) -> str:
 def scorecard(spec: Spec, results: Results | None, bound: set[str] | None = None, checkout: dict | None = None) -> Scorecard:
     """The report's scorecard: `score`, except that a PASS its own figures contradict (an outcome edited
     to PASS, a leg record that misses its threshold) shows as FAIL with why, and counts as one; a PASS of a
-    criterion no test is bound to (`bound`, the ids the acceptance scan found) shows as NO TEST. The report
+    criterion no test is bound to (`bound`, the ids the acceptance scan found) shows as NO TEST, and an
+    entry recorded for another id as FAIL. The report
     is what a pull request shows; the gate refuses such a PASS too, with the rest of its re-derivation."""
     profile = (results.run if results else {}).get("profile", DEFAULT_PROFILE)
     own = own_outcomes(spec, results, bound, checkout=checkout)
@@ -142,6 +143,8 @@ def scorecard(spec: Spec, results: Results | None, bound: set[str] | None = None
         if bound is not None and cid not in bound:  # nothing could have run for it
             own[cid] = (NO_TEST, {**entry, "outcome": NO_TEST, "message": "recorded PASS, but no test in acceptance/ "
                                   "is bound to it"}, stale)
+        elif entry.get("id", cid) != cid:  # another criterion's entry, copied into this one's place
+            own[cid] = (FAIL, {**entry, "outcome": FAIL, "message": f"recorded PASS, but for {entry['id']}"}, stale)
         elif why := _contradiction(spec.criteria[cid], entry, profile):
             own[cid] = (FAIL, {**entry, "outcome": FAIL, "message": f"recorded PASS, but {why}"}, stale)
     statuses = resolve_statuses(spec, own)

@@ -223,3 +223,13 @@ def test_a_pass_of_a_criterion_without_a_bound_test_shows_no_test(golden_dir):
     row = next(r for r in data["criteria"] if r["id"] == "AC-G2-001")
     assert row["status"] == NO_TEST and row["message"] == "recorded PASS, but no test in acceptance/ is bound to it"
     assert next(m for m in data["models"] if m["key"] == "model2")["ship_pct_text"] == "0.0%"
+
+
+def test_an_entry_recorded_for_another_criterion_does_not_read_as_its_pass(golden_dir, tmp_path):
+    """AC-G2-001's PASS entry copied into AC-G2-006's place (no result of its own) read as AC-G2-006's PASS."""
+    doc = json.loads((golden_dir / "results.json").read_text())
+    doc["criteria"]["AC-G2-006"] = doc["criteria"]["AC-G2-001"]
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(doc))
+    row = next(r for r in build_report(load_spec("spec.yaml"), load_results(path), BOUND)["criteria"] if r["id"] == "AC-G2-006")
+    assert row["status"] == FAIL and row["message"] == "recorded PASS, but for AC-G2-001"
