@@ -46,6 +46,8 @@ REFUSED = "REFUSED"
 REHEARSAL = "REHEARSAL"
 REGRESSED = "REGRESSED"  # a significant regression against the baseline beyond a blocking change rule
 EXIT_RELEASE, EXIT_HOLD, EXIT_REHEARSAL = 0, 1, 3
+UNTIED_NOTE = ("no git commit here (not a git checkout, or git failed): the results are not tied to this code, "
+               "nor is the spec checked against HEAD; staleness compares the results' own recorded fields")
 MODULE_SUFFIXES = (".pyc", ".so", ".pyd")  # what Python imports besides a .py source
 PYTEST_CONFIG = ("pytest.ini", ".pytest.ini", "tox.ini", "setup.cfg", "pyproject.toml", "conftest.py")
 
@@ -130,6 +132,7 @@ def decide(spec: Spec, results: Results, models: list[str] | None = None, allow_
         if key not in spec.models:
             raise ShiptwoError(f"{spec.path}: unknown model {key!r} (spec has {', '.join(spec.models)})")
     profile = results.run.get("profile", "")
+    untied = checkout is not None and checkout.get("commit") in (None, UNKNOWN_COMMIT)
     checkout = {**(checkout or {}), "spec_sha256": spec.sha256}  # the run must have been judged on this spec
     card = score(spec, results, reject_stale=not allow_stale, checkout=checkout, count_stale=allow_stale)
     regressions = blocking_regressions(compare(spec, results, baseline)) if baseline is not None else []  # issue 13
@@ -160,7 +163,7 @@ def decide(spec: Spec, results: Results, models: list[str] | None = None, allow_
     for key in selected:
         model, ms = spec.models[key], card.models[key]
         mine = [card.statuses[c.id] for c in spec.for_model(key)]
-        refusals, notes = [], []
+        refusals, notes = [], ([UNTIED_NOTE] if untied else [])
         for st in mine:
             problems, more_notes = checked.get(st.criterion.id, ([], []))
             notes += more_notes

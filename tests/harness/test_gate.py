@@ -573,3 +573,13 @@ def test_a_git_ignored_spec_in_a_checkout_is_refused(project, capsys):
     err = capsys.readouterr().err
     assert code == 2, err
     assert "reports/copy/spec/ship-two.yaml: git-ignored, so not part of the spec committed at HEAD" in err, err
+
+
+def test_outside_a_git_checkout_the_gate_says_what_it_could_not_check(project, capsys):
+    """Without a commit (no .git, or git failing: a moved .git, a container's 'dubious ownership'), results
+    from any commit and an edited spec were judged with no word that nothing tied them to the code."""
+    project.record()
+    project.edit(lambda doc: [e.update(commit="0" * 40) for e in [doc["run"], *doc["criteria"].values()]])
+    project.gate("--model", "model2")
+    out = capsys.readouterr().out
+    assert "note: no git commit here (not a git checkout, or git failed): the results are not tied to this code" in out
