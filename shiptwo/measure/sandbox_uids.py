@@ -1,18 +1,52 @@
 """The sandbox's uids: each run as root gets a uid of its own, so the process limit binds per run and
-"kill everything this uid runs" finds exactly what a run started, however it hid."""
+"kill everything this uid runs" finds exactly what a run started, however it hid.
+
+The sweep's helper acts as the run's uid only in its effective uid: its real and saved uids are a
+reaper uid no run has, so nothing the run left can signal it (a helper that fully became the uid
+was stopped by a leftover looping `kill(-1, SIGSTOP)`, which hung the sweep and raised out of the
+scorer), while its `kill(-1, SIGKILL)` still reaches every process of the run's uid at once."""
 
 from __future__ import annotations
 
+import functools
 import itertools
+import logging
 import os
 import subprocess
 import threading
 import time
 
+log = logging.getLogger(__name__)
+
 # Sandbox uids: a block per test process so parallel sandboxes (and parallel pytest workers)
 # never share a uid, and "kill everything this uid runs" is exact.
 UID_BASE = 200_000
 UID_BLOCK = 64
+# A run uid's reaper uid is the uid plus this: above every run uid, one per run uid, so no process
+# runs as it and two sweeps going at once cannot signal each other.
+REAPER_OFFSET = 100_000 * UID_BLOCK
+SWEEP_TRIES = 10
+HELPER_TIMEOUT_S = 10
+
+# argv[1]: the run's uid, argv[2]: its reaper uid. Real and saved ids the reaper's, effective the run's:
+# the kernel lets a process signal another when its real or effective uid is the target's real or saved
+# one, so this reaches the run's processes and nothing else, and they cannot reach it. Where the reaper
+# uid is refused (outside a user namespace's map) it becomes the run's uid, as before, and exits 3.
+_HELPER = """import os, sys
+uid, reaper = int(sys.argv[1]), int(sys.argv[2])
+os.setgroups([])
+try:
+    os.setresgid(reaper, reaper, reaper)
+    os.setresuid(reaper, uid, reaper)
+    status = 0
+except OSError:
+    os.setgid(uid)
+    os.setuid(uid)
+    status = 3
+os.kill(-1, 9)
+sys.exit(status)
+"""
+REACHABLE = 3  # the helper's exit status when it ran as the run's uid, reachable by its processes
 
 _uid_lock = threading.Lock()
 _uid_counter = itertools.count()
@@ -24,37 +58,48 @@ def next_uid() -> int:
     return UID_BASE + (os.getpid() % 100_000) * UID_BLOCK + slot
 
 
-
 def pids_of_uid(uid: int) -> list[int]:
-    """Live (non-zombie) processes whose real uid is `uid`."""
+    """Live processes whose real uid is `uid`: a dead process (zombie) is left out, but not one whose
+    main thread exited while another runs on (its entry then reads "Z" too)."""
     pids = []
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         try:
             with open(f"/proc/{entry.name}/status") as fh:
-                zombie = False
-                for line in fh:
-                    if line.startswith("State:"):
-                        zombie = line.split()[1] in ("Z", "X")
-                    elif line.startswith("Uid:"):
-                        if int(line.split()[1]) == uid and not zombie:
-                            pids.append(int(entry.name))
-                        break
-        except (OSError, ValueError):
+                fields = dict(line.split(":", 1) for line in fh if ":" in line)
+            if int(fields["Uid"].split()[0]) != uid:
+                continue
+            if fields["State"].split()[0] not in ("Z", "X") or len(os.listdir(f"/proc/{entry.name}/task")) > 1:
+                pids.append(int(entry.name))
+        except (OSError, ValueError, KeyError, IndexError):
             continue
     return pids
 
 
+@functools.cache
+def _warn_reachable(reaper: int) -> None:
+    log.warning("sandbox: the sweep's helper could not take a reaper uid (%d refused): it acts as the run's uid, "
+                "so what a run leaves can stop it", reaper)
+
+
 def kill_uid(uid: int, python: str) -> None:
-    """Kill every process running as `uid`: a helper that becomes `uid` sends SIGKILL to -1,
-    which reaches exactly that uid's processes at once (a fork bomb cannot outrun it)."""
-    for _ in range(10):
+    """Kill every process running as `uid`: a helper acting as `uid` (and unreachable by it) sends
+    SIGKILL to -1, which reaches exactly that uid's processes at once (a fork bomb cannot outrun it).
+    Processes that outlive every try are logged, never passed over in silence."""
+    for _ in range(SWEEP_TRIES):
         if not pids_of_uid(uid):
             return
-        subprocess.run(
-            [python, "-I", "-S", "-c", f"import os; os.setgid({uid}); os.setuid({uid}); os.kill(-1, 9)"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, close_fds=True, timeout=10,
-        )
+        try:
+            done = subprocess.run([python, "-I", "-S", "-c", _HELPER, str(uid), str(uid + REAPER_OFFSET)],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, close_fds=True,
+                                  timeout=HELPER_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            log.warning("sandbox: the sweep's helper for uid %d did not finish in %d s", uid, HELPER_TIMEOUT_S)
+            continue
+        if done.returncode == REACHABLE:
+            _warn_reachable(uid + REAPER_OFFSET)
         time.sleep(0.02)
-
+    left = pids_of_uid(uid)
+    if left:
+        log.warning("sandbox: processes of uid %d survived %d sweeps: %s", uid, SWEEP_TRIES, left[:10])

@@ -208,6 +208,14 @@ ATTACKS = {
     # Megabytes of output per call: the scorer kept every sample's outputs (and copies in each replay
     # batch), about 35 MiB of its own memory per sample, enough for a samples file to exhaust it.
     "huge_outputs": "    return '\"' * 400_000\n",
+    # Leaves a child that, once the answer run has exited, sends SIGSTOP to every process of its uid over
+    # and over: the sweep's helper acted as that uid, and one stopped hung the sweep 10 s and raised
+    # subprocess.TimeoutExpired out of judge_samples (the whole scoring run lost, about 3 samples in 10).
+    "stop_the_sweep": ("    import os, signal\n    if not globals().get('_forked'):\n        globals()['_forked'] = True\n"
+                       "        me = os.getpid()\n        if os.fork() == 0:\n            os.setsid()\n"
+                       "            while os.getppid() == me:\n                pass\n            while True:\n"
+                       "                try:\n                    os.kill(-1, signal.SIGSTOP)\n"
+                       "                except OSError:\n                    pass\n    return None\n"),
 }
 
 
