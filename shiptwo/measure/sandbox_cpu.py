@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -75,19 +76,37 @@ def process_cpu_seconds(pid: int) -> float | None:
 def watch(proc: subprocess.Popen, stdin: bytes, cpu_seconds: Callable[[], float | None], cpu_limit_s: float,
           wall_cap_s: float) -> tuple[str | None, float | None]:
     """Feed `proc` its stdin and wait for it: (None, or STOP_CPU / STOP_WALL when a limit was reached
-    first and the caller must kill it; the CPU time last read, None if never readable)."""
-    start, pending, used = time.monotonic(), stdin, None
+    first and the caller must kill it; the CPU time last read, None if never readable).
+
+    The stdin is written by a thread of its own, all of it, whenever the program reads it: a retried
+    `communicate()` without input never writes the rest (CPython registers stdin only when given input),
+    so a program that began reading after the first poll waited for it until the wall cap."""
+    threading.Thread(target=_feed, args=(proc.stdin, stdin), daemon=True).start()
+    start, used = time.monotonic(), None
     while True:
         left = wall_cap_s - (time.monotonic() - start)
         if left <= 0:
             return STOP_WALL, used
         try:
-            proc.communicate(pending, timeout=min(POLL_S, left))
+            proc.wait(timeout=min(POLL_S, left))
             final = cpu_seconds()  # the whole run's, where the clock outlives the process (its cgroup)
             return None, final if final is not None else used
         except subprocess.TimeoutExpired:
-            pending = None  # what was not written yet is kept by communicate
+            pass
         now = cpu_seconds()
         used = now if now is not None else used
         if used is not None and used >= cpu_limit_s:
             return STOP_CPU, used
+
+
+def _feed(pipe, data: bytes) -> None:
+    """Write `data` to the program's stdin and close it; a program that exits (or is killed) first ends it."""
+    try:
+        pipe.write(data)
+    except OSError:  # BrokenPipeError: the program is gone, or closed its stdin
+        pass
+    finally:
+        try:
+            pipe.close()
+        except OSError:
+            pass

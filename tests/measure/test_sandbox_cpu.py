@@ -112,3 +112,16 @@ def test_the_policy_is_recorded_and_bad_limits_refused():
     for bad in ({"timeout_s": 0}, {"timeout_s": float("nan")}, {"wall_cap_factor": 0.5}):
         with pytest.raises(ShiptwoError, match="timeout_s must be > 0 and wall_cap_factor >= 1"):
             SandboxConfig(**bad)
+
+
+def test_input_larger_than_a_pipe_reaches_a_program_that_starts_reading_late():
+    """A run's stdin (a replay batch's job: every sample's program, check and answers) can be far larger
+    than a pipe holds. The watcher fed only what fit during its first 50 ms poll: a program that began
+    reading later (a slow start on a loaded machine) waited for the rest until the wall cap, and a
+    replay batch's wall cap is minutes."""
+    size = 1 << 20
+    late_reader = "import sys, time\ntime.sleep(0.3)\nsys.stdout.write(str(len(sys.stdin.buffer.read())))\n"
+    t0 = time.monotonic()
+    res = run_isolated(late_reader, b"x" * size, SandboxConfig(timeout_s=2.0))
+    assert res.failure() is None and res.stdout == str(size).encode(), res.failure()
+    assert time.monotonic() - t0 < 2.0 + SLACK_S
