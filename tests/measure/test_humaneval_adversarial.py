@@ -298,3 +298,21 @@ def test_weak_isolation_when_allowed_is_recorded_and_a_tamper_daemon_forges_noth
     assert [v.passed for v in judged.verdicts[:3]] == [False, False, False], [v.result for v in judged.verdicts]
     assert judged.isolation["filesystem"] == "none" and judged.isolation["user"] == "caller"
     assert judged.isolation["weak_isolation_allowed"] == ["a private root (filesystem isolation)", "a uid of its own"]
+
+
+# Answers call i with the argument the recording shows for the call after it (read from the answer
+# harness's frame, which holds every recorded call), and that call with call i's argument: on a
+# round-trip check it computes nothing and leaves the recording nowhere.
+LOOK_AHEAD = ("    import sys\n    from shiptwo.measure import plain_data\n    calls = sys._getframe(1).f_locals['job']['calls']\n"
+              "    n = globals().setdefault('_n', [0])\n    k = n[0]\n    n[0] += 1\n"
+              "    return plain_data.loads(calls[k + 1 if k % 2 == 0 else k - 1])[0][0]\n")
+
+
+@pytest.mark.xfail(strict=True, reason="known limit (README, Replay): the answer run sees every recorded call, so an "
+                                       "output-dependent check's later calls give its expected outputs away; no "
+                                       "HumanEval check is output-dependent")
+def test_a_completion_reading_ahead_cannot_pass_an_output_dependent_check():
+    toy = _toy_problem("def check(candidate):\n    for w in ('abc', 'hello'):\n        y = candidate(w)\n"
+                       "        assert candidate(y) == w\n", "    return x[::-1]\n")
+    judged = judge_samples([{"task_id": "Toy/0", "completion": LOOK_AHEAD}], {"Toy/0": toy}, SANDBOX)
+    assert not judged.verdicts[0].passed
