@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,16 +51,18 @@ class ArtifactSet:
         return f"{self.model}/{self.profile}/{self.key}"
 
 
-def rebuild_set(which: ArtifactSet, root: Path, into: Path, timeout: float | None = None) -> Path:
+def rebuild_set(which: ArtifactSet, root: Path, into: Path, timeout: float | None = None, *, caches: Mapping[str, str]) -> Path:
     """Build `which.model` under `which.profile` from the checkout at `root` into the empty store
-    `into` (a subprocess, as a user's `shiptwo build`); the built set's directory."""
+    `into` (a subprocess, as a user's `shiptwo build`); the built set's directory. `caches` joins its
+    environment: empty bytecode and compiled-code caches (`harness.rerun.fresh_compiled_caches`, which
+    this layer cannot import), so that what builds is the committed source, not a .pyc planted in the
+    checkout's __pycache__ nor a kernel library or inductor graph planted in the user's caches, which
+    would shape the stored build and its rebuild alike."""
     if which.model not in BUILDERS or which.profile not in PROFILES:
         raise ShiptwoError(f"{which.model}/{which.profile}: not a model and profile this checkout builds "
                            f"(models {', '.join(sorted(BUILDERS))}; profiles {', '.join(PROFILES)})")
     cmd = [sys.executable, "-m", "shiptwo", "build", which.model, "--profile", which.profile]
-    # bytecode compiled afresh (beside the store, gone with it): a .pyc planted in the checkout's git-ignored
-    # __pycache__ with a header matching the committed source would otherwise be what builds
-    env = {**os.environ, ARTIFACT_ROOT_ENV: str(into), "PYTHONPYCACHEPREFIX": str(into / ".pyc")}
+    env = {**os.environ, **caches, ARTIFACT_ROOT_ENV: str(into)}
     try:
         proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:

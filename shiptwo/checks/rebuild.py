@@ -7,7 +7,10 @@ rebuilds each model under each profile its entries record, from this checkout, i
 (as a user's `shiptwo build`, with $SHIPTWO_ARTIFACTS pointing there), and compares with it the
 store's set under the key that build gives (the one the acceptance tests read), every other set the
 evidence names, and every evidence copy taken from a stored file (builds/reproduce.py says how).
-Any difference refuses every counted PASS of the model.
+Any difference refuses every counted PASS of the model. The rebuild runs with empty bytecode and
+compiled-code caches (`harness.rerun.fresh_compiled_caches`, as `--rerun` does): a kernel library or
+inductor graph planted in the user's caches would otherwise shape the stored build and its rebuild
+alike, and they would agree.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from shiptwo.builds.reproduce import (
 from shiptwo.builds.store import ARTIFACT_MANIFEST
 from shiptwo.errors import ShiptwoError
 from shiptwo.harness.evidence import is_file_record
+from shiptwo.harness.rerun import fresh_compiled_caches
 
 
 def judged_sets(entries: list[dict], store: Path) -> dict[ArtifactSet, set[tuple[str, Path]]]:
@@ -82,7 +86,8 @@ class Rebuild:
         start = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="shiptwo-rebuild-") as tmp:
             try:
-                built = rebuild_set(ArtifactSet(model, profile, ""), self.root, Path(tmp), self.timeout)
+                built = rebuild_set(ArtifactSet(model, profile, ""), self.root, Path(tmp), self.timeout,
+                                    caches=fresh_compiled_caches(Path(tmp) / ".caches"))
             except ShiptwoError as exc:
                 return [f"--rebuild: {exc}"]
             key = built.name

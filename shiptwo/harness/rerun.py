@@ -39,6 +39,15 @@ HARNESS_PLUGIN = "shiptwo.harness.plugin"
 # (the C kernels under $XDG_CACHE_HOME, by the hash of their source, compiler, flags and CPU; inductor's
 # and Triton's compiled graphs): the re-run gets empty ones in its temporary directory and compiles afresh.
 COMPILED_CACHE_ENV = ("XDG_CACHE_HOME", "TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")
+BYTECODE_CACHE_ENV = "PYTHONPYCACHEPREFIX"
+
+
+def fresh_compiled_caches(tmp: Path) -> dict[str, str]:
+    """Environment entries giving a subprocess empty caches under `tmp` for everything it would otherwise
+    load compiled from outside the checkout without recompiling: Python's bytecode (a .pyc planted in the
+    checkout's git-ignored __pycache__ whose header matches the committed source) and COMPILED_CACHE_ENV
+    (a kernel library planted under the honest source's name). `--rerun` and `--rebuild` both run with them."""
+    return {BYTECODE_CACHE_ENV: str(tmp / "pyc"), **{name: str(tmp / "compiled" / name.lower()) for name in COMPILED_CACHE_ENV}}
 
 
 @dataclass
@@ -70,11 +79,8 @@ class Rerun:
                    "--rootdir", str(self.root),
                    "--profile", profile, "--spec", str(self.spec_path), "--results", str(results),
                    "--evidence-root", str(Path(tmp) / "evidence")]
-            # a fresh bytecode cache: Python and pytest would load a .pyc planted in the checkout's
-            # (git-ignored) __pycache__ whose header matches the committed source
             env = {**{k: v for k, v in os.environ.items() if k not in (PROFILE_ENV, *PYTEST_ENV)},
-                   "PYTHONPYCACHEPREFIX": str(Path(tmp) / "pyc"), "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",
-                   **{name: str(Path(tmp) / "compiled" / name.lower()) for name in COMPILED_CACHE_ENV}}
+                   "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", **fresh_compiled_caches(Path(tmp))}
             self.dropped = sorted(k for k in PYTEST_ENV if k in os.environ)
             error = ""
             try:

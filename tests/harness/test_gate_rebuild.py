@@ -29,6 +29,7 @@ from shiptwo.harness.release_gate import (
     decide,
     refuse_uncommitted_code,
 )
+from shiptwo.harness.rerun import fresh_compiled_caches
 from shiptwo.harness.results import load_results
 from shiptwo.harness.spec import load_spec
 from shiptwo.model.checkpoint import load_checkpoint, safetensors_bytes, save_checkpoint
@@ -70,7 +71,8 @@ def stored(tmp_path_factory, planted_checkout) -> Path:
     """A real smoke build of MODEL-2 in its own store: the set a run judged. Built as `--rebuild`
     builds, from the planted copy of this checkout: the rebuild compiles afresh, so the plant never runs."""
     store = tmp_path_factory.mktemp("store")
-    rebuild_set(ArtifactSet("model2", "smoke", "?"), planted_checkout, store)
+    rebuild_set(ArtifactSet("model2", "smoke", "?"), planted_checkout, store,
+                caches=fresh_compiled_caches(tmp_path_factory.mktemp("caches")))
     return store
 
 
@@ -83,6 +85,29 @@ def test_rebuild_compiles_afresh_not_bytecode_planted_in_pycache(planted_checkou
     assert probe.returncode == 1 and PLANTED in probe.stderr, "the plant is what a plain run executes"
     [built] = [p for p in (stored / "model2" / "smoke").iterdir() if p.is_dir() and not p.name.startswith(".")]
     assert (built / BEST_CHECKPOINT).is_file() and (built / ARTIFACT_MANIFEST).is_file()
+
+
+def test_rebuild_compiles_kernels_afresh_not_a_library_planted_in_the_cache(stored, tmp_path, monkeypatch):
+    """Compiled kernels are cached under $XDG_CACHE_HOME (~/.cache) by the hash of their source,
+    compiler, flags and CPU, and a library found there is loaded without a rebuild: one planted under
+    the honest training kernels' name (a restored CI cache can carry it) shaped the stored build and
+    its rebuild alike, so they agreed. The rebuild gets empty caches of its own, as `--rerun` does."""
+    from shiptwo.model import kernels, train_kernels
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "home-cache"))
+    cc = kernels.shutil.which("cc") or kernels.shutil.which("gcc")
+    cached = kernels._build(cc, train_kernels.SOURCE)  # the name the honest source is cached under
+    assert cached.is_relative_to(tmp_path / "home-cache")
+    ran = tmp_path / "planted-library-ran"
+    planted = tmp_path / "planted.c"
+    planted.write_text(f'#include <stdio.h>\n__attribute__((constructor)) static void planted(void) '
+                       f'{{ FILE *f = fopen("{ran}", "w"); if (f) fclose(f); }}\n')
+    subprocess.run([cc, *kernels.CFLAGS, str(planted), "-o", str(cached)], check=True)
+    store, built = _fresh_copy(stored, tmp_path)
+    rebuild = Rebuild(REPO, store)
+    found = rebuild.problems({"model2": _entries(built)}, "smoke")
+    assert not ran.exists(), "the rebuild loaded the library planted in the user's cache"
+    assert found["model2"] == [], rebuild.log
 
 
 def _fresh_copy(stored: Path, tmp_path: Path) -> tuple[Path, Path]:
