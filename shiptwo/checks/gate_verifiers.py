@@ -8,13 +8,16 @@
   disagreement. That artifact must be the criterion's model's build in the store (in place, or a
   copy with its bytes): any other file that made the samples would agree, and `--rebuild` compares
   only the store.
+- build clock: AC-SHIP2-004's figure is MODEL-2's build time by the store's clock, a record the build
+  wrote (`checks.training.build_wall_seconds`); `shiptwo gate --rebuild` judges it on the rebuild's
+  own time too (harness/rebuild_clock.py).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from shiptwo.harness.verifiers import RecheckRequest, register_evidence, register_recheck
+from shiptwo.harness.verifiers import RecheckRequest, register_build_clock, register_evidence, register_recheck
 
 EVIDENCE_RELEASE = "release"  # evidence key: a published release directory
 EVIDENCE_ARTIFACT = "artifact"  # evidence key: the model artifact a sampled criterion measured
@@ -66,3 +69,5 @@ def _not_stored(record: dict, model: str, profile: str) -> str:
 RELEASE_CRITERIA = ("AC-SHIP1-010", "AC-SHIP2-012")  # their acceptance tests record the release they verified
 register_evidence(EVIDENCE_RELEASE, verify_release, RELEASE_CRITERIA)
 register_recheck(RECHECK_HUMANEVAL, recheck_humaneval)
+BUILD_CLOCK_CRITERIA = ("AC-SHIP2-004",)  # their figure is the store's clock around the build (store manifest)
+register_build_clock(BUILD_CLOCK_CRITERIA)

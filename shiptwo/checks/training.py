@@ -138,7 +138,7 @@ def build_wall_seconds(artifacts, whole: bool = True) -> float | None:
     down verified and passed. A whole build cannot take less than the training it holds, so a
     figure under the trainer's clock in the training state (`elapsed`, a file the manifest hashes)
     is a ShiptwoError. That catches an edit of the record alone, not one of both: only a timed
-    rebuild (`shiptwo gate --rebuild` prints its own time beside the stored one) is independent.
+    rebuild is independent (`shiptwo gate --rebuild` judges this criterion on its own time too).
     """
     seconds = artifacts.build_seconds
     if not isinstance(seconds, (int, float)) or not math.isfinite(seconds) or seconds < 0:

@@ -11,7 +11,8 @@ spec directory or recipe with uncommitted changes: it judges only the spec commi
 REHEARSAL: judged the same way, but it never releases.
 With `rerun` (`shiptwo gate --rerun`), each counted PASS whose samples `--recheck` did not re-execute is
 also re-executed (its bound tests, the recorded profile, results in a temp dir): a fresh outcome other than PASS, or
-none, is a refusal. That is the only check here that a consistently edited figure cannot pass.
+none, is a refusal. That is the only check here that a consistently edited figure cannot pass, besides
+`rebuild` (`--rebuild`) for a build-time criterion: it is judged again on the rebuild's own clock.
 
 Verdicts and exit codes: RELEASE 0; HOLD (some criterion does not pass) 1; REFUSED (a recorded
 verdict disagrees with what the gate re-derives) 1; REHEARSAL 3 when everything would pass,
@@ -31,11 +32,13 @@ from shiptwo.errors import ShiptwoError
 from shiptwo.harness.bindings import key_of_nodeid
 from shiptwo.harness.compare import blocking_regressions, change_text, compare
 from shiptwo.harness.markdown_text import visible
+from shiptwo.harness.rebuild_clock import RebuildOutcome, build_clock_disagreements
 from shiptwo.harness.rederive import recheck, rederive
 from shiptwo.harness.rerun import RerunOutcome, compare_rerun
 from shiptwo.harness.results import Results
 from shiptwo.harness.scoring import CriterionStatus, score, ship_percentage
 from shiptwo.harness.spec import Spec
+from shiptwo.harness.verifiers import build_clock_criteria
 from shiptwo.paths import ACCEPTANCE_DIR
 
 from shiptwo.harness.results import BLOCKED, NOT_RUN, NO_TEST, PASS, SKIPPED
@@ -118,15 +121,16 @@ def decide(spec: Spec, results: Results, models: list[str] | None = None, allow_
            checkout: dict | None = None, bound: dict[str, set[str]] | None = None,
            recheck_k: int = 0, seed: int | None = None, baseline: Results | None = None,
            rerun: Callable[[str, dict[str, list[str]]], RerunOutcome] | None = None,
-           rebuild: Callable[[dict[str, list[dict]], str], dict[str, list[str]]] | None = None) -> list[ModelDecision]:
+           rebuild: Callable[[dict[str, list[dict]], str], RebuildOutcome] | None = None) -> list[ModelDecision]:
     """One decision per selected model (all models of the spec by default). `bound` maps each id
     to the tests bound to it (None: unknown, so no PASS can be re-derived); with `checkout`
     ({"commit": ...}) results from other code count as stale; `recheck_k` > 0 re-executes that many
     samples of each sampled criterion through the registered rechecker; `rerun` (profile, {id: tests})
     re-executes the bound tests of every PASS that stands re-derived and whose samples the recheck did
     not re-execute, refusing any whose fresh outcome is not PASS; `rebuild`
-    ({model: its recorded entries}, the run's profile -> {model: problems}) checks that the artifacts
-    they judged are what this checkout builds, refusing every counted PASS of a model with a problem."""
+    ({model: its recorded entries}, the run's profile -> RebuildOutcome) checks that the artifacts
+    they judged are what this checkout builds, refusing every counted PASS of a model with a problem,
+    and times the rebuild: a registered build-time criterion's PASS is judged on that time too."""
     selected = models or list(spec.models)
     for key in selected:
         if key not in spec.models:
@@ -157,8 +161,17 @@ def decide(spec: Spec, results: Results, models: list[str] | None = None, allow_
     if rebuild is not None:
         found = rebuild({key: [st.entry for c in spec.for_model(key) if (st := card.statuses[c.id]).entry is not None]
                          for key in selected}, profile)
-        for cid, (problems, _) in checked.items():
-            problems.extend(found.get(spec.criteria[cid].model, []))
+        timed = build_clock_criteria()
+        for cid, (problems, notes) in checked.items():
+            model_problems = found.problems.get(spec.criteria[cid].model, [])
+            problems.extend(model_problems)
+            if cid in timed and not model_problems:  # a rebuild that failed or differs is refused already, untimed
+                entry = card.statuses[cid].entry
+                entry_profile = entry.get("profile") or profile  # the profile the rebuild built it under
+                more, note = build_clock_disagreements(spec.criteria[cid], entry, entry_profile,
+                                                       found.build_seconds.get((spec.criteria[cid].model, entry_profile)))
+                problems.extend(more)
+                notes.extend([f"{cid}: {note}"] if note else [])
     decisions = []
     for key in selected:
         model, ms = spec.models[key], card.models[key]

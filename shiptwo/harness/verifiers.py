@@ -9,6 +9,9 @@ verifiers here, and the CLI imports that module before gating:
 - `register_recheck(kind, fn)`: `fn(RecheckRequest) -> list[str]` re-executes the chosen samples of
   a criterion whose spec says `samples: {recheck: kind}` (e.g. regenerate K HumanEval completions
   with the recorded artifact and re-score them), one string per disagreement.
+- `register_build_clock(criteria)`: the figure of each of `criteria` is its model's build time by the
+  artifact store's clock; under `--rebuild` the gate judges it again on the rebuild's own time
+  (harness/rebuild_clock.py).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ Rechecker = Callable[[RecheckRequest], list[str]]
 _EVIDENCE: dict[str, EvidenceVerifier] = {}
 _RECHECK: dict[str, Rechecker] = {}
 _REQUIRED: dict[str, set[str]] = {}  # criterion id -> evidence keys its PASS must record
+_BUILD_CLOCK: set[str] = set()  # criterion ids whose figure is a build's time by the store's clock
 
 
 def register_evidence(key: str, fn: EvidenceVerifier, criteria: tuple[str, ...] = ()) -> None:
@@ -59,6 +63,16 @@ def register_recheck(kind: str, fn: Rechecker) -> None:
     _register(_RECHECK, "rechecker", kind, fn)
 
 
+def register_build_clock(criteria: tuple[str, ...]) -> None:
+    """The figure of each of `criteria` is its model's build time by the artifact store's clock, a record
+    the build wrote: `shiptwo gate --rebuild` judges it on the rebuild's own time as well."""
+    _BUILD_CLOCK.update(criteria)
+
+
+def build_clock_criteria() -> frozenset[str]:
+    return frozenset(_BUILD_CLOCK)
+
+
 def _register(table: dict, what: str, name: str, fn) -> None:
     if name in table and table[name] is not fn:
         raise ShiptwoError(f"a {what} for {name!r} is already registered ({table[name].__module__})")
@@ -75,4 +89,4 @@ def rechecker(kind: str) -> Rechecker | None:
 
 def registered() -> dict[str, list[str]]:
     """The names registered so far (the gate prints them: nothing is re-checked silently or not at all)."""
-    return {"evidence": sorted(_EVIDENCE), "recheck": sorted(_RECHECK)}
+    return {"evidence": sorted(_EVIDENCE), "recheck": sorted(_RECHECK), "build_clock": sorted(_BUILD_CLOCK)}

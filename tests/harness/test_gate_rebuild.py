@@ -29,6 +29,7 @@ from shiptwo.harness.release_gate import (
     decide,
     refuse_uncommitted_code,
 )
+from shiptwo.harness.rebuild_clock import RebuildOutcome
 from shiptwo.harness.rerun import fresh_compiled_caches
 from shiptwo.harness.results import load_results
 from shiptwo.harness.spec import load_spec
@@ -107,7 +108,7 @@ def test_rebuild_compiles_kernels_afresh_not_a_library_planted_in_the_cache(stor
     rebuild = Rebuild(REPO, store)
     found = rebuild.problems({"model2": _entries(built)}, "smoke")
     assert not ran.exists(), "the rebuild loaded the library planted in the user's cache"
-    assert found["model2"] == [], rebuild.log
+    assert found.problems["model2"] == [], rebuild.log
 
 
 def _fresh_copy(stored: Path, tmp_path: Path) -> tuple[Path, Path]:
@@ -127,8 +128,13 @@ def _entries(built: Path, copies: dict[str, Path] | None = None) -> list[dict]:
 def test_an_honest_store_agrees_with_its_rebuild_and_a_tampered_one_is_named(stored, tmp_path):
     store, built = _fresh_copy(stored, tmp_path)
     rebuild = Rebuild(REPO, store)
-    assert rebuild.problems({"model2": _entries(built)}, "smoke") == {"model2": []}, rebuild.log
+    honest = rebuild.problems({"model2": _entries(built)}, "smoke")
+    assert honest.problems == {"model2": []}, rebuild.log
     assert "agrees" in rebuild.summary()
+    # the rebuild's own build time, by the store's clock, goes back to the gate (which judges AC-SHIP2-004 on it)
+    [(pair, seconds)] = honest.build_seconds.items()
+    assert pair == ("model2", "smoke") and 0 < seconds < 120, seconds
+    assert f"(store's clock {seconds:.0f} s; its stored build: " in rebuild.summary()
 
     # the defects: a checkpoint trained otherwise (one weight moved, a valid file), a loss edited in the
     # log, a step's tokens/s edited (a clock reading: not a defect), and an evidence copy that is not the
@@ -149,7 +155,7 @@ def test_an_honest_store_agrees_with_its_rebuild_and_a_tampered_one_is_named(sto
     copy.parent.mkdir()
     copy.write_text((built / "tokenizer.json").read_text().replace('"<|endoftext|>"', '"<|eot|>"', 1))
     rebuild = Rebuild(REPO, store)
-    found = rebuild.problems({"model2": _entries(built, {"tokenizer.json": copy})}, "smoke")["model2"]
+    found = rebuild.problems({"model2": _entries(built, {"tokenizer.json": copy})}, "smoke").problems["model2"]
     text = "\n".join(found)
     assert f"{BEST_CHECKPOINT} differs from the rebuild" in text
     assert f"{TRAIN_LOG}: [3].loss differs from the rebuild" in text
@@ -157,7 +163,7 @@ def test_an_honest_store_agrees_with_its_rebuild_and_a_tampered_one_is_named(sto
     assert f"evidence copy {copy}: tokenizer.json differs from the rebuild" in text
     assert f"{ARTIFACT_MANIFEST}: summary.steps differs from the rebuild" in text
     assert len(found) == 4, found
-    assert "(its stored build: 1 s): 4 difference(s)" in rebuild.summary()  # the claimed build time, shown, not judged
+    assert "its stored build: 1 s): 4 difference(s)" in rebuild.summary()  # the claimed build time, shown (decide judges it)
 
 
 def test_the_set_the_tests_read_is_compared_whatever_the_evidence_names(stored, tmp_path):
@@ -170,7 +176,7 @@ def test_the_set_the_tests_read_is_compared_whatever_the_evidence_names(stored, 
     name = min(ckpt.tensors)
     ckpt.tensors = {**ckpt.tensors, name: ckpt.tensors[name].clone().add_(1e-3)}
     save_checkpoint(ckpt, built / BEST_CHECKPOINT)
-    found = Rebuild(REPO, store).problems({"model2": _entries(foreign)}, "smoke")["model2"]
+    found = Rebuild(REPO, store).problems({"model2": _entries(foreign)}, "smoke").problems["model2"]
     assert len(found) == 2, found
     assert f"model2/smoke/{built.name}: {BEST_CHECKPOINT} differs from the rebuild (first in tensor {name})" in found[0]
     assert f"the run judged model2/smoke/0123456789abcdef; this checkout builds key {built.name}" in found[1]
@@ -196,7 +202,7 @@ def test_a_resumed_build_agrees_with_an_uninterrupted_one(tmp_path, monkeypatch)
     resumed = build(model2.BUILDER, "smoke")
     assert resumed.build_resumed and resumed.summary["resumed_at_steps"]
     rebuild = Rebuild(REPO, tmp_path / "store")
-    assert rebuild.problems({"model2": _entries(resumed.root)}, "smoke") == {"model2": []}, rebuild.log
+    assert rebuild.problems({"model2": _entries(resumed.root)}, "smoke").problems == {"model2": []}, rebuild.log
 
 
 def test_rerun_and_rebuild_refuse_uncommitted_code(tmp_path):
@@ -261,13 +267,13 @@ def test_rebuild_problems_refuse_every_counted_pass_of_the_model(tmp_path, capsy
     project.run_acceptance()
     spec, results = load_spec(project.spec_path), load_results(project.results)
     bound = {"AC-R2-001": {"acceptance/test_r.py::test_latency"}, "AC-R2-002": {"acceptance/test_r.py::test_defects"}}
-    [d] = decide(spec, results, allow_stale=True, bound=bound, rebuild=lambda entries, profile: {"model2": []})
+    [d] = decide(spec, results, allow_stale=True, bound=bound, rebuild=lambda entries, profile: RebuildOutcome({"model2": []}))
     assert d.verdict == RELEASE
     seen = {}
 
     def differs(entries, profile):
         seen.update(entries, profile=profile)
-        return {"model2": ["--rebuild: model2/default/k: best.safetensors differs from the rebuild"]}
+        return RebuildOutcome({"model2": ["--rebuild: model2/default/k: best.safetensors differs from the rebuild"]})
 
     [d] = decide(spec, results, allow_stale=True, bound=bound, rebuild=differs)
     assert d.verdict == REFUSED and {h.cid for h in d.refusals} == {"AC-R2-001", "AC-R2-002"}
