@@ -101,8 +101,8 @@ def _add_gate(sub) -> None:
     p.add_argument("--rerun-timeout", type=float, default=None, metavar="S", help="give up a --rerun after S seconds (refused)")
     p.add_argument("--rebuild", action="store_true",
                    help="rebuild every artifact set the run judged from this checkout in a temporary store and refuse "
-                        "each model whose stored artifacts differ from the rebuild (beyond wall-clock readings); costs "
-                        "a full build of each")
+                        "each model whose stored artifacts differ from the rebuild (beyond wall-clock readings); build-time "
+                        "criteria are judged on the rebuild's own time too; costs a full build of each")
     p.add_argument("--rebuild-timeout", type=float, default=None, metavar="S", help="give up a rebuild after S seconds (refused)")
     p.add_argument("--baseline", default=None, help="an older results.json: hold on a significant regression of a blocking change rule")
     p.add_argument("--bundle", default=None, metavar="DIR", help="also write a verdict bundle (spec, results, evidence, hashes) to DIR")
@@ -183,7 +183,8 @@ def _cmd_gate(args) -> int:
           f"{', '.join(checks['evidence']) or 'none'}; rechecks: {', '.join(checks['recheck']) or 'none'}"
           f"{f' (K={args.recheck})' if args.recheck else ' (not requested)'}; "
           f"re-run of the tests: {'done' if args.rerun else 'not requested (--rerun)'}; "
-          f"rebuild of the artifacts: {'done' if args.rebuild else 'not requested (--rebuild)'}")
+          f"rebuild of the artifacts: {'done' if args.rebuild else 'not requested (--rebuild)'}"
+          f"{f' (build time judged on it: ' + (', '.join(checks['build_clock']) or 'none') + ')' if args.rebuild else ''}")
     return exit_code(decisions)
 
 

@@ -280,6 +280,8 @@ def test_rebuild_problems_refuse_every_counted_pass_of_the_model(tmp_path, capsy
     assert [e["id"] for e in seen["model2"]] == ["AC-R2-001", "AC-R2-002"] and seen["profile"] == "default"
     # through the CLI: this project's evidence names no stored artifact set, which --rebuild refuses
     assert project.gate("--rebuild") == EXIT_HOLD
-    assert "--rebuild: rebuild of model2/default failed" in capsys.readouterr().out  # this toy project builds nothing
+    out = capsys.readouterr().out
+    assert "--rebuild: rebuild of model2/default failed" in out  # this toy project builds nothing
+    assert "rebuild of the artifacts: done (build time judged on it: AC-SHIP2-004)" in out  # what it judges, said
     assert project.gate("--rebuild", "--from-bundle", str(tmp_path)) == 2
     assert "--rebuild compares the store in the checkout" in capsys.readouterr().err
