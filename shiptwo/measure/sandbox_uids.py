@@ -8,23 +8,27 @@ scorer), while its `kill(-1, SIGKILL)` still reaches every process of the run's 
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import itertools
 import logging
 import os
 import subprocess
+import tempfile
 import threading
 import time
 
 log = logging.getLogger(__name__)
 
-# Sandbox uids: a block per test process so parallel sandboxes (and parallel pytest workers)
-# never share a uid, and "kill everything this uid runs" is exact.
+# Sandbox uids: a block per process so parallel sandboxes (and parallel pytest workers) never share
+# a uid, and "kill everything this uid runs" is exact. Each process claims its block with a lock file.
 UID_BASE = 200_000
 UID_BLOCK = 64
+UID_BLOCKS = 100_000
 # A run uid's reaper uid is the uid plus this: above every run uid, one per run uid, so no process
 # runs as it and two sweeps going at once cannot signal each other.
-REAPER_OFFSET = 100_000 * UID_BLOCK
+REAPER_OFFSET = UID_BLOCKS * UID_BLOCK
+BLOCK_LOCKS = "shiptwo-uid-blocks"  # under the host's temporary directory (a run's /tmp is its own)
 SWEEP_TRIES = 10
 HELPER_TIMEOUT_S = 10
 
@@ -50,12 +54,39 @@ REACHABLE = 3  # the helper's exit status when it ran as the run's uid, reachabl
 
 _uid_lock = threading.Lock()
 _uid_counter = itertools.count()
+_claimed: dict[int, tuple[int, object]] = {}  # pid -> (block, its open lock file): a forked child claims anew
+
+
+def claim_block(start: int) -> tuple[int, object]:
+    """(the first uid block from `start` that no live process holds, its lock file, held open: the
+    lock goes with the process). The block was pid % UID_BLOCKS alone: two scorers whose pids agree
+    modulo it (any host whose pid_max is above it, 4,194,304 on many) shared uids, and each one's
+    sweep killed the other's runs."""
+    folder = os.path.join(tempfile.gettempdir(), BLOCK_LOCKS)
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    for i in range(UID_BLOCKS):
+        block = (start + i) % UID_BLOCKS
+        fh = open(os.path.join(folder, str(block)), "a")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.close()
+            continue
+        if block != start % UID_BLOCKS:
+            log.info("sandbox: uid block %d is held by another process; this one takes block %d", start % UID_BLOCKS, block)
+        return block, fh
+    raise RuntimeError(f"sandbox: every one of the {UID_BLOCKS} uid blocks is held ({folder})")
 
 
 def next_uid() -> int:
     with _uid_lock:
+        pid = os.getpid()
+        if pid not in _claimed:
+            _claimed.clear()  # a forked child's inherited claim is its parent's, not its own
+            _claimed[pid] = claim_block(pid)
+        block = _claimed[pid][0]
         slot = next(_uid_counter) % UID_BLOCK
-    return UID_BASE + (os.getpid() % 100_000) * UID_BLOCK + slot
+    return UID_BASE + block * UID_BLOCK + slot
 
 
 def pids_of_uid(uid: int) -> list[int]:

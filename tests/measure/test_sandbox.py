@@ -186,3 +186,19 @@ def test_shipped_modules_run_without_the_repository():
     res = _run(program)
     assert _ok(res), res.stderr_tail
     assert res.stdout == plain_data.dumps((1, {2}, b"3", float("nan"))).encode()
+
+
+def test_processes_whose_pids_agree_modulo_the_uid_blocks_get_distinct_uids():
+    """Two scorers whose pids agree modulo the 100,000 uid blocks (any host whose pid_max is above it)
+    took one block, so each one's sweep killed the other's runs: each process now claims a block
+    no live process holds."""
+    import subprocess
+
+    from shiptwo.measure.sandbox_uids import UID_BASE, UID_BLOCK, next_uid
+
+    mine = (next_uid() - UID_BASE) // UID_BLOCK
+    code = ("import os; from shiptwo.measure import sandbox_uids as u; "
+            f"os.getpid = lambda: {os.getpid()} + 100_000; print(u.next_uid())")
+    theirs = (int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+              - UID_BASE) // UID_BLOCK
+    assert mine != theirs
