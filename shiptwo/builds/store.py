@@ -82,6 +82,18 @@ class Artifacts:
     loss_curve: Path | None = None
 
 
+class RoleFiles(dict):
+    """role -> path of a stored set; a role the set lacks is one line naming its manifest (a manifest
+    edited to drop a role still verifies while the file stays listed: a bare KeyError was all it said)."""
+
+    def __init__(self, files: dict[str, Path], manifest: Path):
+        super().__init__(files)
+        self.manifest = manifest
+
+    def __missing__(self, role: str):
+        raise ShiptwoError(f"{self.manifest}: the artifact set records no {role} role (roles: {', '.join(sorted(self)) or 'none'})")
+
+
 @dataclass
 class Fingerprint:
     """What a builder's key is made of, plus whatever it loaded to compute it (passed on to run)."""
@@ -323,7 +335,7 @@ def misfiled(root: Path, model_name: str, profile: str, key: str, digest: str) -
 
 def _load(root: Path, model_name: str, profile: str, key: str, reused: bool) -> Artifacts:
     manifest = json.loads((root / ARTIFACT_MANIFEST).read_text(encoding="utf-8"))
-    files = {role: root / rel for role, rel in manifest["roles"].items()}
+    files = RoleFiles({role: root / rel for role, rel in manifest["roles"].items()}, root / ARTIFACT_MANIFEST)
     known = {f.name for f in dataclasses.fields(Artifacts)}
     return Artifacts(
         model=model_name, profile=profile, key=key, root=root, manifest=root / ARTIFACT_MANIFEST,

@@ -148,9 +148,7 @@ def build_wall_seconds(artifacts, whole: bool = True) -> float | None:
             return None
         raise ShiptwoError(f"{artifacts.manifest}: the build resumed an interrupted one, so build_seconds ({seconds:.0f} s) "
                            "times only its last leg, not the whole build (rebuild it uninterrupted to measure)")
-    state = artifacts.files.get("train_state")
-    if state is None:
-        raise ShiptwoError(f"{artifacts.manifest}: no train_state role (the training state whose clock build_seconds is held to)")
+    state = artifacts.files["train_state"]  # a set without one: a ShiptwoError naming its manifest (store.RoleFiles)
     try:
         trained = float(json.loads(safetensors_metadata(state)[TRAIN_STATE_META])["elapsed"])
     except (KeyError, TypeError, ValueError):

@@ -133,3 +133,14 @@ def test_prune_removes_a_link_in_a_sets_place_not_what_it_points_to(store_root, 
     link.symlink_to(tmp_path / "elsewhere")
     assert store.prune({("toy", "smoke"): kept.key}) == [link]
     assert not link.is_symlink() and (tmp_path / "elsewhere" / "precious.txt").read_text() == "x" and verify(kept.root) is None
+
+
+def test_a_role_dropped_from_the_manifest_is_one_line_naming_it_where_a_consumer_asks_for_it(store_root, counting_builder):
+    """The role dropped, its file still listed: the set verifies and is reused, and a consumer's
+    `files[role]` raised a bare KeyError (an acceptance ERROR reading "KeyError: 'train_state'")."""
+    a = build("toy", "smoke")
+    edit_manifest(a.root, drop(roles=("extra",)))
+    again = build("toy", "smoke")
+    assert again.reused and "extra" not in again.files
+    with pytest.raises(ShiptwoError, match=r"manifest\.json: the artifact set records no extra role \(roles: tokenizer\)"):
+        again.files["extra"]

@@ -319,15 +319,6 @@ def test_build_wall_seconds_under_the_trainers_own_clock_is_refused(tmp_path):
         build_wall_seconds(_stored_build(tmp_path, 260.0, elapsed=None))
 
 
-def test_build_wall_seconds_without_a_training_state_role_is_one_line_naming_the_manifest(tmp_path):
-    """A manifest whose roles lack train_state (verify() accepts one that lists the file but drops its
-    role) raised a bare KeyError out of AC-SHIP2-004/017: an ERROR reading "KeyError: 'train_state'"."""
-    stored = _stored_build(tmp_path, 260.0, elapsed=250.0)
-    stored.files = {}
-    with pytest.raises(ShiptwoError, match=r"manifest\.json: no train_state role"):
-        build_wall_seconds(stored)
-
-
 def test_build_wall_seconds_refuses_the_last_leg_of_a_resumed_build(tmp_path):
     """A resumed build's store clock timed only its last leg (store.build): judged as the whole
     build it would pass AC-SHIP2-004 however long the interrupted legs took."""
