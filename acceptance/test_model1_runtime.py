@@ -52,7 +52,7 @@ def test_humaneval_reproduces_upstream(criterion, model1_artifacts, model1_quant
     chat format) and scored in shiptwo's sandbox, against the committed upstream reference: one-sided
     exact McNemar on the per-problem outcomes, and the canonical solutions' log-likelihoods of every
     shipped file (F32 in our runtime, each quantized GGUF in llama.cpp) equivalent within the margin."""
-    from shiptwo.checks.reproduction import read_upstream_reference, reproduction_verdict
+    from shiptwo.checks.reproduction import read_upstream_reference, reference_base_tie, reproduction_verdict
     from shiptwo.checks.samples import humaneval_samples, write_samples
     from shiptwo.fileio import atomic_write_json
     from shiptwo.formats.hf import read_hf
@@ -67,6 +67,7 @@ def test_humaneval_reproduces_upstream(criterion, model1_artifacts, model1_quant
     if recipe.humaneval_reference is None:
         raise ShiptwoError(f"{where}.reference: no upstream reference for this profile")
     ref = read_upstream_reference(recipe.humaneval_reference)  # committed; recorded by an independent pipeline
+    tie = reference_base_tie(ref, recipe.humaneval_reference, recipe.base, recipe.sft is not None, f"{recipe.path}: profiles.{recipe.profile}.base")
     fmt = ChatPromptFormat.from_dict(recipe.humaneval_prompt, f"{where}.prompt")
     if ref["prompt_format"] != fmt.to_dict():
         raise ShiptwoError(f"{recipe.humaneval_reference}: recorded with another prompt format than {where}.prompt")
@@ -96,7 +97,7 @@ def test_humaneval_reproduces_upstream(criterion, model1_artifacts, model1_quant
                                                             "n": len(verdict["loglik"])}}, evidence={  # n: files scored
         "summary": summary, "reference_pass@1": verdict["reference"], "candidate_pass@1": verdict["candidate"],
         "lost": verdict["lost"], "gained": verdict["gained"], "loglik": verdict["loglik"],
-        "reference": recipe.humaneval_reference, "prompt_format": fmt.to_dict(), "details": details,
+        "reference": recipe.humaneval_reference, "reference_to_base": tie, "prompt_format": fmt.to_dict(), "details": details,
         "answer_tokens": sum(len(o.token_ids) for o in outs), "sandbox_isolation": res.isolation})
 
 

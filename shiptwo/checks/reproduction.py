@@ -85,3 +85,24 @@ def reproduction_verdict(ref: dict, candidate_outcomes: dict[str, bool], logliks
     equivalence = {name: loglik_equivalence(ref_loglik, values, margin) for name, values in logliks.items()}
     return {**outcomes, "loglik": equivalence,
             "loglik_equivalence_violations": sum(not e["equivalent"] for e in equivalence.values())}
+
+
+def reference_base_tie(ref: dict, ref_path: str | Path, base, tuned: bool, where: str) -> str:
+    """How the committed reference is tied to the base the recipe ships (a sentence for the evidence),
+    or a ShiptwoError when it names another model file: a reference recorded on another model held
+    the release to that model's figures. `base` a recipes.PackagedBase (its pinned SHA-256) or a path
+    (a file is hashed); a tuned base, or a directory, has no one file to tie to, which is said."""
+    from shiptwo.fileio import sha256_file
+
+    recorded = ref["upstream"].get("sha256") if isinstance(ref["upstream"], dict) else None
+    if tuned:
+        return "not tied: the recipe instruction-tunes the base, so the reference is of the tuned model"
+    declared = getattr(base, "sha256", None)
+    if declared is None and isinstance(base, (str, Path)) and Path(base).is_file():
+        declared = sha256_file(base)
+    if declared is None:
+        return f"not tied: the base {base} is no single file to hash"
+    if recorded != declared:
+        raise ShiptwoError(f"{ref_path}: upstream.sha256 {recorded} is not the SHA-256 of the base ({where}: {declared}): "
+                           "a reference recorded on another model")
+    return f"tied: upstream.sha256 is the base's ({declared})"

@@ -101,3 +101,25 @@ def test_equivalence_needs_the_interval_inside_the_margin():
     far = {t: v - 0.1 for t, v in ref.items()}
     assert loglik_equivalence(ref, near, MARGIN)["equivalent"]
     assert not loglik_equivalence(ref, far, MARGIN)["equivalent"]
+
+
+def test_the_committed_reference_is_tied_to_the_base_the_recipe_ships_and_another_models_is_refused(tmp_path):
+    """AC-SHIP1-005 never compared the reference's upstream.sha256 with the recipe's base: a
+    reference recorded on another model held the release to that model's figures."""
+    from shiptwo.checks.reproduction import read_upstream_reference, reference_base_tie
+    from shiptwo.errors import ShiptwoError
+    from shiptwo.training.recipes import load_model1_recipe
+
+    recipe = load_model1_recipe("default")
+    ref = read_upstream_reference(recipe.humaneval_reference)
+    assert reference_base_tie(ref, recipe.humaneval_reference, recipe.base, False, "base") == \
+        f"tied: upstream.sha256 is the base's ({recipe.base.sha256})"
+    other = {**ref, "upstream": {**ref["upstream"], "sha256": "0" * 64}}
+    with pytest.raises(ShiptwoError, match=r"upstream\.sha256 0{64} is not the SHA-256 of the base \(base: [0-9a-f]{64}\): a reference recorded on another model"):
+        reference_base_tie(other, "ref.json", recipe.base, False, "base")
+    weights = tmp_path / "base.gguf"
+    weights.write_bytes(b"other weights")
+    with pytest.raises(ShiptwoError, match="a reference recorded on another model"):
+        reference_base_tie(ref, "ref.json", weights, False, "base")  # a file base is hashed
+    assert reference_base_tie(other, "ref.json", recipe.base, True, "base").startswith("not tied: the recipe instruction-tunes")
+    assert reference_base_tie(ref, "ref.json", tmp_path, False, "base").startswith("not tied: the base")
