@@ -216,29 +216,39 @@ def test_validity(criterion):
 """
 
 
+def failing_entry(tmp_path, spec: str, test: str, cid: str):
+    """(the project, its results document, criterion `cid`'s entry) after an acceptance run in which it FAILs."""
+    project = Project(tmp_path)
+    project.spec_path.write_text(spec)
+    (tmp_path / "acceptance" / "test_r.py").write_text(test)
+    project.run_acceptance()
+    doc = json.loads(project.results.read_text())
+    assert doc["criteria"][cid]["outcome"] == "FAIL"
+    return project, doc, doc["criteria"][cid]
+
+
+def recheck_passes_rerun_refuses(project, capsys, says: str) -> None:
+    """A forged, self-consistent record passes --recheck alone (the documented hole) and --rerun refuses it, saying `says`."""
+    assert project.gate("--recheck", "3") == EXIT_RELEASE
+    capsys.readouterr()
+    assert project.gate("--recheck", "3", "--rerun") == EXIT_HOLD
+    assert says in capsys.readouterr().out
+
+
 def test_sampled_criterion_without_a_rechecker_is_rerun(tmp_path, capsys):
     """A criterion with a samples rule but no `recheck` kind has nothing to re-execute its samples:
     a per-sample file forged consistently (outcomes flipped, its SHA-256, the figure and leg edited)
     re-derives. --rerun re-runs it, instead of leaving it to a --recheck that cannot reach it."""
     from shiptwo.fileio import sha256_file
 
-    project = Project(tmp_path)
-    project.spec_path.write_text(SAMPLED_SPEC)
-    (tmp_path / "acceptance" / "test_r.py").write_text(SAMPLED_TEST)
-    project.run_acceptance()
-    doc = json.loads(project.results.read_text())
-    entry = doc["criteria"]["AC-R2-003"]
-    assert entry["outcome"] == "FAIL"
+    project, doc, entry = failing_entry(tmp_path, SAMPLED_SPEC, SAMPLED_TEST, "AC-R2-003")
     samples = Path(entry["samples"]["path"])
     samples.write_text(samples.read_text().replace('"fail"', '"pass"'))
     entry["samples"].update(sha256=sha256_file(samples), value=100.0)
     entry.update(outcome="PASS", measured=100.0)
     entry["legs"][0].update(measured=100.0, judged=100.0, met=True)
     project.results.write_text(json.dumps(doc))
-    assert project.gate("--recheck", "3") == EXIT_RELEASE  # the documented hole: a self-consistent record
-    capsys.readouterr()
-    assert project.gate("--recheck", "3", "--rerun") == EXIT_HOLD
-    assert "AC-R2-003 REFUSED: re-run gives FAIL (fresh measured 25, recorded 100)" in capsys.readouterr().out
+    recheck_passes_rerun_refuses(project, capsys, "AC-R2-003 REFUSED: re-run gives FAIL (fresh measured 25, recorded 100)")
 
 
 def test_rerun_refuses_git_ignored_code_in_acceptance(tmp_path, capsys):
@@ -433,20 +443,11 @@ def test_a_rechecked_criterion_with_a_leg_its_samples_do_not_give_is_rerun(tmp_p
     from shiptwo.harness import verifiers
 
     monkeypatch.setitem(verifiers._RECHECK, "samples-as-recorded", lambda request: [])  # the samples are honest
-    project = Project(tmp_path)
-    project.spec_path.write_text(RECHECKED_SPEC)
-    (tmp_path / "acceptance" / "test_r.py").write_text(RECHECKED_TEST)
-    project.run_acceptance()
-    doc = json.loads(project.results.read_text())
-    entry = doc["criteria"]["AC-R2-004"]
-    assert entry["outcome"] == "FAIL"
+    project, doc, entry = failing_entry(tmp_path, RECHECKED_SPEC, RECHECKED_TEST, "AC-R2-004")
     entry["outcome"] = "PASS"
     entry["legs"][1].update(measured=5.0, judged=5.0, met=True)
     project.results.write_text(json.dumps(doc))
-    assert project.gate("--recheck", "3") == EXIT_RELEASE  # the documented hole: a self-consistent record
-    capsys.readouterr()
-    assert project.gate("--recheck", "3", "--rerun") == EXIT_HOLD
-    assert "AC-R2-004 REFUSED: re-run gives FAIL" in capsys.readouterr().out
+    recheck_passes_rerun_refuses(project, capsys, "AC-R2-004 REFUSED: re-run gives FAIL")
 
 
 def test_rerun_loads_no_plugin_from_a_distribution_planted_in_the_checkout(tmp_path, capsys):
