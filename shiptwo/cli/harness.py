@@ -184,7 +184,7 @@ def _cmd_gate(args) -> int:
           f"{f' (K={args.recheck})' if args.recheck else ' (not requested)'}; "
           f"re-run of the tests: {'done' if args.rerun else 'not requested (--rerun)'}; "
           f"rebuild of the artifacts: {'done' if args.rebuild else 'not requested (--rebuild)'}"
-          f"{f' (build time judged on it: ' + (', '.join(checks['build_clock']) or 'none') + ')' if args.rebuild else ''}")
+          f"{' (build time judged on it: ' + (', '.join(checks['build_clock']) or 'none') + ')' if args.rebuild else ''}")
     return exit_code(decisions)
 
 
