@@ -60,11 +60,16 @@ def uncommitted(root: str | Path, paths: list[str | Path]) -> list[str]:
     return [line for line in (changed + "\n" + untracked).splitlines() if line.strip()]
 
 
+def ignored_files(root: str | Path, *args: str) -> list[str]:
+    """`git ls-files --others --ignored --exclude-standard ARGS` in the checkout `root` (the standard
+    excludes include .git/info/exclude, which anyone who can write the tree can extend); [] where git fails."""
+    return (_git(Path(root), "ls-files", "--others", "--ignored", "--exclude-standard", *args) or "").splitlines()
+
+
 def ignored_python(root: str | Path, paths: list[str]) -> list[str]:
     """The git-ignored `.py` files under `paths` (relative to the checkout `root`): code that no
     status shows (a conftest.py or test under acceptance/build/) yet pytest and Python would run."""
-    listed = _git(Path(root), "ls-files", "--others", "--ignored", "--exclude-standard", "--", *paths) or ""
-    return [line for line in listed.splitlines() if line.endswith(".py")]
+    return [line for line in ignored_files(root, "--", *paths) if line.endswith(".py")]
 
 
 def package_version(name: str) -> str:

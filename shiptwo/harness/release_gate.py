@@ -21,13 +21,12 @@ else 1. Several models: the worst code wins (1 over 3 over 0).
 
 from __future__ import annotations
 
-import subprocess
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from shiptwo.checkout import UNKNOWN_COMMIT, ignored_python, uncommitted
+from shiptwo.checkout import UNKNOWN_COMMIT, ignored_files, ignored_python, uncommitted
 from shiptwo.errors import ShiptwoError
 from shiptwo.harness.bindings import key_of_nodeid
 from shiptwo.harness.compare import blocking_regressions, change_text, compare
@@ -261,7 +260,7 @@ def refuse_uncommitted_spec(root: Path, spec: Spec, checkout: dict) -> None:
     if changed:
         raise ShiptwoError(f"gate: {changed[0]}: uncommitted change to the spec or a recipe it names "
                            f"(the gate judges only the spec committed at HEAD; commit it or revert it)")
-    hidden = _ignored(spec_file.parent, "--", str(spec_file), *map(str, recipes))  # no status shows these
+    hidden = ignored_files(spec_file.parent, "--", str(spec_file), *map(str, recipes))  # no status shows these
     if hidden:
         raise ShiptwoError(f"gate: {(spec_file.parent / hidden[0]).resolve()}: git-ignored, so not part of the spec committed "
                            f"at HEAD (the spec and the recipes it names must be the checkout's committed files)")
@@ -285,14 +284,6 @@ def refuse_uncommitted_code(root: Path, checkout: dict, option: str) -> None:
                            f"pytest or Python would load (remove it: the gate re-measures and rebuilds only what HEAD holds)")
 
 
-def _ignored(root: Path, *args: str) -> list[str]:
-    """`git ls-files --others --ignored --exclude-standard ARGS` in `root` (the standard excludes include
-    .git/info/exclude, which anyone who can write the tree can extend)."""
-    out = subprocess.run(["git", "ls-files", "--others", "--ignored", "--exclude-standard", *args], cwd=root,
-                         capture_output=True, text=True, timeout=60, check=False)
-    return out.stdout.splitlines() if out.returncode == 0 else []
-
-
 def ignored_loadable(root: str | Path) -> list[str]:
     """Git-ignored files other than `.py` sources that the re-run's Python or pytest would load: a module
     on its import path (the project root, which `python -m` puts first, and acceptance/, which pytest
@@ -300,9 +291,9 @@ def ignored_loadable(root: str | Path) -> list[str]:
     root, bytecode or an extension beside the sources, or a pytest configuration file (`addopts = -p ...`).
     Bytecode in `__pycache__` is left alone: the re-run compiles afresh (PYTHONPYCACHEPREFIX)."""
     root = Path(root)
-    found = [f for f in _ignored(root, "--", ACCEPTANCE_DIR, "shiptwo")
+    found = [f for f in ignored_files(root, "--", ACCEPTANCE_DIR, "shiptwo")
              if "__pycache__" not in Path(f).parts and (f.endswith(MODULE_SUFFIXES) or Path(f).name in PYTEST_CONFIG)]
-    for entry in _ignored(root, "--directory"):  # the root's own entries; an ignored directory as `name/`
+    for entry in ignored_files(root, "--directory"):  # the root's own entries; an ignored directory as `name/`
         name = entry.rstrip("/")
         if "/" in name:
             continue
