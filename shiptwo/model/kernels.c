@@ -94,11 +94,19 @@ static inline float dot(const float *a, const float *b, int64_t n) {
     return s;
 }
 
+/* Rows of w ahead of the block being computed that its loop prefetches (into L2: a hint, which
+ * never faults past the matrix's end). Issued one line per row per 16 k, spread over the whole
+ * block's work, so the memory system stays busy while a batch computes from cache: prefetching
+ * the next block in a burst left the reads idle for most of a 16-sequence block (measured on a
+ * Zen 4 core: 33 -> 50 GFLOP/s at 16 sequences, 22 -> 27 GB/s at one). */
+#define PREFETCH_ROWS 16
+
 /* out[m][j] (+)= x[m] . w[j] for NB rows of w (nb of them real) and MB rows of x: each W vector
- * is loaded once for every x row, which makes a batch cost little more than one sequence. */
+ * is loaded once for every x row, which makes a batch cost little more than one sequence. The
+ * npf rows of w at pf are prefetched on the way. */
 static inline __attribute__((always_inline)) void dot_block(
     const float *x, int64_t ldx, const int MB, const float *w, int64_t K, const int NB, int nb, float *out, int64_t ldo,
-    int accumulate) {
+    int accumulate, const float *pf, int npf) {
     v16 acc[4][8];
     const float *wr[8];
     for (int j = 0; j < NB; j++) wr[j] = w + (j < nb ? j : 0) * K;
@@ -108,7 +116,7 @@ static inline __attribute__((always_inline)) void dot_block(
     for (; k + 16 <= K; k += 16) {
         v16 wv[8];
         for (int j = 0; j < NB; j++) wv[j] = load16(wr[j] + k);
-        for (int j = 0; j < NB; j++) __builtin_prefetch(wr[j] + NB * K + k); /* the next block's rows, early */
+        for (int j = 0; j < npf; j++) __builtin_prefetch(pf + j * K + k, 0, 1);
         for (int m = 0; m < MB; m++) {
             v16 xv = load16(x + m * ldx + k);
             for (int j = 0; j < NB; j++) acc[m][j] += wv[j] * xv;
@@ -134,20 +142,25 @@ static void linear(const Part *p, const float *x, int64_t K, const float *w, int
     if (M == 1) {
         share(p, N, 8, &lo, &hi);
         for (int64_t r = lo; r < hi; r += 8)
-            dot_block(x, K, 1, w + r * K, K, 8, hi - r < 8 ? (int)(hi - r) : 8, out + r, ldo, accumulate);
+            dot_block(x, K, 1, w + r * K, K, 8, hi - r < 8 ? (int)(hi - r) : 8, out + r, ldo, accumulate,
+                      w + (r + PREFETCH_ROWS) * K, 8);
         return;
     }
     share(p, N, 4, &lo, &hi);
+    const int64_t per = (4 + (M + 3) / 4 - 1) / ((M + 3) / 4); /* rows each group of 4 sequences prefetches */
     for (int64_t r = lo; r < hi; r += 4) {
         int nb = hi - r < 4 ? (int)(hi - r) : 4;
         for (int64_t m = 0; m < M; m += 4) {
             const float *xm = x + m * K, *wr = w + r * K;
+            int64_t first = m / 4 * per;
+            const float *pf = w + (r + PREFETCH_ROWS + first) * K;
+            int npf = first >= 4 ? 0 : (int)(first + per > 4 ? 4 - first : per);
             float *o = out + m * ldo + r;
             switch (M - m < 4 ? M - m : 4) {
-                case 1: dot_block(xm, K, 1, wr, K, 4, nb, o, ldo, accumulate); break;
-                case 2: dot_block(xm, K, 2, wr, K, 4, nb, o, ldo, accumulate); break;
-                case 3: dot_block(xm, K, 3, wr, K, 4, nb, o, ldo, accumulate); break;
-                default: dot_block(xm, K, 4, wr, K, 4, nb, o, ldo, accumulate); break;
+                case 1: dot_block(xm, K, 1, wr, K, 4, nb, o, ldo, accumulate, pf, npf); break;
+                case 2: dot_block(xm, K, 2, wr, K, 4, nb, o, ldo, accumulate, pf, npf); break;
+                case 3: dot_block(xm, K, 3, wr, K, 4, nb, o, ldo, accumulate, pf, npf); break;
+                default: dot_block(xm, K, 4, wr, K, 4, nb, o, ldo, accumulate, pf, npf); break;
             }
         }
     }
