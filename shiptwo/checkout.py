@@ -60,6 +60,18 @@ def uncommitted(root: str | Path, paths: list[str | Path]) -> list[str]:
     return [line for line in (changed + "\n" + untracked).splitlines() if line.strip()]
 
 
+def untracked(root: str | Path, files: list[str | Path]) -> list[str]:
+    """The `files` (absolute, inside the checkout `root`) that the checkout's git does not track: not
+    committed, git-ignored, or inside a repository of their own nested in the checkout (which neither
+    status nor the ignore rules list file by file); [] where git fails."""
+    root = Path(root).resolve()
+    rel = [str(Path(f).resolve().relative_to(root)) for f in files]
+    listed = _git(root, "ls-files", "--", *rel)  # relative to root, as rel is
+    if listed is None:
+        return []
+    return [r for r in rel if r not in set(listed.splitlines())]
+
+
 def ignored_files(root: str | Path, *args: str) -> list[str]:
     """`git ls-files --others --ignored --exclude-standard ARGS` in the checkout `root` (the standard
     excludes include .git/info/exclude, which anyone who can write the tree can extend); [] where git fails."""

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from shiptwo.checkout import UNKNOWN_COMMIT, ignored_files, ignored_python, uncommitted
+from shiptwo.checkout import UNKNOWN_COMMIT, ignored_files, ignored_python, uncommitted, untracked
 from shiptwo.errors import ShiptwoError
 from shiptwo.harness.bindings import key_of_nodeid
 from shiptwo.harness.compare import blocking_regressions, change_text, compare
@@ -264,6 +264,10 @@ def refuse_uncommitted_spec(root: Path, spec: Spec, checkout: dict) -> None:
     if hidden:
         raise ShiptwoError(f"gate: {(spec_file.parent / hidden[0]).resolve()}: git-ignored, so not part of the spec committed "
                            f"at HEAD (the spec and the recipes it names must be the checkout's committed files)")
+    foreign = untracked(root, [spec_file, *recipes])  # a nested repository's files: neither of the above
+    if foreign:
+        raise ShiptwoError(f"gate: {(root / foreign[0]).resolve()}: not a file the checkout tracks, so not part of the spec committed at HEAD "
+                           f"(the spec and the recipes it names must be the checkout's committed files)")
 
 
 def refuse_uncommitted_code(root: Path, checkout: dict, option: str) -> None:

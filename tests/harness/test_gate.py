@@ -575,6 +575,33 @@ def test_a_git_ignored_spec_in_a_checkout_is_refused(project, capsys):
     assert "reports/copy/spec/ship-two.yaml: git-ignored, so not part of the spec committed at HEAD" in err, err
 
 
+def test_a_spec_in_a_nested_repository_is_refused(project, capsys):
+    """A loosened copy of the spec committed in a git repository of its own inside the checkout is neither
+    an uncommitted change nor git-ignored to the checkout's git (a nested repository shows as one untracked
+    directory at most, and not at all once that is ignored): the gate judged it against the outer checkout's
+    commit, as if committed there. The spec must be a file the checkout tracks."""
+    import shutil
+    import subprocess
+
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    subprocess.run([*git, "init", "-q"], cwd=project.root, check=True)
+    subprocess.run([*git, "add", "."], cwd=project.root, check=True)
+    subprocess.run([*git, "commit", "-qm", "spec"], cwd=project.root, check=True)
+    project.record()
+    copy = project.root / "vendor" / "copy"
+    shutil.copytree(project.root / "spec", copy / "spec")
+    shutil.copytree(project.root / "acceptance", copy / "acceptance")
+    spec = copy / "spec" / "ship-two.yaml"
+    spec.write_text(SPEC.replace("threshold: {smoke: 0, default: 30, full: 30}", "threshold: {smoke: 0, default: 3, full: 3}"))
+    for cmd in (["init", "-q"], ["add", "."], ["commit", "-qm", "loosened"]):  # the repository is the spec directory
+        subprocess.run([*git, *cmd], cwd=copy / "spec", check=True)
+    (project.root / ".git" / "info" / "exclude").write_text("vendor/copy/spec/\n")  # ignored, but git lists no file in it
+    code = main(["gate", "--spec", str(spec), "--results", str(project.results), "--model", "model2"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "vendor/copy/spec/ship-two.yaml: not a file the checkout tracks" in err, err
+
+
 def test_outside_a_git_checkout_the_gate_says_what_it_could_not_check(project, capsys):
     """Without a commit (no .git, or git failing: a moved .git, a container's 'dubious ownership'), results
     from any commit and an edited spec were judged with no word that nothing tied them to the code."""
