@@ -13,10 +13,12 @@ import functools
 import itertools
 import logging
 import os
+import stat
 import subprocess
-import tempfile
 import threading
 import time
+
+from shiptwo.errors import ShiptwoError
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +30,9 @@ UID_BLOCKS = 100_000
 # A run uid's reaper uid is the uid plus this: above every run uid, one per run uid, so no process
 # runs as it and two sweeps going at once cannot signal each other.
 REAPER_OFFSET = UID_BLOCKS * UID_BLOCK
-BLOCK_LOCKS = "shiptwo-uid-blocks"  # under the host's temporary directory (a run's /tmp is its own)
+# One fixed folder for the whole host: under the temporary directory, two scorers with different
+# TMPDIR values each saw only their own claims and took the same block.
+BLOCK_LOCKS = "/run/lock/shiptwo-uid-blocks"
 SWEEP_TRIES = 10
 HELPER_TIMEOUT_S = 10
 
@@ -57,13 +61,12 @@ _uid_counter = itertools.count()
 _claimed: dict[int, tuple[int, object]] = {}  # pid -> (block, its open lock file): a forked child claims anew
 
 
-def claim_block(start: int) -> tuple[int, object]:
+def claim_block(start: int, folder: str = BLOCK_LOCKS) -> tuple[int, object]:
     """(the first uid block from `start` that no live process holds, its lock file, held open: the
     lock goes with the process). The block was pid % UID_BLOCKS alone: two scorers whose pids agree
     modulo it (any host whose pid_max is above it, 4,194,304 on many) shared uids, and each one's
     sweep killed the other's runs."""
-    folder = os.path.join(tempfile.gettempdir(), BLOCK_LOCKS)
-    os.makedirs(folder, mode=0o700, exist_ok=True)
+    _lock_folder(folder)
     for i in range(UID_BLOCKS):
         block = (start + i) % UID_BLOCKS
         fh = open(os.path.join(folder, str(block)), "a")
@@ -76,6 +79,20 @@ def claim_block(start: int) -> tuple[int, object]:
             log.info("sandbox: uid block %d is held by another process; this one takes block %d", start % UID_BLOCKS, block)
         return block, fh
     raise RuntimeError(f"sandbox: every one of the {UID_BLOCKS} uid blocks is held ({folder})")
+
+
+def _lock_folder(folder: str) -> None:
+    """Create the lock folder if need be, and refuse (one line) one this process cannot use or does not
+    own: a folder elsewhere would hold claims other scorers never see, and one another user made
+    (the parent is world-writable) could be a link to anywhere or hold every lock."""
+    try:
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        st = os.lstat(folder)
+    except OSError as exc:
+        raise ShiptwoError(f"{folder}: cannot create the sandbox's uid-block lock folder ({exc.strerror or exc})") from None
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+        raise ShiptwoError(f"{folder}: the sandbox's uid-block lock folder is not a directory this user "
+                           f"(uid {os.geteuid()}) owns; remove it")
 
 
 def next_uid() -> int:

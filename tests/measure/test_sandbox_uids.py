@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
 
 from shiptwo.measure.sandbox import SandboxConfig, run_isolated
-from shiptwo.measure.sandbox_uids import pids_of_uid
+from shiptwo.errors import ShiptwoError
+from shiptwo.measure.sandbox_uids import claim_block, pids_of_uid
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="a uid of its own a run needs root")
 
@@ -97,3 +100,28 @@ def test_a_process_whose_main_thread_exited_is_still_killed(use_cgroup):
     _kill_all(left)
     assert res.stdout == b"done" and left == [], f"threads of uid {res.uid} outlived the run"
     assert pids_of_uid(res.uid) == []
+
+
+def test_scorers_with_different_tmpdirs_take_different_uid_blocks(tmp_path, monkeypatch):
+    """The lock files lived under the temporary directory: a scorer with another TMPDIR saw none of
+    this one's claims and took the same block (its runs could then signal and inspect these)."""
+    start = os.getpid() + 12_345
+    for name in ("mine", "theirs"):
+        (tmp_path / name).mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "mine"))
+    monkeypatch.setattr("tempfile.tempdir", None)
+    mine, held = claim_block(start)
+    code = f"from shiptwo.measure.sandbox_uids import claim_block; print(claim_block({start})[0])"
+    theirs = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                                env={**os.environ, "TMPDIR": str(tmp_path / "theirs")}).stdout)
+    held.close()
+    assert mine != theirs
+
+
+def test_a_lock_folder_that_is_a_link_is_refused(tmp_path):
+    """Its parent is world-writable: a folder someone else put there (a link to anywhere) is never used."""
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "locks").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(ShiptwoError, match="not a directory this user"):
+        claim_block(0, str(tmp_path / "locks"))
+    assert list((tmp_path / "elsewhere").iterdir()) == []
