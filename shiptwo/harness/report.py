@@ -18,11 +18,14 @@ from shiptwo import stats
 from shiptwo.errors import ShiptwoError
 from shiptwo.fileio import atomic_write_text
 from shiptwo.harness import charts, markdown_text
+from shiptwo.harness.baseline_terms import as_recorded, recorded_terms, terms_text, today_terms, under_today
 from shiptwo.harness.compare import compare, repeats, samples_path
 from shiptwo.harness.evidence import is_file_record, read_samples, sample_value
 from shiptwo.harness.rederive import outcome_disagreements
 from shiptwo.harness.results import Results, format_number
-from shiptwo.harness.scoring import CriterionStatus, Scorecard, opportunities, own_outcomes, resolve_statuses, score_models
+from shiptwo.harness.scoring import (
+    CriterionStatus, Scorecard, opportunities, own_outcomes, resolve_statuses, score_models,
+)
 from shiptwo.harness.spec import Criterion, Spec, scan_bindings
 
 from shiptwo.harness.results import BLOCKED, ERROR, FAIL, NO_TEST, PASS, STATUSES
@@ -129,14 +132,27 @@ def _contradiction(criterion: Criterion, entry: dict, profile: str) -> str:
     return "; ".join(problems)
 
 
-def scorecard(spec: Spec, results: Results | None, bound: set[str] | None = None, checkout: dict | None = None) -> Scorecard:
+def _terms_of(spec: Spec, cid: str, entry: dict) -> Criterion:
+    """The criterion on the terms `entry` was judged under: today's, unless it records another spec and its thresholds."""
+    criterion, terms = spec.criteria[cid], recorded_terms(spec.criteria[cid], entry)
+    if entry.get("spec_sha256") in (None, spec.sha256) or terms is None:
+        return criterion
+    return as_recorded(criterion, terms)
+
+
+def scorecard(spec: Spec, results: Results | None, bound: set[str] | None = None, checkout: dict | None = None,
+              own_terms: bool = False) -> Scorecard:
     """The report's scorecard: `score`, except that a PASS its own figures contradict (an outcome edited
     to PASS, a leg record that misses its threshold) shows as FAIL with why, and counts as one; a PASS of a
     criterion no test is bound to (`bound`, the ids the acceptance scan found) shows as NO TEST, and an
     entry recorded for another id as FAIL. The report
-    is what a pull request shows; the gate refuses such a PASS too, with the rest of its re-derivation."""
-    profile = (results.run if results else {}).get("profile", DEFAULT_PROFILE)
-    own = own_outcomes(spec, results, bound, checkout=checkout)
+    is what a pull request shows; the gate refuses such a PASS too, with the rest of its re-derivation.
+    With `own_terms` (a baseline) the results are judged on the spec their run recorded: an entry of that
+    spec is not stale, and one judged against another spec than today's is re-derived on the thresholds it
+    recorded, not on today's."""
+    run = results.run if results else {}
+    profile = run.get("profile", DEFAULT_PROFILE)
+    own = own_outcomes(spec, results, bound, checkout=checkout, spec_sha256=run.get("spec_sha256") if own_terms else None)
     for cid, (outcome, entry, stale) in own.items():
         if outcome != PASS or entry is None:
             continue
@@ -145,7 +161,7 @@ def scorecard(spec: Spec, results: Results | None, bound: set[str] | None = None
                                   "is bound to it"}, stale)
         elif entry.get("id", cid) != cid:  # another criterion's entry, copied into this one's place
             own[cid] = (FAIL, {**entry, "outcome": FAIL, "message": f"recorded PASS, but for {entry['id']}"}, stale)
-        elif why := _contradiction(spec.criteria[cid], entry, profile):
+        elif why := _contradiction(_terms_of(spec, cid, entry) if own_terms else spec.criteria[cid], entry, profile):
             own[cid] = (FAIL, {**entry, "outcome": FAIL, "message": f"recorded PASS, but {why}"}, stale)
     statuses = resolve_statuses(spec, own)
     return Scorecard(spec, statuses, score_models(spec, statuses))
@@ -245,24 +261,44 @@ def _opportunities(card: Scorecard) -> list[dict]:
 
 
 def _baseline_section(spec: Spec, card: Scorecard, old: Scorecard, results: Results, baseline: Results) -> dict:
-    """Per criterion: status and figure before and after, and the tested change; ship-% per model."""
+    """Per criterion: status and figure before (as the baseline's run judged them) and after, the tested
+    change, and the thresholds where they changed between the runs; ship-% per model, the change taken
+    against the baseline's figures under today's thresholds when any changed."""
     changes = {ch.cid: ch for ch in compare(spec, results, baseline)}
-    rows = []
+    rows, today = [], {}
     for cid, st in card.statuses.items():
         before, ch = old.statuses[cid], changes[cid]
         if before.entry is None and st.entry is None:
             continue
-        rows.append({"id": cid, "before": before.status, "after": st.status,
-                     "measured_before": _measured_text(before.entry), "measured_after": _measured_text(st.entry),
-                     "change": ch.to_json(), "change_text": _clip(ch.to_json()["text"], 2 * MAX_CELL)})
+        row = {"id": cid, "before": before.status, "after": st.status,
+               "measured_before": _measured_text(before.entry), "measured_after": _measured_text(st.entry),
+               "change": ch.to_json(), "change_text": _clip(ch.to_json()["text"], 2 * MAX_CELL),
+               "threshold_changed": False, "threshold_before": "", "threshold_after": "", "before_today": None}
+        if before.entry is not None:
+            profile = before.entry.get("profile") or baseline.run.get("profile", DEFAULT_PROFILE)
+            was, now = recorded_terms(before.criterion, before.entry), today_terms(before.criterion, profile)
+            if was is not None and was != now:
+                today[cid] = under_today(before.criterion, before.entry, profile)
+                row.update(threshold_changed=True, threshold_before=terms_text(was), threshold_after=terms_text(now),
+                           before_today=today[cid])
+        rows.append(row)
+    rejudged = None
+    if today:  # the baseline's own figures under today's thresholds, where they say
+        own = {k: (today.get(k) if today.get(k) and s.own in (PASS, FAIL) else s.own, s.entry, s.stale)
+               for k, s in old.statuses.items()}
+        rejudged = score_models(spec, resolve_statuses(spec, own))
     models = []
     for key, ms in card.models.items():
         was = old.models[key].ship_pct
-        delta = None if was is None or ms.ship_pct is None else ms.ship_pct - was
+        was_today = rejudged[key].ship_pct if rejudged else was
+        delta = None if was_today is None or ms.ship_pct is None else ms.ship_pct - was_today
         models.append({"key": key, "before": _pct_text(was), "after": _pct_text(ms.ship_pct),
+                       "before_today": None if was_today == was else _pct_text(was_today),
                        "delta": None if delta is None else round(delta, 6),
                        "delta_text": "n/a" if delta is None else f"{delta:+.1f} pts"})
     return {"path": baseline.path, "run": baseline.run, "criteria": rows, "models": models,
+            "spec_sha256": baseline.run.get("spec_sha256"), "spec_matches": baseline.run.get("spec_sha256") == spec.sha256,
+            "threshold_changes": [r["id"] for r in rows if r["threshold_changed"]],
             "blocking": [r["id"] for r in rows if r["change"]["blocks"]]}
 
 
@@ -327,7 +363,7 @@ def build_report(spec: Spec, results: Results | None, bound: set[str] | None = N
         "pass_rate_chart": charts.pass_rate_chart(_pass_rate_rows(rows)),
         "loss_charts": _loss_charts(rows),
         "artifacts": _artifacts(rows),
-        "baseline": _baseline_section(spec, card, scorecard(spec, baseline, bound), results, baseline) if baseline and results else None,
+        "baseline": _baseline_section(spec, card, scorecard(spec, baseline, bound, own_terms=True), results, baseline) if baseline and results else None,
         "statuses": list(STATUSES),
         "compact": False,
         "limit": GITHUB_COMMENT_LIMIT,

@@ -101,8 +101,10 @@ def stale_reason(entry: dict, run: dict | None, spec_sha256: str | None = None,
 
 
 def own_outcomes(spec: Spec, results: Results | None, bound_ids: set[str] | None = None,
-                 reject_stale: bool = False, checkout: dict | None = None) -> dict[str, tuple[str, dict | None, str]]:
-    """Per criterion: (own outcome, entry, stale reason). A stale entry is NOT RUN if rejected."""
+                 reject_stale: bool = False, checkout: dict | None = None,
+                 spec_sha256: str | None = None) -> dict[str, tuple[str, dict | None, str]]:
+    """Per criterion: (own outcome, entry, stale reason). A stale entry is NOT RUN if rejected. An entry
+    judged against another spec than `spec_sha256` (default the spec's own) is stale."""
     entries = results.criteria if results else {}
     run = results.run if results else None
     out = {}
@@ -112,7 +114,7 @@ def own_outcomes(spec: Spec, results: Results | None, bound_ids: set[str] | None
             missing = NO_TEST if bound_ids is not None and cid not in bound_ids else NOT_RUN
             out[cid] = (missing, None, "")
             continue
-        stale = stale_reason(entry, run, spec.sha256, checkout)
+        stale = stale_reason(entry, run, spec_sha256 or spec.sha256, checkout)
         own = NOT_RUN if stale and reject_stale else entry["outcome"]
         out[cid] = (own, entry, stale)
     return out
