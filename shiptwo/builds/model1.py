@@ -45,6 +45,10 @@ MODEL1_GGUF = "model1-{dtype}.gguf"
 MODEL1_RELEASE_DIR = "release"
 OURS_QUANTIZED = ("q8_0",)  # written by shiptwo's GGUF writer; the rest by llama.cpp's quantizer
 LLAMACPP_QUANTIZED = ("q4_k_m",)
+# role -> file of what MODEL-1's set holds before its release formats: the imported base, or a tuning's output
+IMPORTED_ROLES = {"checkpoint": MODEL1_CHECKPOINT}
+TUNED_ROLES = {"tokenizer": TOKENIZER_FILE, "checkpoint": BEST_CHECKPOINT, "final_checkpoint": FINAL_CHECKPOINT,
+               "train_log": TRAIN_LOG, "loss_curve": LOSS_CURVE, "train_state": TRAIN_STATE}
 
 log = logging.getLogger(__name__)
 
@@ -142,9 +146,14 @@ def finetune(recipe: Model1Recipe, out_dir: str | Path, code_version: str,
     return result, data
 
 
+def release_roles(quantized: tuple[str, ...]) -> list[str]:
+    """The roles package_release returns: the HF directory's config, one gguf_<type> per quantized type, the release."""
+    return ["hf_config", *(f"gguf_{q}" for q in quantized), "release_manifest"]
+
+
 def package_release(checkpoint: Path, out_dir: Path, quantized: tuple[str, ...]) -> dict[str, str]:
     """HF directory, the quantized GGUFs and a verified release directory next to the checkpoint;
-    returns the roles (gguf_<type> for each quantized file)."""
+    returns the roles (release_roles: gguf_<type> for each quantized file)."""
     from shiptwo.formats.gguf_export import export_gguf
     from shiptwo.formats.gguf_load import validate_gguf
     from shiptwo.formats.hf import export_hf
@@ -204,18 +213,23 @@ def _model1_run(profile: str, fp, workdir: Path) -> tuple[dict[str, str], dict, 
         ckpt, record = base
         ckpt.training = {**ckpt.training, "base": record}
         save_checkpoint(ckpt, workdir / MODEL1_CHECKPOINT)
-        roles, summary = {"checkpoint": MODEL1_CHECKPOINT}, {"objective": "import", "base": record,
-                                                             "parameters": ckpt.config.num_parameters()}
+        roles, summary = dict(IMPORTED_ROLES), {"objective": "import", "base": record,
+                                                "parameters": ckpt.config.num_parameters()}
     else:
         result, data = finetune(recipe, workdir, code_version=fp.parts["code"], base=base)
-        roles = {"tokenizer": TOKENIZER_FILE, "checkpoint": BEST_CHECKPOINT, "final_checkpoint": FINAL_CHECKPOINT,
-                 "train_log": TRAIN_LOG, "loss_curve": LOSS_CURVE, "train_state": TRAIN_STATE}
+        roles = dict(TUNED_ROLES)
         summary = {**result.summary, "sft_data": data}
     roles.update(package_release(workdir / roles["checkpoint"], workdir, recipe.quantized))
     return roles, recipe.to_dict(), summary
 
 
-BUILDER = Builder("model1", _model1_fingerprint, _model1_run, entry=__name__)
+def _model1_roles(profile: str, fp) -> frozenset[str]:
+    """The roles a complete MODEL-1 set holds: the imported or tuned model's, then its recipe's release formats."""
+    recipe, _ = fp.context
+    return frozenset([*(IMPORTED_ROLES if recipe.sft is None else TUNED_ROLES), *release_roles(recipe.quantized)])
+
+
+BUILDER = Builder("model1", _model1_fingerprint, _model1_run, entry=__name__, roles=_model1_roles)
 
 
 def upstream_gguf(recipe: Model1Recipe) -> Path | None:

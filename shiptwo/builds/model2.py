@@ -30,6 +30,10 @@ TOKENS_FILE = "tokens.safetensors"  # the tokenized splits, one int32 tensor per
 
 
 WEIGHTS_LICENSE = "Apache-2.0"
+# role -> file of a MODEL-2 set: every build holds all of them
+ROLES = {"tokenizer": TOKENIZER_FILE, "tokens": TOKENS_FILE, "corpus_manifest": CORPUS_MANIFEST,
+         "checkpoint": BEST_CHECKPOINT, "final_checkpoint": FINAL_CHECKPOINT, "train_log": TRAIN_LOG,
+         "loss_curve": LOSS_CURVE, "train_state": TRAIN_STATE}
 
 
 def prepare_data(recipe: Recipe, out_dir: str | Path, corpus: Corpus | None = None) -> dict[str, Path]:
@@ -119,12 +123,8 @@ def _model2_run(profile: str, fp, workdir: Path) -> tuple[dict[str, str], dict, 
     if not resume:
         prepare_data(recipe, workdir, corpus)
     result = train_recipe(recipe, workdir, workdir, resume=resume, code_version=fp.parts["code"])
-    roles = {
-        "tokenizer": TOKENIZER_FILE, "tokens": TOKENS_FILE, "corpus_manifest": CORPUS_MANIFEST,
-        "checkpoint": BEST_CHECKPOINT, "final_checkpoint": FINAL_CHECKPOINT, "train_log": TRAIN_LOG,
-        "loss_curve": LOSS_CURVE, "train_state": TRAIN_STATE,
-    }
-    return roles, {**recipe.to_dict(), "train": dataclasses.asdict(recipe.train)}, result.summary
+    return dict(ROLES), {**recipe.to_dict(), "train": dataclasses.asdict(recipe.train)}, result.summary
 
 
-BUILDER = Builder("model2", _model2_fingerprint, _model2_run, entry=__name__, resumable=True)
+BUILDER = Builder("model2", _model2_fingerprint, _model2_run, entry=__name__, roles=lambda profile, fp: frozenset(ROLES),
+                  resumable=True)

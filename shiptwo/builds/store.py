@@ -16,7 +16,9 @@ gguf. The store is in every builder's import closure, so editing it changes ever
 is reused only where its manifest records the model, profile and key it is stored under and the
 full SHA-256 of the fingerprint (the key is its first 16 hex digits: a colliding key is refused),
 the set holds exactly the regular files the manifest lists (a manifest edited to list fewer files,
-a file replaced by a symbolic link or a directory are refused) and every role names a listed file.
+a file replaced by a symbolic link or a directory are refused), every role names a listed file and
+the manifest records every role the builder declares for the build (a set shrunk consistently, a file
+dropped with its entry and role, is refused; a build whose run returns other roles is an error).
 """
 
 from __future__ import annotations
@@ -83,8 +85,8 @@ class Artifacts:
 
 
 class RoleFiles(dict):
-    """role -> path of a stored set; a role the set lacks is one line naming its manifest (a manifest
-    edited to drop a role still verifies while the file stays listed: a bare KeyError was all it said)."""
+    """role -> path of a stored set; a role the set lacks (one its builder does not declare for this
+    recipe: MODEL-1 imported untuned has no train_state) is one line naming its manifest, not a bare KeyError."""
 
     def __init__(self, files: dict[str, Path], manifest: Path):
         super().__init__(files)
@@ -104,12 +106,14 @@ class Fingerprint:
 
 @dataclass
 class Builder:
-    """fingerprint(profile, options) -> Fingerprint; run(profile, fingerprint, workdir) -> (roles, recipe, summary)."""
+    """fingerprint(profile, options) -> Fingerprint; run(profile, fingerprint, workdir) -> (roles, recipe, summary);
+    roles(profile, fingerprint) -> the roles a complete set of that build holds, exactly those run returns."""
 
     name: str
     fingerprint: Callable[[str, dict], Fingerprint]
     run: Callable[[str, Fingerprint, Path], tuple[dict[str, str], dict, dict]]
     entry: str  # the module whose import closure (within shiptwo) is hashed into the key
+    roles: Callable[[str, Fingerprint], frozenset[str]]
     resumable: bool = False  # run() continues from what an interrupted run of the same key left in workdir
 
 
@@ -207,6 +211,7 @@ def build(builder: Builder, profile: str, rebuild: bool = False, **options) -> A
         raise ShiptwoError(f"build: unknown profile {profile!r} (known: {', '.join(PROFILES)})")
     model_name = builder.name
     fp = builder.fingerprint(profile, options)
+    declared = frozenset(builder.roles(profile, fp))
     digest, code = store_digest(builder, fp)
     key = digest[:KEY_DIGITS]
     base = artifact_root() / model_name / profile
@@ -215,7 +220,7 @@ def build(builder: Builder, profile: str, rebuild: bool = False, **options) -> A
     with FileLock(str(base / ARTIFACT_LOCK)):
         adopted = _sweep_work_dirs(base, key if builder.resumable else None)
         if final.exists():
-            problem = verify(final) or misfiled(final, model_name, profile, key, digest)
+            problem = verify(final, declared) or misfiled(final, model_name, profile, key, digest)
             if problem is None:
                 if adopted is not None:  # an interrupted build of what is already built: nothing to resume
                     shutil.rmtree(adopted, ignore_errors=True)
@@ -234,6 +239,10 @@ def build(builder: Builder, profile: str, rebuild: bool = False, **options) -> A
         try:
             t0 = time.perf_counter()
             roles, recipe, summary = builder.run(profile, dataclasses.replace(fp, parts={**fp.parts, "code": code}), tmp)
+            if set(roles) != declared:  # a builder bug: its sets would all be refused, or a shrunk one reused
+                short, extra = sorted(declared - set(roles)), sorted(set(roles) - declared)
+                raise ShiptwoError(f"build {model_name}/{profile}: builder returned " + (
+                    f"no {', '.join(short)} role, which it declares" if short else f"the {', '.join(extra)} role, which it does not declare"))
             (tmp / OWNER_FILE).unlink()
             held, odd = set_files(tmp)
             if odd:  # what verify() would refuse on every reuse

@@ -4,7 +4,8 @@ The store (store.py) writes the manifest last, listing the SHA-256 of every file
 and the role of each file a consumer looks up. A set is reusable only when the manifest is of that
 shape and the directory holds those regular files and no other: a manifest edited to list fewer
 files (or none), a listed file replaced by a symbolic link or a directory, a path outside the set,
-or a role naming an unlisted file is one problem naming the file or field.
+a role naming an unlisted file, or a set lacking a role its builder declares (a file dropped with
+its entry and role) is one problem naming the file or field.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import os
 import re
 import stat
+from collections.abc import Collection
 from pathlib import Path, PurePosixPath
 
 from shiptwo.fileio import sha256_file
@@ -24,9 +26,10 @@ MANIFEST_SHAPE = {"model": str, "profile": str, "key": str, "fingerprint": str, 
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
-def verify(root: Path) -> str | None:
+def verify(root: Path, roles: Collection[str] = ()) -> str | None:
     """None if the set at `root` holds exactly the regular files its manifest lists, each with its
-    SHA-256, and every role names one of them; else a one-line problem. The builder's whole output
+    SHA-256, every role names one of them and it records each of `roles` (those its builder declares
+    a complete set holds); else a one-line problem. The builder's whole output
     is listed (build() hashes everything it wrote), so a file the manifest leaves out was dropped
     from it; a symbolic link (to a copy elsewhere that hashes the same) is not what was built."""
     mpath = root / ARTIFACT_MANIFEST
@@ -50,6 +53,8 @@ def verify(root: Path) -> str | None:
                  for role, rel in sorted(manifest["roles"].items()) if rel not in files]
     if not manifest["roles"]:
         problems.append(f"{mpath}: records no role (a build always has some)")
+    problems += [f"{mpath}: records no {role} role, which its builder declares for this build (a set shrunk after it)"
+                 for role in sorted(set(roles) - set(manifest["roles"]))]
     if problems:  # named before any file is hashed (a model's set holds gigabytes)
         return problems[0]
     return next((f"{root / rel}: SHA-256 differs from the manifest (tampered or corrupt)"

@@ -91,6 +91,23 @@ def test_second_build_is_reused(model1_smoke):
     assert again.reused and again.key == model1_smoke.key
 
 
+def test_a_model1_set_shrunk_of_a_quantized_format_is_not_reused(model1_smoke, store, tmp_path, monkeypatch):
+    """A GGUF dropped with its manifest entry and role: the set verified and was reused as complete.
+    MODEL-1 declares one gguf_<type> role per quantized type of its recipe; a copy of the store is edited."""
+    from shiptwo.builds.registry import build
+    from shiptwo.builds.store import ARTIFACT_MANIFEST
+
+    monkeypatch.setenv(ARTIFACT_ROOT_ENV, str(shutil.copytree(store, tmp_path / "store")))
+    root = tmp_path / "store" / model1_smoke.root.relative_to(store)
+    manifest = json.loads((root / ARTIFACT_MANIFEST).read_text())
+    rel = manifest["roles"].pop("gguf_q8_0")
+    del manifest["files"][rel]
+    (root / rel).unlink()
+    (root / ARTIFACT_MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(ShiptwoError, match=r"manifest\.json: records no gguf_q8_0 role, which its builder declares .*--rebuild"):
+        build("model1", "smoke")
+
+
 def test_masked_loss_counts_only_supervised_targets():
     logits = torch.randn(1, 4, 10)
     y = torch.tensor([[1, 2, 3, 4]])
@@ -136,7 +153,7 @@ def test_a_packaged_base_ships_through_the_release_path(tmp_path, tiny_checkpoin
     SHA-256, imported with the recipe's provenance, released as HF + Q8_0 (ours) + Q4_K_M (llama.cpp's)."""
     import dataclasses
 
-    from shiptwo.builds.model1 import _model1_run
+    from shiptwo.builds.model1 import BUILDER, _model1_run
     from shiptwo.builds.store import Fingerprint
     from shiptwo.fileio import sha256_file
     from shiptwo.formats.gguf_export import export_gguf
@@ -153,7 +170,9 @@ def test_a_packaged_base_ships_through_the_release_path(tmp_path, tiny_checkpoin
     recipe.base = dataclasses.replace(recipe.base, package="shiptwo_tiny_upstream", file=gguf.name, sha256=sha256_file(gguf))
     work = tmp_path / "work"
     work.mkdir()
-    roles, _, summary = _model1_run("default", Fingerprint({"code": "test"}, (recipe, None)), work)
+    fp = Fingerprint({"code": "test"}, (recipe, None))
+    roles, _, summary = _model1_run("default", fp, work)
+    assert set(roles) == BUILDER.roles("default", fp) and {"gguf_q8_0", "gguf_q4_k_m"} <= set(roles)  # what it declares
     assert summary["objective"] == "import" and summary["base"]["sha256"] == sha256_file(gguf)
     ckpt = load_checkpoint(work / roles["checkpoint"])
     assert ckpt.provenance["license"] == "Apache-2.0" and "HuggingFaceTB" in ckpt.provenance[META_DATA_SOURCE]

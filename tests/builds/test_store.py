@@ -39,7 +39,8 @@ def counting_builder(monkeypatch):
         atomic_write_text(workdir / "sub" / "b.txt", "b")
         return {"tokenizer": "a.txt", "extra": "sub/b.txt"}, {"profile": profile}, {"steps": 1}
 
-    monkeypatch.setitem(BUILDERS, "toy", Builder("toy", fingerprint, run, entry="shiptwo.builds.store"))
+    monkeypatch.setitem(BUILDERS, "toy", Builder("toy", fingerprint, run, entry="shiptwo.builds.store",
+                                                    roles=lambda profile, fp: {"tokenizer", "extra"}))
     return runs
 
 
@@ -112,7 +113,8 @@ def test_the_store_times_the_whole_build_and_a_reuse_reads_the_same_figure(store
         atomic_write_text(workdir / "a.txt", "x")
         return {"tokenizer": "a.txt"}, {}, {"wall_seconds": 0.0}  # the trainer's figure about itself
 
-    monkeypatch.setitem(BUILDERS, "slow", Builder("slow", lambda p, o: Fingerprint({}), run, entry="shiptwo.builds.store"))
+    monkeypatch.setitem(BUILDERS, "slow", Builder("slow", lambda p, o: Fingerprint({}), run, entry="shiptwo.builds.store",
+                                                     roles=lambda p, fp: {"tokenizer"}))
     a, b = build("slow", "smoke"), build("slow", "smoke")
     assert a.build_seconds >= 0.3 and not a.build_resumed and a.summary["wall_seconds"] == 0.0
     assert b.reused and b.build_seconds == a.build_seconds == json.loads(a.manifest.read_text())["build_seconds"]
@@ -123,7 +125,8 @@ def test_failed_build_leaves_nothing_visible(store_root, monkeypatch):
         atomic_write_text(workdir / "half.txt", "x")
         raise ShiptwoError("boom")
 
-    monkeypatch.setitem(BUILDERS, "broken", Builder("broken", lambda p, o: Fingerprint({}), run, entry="shiptwo.builds.store"))
+    monkeypatch.setitem(BUILDERS, "broken", Builder("broken", lambda p, o: Fingerprint({}), run, entry="shiptwo.builds.store",
+                                                       roles=lambda p, fp: {"half"}))
     with pytest.raises(ShiptwoError, match="boom"):
         build("broken", "smoke")
     assert [p.name for p in (store_root / "broken" / "smoke").iterdir()] == [ARTIFACT_LOCK]
@@ -284,7 +287,7 @@ def test_an_edit_to_a_compiled_kernel_changes_the_key(monkeypatch, tmp_path):
 
 
 def test_the_environment_is_part_of_the_key(monkeypatch):
-    b = Builder("toy", lambda p, o: Fingerprint({"x": 1}), None, entry="shiptwo.builds.store")
+    b = Builder("toy", lambda p, o: Fingerprint({"x": 1}), None, entry="shiptwo.builds.store", roles=lambda p, fp: set())
     key = store.store_key(b, Fingerprint({"x": 1}))[0]
     monkeypatch.setattr(store.sys, "version", "3.99.0 (elsewhere)")
     assert store.store_key(b, Fingerprint({"x": 1}))[0] != key

@@ -135,12 +135,46 @@ def test_prune_removes_a_link_in_a_sets_place_not_what_it_points_to(store_root, 
     assert not link.is_symlink() and (tmp_path / "elsewhere" / "precious.txt").read_text() == "x" and verify(kept.root) is None
 
 
-def test_a_role_dropped_from_the_manifest_is_one_line_naming_it_where_a_consumer_asks_for_it(store_root, counting_builder):
-    """The role dropped, its file still listed: the set verifies and is reused, and a consumer's
-    `files[role]` raised a bare KeyError (an acceptance ERROR reading "KeyError: 'train_state'")."""
+def test_a_set_shrunk_consistently_is_refused(store_root, counting_builder):
+    """A file dropped with its manifest entry and its role: the set verified, was reused as complete,
+    and the missing role surfaced only where a consumer asked for it (or never)."""
+    a = build("toy", "smoke")
+    (a.root / "sub" / "b.txt").unlink()
+    edit_manifest(a.root, drop(files=("sub/b.txt",), roles=("extra",)))
+    refused(r"manifest\.json: records no extra role, which its builder declares for this build")
+    assert build("toy", "smoke").reused and len(counting_builder) == 2  # the honest rebuild is reused
+
+
+def test_a_role_dropped_from_the_manifest_is_refused(store_root, counting_builder):
+    """The role dropped, its file still listed: the set verified and a consumer's `files[role]` raised a
+    bare KeyError (an acceptance ERROR reading "KeyError: 'train_state'")."""
     a = build("toy", "smoke")
     edit_manifest(a.root, drop(roles=("extra",)))
-    again = build("toy", "smoke")
-    assert again.reused and "extra" not in again.files
-    with pytest.raises(ShiptwoError, match=r"manifest\.json: the artifact set records no extra role \(roles: tokenizer\)"):
-        again.files["extra"]
+    refused(r"manifest\.json: records no extra role")
+
+
+def test_a_role_the_builder_does_not_declare_is_one_line_naming_the_manifest(store_root, counting_builder):
+    a = build("toy", "smoke")
+    with pytest.raises(ShiptwoError, match=r"manifest\.json: the artifact set records no train_state role \(roles: extra, tokenizer\)"):
+        a.files["train_state"]
+
+
+@pytest.mark.parametrize("returned, says", [
+    ({"tokenizer": "a.txt"}, "no extra role, which it declares"),
+    ({"tokenizer": "a.txt", "extra": "a.txt", "more": "a.txt"}, "the more role, which it does not declare"),
+])
+def test_a_build_returning_other_roles_than_declared_is_an_error(store_root, monkeypatch, returned, says):
+    """A builder bug, not a partial set: stored, it would be refused on every reuse (fewer roles) or
+    reused once shrunk of a role nobody declared (more)."""
+    from shiptwo.builds.store import Builder, Fingerprint
+    from shiptwo.fileio import atomic_write_text
+
+    def run(profile, fp, workdir):
+        atomic_write_text(workdir / "a.txt", "x")
+        return returned, {}, {}
+
+    monkeypatch.setitem(BUILDERS, "short", Builder("short", lambda p, o: Fingerprint({}), run, entry="shiptwo.builds.store",
+                                                      roles=lambda p, fp: {"tokenizer", "extra"}))
+    with pytest.raises(ShiptwoError, match=r"^build short/smoke: builder returned " + says + "$"):
+        build("short", "smoke")
+    assert [p.name for p in (store_root / "short" / "smoke").iterdir()] == [store.ARTIFACT_LOCK]
