@@ -1,10 +1,12 @@
 """GGUF writer for llama.cpp: hyper-parameters, the byte-level BPE tokenizer, provenance and the
 tensors (Q/K permuted to llama.cpp's rotary layout; F32, F16 or Q8_0, 1-D tensors always F32).
 
-`export_gguf` writes to a temp file, reads it back and validates it (the gguf writer silently
-drops empty arrays), and only then renames it over the target. As llama.cpp's converter does,
-a Q8_0 export stores a matrix whose rows are not a multiple of 32 as F16; unlike it, the
-fallback is logged and written into general.description.
+`export_gguf` refuses a vocabulary that llama.cpp and our reader would read differently (the
+reader's own check, `gguf_vocab.vocabulary_problems`) before writing anything, then writes to a
+temp file, reads it back, validates it as the reader does (the gguf writer silently drops empty
+arrays) and only then renames it over the target: it never leaves a file our reader refuses.
+As llama.cpp's converter does, a Q8_0 export stores a matrix whose rows are not a multiple of 32
+as F16; unlike it, the fallback is logged and written into general.description.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from shiptwo.model.checkpoint import Checkpoint, missing_provenance
 from shiptwo.errors import ShiptwoError
 from shiptwo.fileio import atomic_output_file
 from shiptwo.formats.gguf_import import gguf_pre_name
-from shiptwo.formats.gguf_load import validate_gguf
+from shiptwo.formats.gguf_load import gguf_problems, read_gguf
+from shiptwo.formats.gguf_vocab import vocabulary_problems
 from shiptwo.formats.names import hf_to_gguf, llamacpp_architecture, permute_qk, qk_heads
 
 from shiptwo.formats.names import GGUF_DATASET_ID, GGUF_DATASET_LICENSE, GGUF_TOKENIZER_MODEL, HF_ARCHITECTURE_CLASS
@@ -166,26 +169,35 @@ def write_gguf(
 def export_gguf(ckpt: Checkpoint, path: str | Path, dtype: str = "f32") -> Path:
     """Write, read back and validate, then atomically move into place; returns the path."""
     path = Path(path)
+    _refuse_if(vocabulary_problems(*tokenizer_arrays(ckpt)), path,
+               f"llama.cpp and shiptwo would read the tokenizer of {ckpt.path or 'the checkpoint'} differently")
     try:
         with atomic_output_file(path) as tmp:
             write_gguf(ckpt, tmp, dtype)
-            g = validate_gguf(tmp)
-            _check_readback(g, ckpt, dtype)
+            g = read_gguf(tmp)
+            _refuse_if(gguf_problems(g), path, "shiptwo's GGUF reader refuses it")
+            _check_readback(g, ckpt, dtype, path)
     except OSError as exc:
         raise ShiptwoError(f"{path}: cannot write GGUF ({exc})") from None
     return path
 
 
-def _check_readback(g, ckpt: Checkpoint, dtype: str) -> None:
+def _refuse_if(problems: list[str], path: Path, why: str) -> None:
+    """One error naming the target (not the temp file the reader saw) and every problem."""
+    if problems:
+        raise ShiptwoError(f"{path}: not written: {why}: {'; '.join(problems)}")
+
+
+def _check_readback(g, ckpt: Checkpoint, dtype: str, path: Path) -> None:
     """The file holds exactly the tensors we meant to write, in the types we meant."""
     expected = {hf_to_gguf(n): s for n, s in ckpt.config.tensor_shapes().items()}
     got = {t.name: t for t in g.reader.tensors}
     if set(got) != set(expected):
-        raise ShiptwoError(f"{g.path}: tensors read back differ from those written: {sorted(set(got) ^ set(expected))[:5]}")
+        raise ShiptwoError(f"{path}: tensors read back differ from those written: {sorted(set(got) ^ set(expected))[:5]}")
     for name, shape in expected.items():
         t = got[name]
         if tuple(int(d) for d in reversed(t.shape)) != shape:
-            raise ShiptwoError(f"{g.path}: tensor {name} reads back as {tuple(t.shape)} (ggml order), expected {shape}")
+            raise ShiptwoError(f"{path}: tensor {name} reads back as {tuple(t.shape)} (ggml order), expected {shape}")
         want = tensor_qtype(shape, dtype)
         if t.tensor_type != want:
-            raise ShiptwoError(f"{g.path}: tensor {name} reads back as {t.tensor_type.name}, expected {want.name}")
+            raise ShiptwoError(f"{path}: tensor {name} reads back as {t.tensor_type.name}, expected {want.name}")

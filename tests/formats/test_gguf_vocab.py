@@ -5,14 +5,16 @@ and our tokenizer would read differently (refused in one line naming the field a
 from __future__ import annotations
 
 import logging
+import re
 import subprocess
 import sys
 
 import gguf
 import pytest
 
+from shiptwo.cli import main
 from shiptwo.errors import ShiptwoError
-from shiptwo.formats.gguf_export import export_gguf
+from shiptwo.formats.gguf_export import export_gguf, write_gguf
 from shiptwo.formats.gguf_import import load_gguf
 from shiptwo.model.checkpoint import load_checkpoint
 from shiptwo.runtimes.llamacpp import llamacpp_tokenize, load_llama
@@ -155,31 +157,74 @@ def test_many_divergences_of_one_kind_are_counted_on_one_line(honest, tmp_path):
     assert "\n" not in str(exc.value) and str(exc.value).endswith(f"(and {len(gguf.GGUFReader(honest).fields[K.Tokenizer.LIST].data) - V - 1} more like it)")
 
 
-def test_an_added_token_that_is_not_special_is_exported_as_llamacpp_matches_it(tiny_tokenizer, tmp_path):
-    """Our export wrote it NORMAL: llama.cpp then split '<tool>' into five byte-level tokens where
-    our tokenizer (which matches an added token whole) gave one id."""
+def checkpoint_with(tiny_tokenizer, path, added, bos=None):
+    """A saved tiny checkpoint whose tokenizer adds `added` ((text, special) pairs) after the
+    trained vocabulary; BOS is `bos` (an id) or the end-of-text token."""
     from tokenizers import AddedToken, Tokenizer
 
-    from shiptwo.model.checkpoint import checkpoint_from_model
+    from shiptwo.model.checkpoint import checkpoint_from_model, save_checkpoint
     from shiptwo.model.config import ModelConfig
     from shiptwo.model.llama import LlamaModel
     from shiptwo.model.tokenizer import BPETokenizer
     from tests.conftest import TINY_PROVENANCE
 
     tok = Tokenizer.from_str(tiny_tokenizer.to_json())
-    tok.add_tokens([AddedToken("<tool>", normalized=False)])
+    for text, special in added:
+        (tok.add_special_tokens if special else tok.add_tokens)([AddedToken(text, special=special, normalized=False)])
     tok = BPETokenizer(tok)
     cfg = ModelConfig(vocab_size=tok.vocab_size, hidden_size=64, intermediate_size=160, num_hidden_layers=2,
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                      bos_token_id=tok.eot_id, eos_token_id=tok.eot_id)
+                      bos_token_id=tok.eot_id if bos is None else bos, eos_token_id=tok.eot_id)
     model = LlamaModel(cfg)
     model.init_weights(seed=0)
-    path = export_gguf(checkpoint_from_model(model, tok.to_json(), TINY_PROVENANCE, training={}), tmp_path / "added.gguf", "f32")
+    return load_checkpoint(save_checkpoint(checkpoint_from_model(model, tok.to_json(), TINY_PROVENANCE, training={}), path))
+
+
+def test_an_added_token_that_is_not_special_is_exported_as_llamacpp_matches_it(tiny_tokenizer, tmp_path):
+    """Our export wrote it NORMAL: llama.cpp then split '<tool>' into five byte-level tokens where
+    our tokenizer (which matches an added token whole) gave one id."""
+    ckpt = checkpoint_with(tiny_tokenizer, tmp_path / "added.safetensors", [("<tool>", False)])
+    tok = ckpt.tokenizer()
+    path = export_gguf(ckpt, tmp_path / "added.gguf", "f32")
     assert gguf.GGUFReader(path).fields[K.Tokenizer.TOKEN_TYPE].contents()[tok.token_to_id("<tool>")] == TT.USER_DEFINED
     llm, back = load_llama(path, 64), load_gguf(path).tokenizer()
     text = "x = <tool> y"
     assert llamacpp_tokenize(llm, text) == tok.encode(text) == back.encode(text) and len(tok.encode("<tool>")) == 1
     assert llm.detokenize(tok.encode(text), special=True).decode() == back.decode(tok.encode(text)) == text
+
+
+@pytest.mark.parametrize("text, special, kind", [("héllo", False, "USER_DEFINED"), ("<|é|>", True, "CONTROL")])
+def test_an_added_token_our_reader_refuses_is_not_exported(tiny_tokenizer, tmp_path, capsys, text, special, kind):
+    """An added token whose text our byte-level decoder changes ('é' is one byte in its alphabet):
+    the export wrote the whole file and then failed naming its temp file, which no longer existed.
+    Now it refuses before writing, naming the target, the checkpoint and the token as the reader does."""
+    ckpt = checkpoint_with(tiny_tokenizer, tmp_path / "ckpt.safetensors", [(text, special)])
+    tid, out = ckpt.tokenizer().token_to_id(text), tmp_path / "out.gguf"
+    ours = ckpt.tokenizer().decode([tid])
+    problem = (f"{K.Tokenizer.LIST}: {kind} token {tid} {text!r} is detokenized as written by llama.cpp, "
+               f"as {ours!r} by our byte-level decoder")
+    with pytest.raises(ShiptwoError) as exc:
+        export_gguf(ckpt, out, "f32")
+    assert str(exc.value) == (f"{out}: not written: llama.cpp and shiptwo would read the tokenizer of {ckpt.path} "
+                              f"differently: {problem}")
+    assert main(["export", str(ckpt.path), "--format", "gguf", "-o", str(out)]) == 2
+    assert capsys.readouterr().err == f"shiptwo: error: {exc.value}\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.safetensors"]  # no output, no temp file
+    raw = write_gguf(ckpt, tmp_path / "raw.gguf")  # the unchecked writer: the file the export declined
+    with pytest.raises(ShiptwoError, match="^" + re.escape(f"{raw}: invalid GGUF: {problem}") + "$"):
+        load_gguf(raw)
+
+
+def test_an_export_our_reader_refuses_names_the_target_not_its_temp_file(tiny_tokenizer, tmp_path):
+    """BOS on a token that is not special: llama.cpp's reader check fails after writing; the error
+    named the temp file (`.out.gguf.<random>.tmp`) instead of the file asked for."""
+    ckpt = checkpoint_with(tiny_tokenizer, tmp_path / "ckpt.safetensors", [("<s>", False)], bos=tiny_tokenizer.vocab_size)
+    out = tmp_path / "out.gguf"
+    with pytest.raises(ShiptwoError) as exc:
+        export_gguf(ckpt, out, "f32")
+    assert str(exc.value) == (f"{out}: not written: shiptwo's GGUF reader refuses it: "
+                              f"{K.Tokenizer.BOS_ID}={tiny_tokenizer.vocab_size} is not a CONTROL token")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.safetensors"]
 
 
 @pytest.mark.parametrize("name, what", [(K.General.NAME, "key #"), ("output_norm.weight", "tensor #")])
