@@ -1,10 +1,12 @@
 """GGUF writer for llama.cpp: hyper-parameters, the byte-level BPE tokenizer, provenance and the
 tensors (Q/K permuted to llama.cpp's rotary layout; F32, F16 or Q8_0, 1-D tensors always F32).
 
-`export_gguf` refuses a vocabulary that llama.cpp and our reader would read differently (the
-reader's own check, `gguf_vocab.vocabulary_problems`) before writing anything, then writes to a
-temp file, reads it back, validates it as the reader does (the gguf writer silently drops empty
-arrays) and only then renames it over the target: it never leaves a file our reader refuses.
+`export_gguf` refuses, before writing anything, a tokenizer feature the file cannot carry (a
+normalizer, say: llama.cpp and our import would split text into other ids) and a vocabulary
+that llama.cpp and our reader would read differently (the reader's own check,
+`gguf_vocab.vocabulary_problems`), then writes to a temp file, reads it back, validates it as
+the reader does (the gguf writer silently drops empty arrays) and only then renames it over the
+target: it never leaves a file our reader refuses.
 As llama.cpp's converter does, a Q8_0 export stores a matrix whose rows are not a multiple of 32
 as F16; unlike it, the fallback is logged and written into general.description.
 """
@@ -21,6 +23,7 @@ import torch
 
 from shiptwo import __version__
 from shiptwo.model.checkpoint import Checkpoint, missing_provenance
+from shiptwo.model.tokenizer import byte_level_bpe
 from shiptwo.errors import ShiptwoError
 from shiptwo.fileio import atomic_output_file
 from shiptwo.formats.gguf_import import gguf_pre_name
@@ -35,6 +38,8 @@ GGUF_DTYPES = ("f32", "f16", "q8_0")
 GGUF_QUANT_BLOCK = 32  # Q8_0 block length: row length must be a multiple
 
 
+# BPE options that change how text splits into ids; our import rebuilds the tokenizer without them.
+_BPE_OPTIONS = ("dropout", "continuing_subword_prefix", "end_of_word_suffix", "ignore_merges")
 _QTYPE = {"f32": gguf.GGMLQuantizationType.F32, "f16": gguf.GGMLQuantizationType.F16, "q8_0": gguf.GGMLQuantizationType.Q8_0}
 log = logging.getLogger(__name__)
 _FILE_TYPE = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}
@@ -79,6 +84,29 @@ def _add_metadata(w: gguf.GGUFWriter, ckpt: Checkpoint, dtype: str) -> None:
     w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
     w.add_rope_freq_base(cfg.rope_theta)
     w.add_rope_dimension_count(cfg.head_dim)
+
+
+def uncarried_tokenizer_features(tokenizer_json: str) -> list[str]:
+    """What a GGUF cannot carry from this tokenizer.json: llama.cpp and our import (which rebuilds
+    `byte_level_bpe`) would drop it silently and encode or decode text otherwise."""
+    spec, ours = json.loads(tokenizer_json), json.loads(byte_level_bpe().to_str())
+    model, out = spec.get("model") or {}, []
+    if model.get("type") != "BPE":
+        return [f"model type {model.get('type')!r} (GGUF's 'gpt2' tokenizer is byte-level BPE)"]
+    if spec.get("normalizer"):
+        out.append(f"normalizer {spec['normalizer'].get('type')!r} (llama.cpp and our import apply none)")
+    decoder = (spec.get("decoder") or {}).get("type")
+    if decoder != ours["decoder"]["type"]:
+        out.append(f"decoder {decoder!r} (llama.cpp and our import decode byte-level)")
+    for key in _BPE_OPTIONS:
+        if (model.get(key) or None) != (ours["model"][key] or None):
+            out.append(f"model.{key}={model[key]!r} (llama.cpp and our import use {ours['model'][key]!r})")
+    for t in spec.get("added_tokens", []):
+        flags = [f for f in ("lstrip", "rstrip", "single_word") if t.get(f)]
+        if flags:
+            out.append(f"added token {t['id']} {t['content']!r} has {'/'.join(flags)} "
+                       "(llama.cpp and our import match it as written)")
+    return out
 
 
 def tokenizer_arrays(ckpt: Checkpoint) -> tuple[list[str], list[int], list[str]]:
@@ -169,6 +197,8 @@ def write_gguf(
 def export_gguf(ckpt: Checkpoint, path: str | Path, dtype: str = "f32") -> Path:
     """Write, read back and validate, then atomically move into place; returns the path."""
     path = Path(path)
+    _refuse_if(uncarried_tokenizer_features(ckpt.tokenizer_json), path,
+               f"GGUF cannot carry what the tokenizer of {ckpt.path or 'the checkpoint'} holds")
     _refuse_if(vocabulary_problems(*tokenizer_arrays(ckpt)), path,
                f"llama.cpp and shiptwo would read the tokenizer of {ckpt.path or 'the checkpoint'} differently")
     try:

@@ -4,6 +4,7 @@ and our tokenizer would read differently (refused in one line naming the field a
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import subprocess
@@ -157,9 +158,10 @@ def test_many_divergences_of_one_kind_are_counted_on_one_line(honest, tmp_path):
     assert "\n" not in str(exc.value) and str(exc.value).endswith(f"(and {len(gguf.GGUFReader(honest).fields[K.Tokenizer.LIST].data) - V - 1} more like it)")
 
 
-def checkpoint_with(tiny_tokenizer, path, added, bos=None):
+def checkpoint_with(tiny_tokenizer, path, added, bos=None, edit=None):
     """A saved tiny checkpoint whose tokenizer adds `added` ((text, special) pairs) after the
-    trained vocabulary; BOS is `bos` (an id) or the end-of-text token."""
+    trained vocabulary and then applies `edit` to its tokenizer.json; BOS is `bos` (an id) or
+    the end-of-text token."""
     from tokenizers import AddedToken, Tokenizer
 
     from shiptwo.model.checkpoint import checkpoint_from_model, save_checkpoint
@@ -171,7 +173,10 @@ def checkpoint_with(tiny_tokenizer, path, added, bos=None):
     tok = Tokenizer.from_str(tiny_tokenizer.to_json())
     for text, special in added:
         (tok.add_special_tokens if special else tok.add_tokens)([AddedToken(text, special=special, normalized=False)])
-    tok = BPETokenizer(tok)
+    spec = json.loads(tok.to_str())
+    if edit:
+        edit(spec)
+    tok = BPETokenizer(Tokenizer.from_str(json.dumps(spec)))
     cfg = ModelConfig(vocab_size=tok.vocab_size, hidden_size=64, intermediate_size=160, num_hidden_layers=2,
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
                       bos_token_id=tok.eot_id if bos is None else bos, eos_token_id=tok.eot_id)
@@ -225,6 +230,31 @@ def test_an_export_our_reader_refuses_names_the_target_not_its_temp_file(tiny_to
     assert str(exc.value) == (f"{out}: not written: shiptwo's GGUF reader refuses it: "
                               f"{K.Tokenizer.BOS_ID}={tiny_tokenizer.vocab_size} is not a CONTROL token")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.safetensors"]
+
+
+def lstrip(spec):
+    spec["added_tokens"][-1]["lstrip"] = True
+
+
+@pytest.mark.parametrize("edit, says", [
+    (lambda spec: spec.update(normalizer={"type": "Lowercase"}), "normalizer 'Lowercase' (llama.cpp and our import apply none)"),
+    (lambda spec: spec.update(decoder=None), "decoder None (llama.cpp and our import decode byte-level)"),
+    (lambda spec: spec["model"].update(end_of_word_suffix="</w>"),
+     "model.end_of_word_suffix='</w>' (llama.cpp and our import use None)"),
+    (lstrip, "added token 384 '<tool>' has lstrip (llama.cpp and our import match it as written)"),
+])
+def test_a_tokenizer_feature_gguf_cannot_carry_is_not_exported(tiny_tokenizer, tmp_path, edit, says):
+    """The export wrote these and our import (and llama.cpp) silently rebuilt another tokenizer:
+    the file encoded or decoded text otherwise than the checkpoint it came from."""
+    ckpt = checkpoint_with(tiny_tokenizer, tmp_path / "ckpt.safetensors", [("<tool>", False)], edit=edit)
+    out = tmp_path / "out.gguf"
+    with pytest.raises(ShiptwoError) as exc:
+        export_gguf(ckpt, out, "f32")
+    assert str(exc.value) == f"{out}: not written: GGUF cannot carry what the tokenizer of {ckpt.path} holds: {says}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.safetensors"]
+    ours, back = ckpt.tokenizer(), load_gguf(write_gguf(ckpt, tmp_path / "raw.gguf")).tokenizer()
+    text = "Def f(x):  <tool> return x"
+    assert (back.encode(text), back.decode(ours.encode(text))) != (ours.encode(text), ours.decode(ours.encode(text)))
 
 
 @pytest.mark.parametrize("name, what", [(K.General.NAME, "key #"), ("output_norm.weight", "tensor #")])
