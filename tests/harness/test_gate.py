@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -552,23 +553,29 @@ def test_a_pass_for_a_criterion_no_test_is_bound_to_refuses(project, capsys):
     assert "AC-G1-001 REFUSED: no test in acceptance/ is bound to AC-G1-001: nothing ran for this PASS" in out, out
 
 
-def test_a_git_ignored_spec_in_a_checkout_is_refused(project, capsys):
-    """A loosened copy of the spec under the git-ignored reports/ (with acceptance/ beside it) shows in no
-    status, so 'no uncommitted change' held for it and the gate judged it: it is not the committed spec."""
-    import shutil
-    import subprocess
+GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
 
-    (project.root / ".gitignore").write_text("reports/*\n")
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
-    subprocess.run([*git, "init", "-q"], cwd=project.root, check=True)
-    subprocess.run([*git, "add", "."], cwd=project.root, check=True)
-    subprocess.run([*git, "commit", "-qm", "spec"], cwd=project.root, check=True)
+
+def _loosened_copy_beside_a_commit(project, copy: Path) -> Path:
+    """Commit the project, record a run, and copy spec/ and acceptance/ under `copy` with model2's
+    threshold loosened 30 -> 3: the copy's spec file."""
+    import shutil
+
+    for cmd in (["init", "-q"], ["add", "."], ["commit", "-qm", "spec"]):
+        subprocess.run([*GIT, *cmd], cwd=project.root, check=True)
     project.record()
-    copy = project.root / "reports" / "copy"
     shutil.copytree(project.root / "spec", copy / "spec")
     shutil.copytree(project.root / "acceptance", copy / "acceptance")
     spec = copy / "spec" / "ship-two.yaml"
     spec.write_text(SPEC.replace("threshold: {smoke: 0, default: 30, full: 30}", "threshold: {smoke: 0, default: 3, full: 3}"))
+    return spec
+
+
+def test_a_git_ignored_spec_in_a_checkout_is_refused(project, capsys):
+    """A loosened copy of the spec under the git-ignored reports/ (with acceptance/ beside it) shows in no
+    status, so 'no uncommitted change' held for it and the gate judged it: it is not the committed spec."""
+    (project.root / ".gitignore").write_text("reports/*\n")
+    spec = _loosened_copy_beside_a_commit(project, project.root / "reports" / "copy")
     code = main(["gate", "--spec", str(spec), "--results", str(project.results), "--model", "model2"])
     err = capsys.readouterr().err
     assert code == 2, err
@@ -580,21 +587,9 @@ def test_a_spec_in_a_nested_repository_is_refused(project, capsys):
     an uncommitted change nor git-ignored to the checkout's git (a nested repository shows as one untracked
     directory at most, and not at all once that is ignored): the gate judged it against the outer checkout's
     commit, as if committed there. The spec must be a file the checkout tracks."""
-    import shutil
-    import subprocess
-
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
-    subprocess.run([*git, "init", "-q"], cwd=project.root, check=True)
-    subprocess.run([*git, "add", "."], cwd=project.root, check=True)
-    subprocess.run([*git, "commit", "-qm", "spec"], cwd=project.root, check=True)
-    project.record()
-    copy = project.root / "vendor" / "copy"
-    shutil.copytree(project.root / "spec", copy / "spec")
-    shutil.copytree(project.root / "acceptance", copy / "acceptance")
-    spec = copy / "spec" / "ship-two.yaml"
-    spec.write_text(SPEC.replace("threshold: {smoke: 0, default: 30, full: 30}", "threshold: {smoke: 0, default: 3, full: 3}"))
+    spec = _loosened_copy_beside_a_commit(project, project.root / "vendor" / "copy")
     for cmd in (["init", "-q"], ["add", "."], ["commit", "-qm", "loosened"]):  # the repository is the spec directory
-        subprocess.run([*git, *cmd], cwd=copy / "spec", check=True)
+        subprocess.run([*GIT, *cmd], cwd=spec.parent, check=True)
     (project.root / ".git" / "info" / "exclude").write_text("vendor/copy/spec/\n")  # ignored, but git lists no file in it
     code = main(["gate", "--spec", str(spec), "--results", str(project.results), "--model", "model2"])
     err = capsys.readouterr().err
