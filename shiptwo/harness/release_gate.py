@@ -21,6 +21,12 @@ else 1. Several models: the worst code wins (1 over 3 over 0).
 
 from __future__ import annotations
 
+import base64
+import csv
+import hashlib
+import importlib.metadata
+import re
+import site
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -275,7 +281,13 @@ def refuse_uncommitted_code(root: Path, checkout: dict, option: str) -> None:
     committed at HEAD, or an uncommitted edit (a trainer seeded otherwise, a loosened check) would be
     what they re-measure and rebuild with, under HEAD's name; so would git-ignored code, which no status
     shows: `.py` files under acceptance/ or shiptwo/ (a conftest.py in acceptance/build/), and what
-    `ignored_loadable` finds."""
+    `ignored_loadable` finds. Checkout or not, a startup file in the interpreter's site directories
+    that no installed package records (`unrecorded_startup_files`) would run in them too."""
+    startup = unrecorded_startup_files()
+    if startup:
+        path, why = startup[0]
+        raise ShiptwoError(f"gate: {option} runs this checkout's code, but {path}: {why}; Python runs it at every start, "
+                           f"the re-run's and rebuild's too (remove it, or reinstall the package it belongs to)")
     if checkout.get("commit") in (None, UNKNOWN_COMMIT):
         return
     changed = uncommitted(root, [root])
@@ -306,6 +318,45 @@ def ignored_loadable(root: str | Path) -> list[str]:
         elif name.endswith((".py", *MODULE_SUFFIXES)) or name in PYTEST_CONFIG:
             found.append(name)
     return sorted(found)
+
+
+STARTUP_NAMES = ("sitecustomize", "usercustomize")  # imported, from anywhere on sys.path, when Python starts
+
+
+def unrecorded_startup_files(site_dirs: list[str | Path] | None = None) -> list[tuple[str, str]]:
+    """(path, why) for each file in the site directories (default: this interpreter's, where the re-run's
+    and rebuild's Python process `.pth` files) that runs code at every interpreter start — a `.pth` file,
+    a sitecustomize/usercustomize module, a module a `.pth` line imports — and that no installed
+    distribution's RECORD there lists with its hash. Only those files are hashed, not every installed one."""
+    if site_dirs is None:
+        site_dirs = [*site.getsitepackages(), *([site.getusersitepackages()] if site.ENABLE_USER_SITE else [])]
+    dirs = [Path(d) for d in dict.fromkeys(map(str, site_dirs)) if Path(d).is_dir()]
+    wanted: dict[Path, str] = {}  # the files that run at start -> their path relative to their site directory
+    for d in dirs:
+        pth = sorted(d.glob("*.pth"))
+        names = set(STARTUP_NAMES)
+        for f in pth:
+            for line in f.read_text(errors="replace").splitlines():
+                if line.startswith(("import ", "import\t")):  # site.py executes such a line
+                    names |= set(re.findall(r"(?:\bimport\s+|__import__\(\s*['\"])(\w+)", line))
+        found = [*pth, *(p for n in names for p in (*d.glob(f"{n}.*"), d / n / "__init__.py") if p.is_file())]
+        wanted.update({p: p.relative_to(d).as_posix() for p in found})
+    problems = {p: "no installed distribution's RECORD lists it" for p in wanted}
+    for dist in importlib.metadata.distributions(path=[str(d) for d in dirs]):
+        for row in csv.reader((dist.read_text("RECORD") or "").splitlines()):
+            path = Path(dist.locate_file(row[0])) if row and len(row) > 1 and row[0] in wanted.values() else None
+            if path not in wanted:
+                continue
+            algorithm, _, recorded = row[1].partition("=")
+            try:
+                digest = base64.urlsafe_b64encode(hashlib.new(algorithm, path.read_bytes()).digest()).rstrip(b"=").decode()
+            except ValueError:  # no hash, or an unknown algorithm
+                digest = None
+            if digest == recorded:
+                problems.pop(path, None)
+            elif problems.get(path, "").startswith("no "):
+                problems[path] = f"differs from the hash {dist.metadata['Name']}'s RECORD lists for it"
+    return sorted((str(p), why) for p, why in problems.items())
 
 
 def one_line(text: str) -> str:

@@ -9,7 +9,9 @@ The run is `python -m pytest <nodeids> --profile <recorded profile> --spec <spec
 --evidence-root <tmp>` in the project root: it writes only under a temporary directory, never into
 the checkout's reports/, and takes no option or plugin from pytest's environment variables (PYTEST_ADDOPTS,
 PYTEST_PLUGINS: a plugin named there could patch the measurement) nor by entry point (a planted
-`*.egg-info/` in the project root names one): only the harness's own plugin is loaded. Python's bytecode and compiled kernels
+`*.egg-info/` in the project root names one): only the harness's own plugin is loaded. Nor does it take
+variables that steer what code runs (PYTHONPATH, LD_PRELOAD, CC: `steering_variables`), left out and said
+so, nor the user's site directory (`python -s`); release_gate refuses a startup file no package records. Python's bytecode and compiled kernels
 are compiled afresh there too: a cached library planted under the honest source's name is never loaded. Timing figures vary between runs, so outcomes are compared, and the fresh
 figure is shown beside the recorded one.
 """
@@ -40,6 +42,26 @@ HARNESS_PLUGIN = "shiptwo.harness.plugin"
 # and Triton's compiled graphs): the re-run gets empty ones in its temporary directory and compiles afresh.
 COMPILED_CACHE_ENV = ("XDG_CACHE_HOME", "TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")
 BYTECODE_CACHE_ENV = "PYTHONPYCACHEPREFIX"
+# What else, set where the gate runs, makes the re-run load or compute with code from outside the checkout:
+# the interpreter's variables (PYTHONPATH: a sitecustomize.py, or a module shadowing one the tests import;
+# PYTHONHOME, PYTHONOPTIMIZE stripping asserts, PYTHONHASHSEED), the dynamic linker's (LD_PRELOAD: a library
+# whose exp() replaces libm's; LD_LIBRARY_PATH, LD_AUDIT) and glibc's tunables, the C compiler and where it
+# looks (CC: a wrapper that compiles other source into the kernels), torch's and Triton's switches (TF32, other
+# kernels, another ptxas) and the kernels' off switch. Thread counts and BLAS settings (OMP_*, MKL_*) are
+# the machine's configuration, like its hardware, and stay; so do PATH, HOME, the locale and SHIPTWO_ARTIFACTS.
+STEERING_PREFIXES = ("PYTHON", "LD_", "TORCH", "TRITON_")
+STEERING_ENV = ("CC", "CXX", "CPP", "CFLAGS", "CXXFLAGS", "CPPFLAGS", "LDFLAGS", "CPATH", "C_INCLUDE_PATH",
+                "CPLUS_INCLUDE_PATH", "LIBRARY_PATH", "COMPILER_PATH", "GCC_EXEC_PREFIX", "GLIBC_TUNABLES",
+                "NVIDIA_TF32_OVERRIDE", "SHIPTWO_KERNELS")
+HARMLESS_PYTHON_ENV = ("PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED")  # whether bytecode is written, output buffered
+
+
+def steering_variables(environ: dict[str, str]) -> list[str]:
+    """The names in `environ` the re-run leaves out, besides the profile it passes itself: pytest's
+    (PYTEST_ENV) and those that steer what code runs or what it computes (STEERING_PREFIXES, STEERING_ENV)."""
+    replaced = (*COMPILED_CACHE_ENV, BYTECODE_CACHE_ENV)  # fresh_compiled_caches gives them values of its own
+    return sorted(k for k in environ if k in PYTEST_ENV or k in STEERING_ENV
+                  or (k.startswith(STEERING_PREFIXES) and k not in (*HARMLESS_PYTHON_ENV, *replaced)))
 
 
 def fresh_compiled_caches(tmp: Path) -> dict[str, str]:
@@ -68,20 +90,21 @@ class Rerun:
     spec_path: Path
     timeout: float | None = None
     log: list[tuple[str, list[str], float]] = field(default_factory=list)  # (profile, ids, seconds)
-    dropped: list[str] = field(default_factory=list)  # pytest's environment variables left out, when set
+    dropped: list[str] = field(default_factory=list)  # the environment's variables left out (steering_variables)
 
     def __call__(self, profile: str, tests: dict[str, list[str]]) -> RerunOutcome:
         nodeids = sorted({n for ids in tests.values() for n in ids})
         start = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="shiptwo-rerun-") as tmp:
             results = Path(tmp) / "results.json"
-            cmd = [sys.executable, "-m", "pytest", *nodeids, "-q", "-p", "no:cacheprovider", "-p", HARNESS_PLUGIN,
+            # -s: no user site directory (its .pth files and usercustomize run at start)
+            cmd = [sys.executable, "-s", "-m", "pytest", *nodeids, "-q", "-p", "no:cacheprovider", "-p", HARNESS_PLUGIN,
                    "--rootdir", str(self.root),
                    "--profile", profile, "--spec", str(self.spec_path), "--results", str(results),
                    "--evidence-root", str(Path(tmp) / "evidence")]
-            env = {**{k: v for k, v in os.environ.items() if k not in (PROFILE_ENV, *PYTEST_ENV)},
+            self.dropped = steering_variables(dict(os.environ))
+            env = {**{k: v for k, v in os.environ.items() if k != PROFILE_ENV and k not in self.dropped},
                    "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", **fresh_compiled_caches(Path(tmp))}
-            self.dropped = sorted(k for k in PYTEST_ENV if k in os.environ)
             error = ""
             try:
                 proc = subprocess.run(cmd, check=False, cwd=self.root, env=env, capture_output=True, text=True, timeout=self.timeout)
