@@ -11,7 +11,6 @@ manifest without its build time and file hashes, which are re-derived from the f
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -51,18 +50,19 @@ class ArtifactSet:
         return f"{self.model}/{self.profile}/{self.key}"
 
 
-def rebuild_set(which: ArtifactSet, root: Path, into: Path, timeout: float | None = None, *, caches: Mapping[str, str]) -> Path:
+def rebuild_set(which: ArtifactSet, root: Path, into: Path, timeout: float | None = None, *, env: Mapping[str, str]) -> Path:
     """Build `which.model` under `which.profile` from the checkout at `root` into the empty store
-    `into` (a subprocess, as a user's `shiptwo build`); the built set's directory. `caches` joins its
-    environment: empty bytecode and compiled-code caches (`harness.rerun.fresh_compiled_caches`, which
-    this layer cannot import), so that what builds is the committed source, not a .pyc planted in the
-    checkout's __pycache__ nor a kernel library or inductor graph planted in the user's caches, which
-    would shape the stored build and its rebuild alike."""
+    `into` (a subprocess, as a user's `shiptwo build`, with no user site directory); the built set's
+    directory. `env` is its environment (`harness.rerun.scrubbed_environment`, which this layer cannot
+    import): empty bytecode and compiled-code caches and no variable steering what code runs (PYTHONPATH,
+    LD_PRELOAD, CC), so that what builds is the committed source, not a .pyc planted in the checkout's
+    __pycache__, a kernel library or inductor graph planted in the user's caches, or a compiler wrapper,
+    which would shape the stored build and its rebuild alike."""
     if which.model not in BUILDERS or which.profile not in PROFILES:
         raise ShiptwoError(f"{which.model}/{which.profile}: not a model and profile this checkout builds "
                            f"(models {', '.join(sorted(BUILDERS))}; profiles {', '.join(PROFILES)})")
-    cmd = [sys.executable, "-m", "shiptwo", "build", which.model, "--profile", which.profile]
-    env = {**os.environ, **caches, ARTIFACT_ROOT_ENV: str(into)}
+    cmd = [sys.executable, "-s", "-m", "shiptwo", "build", which.model, "--profile", which.profile]
+    env = {**env, ARTIFACT_ROOT_ENV: str(into)}
     try:
         proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:

@@ -8,7 +8,8 @@ rebuilds each model under each profile its entries record, from this checkout, i
 store's set under the key that build gives (the one the acceptance tests read), every other set the
 evidence names, and every evidence copy taken from a stored file (builds/reproduce.py says how).
 Any difference refuses every counted PASS of the model. The rebuild runs with empty bytecode and
-compiled-code caches (`harness.rerun.fresh_compiled_caches`, as `--rerun` does): a kernel library or
+compiled-code caches and without the variables that steer what code runs (`harness.rerun.scrubbed_environment`,
+as `--rerun` does): a kernel library or
 inductor graph planted in the user's caches would otherwise shape the stored build and its rebuild
 alike, and they would agree. Each rebuild's build time (the store's clock, in its manifest) goes back
 to the gate, which judges the registered build-time criteria on it (harness/rebuild_clock.py).
@@ -32,7 +33,7 @@ from shiptwo.builds.store import ARTIFACT_MANIFEST
 from shiptwo.errors import ShiptwoError
 from shiptwo.harness.evidence import is_file_record
 from shiptwo.harness.rebuild_clock import RebuildOutcome
-from shiptwo.harness.rerun import fresh_compiled_caches
+from shiptwo.harness.rerun import scrubbed_environment
 
 
 def judged_sets(entries: list[dict], store: Path) -> dict[ArtifactSet, set[tuple[str, Path]]]:
@@ -66,6 +67,7 @@ class Rebuild:
     store: Path
     timeout: float | None = None
     log: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)  # the environment's variables left out (scrubbed_environment)
 
     def problems(self, entries: dict[str, list[dict]], profile: str) -> RebuildOutcome:
         """{model key: problems} over each model's recorded entries, and each rebuild's build time by
@@ -90,8 +92,8 @@ class Rebuild:
         start = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="shiptwo-rebuild-") as tmp:
             try:
-                built = rebuild_set(ArtifactSet(model, profile, ""), self.root, Path(tmp), self.timeout,
-                                    caches=fresh_compiled_caches(Path(tmp) / ".caches"))
+                env, self.dropped = scrubbed_environment(Path(tmp) / ".caches")
+                built = rebuild_set(ArtifactSet(model, profile, ""), self.root, Path(tmp), self.timeout, env=env)
             except ShiptwoError as exc:
                 self.log.append(f"{model}/{profile}: rebuild failed")
                 return [f"--rebuild: {exc}"], None
@@ -121,7 +123,8 @@ class Rebuild:
         return problems, rebuilt_seconds
 
     def summary(self) -> str:
-        return f"rebuild (--rebuild): {'; '.join(self.log) if self.log else 'nothing rebuilt'}"
+        ignored = f"; ignored from the environment: {', '.join(self.dropped)}" if self.dropped else ""
+        return f"rebuild (--rebuild): {'; '.join(self.log) if self.log else 'nothing rebuilt'}{ignored}"
 
 
 def _recorded_seconds(built: Path) -> float | None:

@@ -42,7 +42,7 @@ HARNESS_PLUGIN = "shiptwo.harness.plugin"
 # and Triton's compiled graphs): the re-run gets empty ones in its temporary directory and compiles afresh.
 COMPILED_CACHE_ENV = ("XDG_CACHE_HOME", "TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")
 BYTECODE_CACHE_ENV = "PYTHONPYCACHEPREFIX"
-# What else, set where the gate runs, makes the re-run load or compute with code from outside the checkout:
+# What else, set where the gate runs, makes the re-run (and the rebuild) load or compute with code from outside the checkout:
 # the interpreter's variables (PYTHONPATH: a sitecustomize.py, or a module shadowing one the tests import;
 # PYTHONHOME, PYTHONOPTIMIZE stripping asserts, PYTHONHASHSEED), the dynamic linker's (LD_PRELOAD: a library
 # whose exp() replaces libm's; LD_LIBRARY_PATH, LD_AUDIT) and glibc's tunables, the C compiler and where it
@@ -70,6 +70,15 @@ def fresh_compiled_caches(tmp: Path) -> dict[str, str]:
     checkout's git-ignored __pycache__ whose header matches the committed source) and COMPILED_CACHE_ENV
     (a kernel library planted under the honest source's name). `--rerun` and `--rebuild` both run with them."""
     return {BYTECODE_CACHE_ENV: str(tmp / "pyc"), **{name: str(tmp / "compiled" / name.lower()) for name in COMPILED_CACHE_ENV}}
+
+
+def scrubbed_environment(tmp: Path) -> tuple[dict[str, str], list[str]]:
+    """(environment, names left out) for a subprocess that runs this checkout's code for the gate
+    (`--rerun`, `--rebuild`): this process's environment without the profile variable and
+    `steering_variables`, with fresh_compiled_caches under `tmp`."""
+    dropped = steering_variables(dict(os.environ))
+    env = {k: v for k, v in os.environ.items() if k != PROFILE_ENV and k not in dropped}
+    return {**env, **fresh_compiled_caches(tmp)}, dropped
 
 
 @dataclass
@@ -102,9 +111,8 @@ class Rerun:
                    "--rootdir", str(self.root),
                    "--profile", profile, "--spec", str(self.spec_path), "--results", str(results),
                    "--evidence-root", str(Path(tmp) / "evidence")]
-            self.dropped = steering_variables(dict(os.environ))
-            env = {**{k: v for k, v in os.environ.items() if k != PROFILE_ENV and k not in self.dropped},
-                   "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", **fresh_compiled_caches(Path(tmp))}
+            env, self.dropped = scrubbed_environment(Path(tmp))
+            env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
             error = ""
             try:
                 proc = subprocess.run(cmd, check=False, cwd=self.root, env=env, capture_output=True, text=True, timeout=self.timeout)

@@ -30,7 +30,7 @@ from shiptwo.harness.release_gate import (
     refuse_uncommitted_code,
 )
 from shiptwo.harness.rebuild_clock import RebuildOutcome
-from shiptwo.harness.rerun import fresh_compiled_caches
+from shiptwo.harness.rerun import scrubbed_environment
 from shiptwo.harness.results import load_results
 from shiptwo.harness.spec import load_spec
 from shiptwo.model.checkpoint import load_checkpoint, safetensors_bytes, save_checkpoint
@@ -73,7 +73,7 @@ def stored(tmp_path_factory, planted_checkout) -> Path:
     builds, from the planted copy of this checkout: the rebuild compiles afresh, so the plant never runs."""
     store = tmp_path_factory.mktemp("store")
     rebuild_set(ArtifactSet("model2", "smoke", "?"), planted_checkout, store,
-                caches=fresh_compiled_caches(tmp_path_factory.mktemp("caches")))
+                env=scrubbed_environment(tmp_path_factory.mktemp("caches"))[0])
     return store
 
 
@@ -109,6 +109,34 @@ def test_rebuild_compiles_kernels_afresh_not_a_library_planted_in_the_cache(stor
     found = rebuild.problems({"model2": _entries(built)}, "smoke")
     assert not ran.exists(), "the rebuild loaded the library planted in the user's cache"
     assert found.problems["model2"] == [], rebuild.log
+
+
+def test_rebuild_ignores_variables_that_steer_what_code_runs(stored, tmp_path, monkeypatch):
+    """PYTHONPATH (a sitecustomize.py), LD_PRELOAD (a library) and CC (a compiler wrapper), set where the
+    gate runs, each ran the forger's code in the rebuild, and so could shape the stored build and its
+    rebuild alike. The rebuild leaves them out, says so, and builds what it stored."""
+    from shiptwo.model import kernels
+
+    cc = kernels.shutil.which("cc") or kernels.shutil.which("gcc")
+    marks = {name: tmp_path / f"{name}-ran" for name in ("PYTHONPATH", "LD_PRELOAD", "CC")}
+    (tmp_path / "forger").mkdir()
+    (tmp_path / "forger" / "sitecustomize.py").write_text(f"open({str(marks['PYTHONPATH'])!r}, 'w').close()\n")
+    preload = tmp_path / "preload.c"
+    preload.write_text(f'#include <stdio.h>\n__attribute__((constructor)) static void planted(void) '
+                       f'{{ FILE *f = fopen("{marks["LD_PRELOAD"]}", "w"); if (f) fclose(f); }}\n')
+    subprocess.run([cc, "-shared", "-fPIC", str(preload), "-o", str(tmp_path / "libpreload.so")], check=True)
+    wrapper = tmp_path / "cc"
+    wrapper.write_text(f'#!/bin/sh\ntouch {marks["CC"]}\nexec {cc} "$@"\n')
+    wrapper.chmod(0o755)
+    for name, value in (("PYTHONPATH", tmp_path / "forger"), ("LD_PRELOAD", tmp_path / "libpreload.so"), ("CC", wrapper)):
+        monkeypatch.setenv(name, str(value))
+    store, built = _fresh_copy(stored, tmp_path)
+    rebuild = Rebuild(REPO, store)
+    found = rebuild.problems({"model2": _entries(built)}, "smoke")
+    assert [name for name, mark in marks.items() if mark.exists()] == [], "the forger's code ran in the rebuild"
+    assert found.problems["model2"] == [], rebuild.log
+    ignored = rebuild.summary().split("ignored from the environment: ", 1)[-1].split(", ")
+    assert set(marks) <= set(ignored), rebuild.summary()  # said, not silent
 
 
 def _fresh_copy(stored: Path, tmp_path: Path) -> tuple[Path, Path]:
