@@ -14,8 +14,8 @@ import pytest
 
 from shiptwo.measure import plain_data
 from shiptwo.measure.sandbox import (
-    FS_PRIVATE_ROOT, NET_AUDIT_HOOK, NET_NAMESPACE, NONE, TMP_PRIVATE, SandboxConfig, private_root_plan, run_isolated,
-    run_many,
+    FS_PRIVATE_ROOT, NET_AUDIT_HOOK, NET_NAMESPACE, NONE, TMP_PRIVATE, SandboxConfig, planned_isolation, private_root_plan,
+    run_isolated, run_many,
 )
 from shiptwo.measure.sandbox_shipped import shipped_program
 from shiptwo.measure.sandbox_uids import pids_of_uid
@@ -27,6 +27,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _run(src: str, stdin: bytes = b"", cfg: SandboxConfig = CFG):
+    planned_isolation(cfg)  # the machine's probes, once a process: untimed (several seconds on a loaded machine)
     t0 = time.monotonic()
     res = run_isolated(src, stdin, cfg)
     assert time.monotonic() - t0 < cfg.wall_cap_s + SLACK_S
