@@ -5,10 +5,12 @@ an honest program on a loaded machine passes where a wall-clock limit of the sam
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -75,12 +77,32 @@ def test_forked_children_count_against_the_limit():
     assert res.elapsed_s < 1.5 + SLACK_S
 
 
+def _cores() -> int:
+    """The cores this process may run on, fewer where its cgroup's CPU quota allows fewer: a container
+    limited to 2 CPUs on a 64-core host (a CI runner) sees 64 in its affinity, and 192 spinners there
+    left the honest program a hundredth of a core, stopped by the 10 s wall cap."""
+    cores = len(os.sched_getaffinity(0))
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":  # v2: "max 100000" or "200000 100000"
+            limit = Path("/sys/fs/cgroup", path.lstrip("/"), "cpu.max")
+            quota, period = limit.read_text().split() if limit.is_file() else ("max", "1")
+        elif "cpu" in controllers.split(","):  # v1: quota -1 when unlimited
+            base = Path("/sys/fs/cgroup", controllers, path.lstrip("/"))
+            files = (base / "cpu.cfs_quota_us", base / "cpu.cfs_period_us")
+            quota, period = (f.read_text().strip() for f in files) if files[0].is_file() else ("-1", "1")
+        else:
+            continue
+        if quota not in ("max", "-1"):
+            cores = min(cores, math.ceil(int(quota) / int(period)))
+    return cores
+
+
 @contextlib.contextmanager
 def _loaded_machine():
     """Spinning processes outside the sandbox, three per core this process may run on, each in a session
     of its own as other scorers' sandboxes are (the scheduler's autogroups share CPU between sessions)."""
-    spinners = [subprocess.Popen([sys.executable, "-c", SPIN], start_new_session=True)
-                for _ in range(3 * len(os.sched_getaffinity(0)))]
+    spinners = [subprocess.Popen([sys.executable, "-c", SPIN], start_new_session=True) for _ in range(3 * _cores())]
     try:
         time.sleep(0.3)
         yield
