@@ -9,6 +9,7 @@ from __future__ import annotations
 import _thread
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -82,10 +83,16 @@ def test_an_interrupted_run_leaves_no_cgroup_and_no_process():
         _thread.interrupt_main()
 
     watcher = threading.Thread(target=interrupt)
-    watcher.start()
-    with pytest.raises(KeyboardInterrupt):
-        run_isolated("import time\ntime.sleep(60)\n", b"", SandboxConfig(timeout_s=60.0))
-    watcher.join()
+    # interrupt_main does nothing where SIGINT is ignored, as in a shell's background job (`make test &`):
+    # the run slept its 60 s out and returned
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        watcher.start()
+        with pytest.raises(KeyboardInterrupt):
+            run_isolated("import time\ntime.sleep(60)\n", b"", SandboxConfig(timeout_s=60.0))
+        watcher.join()
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert seen and _ours() == []
     assert [p for p in seen if _alive(p)] == []
 
