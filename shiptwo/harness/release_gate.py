@@ -333,10 +333,14 @@ def unrecorded_startup_files(site_dirs: list[str | Path] | None = None) -> list[
     dirs = [Path(d) for d in dict.fromkeys(map(str, site_dirs)) if Path(d).is_dir()]
     wanted: dict[Path, str] = {}  # the files that run at start -> their path relative to their site directory
     for d in dirs:
-        pth = sorted(d.glob("*.pth"))
+        pth = sorted(p for p in d.glob("*.pth") if p.is_file())  # site.py skips a directory or dangling link
         names = set(STARTUP_NAMES)
         for f in pth:
-            for line in f.read_text(errors="replace").splitlines():
+            try:
+                text = f.read_text(errors="replace")
+            except OSError:  # unreadable, so site.py skips it too; still named below unless recorded
+                continue
+            for line in text.splitlines():
                 if line.startswith(("import ", "import\t")):  # site.py executes such a line
                     names |= set(re.findall(r"(?:\bimport\s+|__import__\(\s*['\"])(\w+)", line))
         found = [*pth, *(p for n in names for p in (*d.glob(f"{n}.*"), d / n / "__init__.py") if p.is_file())]
@@ -350,7 +354,7 @@ def unrecorded_startup_files(site_dirs: list[str | Path] | None = None) -> list[
             algorithm, _, recorded = row[1].partition("=")
             try:
                 digest = base64.urlsafe_b64encode(hashlib.new(algorithm, path.read_bytes()).digest()).rstrip(b"=").decode()
-            except ValueError:  # no hash, or an unknown algorithm
+            except (ValueError, OSError):  # no hash, an unknown algorithm, or unreadable
                 digest = None
             if digest == recorded:
                 problems.pop(path, None)

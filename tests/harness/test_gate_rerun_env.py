@@ -169,3 +169,14 @@ def test_gate_refuses_rerun_with_an_unrecorded_startup_file(tmp_path, capsys):
     proc = subprocess.run(gate, cwd=project.root, capture_output=True, text=True, check=False)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert f"{site / 'zz_forger.pth'}: no installed distribution's RECORD lists it" in proc.stderr, proc.stderr
+
+
+def test_a_pth_python_cannot_open_is_not_a_crash(tmp_path):
+    """A directory or dangling link named `*.pth` is skipped by site.py (it cannot open it), so it runs
+    nothing: the check passes over it instead of stopping the gate with a traceback."""
+    site = tmp_path / "site-packages"
+    site.mkdir()
+    (site / "folder.pth").mkdir()
+    (site / "dangling.pth").symlink_to(tmp_path / "absent")
+    (site / "planted.pth").write_text("import os\n")
+    assert [Path(p).name for p, _ in unrecorded_startup_files([site])] == ["planted.pth"]
