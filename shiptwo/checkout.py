@@ -66,10 +66,11 @@ def untracked(root: str | Path, files: list[str | Path]) -> list[str]:
     status nor the ignore rules list file by file); [] where git fails."""
     root = Path(root).resolve()
     rel = [str(Path(f).resolve().relative_to(root)) for f in files]
-    listed = _git(root, "ls-files", "--", *rel)  # relative to root, as rel is
+    # -z: paths as they are (a non-ASCII one is otherwise quoted); literal: `[x].yaml` is no glob
+    listed = _git(root, "--literal-pathspecs", "ls-files", "-z", "--", *rel)  # relative to root, as rel is
     if listed is None:
         return []
-    return [r for r in rel if r not in set(listed.splitlines())]
+    return [r for r in rel if r not in set(listed.split("\0"))]
 
 
 def ignored_files(root: str | Path, *args: str) -> list[str]:

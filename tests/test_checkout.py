@@ -51,3 +51,19 @@ def test_environment_without_torch_loaded_says_so(monkeypatch):
     env = checkout.environment(import_torch=False)
     assert env["torch_threads"] == env["accelerator"] == checkout.TORCH_NOT_LOADED
     assert "torch" not in sys.modules  # nothing was imported
+
+
+def test_untracked_names_only_files_git_does_not_track_whatever_their_names(tmp_path):
+    """git quotes a non-ASCII path in its listing (core.quotePath): a tracked `café.yaml` must still
+    read as tracked, or the gate refuses the checkout's own committed spec."""
+    import subprocess
+
+    spec = tmp_path / "spec"
+    spec.mkdir()
+    for name in ("café.yaml", "a b.yaml", "[x].yaml"):
+        (spec / name).write_text("x\n")
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run(["git", "add", "."], cwd=tmp_path, check=True)
+    (spec / "x.yaml").write_text("new\n")
+    files = [spec / n for n in ("café.yaml", "a b.yaml", "[x].yaml", "x.yaml")]
+    assert checkout.untracked(tmp_path, files) == ["spec/x.yaml"]
