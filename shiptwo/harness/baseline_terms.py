@@ -41,6 +41,15 @@ def today_terms(criterion: Criterion, profile: str) -> Terms | None:
         return None
 
 
+def changed_terms(criterion: Criterion, entry: dict, profile: str) -> tuple[Terms, Terms | None] | None:
+    """(recorded, today's) where the entry recorded terms that differ from today's, else None. An entry
+    without legs (a test that stopped before measuring) recorded only the primary leg's, so only that is compared."""
+    was, now = recorded_terms(criterion, entry), today_terms(criterion, profile)
+    if now is not None and not entry.get("legs"):
+        now = now[:1]
+    return None if was is None or was == now else (was, now)
+
+
 def terms_text(terms: Terms | None) -> str:
     """`>= 20`, `>= 20; latency <= 3`, `lower_95 >= 80`: the primary leg bare, extra legs by metric."""
     if not terms:

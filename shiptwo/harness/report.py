@@ -18,7 +18,7 @@ from shiptwo import stats
 from shiptwo.errors import ShiptwoError
 from shiptwo.fileio import atomic_write_text
 from shiptwo.harness import charts, markdown_text
-from shiptwo.harness.baseline_terms import as_recorded, recorded_terms, terms_text, today_terms, under_today
+from shiptwo.harness.baseline_terms import as_recorded, changed_terms, recorded_terms, terms_text, under_today
 from shiptwo.harness.compare import compare, repeats, samples_path
 from shiptwo.harness.evidence import is_file_record, read_samples, sample_value
 from shiptwo.harness.rederive import outcome_disagreements
@@ -276,8 +276,8 @@ def _baseline_section(spec: Spec, card: Scorecard, old: Scorecard, results: Resu
                "threshold_changed": False, "threshold_before": "", "threshold_after": "", "before_today": None}
         if before.entry is not None:
             profile = before.entry.get("profile") or baseline.run.get("profile", DEFAULT_PROFILE)
-            was, now = recorded_terms(before.criterion, before.entry), today_terms(before.criterion, profile)
-            if was is not None and was != now:
+            if changed := changed_terms(before.criterion, before.entry, profile):
+                was, now = changed
                 today[cid] = under_today(before.criterion, before.entry, profile)
                 row.update(threshold_changed=True, threshold_before=terms_text(was), threshold_after=terms_text(now),
                            before_today=today[cid])

@@ -79,3 +79,21 @@ def test_a_baseline_pass_its_own_recorded_threshold_contradicts_still_shows_as_f
     baseline.criteria["AC-T2-001"]["outcome"] = "PASS"
     rows = {r["id"]: r for r in build_report(spec, current, baseline=baseline)["baseline"]["criteria"]}
     assert rows["AC-T2-001"]["before"] == "FAIL"
+
+
+def test_an_entry_that_recorded_no_legs_is_no_threshold_change(tmp_path):
+    """A test that errored before measuring records no legs, only the primary threshold: under the same
+    spec, a criterion with extra legs has not changed its thresholds (the row said `== 0 → == 0; ...`)."""
+    (tmp_path / "spec.yaml").write_text(SPEC + "  - {id: AC-T2-004, model: model2, title: legs, metric: score, comparison: \">=\", "
+                                         "threshold: 1, unit: pts, class: data, legs: [{metric: leaks, comparison: \"==\", "
+                                         "threshold: 0, unit: docs}]}\n")
+    spec = load_spec(tmp_path / "spec.yaml")
+    runs = []
+    for name in ("results.json", "old.json"):
+        run = _results(tmp_path / name, spec.sha256, {"AC-T2-001": 20, "AC-T2-002": 5, "AC-T2-003": 20})
+        run.criteria["AC-T2-004"] = {"id": "AC-T2-004", "outcome": "ERROR", "message": "boom", "measured": None, "comparison": ">=",
+                                     "threshold": 1, "legs": [], "profile": "default", "commit": "c", "time": "t",
+                                     "spec_sha256": spec.sha256}
+        runs.append(run)
+    rows = {r["id"]: r for r in build_report(spec, runs[0], baseline=runs[1])["baseline"]["criteria"]}
+    assert not rows["AC-T2-004"]["threshold_changed"], rows["AC-T2-004"]
