@@ -21,12 +21,6 @@ else 1. Several models: the worst code wins (1 over 3 over 0).
 
 from __future__ import annotations
 
-import base64
-import csv
-import hashlib
-import importlib.metadata
-import re
-import site
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -41,6 +35,7 @@ from shiptwo.harness.rebuild_clock import RebuildOutcome, build_clock_disagreeme
 from shiptwo.harness.rederive import recheck, rederive
 from shiptwo.harness.rerun import RerunOutcome, compare_rerun
 from shiptwo.harness.results import Results
+from shiptwo.harness.startup_files import unrecorded_startup_files
 from shiptwo.harness.scoring import CriterionStatus, score, ship_percentage
 from shiptwo.harness.spec import Spec
 from shiptwo.harness.verifiers import build_clock_criteria
@@ -318,49 +313,6 @@ def ignored_loadable(root: str | Path) -> list[str]:
         elif name.endswith((".py", *MODULE_SUFFIXES)) or name in PYTEST_CONFIG:
             found.append(name)
     return sorted(found)
-
-
-STARTUP_NAMES = ("sitecustomize", "usercustomize")  # imported, from anywhere on sys.path, when Python starts
-
-
-def unrecorded_startup_files(site_dirs: list[str | Path] | None = None) -> list[tuple[str, str]]:
-    """(path, why) for each file in the site directories (default: this interpreter's, where the re-run's
-    and rebuild's Python process `.pth` files) that runs code at every interpreter start — a `.pth` file,
-    a sitecustomize/usercustomize module, a module a `.pth` line imports — and that no installed
-    distribution's RECORD there lists with its hash. Only those files are hashed, not every installed one."""
-    if site_dirs is None:
-        site_dirs = [*site.getsitepackages(), *([site.getusersitepackages()] if site.ENABLE_USER_SITE else [])]
-    dirs = [Path(d) for d in dict.fromkeys(map(str, site_dirs)) if Path(d).is_dir()]
-    wanted: dict[Path, str] = {}  # the files that run at start -> their path relative to their site directory
-    for d in dirs:
-        pth = sorted(p for p in d.glob("*.pth") if p.is_file())  # site.py skips a directory or dangling link
-        names = set(STARTUP_NAMES)
-        for f in pth:
-            try:
-                text = f.read_text(errors="replace")
-            except OSError:  # unreadable, so site.py skips it too; still named below unless recorded
-                continue
-            for line in text.splitlines():
-                if line.startswith(("import ", "import\t")):  # site.py executes such a line
-                    names |= set(re.findall(r"(?:\bimport\s+|__import__\(\s*['\"])(\w+)", line))
-        found = [*pth, *(p for n in names for p in (*d.glob(f"{n}.*"), d / n / "__init__.py") if p.is_file())]
-        wanted.update({p: p.relative_to(d).as_posix() for p in found})
-    problems = {p: "no installed distribution's RECORD lists it" for p in wanted}
-    for dist in importlib.metadata.distributions(path=[str(d) for d in dirs]):
-        for row in csv.reader((dist.read_text("RECORD") or "").splitlines()):
-            path = Path(dist.locate_file(row[0])) if row and len(row) > 1 and row[0] in wanted.values() else None
-            if path not in wanted:
-                continue
-            algorithm, _, recorded = row[1].partition("=")
-            try:
-                digest = base64.urlsafe_b64encode(hashlib.new(algorithm, path.read_bytes()).digest()).rstrip(b"=").decode()
-            except (ValueError, OSError):  # no hash, an unknown algorithm, or unreadable
-                digest = None
-            if digest == recorded:
-                problems.pop(path, None)
-            elif problems.get(path, "").startswith("no "):
-                problems[path] = f"differs from the hash {dist.metadata['Name']}'s RECORD lists for it"
-    return sorted((str(p), why) for p, why in problems.items())
 
 
 def one_line(text: str) -> str:

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from shiptwo.harness.release_gate import EXIT_HOLD, unrecorded_startup_files
+from shiptwo.harness.release_gate import EXIT_HOLD
+from shiptwo.harness.startup_files import unrecorded_startup_files
 from shiptwo.harness.results import load_results
 from tests.harness.test_gate_rerun import EVIL_CONFTEST, KERNEL_TEST, TEST, Project
 
@@ -133,6 +134,20 @@ def test_startup_files_a_distribution_records_pass_and_others_are_named(tmp_path
     assert [Path(p).name for p, _ in found] == ["edited.pth", "forger.pth", "honest_finder.py", "sitecustomize.py"], found
     assert dict((Path(p).name, why) for p, why in found)["forger.pth"] == "no installed distribution's RECORD lists it"
     assert "differs from" in dict((Path(p).name, why) for p, why in found)["edited.pth"]
+
+
+def test_every_module_a_recorded_pth_imports_is_checked(tmp_path):
+    """A recorded `.pth` line may import several modules (`import a, b`, `from c import d`, `;`-joined
+    statements): only the first name of the line was checked, so a rewritten `b` or `c` ran at every
+    start of the re-run unnoticed."""
+    site = tmp_path / "site-packages"
+    files = {"multi.pth": "import os, multi_b; from multi_c import install; install()\n",
+             "multi_b.py": "pass\n", "multi_c.py": "def install(): pass\n"}
+    _dist(site, "multi", files)
+    assert unrecorded_startup_files([site]) == []
+    (site / "multi_b.py").write_text("import shiptwo_forger\n")
+    (site / "multi_c.py").write_text("import shiptwo_forger\ndef install(): pass\n")
+    assert sorted(Path(p).name for p, _ in unrecorded_startup_files([site])) == ["multi_b.py", "multi_c.py"]
 
 
 def test_this_interpreters_site_directories_hold_no_unrecorded_startup_file():
